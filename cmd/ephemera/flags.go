@@ -1,0 +1,147 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/ephemera-network/ephemera/node"
+)
+
+// listFlag is a flag that may be given many times; from the environment it
+// takes a comma-separated list.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	for part := range strings.SplitSeq(v, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			*l = append(*l, part)
+		}
+	}
+	return nil
+}
+
+// newFlagSet makes a flag set that reports errors instead of exiting, and
+// prints its help to stdout only when asked for.
+func newFlagSet(name, synopsis string, stdout io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("ephemera "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {
+		fmt.Fprintf(stdout, "Usage: ephemera %s %s\n\nFlags (each also read from EPHEMERA_<NAME>, e.g. --dht-mode from EPHEMERA_DHT_MODE):\n", name, synopsis)
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	return fs
+}
+
+// parseFlags parses args, then fills every flag not given on the command line
+// from its EPHEMERA_* environment variable. It returns the names of the flags
+// that were set either way.
+func parseFlags(fs *flag.FlagSet, args []string) (map[string]bool, error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.Usage()
+			return nil, err
+		}
+		return nil, usageError{fmt.Errorf("%v (see --help)", err)}
+	}
+	if fs.NArg() > 0 {
+		return nil, usageError{fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || err != nil {
+			return
+		}
+		env := envName(f.Name)
+		if v, ok := os.LookupEnv(env); ok {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = usageError{fmt.Errorf("%s=%q: %v", env, v, serr)}
+				return
+			}
+			set[f.Name] = true
+		}
+	})
+	return set, err
+}
+
+func envName(flagName string) string {
+	return "EPHEMERA_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// homeFlag adds --home, defaulting to ~/.ephemera.
+func homeFlag(fs *flag.FlagSet) *string {
+	def := ".ephemera"
+	if dir, err := os.UserHomeDir(); err == nil {
+		def = filepath.Join(dir, ".ephemera")
+	}
+	return fs.String("home", def, "the node's home `directory`")
+}
+
+// nodeFlags are the configuration flags shared by init and run.
+type nodeFlags struct {
+	network, roles, api, metrics, dhtMode, logLevel, logFormat string
+	listen, bootstrap                                          listFlag
+}
+
+func addNodeFlags(fs *flag.FlagSet) *nodeFlags {
+	f := &nodeFlags{}
+	fs.StringVar(&f.network, "network", "", "network `name` to join (default from config, else "+node.DefaultNetwork+")")
+	fs.StringVar(&f.roles, "roles", "", "comma-separated `roles`: bootstrap, miner, oracle, router")
+	fs.Var(&f.listen, "listen", "`multiaddr` to listen on (repeatable)")
+	fs.Var(&f.bootstrap, "bootstrap", "bootstrap peer `multiaddr` ending in /p2p/<id> (repeatable)")
+	fs.StringVar(&f.api, "api", "", "`host:port` of the HTTP API")
+	fs.StringVar(&f.metrics, "metrics", "", "`host:port` of a separate Prometheus /metrics listener")
+	fs.StringVar(&f.dhtMode, "dht-mode", "", "DHT `mode`: auto, server or client")
+	fs.StringVar(&f.logLevel, "log-level", "", "log `level`: debug, info, warn, error")
+	fs.StringVar(&f.logFormat, "log-format", "", "log `format`: text or json")
+	return f
+}
+
+// apply writes the flags that were set onto cfg and validates the result.
+func (f *nodeFlags) apply(cfg *node.Config, set map[string]bool) error {
+	if set["network"] {
+		cfg.Network = f.network
+	}
+	if set["roles"] {
+		roles, err := node.ParseRoles(f.roles)
+		if err != nil {
+			return usageError{fmt.Errorf("--%w", err)}
+		}
+		cfg.Roles = roles
+	}
+	if set["listen"] {
+		cfg.P2P.Listen = f.listen
+	}
+	if set["bootstrap"] {
+		cfg.P2P.Bootstrap = f.bootstrap
+	}
+	if set["api"] {
+		cfg.API.Listen = f.api
+	}
+	if set["metrics"] {
+		cfg.API.Metrics = f.metrics
+	}
+	if set["dht-mode"] {
+		cfg.P2P.DHTMode = f.dhtMode
+	}
+	if set["log-level"] {
+		cfg.Log.Level = f.logLevel
+	}
+	if set["log-format"] {
+		cfg.Log.Format = f.logFormat
+	}
+	if err := cfg.Validate(); err != nil {
+		return usageError{err}
+	}
+	return nil
+}

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/ephemera-network/ephemera/node"
+)
+
+func runNode(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("run", "--home DIR [flags]", stdout)
+	home := homeFlag(fs)
+	nf := addNodeFlags(fs)
+	set, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	h := node.Home{Dir: *home}
+	if node.Running(h) {
+		// Say so before reading anything else, which would only confuse.
+		_, err := node.LockHome(h)
+		return err
+	}
+	cfg, err := node.LoadConfig(h.ConfigPath())
+	if err != nil {
+		return err
+	}
+	if err := nf.apply(&cfg, set); err != nil {
+		return err
+	}
+	log, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		return err
+	}
+
+	n, err := node.New(h, cfg, node.Options{Version: version, Logger: log})
+	if err != nil {
+		return err
+	}
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(signals)
+
+	if err := n.Start(context.Background()); err != nil {
+		return err
+	}
+	sig := <-signals
+	log.Info("stopping", "signal", sig.String(), "timeout", cfg.ShutdownTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Std())
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- n.Stop(ctx) }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			return fmt.Errorf("stop: %w", err)
+		}
+		log.Info("stopped")
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stop did not finish within %s; exiting anyway", cfg.ShutdownTimeout)
+	case sig := <-signals:
+		return fmt.Errorf("second %s: stop forced", sig)
+	}
+}
+
+// newLogger builds the node's slog logger from its log configuration.
+func newLogger(c node.LogConfig, w io.Writer) (*slog.Logger, error) {
+	level, err := node.ParseLevel(c.Level)
+	if err != nil {
+		return nil, err
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ephemera-network/ephemera/testnet"
+)
+
+func runTestnet(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("testnet", "[--dir DIR] [--oracles N] [--miners N] [--routers N] [--check]", stdout)
+	spec := testnet.DefaultSpec()
+	dir := fs.String("dir", "", "`directory` for the nodes' homes (default: a new temporary one)")
+	fs.StringVar(&spec.Network, "network", spec.Network, "network `name`")
+	fs.IntVar(&spec.Bootstraps, "bootstraps", spec.Bootstraps, "number of bootstrap nodes")
+	fs.IntVar(&spec.Oracles, "oracles", spec.Oracles, "number of oracles")
+	fs.IntVar(&spec.Miners, "miners", spec.Miners, "number of miners")
+	fs.IntVar(&spec.Routers, "routers", spec.Routers, "number of routers")
+	check := fs.Bool("check", false, "check that every node becomes healthy, stop them all and exit 0 or 1")
+	wait := fs.Duration("timeout", 45*time.Second, "how long nodes may take to become healthy")
+	binary := fs.String("binary", "", "ephemera `binary` each node runs (default: this one)")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := spec.Validate(); err != nil {
+		return usageError{err}
+	}
+	if *binary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find own binary: %w", err)
+		}
+		*binary = exe
+	}
+	if *dir == "" {
+		d, err := os.MkdirTemp("", "ephemera-testnet-")
+		if err != nil {
+			return err
+		}
+		*dir = d
+	} else if err := emptyDir(*dir); err != nil {
+		return err
+	}
+
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	begin := time.Now()
+	fmt.Fprintf(stdout, "starting %d nodes in %s\n", spec.Bootstraps+spec.Oracles+spec.Miners+spec.Routers, *dir)
+	tn, err := testnet.Start(ctx, *dir, spec, testnet.Subprocess{Binary: *binary})
+	stop := func() error {
+		sctx, done := context.WithTimeout(context.Background(), 20*time.Second)
+		defer done()
+		return tn.Stop(sctx)
+	}
+	if err != nil {
+		return errors.Join(err, stop())
+	}
+	wctx, wdone := context.WithTimeout(ctx, *wait)
+	statuses, healthErr := tn.WaitHealthy(wctx)
+	wdone()
+	manifest, merr := tn.WriteManifest(statuses)
+	printTable(stdout, statuses)
+	fmt.Fprintf(stdout, "\nlogs:     %s\nmanifest: %s\n", filepath.Join(*dir, "<node>", "node.log"), manifest)
+	if healthErr != nil || merr != nil {
+		return errors.Join(healthErr, merr, stop())
+	}
+	fmt.Fprintf(stdout, "all %d nodes healthy after %.1fs\n", len(statuses), time.Since(begin).Seconds())
+	if !*check {
+		fmt.Fprintln(stdout, "running; press Ctrl-C to stop every node")
+		<-ctx.Done()
+	}
+	fmt.Fprintln(stdout, "stopping")
+	if err := stop(); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "stopped")
+	return nil
+}
+
+// emptyDir accepts a missing or empty directory: a testnet never reuses
+// another's homes by accident.
+func emptyDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return os.MkdirAll(dir, 0o755)
+	}
+	if err != nil {
+		return err
+	}
+	if len(entries) > 0 {
+		return fmt.Errorf("%s is not empty; choose a new directory or remove it", dir)
+	}
+	return nil
+}
+
+func printTable(w io.Writer, statuses []testnet.Status) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tROLE\tPEER ID\tAPI\tHEALTH")
+	for _, s := range statuses {
+		health := "healthy"
+		if !s.Healthy {
+			health = "UNHEALTHY: " + s.Reason
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, strings.Join(s.Roles, ","), s.PeerID, s.APIURL, health)
+	}
+	tw.Flush()
+}

@@ -1,0 +1,207 @@
+// Package gossip runs gossipsub for a node: the network's topics, their
+// validators, content-hash message IDs and explicit peer scoring.
+package gossip
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Topic names, without the network.
+const (
+	Attestations = "attestations"
+	Reservations = "reservations"
+)
+
+// TopicNames lists the topics every node of a network joins.
+var TopicNames = []string{Attestations, Reservations}
+
+// TopicID is the gossipsub topic of name on network, so two networks never mix.
+func TopicID(network, name string) string {
+	return "/ephemera/" + network + "/" + name + "/1"
+}
+
+// Validator judges one message. err says why it was not accepted; it is
+// logged at debug and never sent anywhere.
+type Validator func(ctx context.Context, from peer.ID, data []byte) (pubsub.ValidationResult, error)
+
+// Handler receives every accepted message of a topic, including our own.
+type Handler func(msg *pubsub.Message)
+
+// Gossip is one node's gossipsub router and the topics it has joined.
+type Gossip struct {
+	ps      *pubsub.PubSub
+	network string
+	cfg     Config
+	metrics *metrics
+	log     *slog.Logger
+
+	mu     sync.Mutex
+	topics map[string]*Topic
+	wg     sync.WaitGroup
+}
+
+// MessageID is the SHA-256 of the message's data: the same content always has
+// the same ID, whoever forwards it, so duplicates are dropped network-wide.
+func MessageID(m *pb.Message) string {
+	h := sha256.Sum256(m.Data)
+	return string(h[:])
+}
+
+// New starts gossipsub on h. Messages are not signed by the router: every
+// payload is a signed envelope of its own, so a second signature would only
+// cost CPU and bytes; without one, IDs must be content hashes.
+func New(ctx context.Context, h host.Host, network string, cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Gossip, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ids := make([]string, len(TopicNames))
+	for i, n := range TopicNames {
+		ids[i] = TopicID(network, n)
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	ps, err := pubsub.NewGossipSub(ctx, h,
+		pubsub.WithMessageIdFn(MessageID),
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
+		pubsub.WithNoAuthor(),
+		pubsub.WithMaxMessageSize(cfg.MaxMessageSize),
+		pubsub.WithGossipSubParams(pubsub.DefaultGossipSubParams()),
+		pubsub.WithPeerScore(scoreParams(ids), scoreThresholds()),
+		pubsub.WithPeerExchange(true),
+		pubsub.WithLogger(log),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("gossipsub: %w", err)
+	}
+	return &Gossip{ps: ps, network: network, cfg: cfg, metrics: m, log: log, topics: map[string]*Topic{}}, nil
+}
+
+// Topic is a joined, subscribed topic.
+type Topic struct {
+	name    string
+	topic   *pubsub.Topic
+	sub     *pubsub.Subscription
+	metrics *metrics
+}
+
+// Join joins topic name with validator v in place before any message can
+// arrive, and hands each accepted message to handle until ctx ends.
+func (g *Gossip) Join(ctx context.Context, name string, v Validator, handle Handler) (*Topic, error) {
+	id := TopicID(g.network, name)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.topics[name]; ok {
+		return nil, fmt.Errorf("gossip: topic %s joined twice", id)
+	}
+	err := g.ps.RegisterTopicValidator(id, g.instrument(name, v),
+		pubsub.WithValidatorTimeout(g.cfg.ValidatorTimeout.Std()),
+		pubsub.WithValidatorConcurrency(g.cfg.ValidatorConcurrency))
+	if err != nil {
+		return nil, fmt.Errorf("gossip: validator for %s: %w", id, err)
+	}
+	t, err := g.ps.Join(id)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: join %s: %w", id, err)
+	}
+	sub, err := t.Subscribe()
+	if err != nil {
+		t.Close()
+		return nil, fmt.Errorf("gossip: subscribe %s: %w", id, err)
+	}
+	topic := &Topic{name: name, topic: t, sub: sub, metrics: g.metrics}
+	g.topics[name] = topic
+	g.wg.Go(func() { topic.deliver(ctx, handle) })
+	return topic, nil
+}
+
+// instrument counts every validation outcome by topic.
+func (g *Gossip) instrument(name string, v Validator) pubsub.ValidatorEx {
+	return func(ctx context.Context, from peer.ID, msg *pubsub.Message) (res pubsub.ValidationResult) {
+		// Whatever a peer sends, a bug in a validator must not take the node down.
+		defer func() {
+			if p := recover(); p != nil {
+				g.log.Error("gossip validator panicked; message rejected", "topic", name, "from", from, "panic", p)
+				g.metrics.validated.WithLabelValues(name, "reject").Inc()
+				res = pubsub.ValidationReject
+			}
+		}()
+		res, err := v(ctx, from, msg.Data)
+		g.metrics.validated.WithLabelValues(name, outcome(res)).Inc()
+		if err != nil {
+			g.log.Debug("gossip message not accepted", "topic", name, "from", from, "outcome", outcome(res), "reason", err)
+		}
+		return res
+	}
+}
+
+func outcome(r pubsub.ValidationResult) string {
+	switch r {
+	case pubsub.ValidationAccept:
+		return "accept"
+	case pubsub.ValidationReject:
+		return "reject"
+	case pubsub.ValidationIgnore:
+		return "ignore"
+	default:
+		return "throttled"
+	}
+}
+
+// Publish sends data to the topic's mesh.
+func (t *Topic) Publish(ctx context.Context, data []byte) error {
+	if err := t.topic.Publish(ctx, data); err != nil {
+		return fmt.Errorf("publish on %s: %w", t.name, err)
+	}
+	t.metrics.published.WithLabelValues(t.name).Inc()
+	return nil
+}
+
+// Peers lists the peers that subscribe to this topic.
+func (t *Topic) Peers() []peer.ID { return t.topic.ListPeers() }
+
+func (t *Topic) deliver(ctx context.Context, handle Handler) {
+	for {
+		msg, err := t.sub.Next(ctx)
+		if err != nil {
+			return // ctx ended or the subscription was cancelled
+		}
+		if handle != nil {
+			handle(msg)
+		}
+	}
+}
+
+// Close leaves every topic and waits for their handlers to return.
+func (g *Gossip) Close() error {
+	g.mu.Lock()
+	var errs []error
+	for _, t := range g.topics {
+		t.sub.Cancel()
+		if err := t.topic.Close(); err != nil && !errors.Is(err, context.Canceled) {
+			errs = append(errs, err)
+		}
+	}
+	g.topics = map[string]*Topic{}
+	g.mu.Unlock()
+	g.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// PubSub is the underlying router, for peer scores and topic listings.
+func (g *Gossip) PubSub() *pubsub.PubSub { return g.ps }

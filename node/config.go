@@ -1,0 +1,190 @@
+package node
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/ephemera-network/ephemera/gossip"
+	"github.com/ephemera-network/ephemera/internal/duration"
+	"github.com/ephemera-network/ephemera/p2p"
+)
+
+// DefaultNetwork is the network a node joins unless told otherwise.
+const DefaultNetwork = "devnet"
+
+// DefaultAPIAddr keeps the API on loopback: exposing it is the operator's choice.
+const DefaultAPIAddr = "127.0.0.1:7601"
+
+// Config is a node's whole configuration, as config.toml holds it. Each part
+// owns its own section, defaults and validation.
+type Config struct {
+	Network         string            `toml:"network"`
+	Roles           []Role            `toml:"roles"`
+	ShutdownTimeout duration.Duration `toml:"shutdown_timeout"`
+	P2P             p2p.Config        `toml:"p2p"`
+	Gossip          gossip.Config     `toml:"gossip"`
+	API             APIConfig         `toml:"api"`
+	Log             LogConfig         `toml:"log"`
+}
+
+// APIConfig places the HTTP API and the metrics endpoint.
+type APIConfig struct {
+	// Listen is host:port of the API; /metrics is served there too.
+	Listen string `toml:"listen"`
+	// Metrics is an extra host:port serving only /metrics; empty for none.
+	Metrics string `toml:"metrics"`
+}
+
+// LogConfig sets how the node logs.
+type LogConfig struct {
+	Level  string `toml:"level"`  // debug, info, warn or error
+	Format string `toml:"format"` // text or json
+}
+
+// DefaultConfig is what `ephemera init` writes when given no flags.
+func DefaultConfig() Config {
+	return Config{
+		Network:         DefaultNetwork,
+		Roles:           []Role{RoleMiner},
+		ShutdownTimeout: duration.Duration(10 * time.Second),
+		P2P:             p2p.DefaultConfig(),
+		Gossip:          gossip.DefaultConfig(),
+		API:             APIConfig{Listen: DefaultAPIAddr},
+		Log:             LogConfig{Level: "info", Format: "text"},
+	}
+}
+
+var networkName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+
+// Validate checks the whole configuration and names the first wrong field.
+func (c Config) Validate() error {
+	if !networkName.MatchString(c.Network) {
+		return fmt.Errorf("network: %q must be 1-32 lowercase letters, digits or dashes", c.Network)
+	}
+	if err := ValidateRoles(c.Roles); err != nil {
+		return err
+	}
+	if c.ShutdownTimeout.Std() <= 0 {
+		return fmt.Errorf("shutdown_timeout: %s, must be positive", c.ShutdownTimeout)
+	}
+	if err := c.P2P.Validate(); err != nil {
+		return err
+	}
+	if err := c.Gossip.Validate(); err != nil {
+		return err
+	}
+	if err := validateHostPort("api.listen", c.API.Listen, false); err != nil {
+		return err
+	}
+	if err := validateHostPort("api.metrics", c.API.Metrics, true); err != nil {
+		return err
+	}
+	if _, err := ParseLevel(c.Log.Level); err != nil {
+		return err
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		return fmt.Errorf("log.format: %q is not text or json", c.Log.Format)
+	}
+	return nil
+}
+
+func validateHostPort(field, addr string, emptyOK bool) error {
+	if addr == "" && emptyOK {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s: %q is not host:port", field, addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%s: %q has no valid port", field, addr)
+	}
+	if host != "" && host != "localhost" && net.ParseIP(host) == nil {
+		return fmt.Errorf("%s: %q must name an IP address or localhost", field, addr)
+	}
+	return nil
+}
+
+// ParseLevel reads a log level name.
+func ParseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("log.level: %q is not one of debug, info, warn, error", s)
+	}
+	return l, nil
+}
+
+// LoadConfig reads path on top of the defaults. A field the file does not
+// name keeps its default; a field this version does not know is an error,
+// since it is most likely a typo that would otherwise be silently ignored.
+func LoadConfig(path string) (Config, error) {
+	cfg := DefaultConfig()
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return cfg, fmt.Errorf("config %s: no such file; run `ephemera init --home %s` first", path, strings.TrimSuffix(path, "/"+ConfigFile))
+	}
+	if err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	md, err := toml.Decode(string(raw), &cfg)
+	if err != nil {
+		return cfg, fmt.Errorf("config %s: %s", path, oneLine(err))
+	}
+	if undecoded := md.Undecoded(); len(undecoded) > 0 {
+		return cfg, fmt.Errorf("config %s: unknown field %q", path, undecoded[0].String())
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// oneLine keeps only the first line of a multi-line parser error.
+func oneLine(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	return s
+}
+
+//go:embed config.toml.tmpl
+var configTemplate string
+
+var configTmpl = template.Must(template.New("config").Funcs(template.FuncMap{
+	"q":    strconv.Quote,
+	"list": tomlList,
+}).Parse(configTemplate))
+
+// Render writes cfg as a commented config.toml that names every field.
+func (c Config) Render() ([]byte, error) {
+	var b bytes.Buffer
+	if err := configTmpl.Execute(&b, c); err != nil {
+		return nil, fmt.Errorf("render config: %w", err)
+	}
+	return b.Bytes(), nil
+}
+
+func tomlList(v any) string {
+	var items []string
+	switch xs := v.(type) {
+	case []string:
+		for _, x := range xs {
+			items = append(items, strconv.Quote(x))
+		}
+	case []Role:
+		for _, x := range xs {
+			items = append(items, strconv.Quote(string(x)))
+		}
+	}
+	return "[" + strings.Join(items, ", ") + "]"
+}

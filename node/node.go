@@ -1,0 +1,351 @@
+// Package node composes a running Ephemera node from its parts: the home
+// directory, the Badger store, the libp2p host and DHT, gossip and the API.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/gossip"
+	"github.com/ephemera-network/ephemera/p2p"
+	"github.com/ephemera-network/ephemera/store"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Keys this package keeps in the store.
+var (
+	keyPeerID = []byte("self/peer_id") // the identity the data belongs to
+	keyStarts = []byte("self/starts")  // how many times the node has started
+)
+
+// Options are what a node needs besides its home and configuration.
+type Options struct {
+	Version string
+	Logger  *slog.Logger
+}
+
+// Node is one running Ephemera peer.
+type Node struct {
+	home    Home
+	cfg     Config
+	version string
+	log     *slog.Logger
+
+	lock    *HomeLock
+	store   *store.Store
+	key     crypto.PrivKey
+	reg     *prometheus.Registry
+	host    *p2p.Host
+	gossip  *gossip.Gossip
+	api     *api.Server
+	metrics *api.Server
+	started time.Time
+	starts  uint64
+
+	cancel context.CancelFunc // ends the node's background work
+	stops  []func(context.Context) error
+}
+
+// New prepares a node; nothing is opened until Start.
+func New(home Home, cfg Config, opts Options) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Node{home: home, cfg: cfg, version: opts.Version, log: log}, nil
+}
+
+// Start brings the node up in dependency order; Stop takes it down in the
+// reverse order. If a step fails, what already started is stopped again.
+func (n *Node) Start(ctx context.Context) (err error) {
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	n.cancel = cancel
+	n.onStop(func(context.Context) error { cancel(); return nil })
+	defer func() {
+		if err != nil {
+			stopCtx, done := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout.Std())
+			defer done()
+			_ = n.Stop(stopCtx)
+		}
+	}()
+
+	// 1. The home: one node per directory.
+	if n.lock, err = LockHome(n.home); err != nil {
+		return err
+	}
+	n.onStop(func(context.Context) error { return n.lock.Release() })
+
+	// 2. Identity, then the state that belongs to it.
+	if n.key, err = p2p.LoadKey(n.home.KeyPath()); err != nil {
+		if errors.Is(err, p2p.ErrNoKey) {
+			return fmt.Errorf("%w; run `ephemera init --home %s` first", err, n.home.Dir)
+		}
+		return err
+	}
+	if n.store, err = store.Open(n.home.DataPath(), n.log.With("module", "store")); err != nil {
+		return err
+	}
+	n.onStop(func(context.Context) error { return n.store.Close() })
+	if err = n.checkIdentity(); err != nil {
+		return err
+	}
+	go n.store.RunGC(runCtx, 10*time.Minute)
+
+	// 3. Metrics registry, per node so that many nodes can share a process.
+	n.reg = prometheus.NewRegistry()
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// 4. The libp2p host and its private DHT.
+	n.host, err = p2p.New(n.cfg.P2P, p2p.Options{
+		Network:    n.cfg.Network,
+		Key:        n.key,
+		UserAgent:  "ephemera/" + n.version,
+		Registerer: n.reg,
+		Logger:     n.log.With("module", "p2p"),
+	})
+	if err != nil {
+		return err
+	}
+	n.onStop(func(context.Context) error { return n.host.Close() })
+	n.registerMetrics()
+
+	// 5. Gossip, with every topic's validator in place before the first message.
+	if n.gossip, err = gossip.New(runCtx, n.host, n.cfg.Network, n.cfg.Gossip, n.reg, n.log.With("module", "gossip")); err != nil {
+		return err
+	}
+	n.onStop(func(context.Context) error { return n.gossip.Close() })
+	for _, name := range gossip.TopicNames {
+		// No message kinds are defined yet, so every message is rejected.
+		if _, err = n.gossip.Join(runCtx, name, gossip.EnvelopeValidator(), nil); err != nil {
+			return err
+		}
+	}
+
+	// 6. The HTTP API and, if asked for, a separate metrics listener.
+	n.started = time.Now()
+	if n.api, err = api.Listen(n.cfg.API.Listen, api.Handler(n, n.reg), n.log.With("module", "api")); err != nil {
+		return fmt.Errorf("api: %w", err)
+	}
+	n.onStop(n.api.Close)
+	if n.cfg.API.Metrics != "" {
+		if n.metrics, err = api.Listen(n.cfg.API.Metrics, api.MetricsHandler(n.reg), n.log.With("module", "metrics")); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		n.onStop(n.metrics.Close)
+	}
+
+	// 7. Join the network, then tell tools where to find us.
+	n.host.Start(runCtx)
+	if err = writeRuntime(n.home, n.Runtime()); err != nil {
+		return fmt.Errorf("runtime file: %w", err)
+	}
+	n.onStop(func(context.Context) error { return os.Remove(n.home.RuntimePath()) })
+	n.log.Info("node started", "peer", n.host.ID(), "network", n.cfg.Network, "roles", n.cfg.Roles,
+		"addrs", n.FullAddrs(), "api", n.api.URL(), "starts", n.starts)
+	return nil
+}
+
+// Stop stops every part that started, newest first, within ctx.
+func (n *Node) Stop(ctx context.Context) error {
+	var errs []error
+	for i := len(n.stops) - 1; i >= 0; i-- {
+		if err := n.stops[i](ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	n.stops = nil
+	return errors.Join(errs...)
+}
+
+func (n *Node) onStop(f func(context.Context) error) { n.stops = append(n.stops, f) }
+
+// checkIdentity binds the data directory to the identity on first start and
+// refuses a different key later: state such as grants and attestations is
+// only meaningful for the peer that signed it.
+func (n *Node) checkIdentity() error {
+	id, err := peer.IDFromPrivateKey(n.key)
+	if err != nil {
+		return fmt.Errorf("identity: %w", err)
+	}
+	stored, err := n.store.Get(keyPeerID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		if err := n.store.Put(keyPeerID, []byte(id)); err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	case peer.ID(stored) != id:
+		return fmt.Errorf("identity key %s (peer %s) does not match the data in %s (peer %s)",
+			n.home.KeyPath(), id, n.home.DataPath(), peer.ID(stored))
+	}
+	starts := uint64(0)
+	if b, err := n.store.Get(keyStarts); err == nil {
+		starts, _ = strconv.ParseUint(string(b), 10, 64)
+	}
+	n.starts = starts + 1
+	return n.store.Put(keyStarts, []byte(strconv.FormatUint(n.starts, 10)))
+}
+
+// ID is the node's peer ID.
+func (n *Node) ID() peer.ID { return n.host.ID() }
+
+// Host is the node's libp2p host and DHT.
+func (n *Node) Host() *p2p.Host { return n.host }
+
+// Gossip is the node's gossip router.
+func (n *Node) Gossip() *gossip.Gossip { return n.gossip }
+
+// Store is the node's Badger store.
+func (n *Node) Store() *store.Store { return n.store }
+
+// Config is the configuration the node runs with.
+func (n *Node) Config() Config { return n.cfg }
+
+// Starts is how many times this home has started a node, this start included.
+func (n *Node) Starts() uint64 { return n.starts }
+
+// APIURL is the base URL of the running API.
+func (n *Node) APIURL() string { return n.api.URL() }
+
+// FullAddrs are the node's dialable addresses, each ending in /p2p/<id>.
+func (n *Node) FullAddrs() []ma.Multiaddr {
+	addrs, _ := peer.AddrInfoToP2pAddrs(&peer.AddrInfo{ID: n.host.ID(), Addrs: n.host.Addrs()})
+	return addrs
+}
+
+// Runtime describes the running node for node.json.
+func (n *Node) Runtime() Runtime {
+	rt := Runtime{
+		PID:       os.Getpid(),
+		PeerID:    n.host.ID().String(),
+		Network:   n.cfg.Network,
+		Roles:     slices.Clone(n.cfg.Roles),
+		Addrs:     multiaddrStrings(n.FullAddrs()),
+		APIURL:    n.api.URL(),
+		StartedAt: n.started.UTC(),
+	}
+	if n.metrics != nil {
+		rt.MetricsURL = n.metrics.URL() + "/metrics"
+	}
+	return rt
+}
+
+// Health is nil when the node can take part in the network: it has a peer
+// and knows at least one DHT server.
+func (n *Node) Health() error {
+	if n.host.PeerCount() == 0 {
+		return errors.New("no peers connected")
+	}
+	if n.host.RoutingTableSize() == 0 {
+		return errors.New("DHT routing table is empty")
+	}
+	return nil
+}
+
+// Info answers GET /v1/node.
+func (n *Node) Info() api.NodeInfo {
+	roles := make([]string, len(n.cfg.Roles))
+	for i, r := range n.cfg.Roles {
+		roles[i] = string(r)
+	}
+	return api.NodeInfo{
+		PeerID:           n.host.ID().String(),
+		Addrs:            multiaddrStrings(n.FullAddrs()),
+		Roles:            roles,
+		Network:          n.cfg.Network,
+		Version:          n.version,
+		UptimeSeconds:    time.Since(n.started).Seconds(),
+		Peers:            n.host.PeerCount(),
+		RoutingTableSize: n.host.RoutingTableSize(),
+		DHTMode:          dhtModeName(n.host.DHT.Mode()),
+	}
+}
+
+// Peers answers GET /v1/peers.
+func (n *Node) Peers() []api.PeerInfo {
+	ps := n.host.Peerstore()
+	rt := n.host.DHT.RoutingTable()
+	var out []api.PeerInfo
+	for _, p := range n.host.Network().Peers() {
+		info := api.PeerInfo{PeerID: p.String(), Addrs: []string{}, Direction: "unknown"}
+		for _, c := range n.host.Network().ConnsToPeer(p) {
+			info.Addrs = append(info.Addrs, c.RemoteMultiaddr().String())
+			info.Direction = directionName(c.Stat().Direction)
+		}
+		info.LatencyMS = float64(ps.LatencyEWMA(p).Microseconds()) / 1000
+		if av, err := ps.Get(p, "AgentVersion"); err == nil {
+			info.AgentVersion, _ = av.(string)
+		}
+		info.InRoutingTable = rt.Find(p) != ""
+		out = append(out, info)
+	}
+	slices.SortFunc(out, func(a, b api.PeerInfo) int { return strings.Compare(a.PeerID, b.PeerID) })
+	if out == nil {
+		out = []api.PeerInfo{}
+	}
+	return out
+}
+
+// registerMetrics exports the node's own gauges beside go-libp2p's.
+func (n *Node) registerMetrics() {
+	n.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "ephemera", Name: "peers", Help: "Peers with an open connection.",
+		}, func() float64 { return float64(n.host.PeerCount()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "ephemera", Name: "routing_table_size", Help: "DHT servers in the routing table.",
+		}, func() float64 { return float64(n.host.RoutingTableSize()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "ephemera", Name: "build_info", Help: "Always 1; the labels say what runs.",
+			ConstLabels: prometheus.Labels{"version": n.version, "network": n.cfg.Network},
+		}, func() float64 { return 1 }),
+	)
+}
+
+func dhtModeName(m dht.ModeOpt) string {
+	switch m {
+	case dht.ModeServer:
+		return p2p.DHTModeServer
+	case dht.ModeClient:
+		return p2p.DHTModeClient
+	default:
+		return p2p.DHTModeAuto
+	}
+}
+
+func directionName(d network.Direction) string {
+	switch d {
+	case network.DirInbound:
+		return "inbound"
+	case network.DirOutbound:
+		return "outbound"
+	default:
+		return "unknown"
+	}
+}
+
+func multiaddrStrings(addrs []ma.Multiaddr) []string {
+	out := make([]string, len(addrs))
+	for i, a := range addrs {
+		out[i] = a.String()
+	}
+	return out
+}

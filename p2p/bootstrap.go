@@ -1,0 +1,157 @@
+package p2p
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+const (
+	minBackoff  = time.Second
+	dialTimeout = 10 * time.Second
+	refreshWait = 30 * time.Second
+)
+
+// bootstrapper keeps a node connected, in the manner of boxo's bootstrap:
+// dial the bootstrap peers, refresh the routing table, and repeat with
+// exponential backoff while that fails or the peer count is low.
+type bootstrapper struct {
+	h        host.Host
+	kad      *dht.IpfsDHT
+	peers    []peer.AddrInfo
+	minPeers int
+	interval time.Duration
+	log      *slog.Logger
+}
+
+func newBootstrapper(h host.Host, kad *dht.IpfsDHT, peers []peer.AddrInfo, cfg Config, log *slog.Logger) *bootstrapper {
+	self := h.ID()
+	others := make([]peer.AddrInfo, 0, len(peers))
+	for _, p := range peers {
+		if p.ID != self { // a bootstrap node may list itself in a shared config
+			others = append(others, p)
+		}
+	}
+	return &bootstrapper{h: h, kad: kad, peers: others, minPeers: cfg.MinPeers, interval: cfg.BootstrapInterval.Std(), log: log}
+}
+
+func (b *bootstrapper) run(ctx context.Context) {
+	lost := b.watchDisconnects(ctx)
+	if len(b.peers) == 0 {
+		b.log.Info("no bootstrap peers configured; waiting for peers to dial in")
+	}
+	backoff := minBackoff
+	for {
+		wait := b.interval
+		if b.round(ctx) {
+			backoff = minBackoff
+		} else {
+			wait = backoff
+			backoff = min(backoff*2, b.interval)
+		}
+		// Jitter keeps a testnet's nodes from bootstrapping in lockstep.
+		wait += time.Duration(rand.Int64N(int64(wait)/5 + 1))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-lost:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// round reports whether the node is well connected after trying to be.
+func (b *bootstrapper) round(ctx context.Context) bool {
+	if len(b.h.Network().Peers()) >= b.minPeers && b.kad.RoutingTable().Size() > 0 {
+		return true
+	}
+	if len(b.peers) == 0 {
+		return true // nothing to dial; others find us
+	}
+	connected := b.dialBootstrapPeers(ctx)
+	if connected == 0 {
+		b.log.Warn("no bootstrap peer reachable; retrying", "bootstrap_peers", len(b.peers))
+		return false
+	}
+	// Ask the network for our neighbours so the routing table fills beyond
+	// the bootstrap peers.
+	select {
+	case err := <-b.kad.RefreshRoutingTable():
+		if err != nil && ctx.Err() == nil {
+			b.log.Debug("routing table refresh", "err", err)
+		}
+	case <-time.After(refreshWait):
+	case <-ctx.Done():
+		return false
+	}
+	b.log.Debug("bootstrapped", "peers", len(b.h.Network().Peers()), "routing_table", b.kad.RoutingTable().Size())
+	return b.kad.RoutingTable().Size() > 0
+}
+
+func (b *bootstrapper) dialBootstrapPeers(ctx context.Context) int {
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	var (
+		wg        sync.WaitGroup
+		mu        sync.Mutex
+		connected int
+	)
+	for _, p := range b.peers {
+		wg.Go(func() {
+			if b.h.Network().Connectedness(p.ID) != network.Connected {
+				if err := b.h.Connect(ctx, p); err != nil {
+					b.log.Debug("dial bootstrap peer", "peer", p.ID, "err", err)
+					return
+				}
+			}
+			mu.Lock()
+			connected++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return connected
+}
+
+// watchDisconnects signals when the node drops below its minimum peer count,
+// so it bootstraps again at once instead of at the next interval.
+func (b *bootstrapper) watchDisconnects(ctx context.Context) <-chan struct{} {
+	lost := make(chan struct{}, 1)
+	sub, err := b.h.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
+	if err != nil {
+		b.log.Warn("peer events unavailable; bootstrapping on the interval only", "err", err)
+		return lost
+	}
+	go func() {
+		defer sub.Close()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-sub.Out():
+				if !ok {
+					return
+				}
+				e := ev.(event.EvtPeerConnectednessChanged)
+				if e.Connectedness == network.NotConnected && len(b.h.Network().Peers()) < b.minPeers {
+					select {
+					case lost <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}
+	}()
+	return lost
+}

@@ -1,0 +1,209 @@
+// Package p2p builds the node's libp2p host and its private Kademlia DHT, and
+// keeps the node connected to the network through its bootstrap peers.
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"syscall"
+
+	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	record "github.com/libp2p/go-libp2p-record"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
+	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ErrAddrInUse is returned when a listen address is taken by another process.
+var ErrAddrInUse = errors.New("address already in use")
+
+// ProtocolPrefix is the prefix of every protocol of a network, so two
+// networks never answer each other's queries.
+func ProtocolPrefix(network string) protocol.ID {
+	return protocol.ID("/ephemera/" + network)
+}
+
+// Options are what New needs besides the configuration.
+type Options struct {
+	Network   string
+	Key       crypto.PrivKey
+	UserAgent string
+	// Registerer receives go-libp2p's own metrics; nil disables them.
+	Registerer prometheus.Registerer
+	// Validators adds DHT record namespaces beside the built-in "pk".
+	Validators map[string]record.Validator
+	Logger     *slog.Logger
+}
+
+// Host is a libp2p host with the node's DHT on it.
+type Host struct {
+	host.Host
+	DHT *dht.IpfsDHT
+
+	cfg        Config
+	bootstrap  *bootstrapper
+	log        *slog.Logger
+	stopRunner context.CancelFunc
+	done       chan struct{}
+}
+
+// New starts a host listening on cfg.Listen, with TCP and QUIC, Noise and TLS,
+// explicit resource limits and a connection manager, and a private DHT.
+func New(cfg Config, opts Options) (*Host, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Network == "" {
+		return nil, errors.New("p2p: network name is empty")
+	}
+	listen, _ := ParseListenAddrs(cfg.Listen)
+	peers, _ := ParseBootstrapAddrs(cfg.Bootstrap)
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+
+	rm, err := newResourceManager(cfg, opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	cm, err := connmgr.NewConnManager(cfg.ConnLowWater, cfg.ConnHighWater, connmgr.WithGracePeriod(cfg.ConnGrace.Std()))
+	if err != nil {
+		rm.Close()
+		return nil, fmt.Errorf("connection manager: %w", err)
+	}
+	lopts := []libp2p.Option{
+		libp2p.Identity(opts.Key),
+		libp2p.UserAgent(opts.UserAgent),
+		// Listen one address at a time below, so that a port in use is
+		// reported by name instead of being skipped.
+		libp2p.NoListenAddrs,
+		libp2p.ChainOptions(libp2p.Transport(tcp.NewTCPTransport), libp2p.Transport(quic.NewTransport)),
+		libp2p.ChainOptions(libp2p.Security(noise.ID, noise.New), libp2p.Security(libp2ptls.ID, libp2ptls.New)),
+		libp2p.ResourceManager(rm),
+		libp2p.ConnectionManager(cm),
+	}
+	if opts.Registerer != nil {
+		lopts = append(lopts, libp2p.PrometheusRegisterer(opts.Registerer))
+	} else {
+		lopts = append(lopts, libp2p.DisableMetrics())
+	}
+	h, err := libp2p.New(lopts...)
+	if err != nil {
+		rm.Close()
+		return nil, fmt.Errorf("libp2p host: %w", err)
+	}
+	for _, a := range listen {
+		if err := h.Network().Listen(a); err != nil {
+			h.Close()
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return nil, fmt.Errorf("listen on %s: %w", a, ErrAddrInUse)
+			}
+			return nil, fmt.Errorf("listen on %s: %w", a, err)
+		}
+	}
+
+	dopts := []dht.Option{
+		dht.ProtocolPrefix(ProtocolPrefix(opts.Network)),
+		dht.Mode(dhtMode(cfg.DHTMode)),
+		dht.NamespacedValidator("pk", record.PublicKeyValidator{}),
+	}
+	for ns, v := range opts.Validators {
+		dopts = append(dopts, dht.NamespacedValidator(ns, v))
+	}
+	kad, err := dht.New(h, dopts...)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("dht: %w", err)
+	}
+	return &Host{
+		Host:      h,
+		DHT:       kad,
+		cfg:       cfg,
+		bootstrap: newBootstrapper(h, kad, peers, cfg, log),
+		log:       log,
+	}, nil
+}
+
+// Start keeps the host connected: it dials the bootstrap peers with backoff
+// and bootstraps again whenever the peer count falls below the threshold.
+func (h *Host) Start(ctx context.Context) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	h.stopRunner = cancel
+	h.done = make(chan struct{})
+	go func() {
+		defer close(h.done)
+		h.bootstrap.run(ctx)
+	}()
+}
+
+// Close stops the bootstrap loop, the DHT and the host.
+func (h *Host) Close() error {
+	if h.stopRunner != nil {
+		h.stopRunner()
+		<-h.done
+	}
+	return errors.Join(h.DHT.Close(), h.Host.Close())
+}
+
+// RoutingTableSize is the number of DHT servers this node knows.
+func (h *Host) RoutingTableSize() int { return h.DHT.RoutingTable().Size() }
+
+// PeerCount is the number of peers this node has a connection with.
+func (h *Host) PeerCount() int { return len(h.Network().Peers()) }
+
+func dhtMode(s string) dht.ModeOpt {
+	switch s {
+	case DHTModeServer:
+		return dht.ModeServer
+	case DHTModeClient:
+		return dht.ModeClient
+	default:
+		return dht.ModeAuto
+	}
+}
+
+// newResourceManager scales libp2p's default limits to the configured memory
+// and caps connections explicitly, so one node never takes the whole machine.
+func newResourceManager(cfg Config, reg prometheus.Registerer) (network.ResourceManager, error) {
+	scaling := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&scaling)
+	const fileDescriptors = 4096
+	base := scaling.Scale(int64(cfg.MaxMemoryMB)<<20, fileDescriptors)
+	conns := rcmgr.LimitVal(cfg.MaxConns)
+	limits := rcmgr.PartialLimitConfig{
+		System: rcmgr.ResourceLimits{
+			Conns:         conns,
+			ConnsInbound:  rcmgr.LimitVal(cfg.MaxConns / 2),
+			ConnsOutbound: conns,
+			Memory:        rcmgr.LimitVal64(int64(cfg.MaxMemoryMB) << 20),
+		},
+	}.Build(base)
+	var ropts []rcmgr.Option
+	if reg != nil {
+		rcmgr.MustRegisterWith(reg)
+		str, err := rcmgr.NewStatsTraceReporter()
+		if err != nil {
+			return nil, fmt.Errorf("resource manager metrics: %w", err)
+		}
+		ropts = append(ropts, rcmgr.WithTraceReporter(str))
+	} else {
+		ropts = append(ropts, rcmgr.WithMetricsDisabled())
+	}
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits), ropts...)
+	if err != nil {
+		return nil, fmt.Errorf("resource manager: %w", err)
+	}
+	return rm, nil
+}

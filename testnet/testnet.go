@@ -1,0 +1,296 @@
+// Package testnet starts local Ephemera networks: homes generated for every
+// node, a bootstrap started first and the rest pointed at it. The same
+// orchestration drives real processes (the `ephemera testnet` command and
+// testnet/run.sh) and in-process nodes (multi-node tests), through Launcher.
+package testnet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ephemera-network/ephemera/internal/duration"
+	"github.com/ephemera-network/ephemera/node"
+	"github.com/ephemera-network/ephemera/p2p"
+)
+
+// Spec is the shape of a testnet.
+type Spec struct {
+	Network    string
+	Bootstraps int
+	Oracles    int
+	Miners     int
+	Routers    int
+}
+
+// DefaultSpec is the testnet of the README: 1 bootstrap, 3 oracles, 5 miners, 1 router.
+func DefaultSpec() Spec {
+	return Spec{Network: node.DefaultNetwork, Bootstraps: 1, Oracles: 3, Miners: 5, Routers: 1}
+}
+
+// Validate rejects a testnet that cannot form.
+func (s Spec) Validate() error {
+	if s.Bootstraps < 1 {
+		return errors.New("a testnet needs at least one bootstrap node")
+	}
+	if s.Oracles < 0 || s.Miners < 0 || s.Routers < 0 {
+		return errors.New("node counts cannot be negative")
+	}
+	if total := s.Bootstraps + s.Oracles + s.Miners + s.Routers; total > 200 {
+		return fmt.Errorf("%d nodes is more than one machine should run as processes (at most 200)", total)
+	}
+	return nil
+}
+
+// member is one planned node: its name, roles and home.
+type member struct {
+	name  string
+	roles []node.Role
+	home  node.Home
+}
+
+func (s Spec) members(dir string) []member {
+	var out []member
+	add := func(role node.Role, n int) {
+		for i := range n {
+			name := fmt.Sprintf("%s-%d", role, i)
+			out = append(out, member{name: name, roles: []node.Role{role}, home: node.Home{Dir: filepath.Join(dir, name)}})
+		}
+	}
+	add(node.RoleBootstrap, s.Bootstraps)
+	add(node.RoleOracle, s.Oracles)
+	add(node.RoleMiner, s.Miners)
+	add(node.RoleRouter, s.Routers)
+	return out
+}
+
+// Node is a running member of a testnet, wherever it runs.
+type Node interface {
+	// Runtime is what the node published once it was up: peer ID, addresses, API.
+	Runtime() node.Runtime
+	// Stop stops the node gracefully within ctx.
+	Stop(ctx context.Context) error
+}
+
+// Launcher starts a node from an initialised home.
+type Launcher interface {
+	Launch(ctx context.Context, name string, home node.Home) (Node, error)
+}
+
+// Testnet is a running local network.
+type Testnet struct {
+	Dir   string
+	Spec  Spec
+	nodes []running
+}
+
+// running is a member that was launched.
+type running struct {
+	member
+	Node
+}
+
+// Start writes a home for every node under dir, starts the bootstrap nodes,
+// reads their addresses back and starts the others pointed at them. Every
+// node listens on 127.0.0.1 with port 0 and runs its DHT in server mode.
+// On error, the nodes already started are returned in the Testnet for Stop.
+func Start(ctx context.Context, dir string, spec Spec, l Launcher) (*Testnet, error) {
+	t := &Testnet{Dir: dir, Spec: spec}
+	if err := spec.Validate(); err != nil {
+		return t, err
+	}
+	members := spec.members(dir)
+	var bootstrapAddrs []string
+	launch := func(m member) (Node, error) {
+		cfg := homeConfig(spec.Network, m.roles, bootstrapAddrs)
+		if _, err := node.Init(m.home, cfg, false); err != nil {
+			return nil, fmt.Errorf("%s: %w", m.name, err)
+		}
+		n, err := l.Launch(ctx, m.name, m.home)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", m.name, err)
+		}
+		return n, nil
+	}
+	// Bootstrap nodes start one by one: each joins those before it.
+	for _, m := range members[:spec.Bootstraps] {
+		n, err := launch(m)
+		if err != nil {
+			return t, err
+		}
+		t.nodes = append(t.nodes, running{m, n})
+		bootstrapAddrs = append(bootstrapAddrs, n.Runtime().Addrs...)
+	}
+	// The rest start together.
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
+	for _, m := range members[spec.Bootstraps:] {
+		wg.Go(func() {
+			n, err := launch(m)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			t.nodes = append(t.nodes, running{m, n})
+		})
+	}
+	wg.Wait()
+	// Keep the table in the members' order, whatever order they came up in.
+	slices.SortFunc(t.nodes, func(a, b running) int {
+		return slices.IndexFunc(members, func(m member) bool { return m.name == a.name }) -
+			slices.IndexFunc(members, func(m member) bool { return m.name == b.name })
+	})
+	return t, errors.Join(errs...)
+}
+
+// homeConfig is the configuration of one local testnet node.
+func homeConfig(network string, roles []node.Role, bootstrap []string) node.Config {
+	cfg := node.DefaultConfig()
+	cfg.Network = network
+	cfg.Roles = roles
+	cfg.P2P.Listen = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+	cfg.P2P.Bootstrap = append([]string{}, bootstrap...)
+	cfg.P2P.DHTMode = p2p.DHTModeServer // on loopback, auto mode would never see itself as reachable
+	cfg.P2P.BootstrapInterval = duration.Duration(5 * time.Second)
+	cfg.API.Listen = "127.0.0.1:0"
+	return cfg
+}
+
+// Nodes are the running nodes, bootstrap nodes first.
+func (t *Testnet) Nodes() []Node {
+	out := make([]Node, len(t.nodes))
+	for i, r := range t.nodes {
+		out[i] = r.Node
+	}
+	return out
+}
+
+// Status is one row of a testnet's health table.
+type Status struct {
+	Name    string   `json:"name"`
+	Roles   []string `json:"roles"`
+	PeerID  string   `json:"peer_id"`
+	APIURL  string   `json:"api_url"`
+	Addrs   []string `json:"addrs"`
+	PID     int      `json:"pid"`
+	Home    string   `json:"home"`
+	Healthy bool     `json:"healthy"`
+	Reason  string   `json:"reason,omitempty"`
+}
+
+// Statuses asks every node's /healthz.
+func (t *Testnet) Statuses(ctx context.Context) []Status {
+	out := make([]Status, len(t.nodes))
+	var wg sync.WaitGroup
+	for i, n := range t.nodes {
+		wg.Go(func() {
+			rt := n.Runtime()
+			roles := make([]string, len(rt.Roles))
+			for j, r := range rt.Roles {
+				roles[j] = string(r)
+			}
+			s := Status{Name: n.name, Roles: roles, PeerID: rt.PeerID, APIURL: rt.APIURL,
+				Addrs: rt.Addrs, PID: rt.PID, Home: n.home.Dir}
+			s.Healthy, s.Reason = checkHealth(ctx, rt.APIURL)
+			out[i] = s
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+var healthClient = &http.Client{Timeout: 3 * time.Second}
+
+func checkHealth(ctx context.Context, apiURL string) (bool, string) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, apiURL+"/healthz", nil)
+	if err != nil {
+		return false, err.Error()
+	}
+	resp, err := healthClient.Do(req)
+	if err != nil {
+		return false, "unreachable"
+	}
+	defer resp.Body.Close()
+	var h struct {
+		Reason string `json:"reason"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&h)
+	return resp.StatusCode == http.StatusOK, h.Reason
+}
+
+// WaitHealthy polls every node until all are healthy or ctx ends.
+func (t *Testnet) WaitHealthy(ctx context.Context) ([]Status, error) {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		st := t.Statuses(ctx)
+		var sick []string
+		for _, s := range st {
+			if !s.Healthy {
+				sick = append(sick, s.Name+": "+s.Reason)
+			}
+		}
+		if len(sick) == 0 {
+			return st, nil
+		}
+		select {
+		case <-ctx.Done():
+			return st, fmt.Errorf("%d of %d nodes not healthy: %s", len(sick), len(st), strings.Join(sick, "; "))
+		case <-tick.C:
+		}
+	}
+}
+
+// Manifest is testnet.json: everything a tool needs to drive the testnet.
+type Manifest struct {
+	Network string   `json:"network"`
+	Dir     string   `json:"dir"`
+	Nodes   []Status `json:"nodes"`
+}
+
+// WriteManifest writes DIR/testnet.json from the given statuses.
+func (t *Testnet) WriteManifest(st []Status) (string, error) {
+	b, err := json.MarshalIndent(Manifest{Network: t.Spec.Network, Dir: t.Dir, Nodes: st}, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(t.Dir, "testnet.json")
+	return path, os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// Stop stops every node, the bootstrap nodes last, within ctx.
+func (t *Testnet) Stop(ctx context.Context) error {
+	var errs []error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	others := t.nodes[min(t.Spec.Bootstraps, len(t.nodes)):]
+	for _, n := range others {
+		wg.Go(func() {
+			if err := n.Stop(ctx); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	for _, n := range t.nodes[:min(t.Spec.Bootstraps, len(t.nodes))] {
+		if err := n.Stop(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
