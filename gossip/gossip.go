@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
@@ -49,6 +50,9 @@ type Gossip struct {
 	mu     sync.Mutex
 	topics map[string]*Topic
 	wg     sync.WaitGroup
+
+	scoreMu sync.Mutex
+	scores  map[peer.ID]float64 // the latest snapshot from the score inspector
 }
 
 // MessageID is the SHA-256 of the message's data: the same content always has
@@ -76,6 +80,7 @@ func New(ctx context.Context, h host.Host, network string, cfg Config, reg prome
 	if err != nil {
 		return nil, err
 	}
+	g := &Gossip{network: network, cfg: cfg, metrics: m, log: log, topics: map[string]*Topic{}}
 	ps, err := pubsub.NewGossipSub(ctx, h,
 		pubsub.WithMessageIdFn(MessageID),
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
@@ -83,14 +88,40 @@ func New(ctx context.Context, h host.Host, network string, cfg Config, reg prome
 		pubsub.WithMaxMessageSize(cfg.MaxMessageSize),
 		pubsub.WithGossipSubParams(pubsub.DefaultGossipSubParams()),
 		pubsub.WithPeerScore(scoreParams(ids), scoreThresholds()),
+		pubsub.WithPeerScoreInspect(g.keepScores, scoreInspectPeriod),
+		// Our messages are few and matter (attestations, grants): the origin
+		// sends each to every subscribed peer above the publish threshold,
+		// rather than only to a mesh that may still be forming.
+		pubsub.WithFloodPublish(true),
 		pubsub.WithPeerExchange(true),
 		pubsub.WithLogger(log),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("gossipsub: %w", err)
 	}
-	return &Gossip{ps: ps, network: network, cfg: cfg, metrics: m, log: log, topics: map[string]*Topic{}}, nil
+	g.ps = ps
+	return g, nil
 }
+
+// scoreInspectPeriod is how stale PeerScore may be.
+const scoreInspectPeriod = time.Second
+
+func (g *Gossip) keepScores(scores map[peer.ID]float64) {
+	g.scoreMu.Lock()
+	g.scores = scores
+	g.scoreMu.Unlock()
+}
+
+// PeerScore is p's gossip score as of the last inspection (zero if unknown).
+// A peer below the graylist threshold has everything it sends dropped.
+func (g *Gossip) PeerScore(p peer.ID) float64 {
+	g.scoreMu.Lock()
+	defer g.scoreMu.Unlock()
+	return g.scores[p]
+}
+
+// GraylistThreshold is the score below which a peer is ignored entirely.
+func GraylistThreshold() float64 { return scoreThresholds().GraylistThreshold }
 
 // Topic is a joined, subscribed topic.
 type Topic struct {

@@ -11,6 +11,6 @@
 //	rep/<peer>                   peer reputation
 //	queue/<session>              pending session work
 //
-// Only meta/schema is used so far; the other prefixes are the planned layout
-// and are listed here so new code claims them consistently.
+// meta/schema and self/ (peer_id, starts) are used so far; the other prefixes
+// are the planned layout, listed so new code claims them consistently.
 package store

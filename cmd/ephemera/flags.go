@@ -45,9 +45,15 @@ func newFlagSet(name, synopsis string, stdout io.Writer) *flag.FlagSet {
 // from its EPHEMERA_* environment variable. It returns the names of the flags
 // that were set either way.
 func parseFlags(fs *flag.FlagSet, args []string) (map[string]bool, error) {
-	if err := fs.Parse(args); err != nil {
+	// The flag package calls Usage itself on -help and on every parse error;
+	// silence it so help is printed once, and only when asked for.
+	usage := fs.Usage
+	fs.Usage = func() {}
+	perr := fs.Parse(args)
+	fs.Usage = usage
+	if err := perr; err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
+			usage()
 			return nil, err
 		}
 		return nil, usageError{fmt.Errorf("%v (see --help)", err)}

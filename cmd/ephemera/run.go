@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	"github.com/ephemera-network/ephemera/node"
@@ -33,7 +35,10 @@ func runNode(args []string, stdout, stderr io.Writer) error {
 	if err := nf.apply(&cfg, set); err != nil {
 		return err
 	}
-	log, err := newLogger(cfg.Log, stderr)
+	// Hold the log until the node has started: a failed start is one error
+	// line, not that line after the chatter of undoing a half-started node.
+	held := &heldWriter{w: stderr, buf: new(bytes.Buffer)}
+	log, err := newLogger(cfg.Log, held)
 	if err != nil {
 		return err
 	}
@@ -47,8 +52,12 @@ func runNode(args []string, stdout, stderr io.Writer) error {
 	defer signal.Stop(signals)
 
 	if err := n.Start(context.Background()); err != nil {
+		if log.Enabled(context.Background(), slog.LevelDebug) {
+			held.release()
+		}
 		return err
 	}
+	held.release()
 	sig := <-signals
 	log.Info("stopping", "signal", sig.String(), "timeout", cfg.ShutdownTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Std())
@@ -80,4 +89,31 @@ func newLogger(c node.LogConfig, w io.Writer) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return slog.New(slog.NewTextHandler(w, opts)), nil
+}
+
+// heldWriter keeps what is written in a buffer until release, then passes it
+// straight through.
+type heldWriter struct {
+	mu  sync.Mutex
+	w   io.Writer
+	buf *bytes.Buffer // nil once released
+}
+
+func (h *heldWriter) Write(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.buf != nil {
+		return h.buf.Write(p)
+	}
+	return h.w.Write(p)
+}
+
+// release writes out what was held and stops holding.
+func (h *heldWriter) release() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.buf != nil {
+		_, _ = h.buf.WriteTo(h.w)
+		h.buf = nil
+	}
 }

@@ -1,0 +1,286 @@
+package gossip
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/record"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// note is a signed message kind used only by these tests.
+type note struct{ text string }
+
+func (n *note) Domain() string                 { return "ephemera-test-note" }
+func (n *note) Codec() []byte                  { return []byte{0x03, 0x99} }
+func (n *note) MarshalRecord() ([]byte, error) { return []byte(n.text), nil }
+func (n *note) UnmarshalRecord(b []byte) error {
+	if len(b) == 0 {
+		return errors.New("empty note")
+	}
+	n.text = string(b)
+	return nil
+}
+
+// other has another domain and codec: its envelopes must not pass as notes.
+type other struct{ note }
+
+func (o *other) Domain() string { return "ephemera-test-other" }
+func (o *other) Codec() []byte  { return []byte{0x03, 0x98} }
+
+func noteKind() Kind {
+	return Kind{
+		New: func() record.Record { return &note{} },
+		Check: func(_ context.Context, _ peer.ID, _ *record.Envelope, rec record.Record) (pubsub.ValidationResult, error) {
+			if strings.HasPrefix(rec.(*note).text, "old:") {
+				return pubsub.ValidationIgnore, errors.New("stale")
+			}
+			return pubsub.ValidationAccept, nil
+		},
+	}
+}
+
+func newHost(t *testing.T) host.Host {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+func connect(t *testing.T, a, b host.Host) {
+	t.Helper()
+	if err := a.Connect(context.Background(), peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type inbox struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (in *inbox) handle(m *pubsub.Message) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.msgs = append(in.msgs, string(m.Data))
+}
+
+func (in *inbox) count() int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return len(in.msgs)
+}
+
+func newGossip(t *testing.T, h host.Host, reg prometheus.Registerer, in *inbox) (*Gossip, *Topic) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	g, err := New(ctx, h, "testnet", DefaultConfig(), reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, err := g.Join(ctx, Attestations, EnvelopeValidator(noteKind()), in.handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close(); cancel() })
+	return g, topic
+}
+
+func seal(t *testing.T, rec record.Record) []byte {
+	t.Helper()
+	sk, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := record.Seal(rec, sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := env.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestTopicIDCarriesNetwork(t *testing.T) {
+	if got := TopicID("devnet", Attestations); got != "/ephemera/devnet/attestations/1" {
+		t.Fatalf("TopicID = %q", got)
+	}
+}
+
+func TestMessageIDIsContentHash(t *testing.T) {
+	a := &pb.Message{Data: []byte("x"), From: []byte("alice")}
+	b := &pb.Message{Data: []byte("x"), From: []byte("bob")}
+	if MessageID(a) != MessageID(b) {
+		t.Fatal("same content, different IDs")
+	}
+	if h := sha256.Sum256([]byte("x")); MessageID(a) != string(h[:]) {
+		t.Fatal("ID is not the SHA-256 of the data")
+	}
+}
+
+func TestScoreParamsAreValid(t *testing.T) {
+	// pubsub validates parameters when a router is built; New fails on bad ones.
+	h := newHost(t)
+	if _, err := New(context.Background(), h, "x", DefaultConfig(), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEnvelopeValidator(t *testing.T) {
+	v := EnvelopeValidator(noteKind())
+	cases := []struct {
+		name string
+		data []byte
+		want pubsub.ValidationResult
+	}{
+		{"signed note", seal(t, &note{text: "hello"}), pubsub.ValidationAccept},
+		{"stale note", seal(t, &note{text: "old:hello"}), pubsub.ValidationIgnore},
+		{"garbage", []byte("not an envelope"), pubsub.ValidationReject},
+		{"empty", nil, pubsub.ValidationReject},
+		{"kind not on this topic", seal(t, &other{note{text: "hi"}}), pubsub.ValidationReject},
+		{"payload the kind cannot decode", seal(t, &note{text: ""}), pubsub.ValidationReject},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := v(context.Background(), "", c.data)
+			if got != c.want {
+				t.Fatalf("got %v (%v), want %v", got, err, c.want)
+			}
+			if got != pubsub.ValidationAccept && err == nil {
+				t.Fatal("a refusal must say why")
+			}
+		})
+	}
+}
+
+func TestForgedSignatureRejected(t *testing.T) {
+	data := seal(t, &note{text: "hello"})
+	env, err := record.UnmarshalEnvelope(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.RawPayload = []byte("hellO") // signature no longer covers the payload
+	forged, err := env.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := EnvelopeValidator(noteKind())(context.Background(), "", forged); got != pubsub.ValidationReject {
+		t.Fatalf("forged envelope: %v, want reject", got)
+	}
+}
+
+func TestDeliveryAndRejectionAcrossHosts(t *testing.T) {
+	ha, hb := newHost(t), newHost(t)
+	connect(t, ha, hb)
+	regB := prometheus.NewRegistry()
+	var inA, inB inbox
+	_, topicA := newGossip(t, ha, nil, &inA)
+	newGossip(t, hb, regB, &inB)
+	waitFor(t, "mesh", func() bool { return len(topicA.Peers()) == 1 })
+
+	if err := topicA.Publish(context.Background(), seal(t, &note{text: "hello"})); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "delivery", func() bool { return inB.count() == 1 })
+	if inA.count() != 1 {
+		t.Fatalf("publisher saw %d of its own messages, want 1", inA.count())
+	}
+	// Our own validator refuses to publish garbage.
+	if err := topicA.Publish(context.Background(), []byte("garbage")); err == nil {
+		t.Fatal("publishing an invalid message succeeded")
+	}
+	accepted := testutil.ToFloat64(mustCounter(t, regB, Attestations, "accept"))
+	if accepted != 1 {
+		t.Fatalf("accepted counter = %v, want 1", accepted)
+	}
+}
+
+// A peer that floods invalid messages loses score until it is graylisted.
+func TestInvalidSenderLosesScore(t *testing.T) {
+	honest, attacker := newHost(t), newHost(t)
+	connect(t, attacker, honest)
+	reg := prometheus.NewRegistry()
+	var in inbox
+	g, _ := newGossip(t, honest, reg, &in)
+
+	// The attacker runs gossipsub without our validators.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ps, err := pubsub.NewGossipSub(ctx, attacker, pubsub.WithMessageIdFn(MessageID),
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign), pubsub.WithNoAuthor())
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, err := ps.Join(TopicID("testnet", Attestations))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "attacker sees the honest peer", func() bool { return len(topic.ListPeers()) == 1 })
+	const sent = 200
+	for i := range sent {
+		if err := topic.Publish(ctx, []byte("junk-"+string(rune('a'+i%26))+time.Now().String())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "attacker graylisted", func() bool { return g.PeerScore(attacker.ID()) < GraylistThreshold() })
+	if n := in.count(); n != 0 {
+		t.Fatalf("%d invalid messages were delivered", n)
+	}
+	if rejected := testutil.ToFloat64(mustCounter(t, reg, Attestations, "reject")); rejected < 1 {
+		t.Fatalf("reject counter = %v", rejected)
+	}
+}
+
+func mustCounter(t *testing.T, reg *prometheus.Registry, topic, outcome string) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "ephemera_gossip_messages_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["topic"] == topic && labels["outcome"] == outcome {
+				c := prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})
+				c.Add(m.GetCounter().GetValue())
+				return c
+			}
+		}
+	}
+	t.Fatalf("no ephemera_gossip_messages_total{topic=%q,outcome=%q}", topic, outcome)
+	return nil
+}
