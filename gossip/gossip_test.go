@@ -52,7 +52,7 @@ func noteKind() Kind {
 	}
 }
 
-func newHost(t *testing.T) host.Host {
+func newHost(t testing.TB) host.Host {
 	t.Helper()
 	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
 	if err != nil {
@@ -62,7 +62,7 @@ func newHost(t *testing.T) host.Host {
 	return h
 }
 
-func connect(t *testing.T, a, b host.Host) {
+func connect(t testing.TB, a, b host.Host) {
 	t.Helper()
 	if err := a.Connect(context.Background(), peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
 		t.Fatal(err)
@@ -118,7 +118,7 @@ func seal(t *testing.T, rec record.Record) []byte {
 	return b
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"syscall"
 
 	"github.com/libp2p/go-libp2p"
@@ -107,7 +108,9 @@ func New(cfg Config, opts Options) (*Host, error) {
 	for _, a := range listen {
 		if err := h.Network().Listen(a); err != nil {
 			h.Close()
-			if errors.Is(err, syscall.EADDRINUSE) {
+			// libp2p formats the listener's error with %s, so the errno
+			// survives only as text.
+			if errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), syscall.EADDRINUSE.Error()) {
 				return nil, fmt.Errorf("listen on %s: %w", a, ErrAddrInUse)
 			}
 			return nil, fmt.Errorf("listen on %s: %w", a, err)

@@ -14,7 +14,7 @@ func benchKV(key []byte, i uint64) []byte {
 	return key
 }
 
-func BenchmarkPut(b *testing.B) {
+func BenchmarkStorePut(b *testing.B) {
 	s, err := Open(b.TempDir(), nil)
 	if err != nil {
 		b.Fatal(err)
@@ -30,9 +30,9 @@ func BenchmarkPut(b *testing.B) {
 	}
 }
 
-// BenchmarkBadgerRawSet is the baseline for BenchmarkPut: the same write
+// BenchmarkStorePutBaseline is the baseline for BenchmarkStorePut: the same write
 // through a bare badger.DB with the same options.
-func BenchmarkBadgerRawSet(b *testing.B) {
+func BenchmarkStorePutBaseline(b *testing.B) {
 	db, err := badger.Open(badgerOptions(b.TempDir(), slog.New(slog.DiscardHandler)))
 	if err != nil {
 		b.Fatal(err)

@@ -1,0 +1,159 @@
+// Command benchreport turns `go test -bench` output into the project's
+// benchmark report: every benchmark Foo beside its raw baseline FooBaseline,
+// with the ratio between them, as bench/results.json and bench/RESULTS.md.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Figure is one benchmark beside its baseline.
+type Figure struct {
+	Package  string  `json:"package"`
+	Name     string  `json:"name"`
+	Value    float64 `json:"value"`
+	Unit     string  `json:"unit"`
+	Baseline float64 `json:"baseline,omitempty"`
+	Ratio    float64 `json:"ratio,omitempty"` // value / baseline: 1.0 is as fast as the raw library
+}
+
+// Report is bench/results.json.
+type Report struct {
+	Date    string   `json:"date"`
+	Commit  string   `json:"commit"`
+	Machine string   `json:"machine"`
+	Go      string   `json:"go"`
+	Figures []Figure `json:"figures"`
+}
+
+var (
+	benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+([0-9.]+) ns/op`)
+	pkgLine   = regexp.MustCompile(`^pkg: (\S+)`)
+	cpuLine   = regexp.MustCompile(`^cpu: (.+)`)
+)
+
+func main() {
+	out := flag.String("out", "bench", "output `directory`")
+	flag.Parse()
+	if err := run(os.Stdin, *out); err != nil {
+		fmt.Fprintln(os.Stderr, "benchreport:", err)
+		os.Exit(1)
+	}
+}
+
+func run(in io.Reader, dir string) error {
+	type key struct{ pkg, name string }
+	values := map[key]float64{}
+	var order []key
+	pkg, cpu := "", "unknown cpu"
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		line := sc.Text()
+		if m := pkgLine.FindStringSubmatch(line); m != nil {
+			pkg = m[1]
+		}
+		if m := cpuLine.FindStringSubmatch(line); m != nil {
+			cpu = m[1]
+		}
+		if m := benchLine.FindStringSubmatch(line); m != nil {
+			v, err := strconv.ParseFloat(m[2], 64)
+			if err != nil {
+				return fmt.Errorf("bad figure in %q", line)
+			}
+			k := key{pkg, strings.TrimPrefix(m[1], "Benchmark")}
+			if _, seen := values[k]; !seen {
+				order = append(order, k)
+			}
+			values[k] = v
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	if len(order) == 0 {
+		return fmt.Errorf("no benchmark results on stdin")
+	}
+	rep := Report{
+		Date:    time.Now().UTC().Format(time.RFC3339),
+		Commit:  gitCommit(),
+		Machine: fmt.Sprintf("%s, %d cores, %s/%s", cpu, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH),
+		Go:      runtime.Version(),
+	}
+	for _, k := range order {
+		if strings.HasSuffix(k.name, "Baseline") {
+			continue
+		}
+		f := Figure{Package: k.pkg, Name: k.name, Value: values[k], Unit: "ns/op"}
+		if base, ok := values[key{k.pkg, k.name + "Baseline"}]; ok && base > 0 {
+			f.Baseline, f.Ratio = base, values[k]/base
+		}
+		rep.Figures = append(rep.Figures, f)
+	}
+	sort.SliceStable(rep.Figures, func(i, j int) bool { return rep.Figures[i].Package < rep.Figures[j].Package })
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(js, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "RESULTS.md"), []byte(markdown(rep)), 0o644)
+}
+
+func markdown(r Report) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Benchmark results\n\n%s, commit %s, %s, %s. Written by `make bench`.\n\n", r.Date, r.Commit, r.Machine, r.Go)
+	b.WriteString("Ratio is the figure over its raw baseline, measured in the same run: 1.00 means no overhead.\n\n")
+	b.WriteString("| package | benchmark | figure | baseline | ratio |\n|---|---|---:|---:|---:|\n")
+	for _, f := range r.Figures {
+		base, ratio := "—", "—"
+		if f.Baseline > 0 {
+			base = human(f.Baseline)
+			ratio = fmt.Sprintf("%.2f", f.Ratio)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", shortPkg(f.Package), f.Name, human(f.Value), base, ratio)
+	}
+	return b.String()
+}
+
+func human(ns float64) string {
+	switch {
+	case ns >= 1e6:
+		return fmt.Sprintf("%.2f ms", ns/1e6)
+	case ns >= 1e3:
+		return fmt.Sprintf("%.1f µs", ns/1e3)
+	default:
+		return fmt.Sprintf("%.0f ns", ns)
+	}
+}
+
+func shortPkg(p string) string {
+	if i := strings.Index(p, "/ephemera/"); i >= 0 {
+		return p[i+len("/ephemera/"):]
+	}
+	return p
+}
+
+func gitCommit() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out))
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Start a local Ephemera testnet: builds bin/ephemera, then runs
+# `ephemera testnet`, which writes a home per node, starts each node as its
+# own process on 127.0.0.1 (port 0), waits until all are healthy, prints a
+# table and DIR/testnet.json, and stops every node on Ctrl-C.
+#
+#   testnet/run.sh [--dir DIR] [--bootstraps N] [--oracles N] [--miners N] [--routers N] [--check]
+#
+# --check stops the testnet once every node is healthy and exits 0, or 1 if
+# any node failed to become healthy.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+if ! command -v go >/dev/null 2>&1; then
+	echo "testnet/run.sh: Go is not installed (need Go 1.26 or newer: https://go.dev/dl/)" >&2
+	exit 1
+fi
+
+make --no-print-directory build >&2
+exec "$root/bin/ephemera" testnet "$@"

@@ -1,0 +1,96 @@
+package testnet_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ephemera-network/ephemera/testnet"
+)
+
+// The default testnet, as real processes of the real binary, all healthy,
+// described in testnet.json, and every process gone after Stop.
+func TestSubprocessTestnet(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and starts 10 processes")
+	}
+	bin := filepath.Join(t.TempDir(), "ephemera")
+	build := exec.Command("go", "build", "-o", bin, "../cmd/ephemera")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tn, err := testnet.Start(ctx, dir, testnet.DefaultSpec(), testnet.Subprocess{Binary: bin})
+	stopped := false
+	stop := func() error {
+		stopped = true
+		sctx, done := context.WithTimeout(context.Background(), 30*time.Second)
+		defer done()
+		return tn.Stop(sctx)
+	}
+	t.Cleanup(func() {
+		if !stopped {
+			stop()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	statuses, err := tn.WaitHealthy(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, err := tn.WriteManifest(statuses)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m testnet.Manifest
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	roles := map[string]int{}
+	for _, n := range m.Nodes {
+		if n.PID <= 0 || n.PeerID == "" || n.APIURL == "" || len(n.Addrs) == 0 || !n.Healthy {
+			t.Fatalf("incomplete manifest entry: %+v", n)
+		}
+		roles[n.Roles[0]]++
+	}
+	if roles["bootstrap"] != 1 || roles["oracle"] != 3 || roles["miner"] != 5 || roles["router"] != 1 {
+		t.Fatalf("roles in manifest: %v", roles)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	for _, n := range m.Nodes {
+		if err := syscall.Kill(n.PID, 0); err == nil {
+			t.Errorf("%s (pid %d) still running after stop", n.Name, n.PID)
+		}
+	}
+}
+
+func TestSpecValidate(t *testing.T) {
+	bad := []testnet.Spec{
+		{Network: "x", Bootstraps: 0, Miners: 1},
+		{Network: "x", Bootstraps: 1, Miners: -1},
+		{Network: "x", Bootstraps: 1, Miners: 500},
+	}
+	for _, s := range bad {
+		if err := s.Validate(); err == nil {
+			t.Errorf("%+v accepted", s)
+		}
+	}
+	if err := testnet.DefaultSpec().Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
