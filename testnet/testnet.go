@@ -109,11 +109,13 @@ func Start(ctx context.Context, dir string, spec Spec, l Launcher) (*Testnet, er
 	}
 	members := spec.members(dir)
 	var bootstrapAddrs []string
-	launch := func(m member) (Node, error) {
-		cfg := homeConfig(spec.Network, m.roles, bootstrapAddrs)
-		if _, err := node.Init(m.home, cfg, false); err != nil {
-			return nil, fmt.Errorf("%s: %w", m.name, err)
+	initHome := func(m member) error {
+		if _, err := node.Init(m.home, homeConfig(spec.Network, m.roles, bootstrapAddrs), false); err != nil {
+			return fmt.Errorf("%s: %w", m.name, err)
 		}
+		return nil
+	}
+	launch := func(m member) (Node, error) {
 		n, err := l.Launch(ctx, m.name, m.home)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
@@ -122,6 +124,9 @@ func Start(ctx context.Context, dir string, spec Spec, l Launcher) (*Testnet, er
 	}
 	// Bootstrap nodes start one by one: each joins those before it.
 	for _, m := range members[:spec.Bootstraps] {
+		if err := initHome(m); err != nil {
+			return t, err
+		}
 		n, err := launch(m)
 		if err != nil {
 			return t, err
@@ -129,13 +134,21 @@ func Start(ctx context.Context, dir string, spec Spec, l Launcher) (*Testnet, er
 		t.nodes = append(t.nodes, running{m, n})
 		bootstrapAddrs = append(bootstrapAddrs, n.Runtime().Addrs...)
 	}
+	// Every home is written before the rest start: a process forked while
+	// Init held a home's lock would carry the lock until it execs.
+	rest := members[spec.Bootstraps:]
+	for _, m := range rest {
+		if err := initHome(m); err != nil {
+			return t, err
+		}
+	}
 	// The rest start together.
 	var (
 		mu   sync.Mutex
 		errs []error
 		wg   sync.WaitGroup
 	)
-	for _, m := range members[spec.Bootstraps:] {
+	for _, m := range rest {
 		wg.Go(func() {
 			n, err := launch(m)
 			mu.Lock()
