@@ -102,6 +102,10 @@ func (b *bootstrapper) round(ctx context.Context) bool {
 func (b *bootstrapper) dialBootstrapPeers(ctx context.Context) int {
 	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
+	// This loop has its own backoff; the swarm's (5 s growing to 5 min per
+	// address) would otherwise keep a node away from a bootstrap peer that
+	// has come back.
+	ctx = network.WithForceDirectDial(ctx, "bootstrap")
 	var (
 		wg        sync.WaitGroup
 		mu        sync.Mutex

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const sample = `goos: linux
+goarch: amd64
+pkg: github.com/ephemera-network/ephemera/gossip
+cpu: Test CPU @ 3.00GHz
+BenchmarkFoo-2           	   10000	    150000 ns/op	     512 B/op	       4 allocs/op
+BenchmarkFooBaseline-2   	   20000	    100000 ns/op
+BenchmarkBar-2           	 1000000	      1200 ns/op
+PASS
+ok  	github.com/ephemera-network/ephemera/gossip	3.021s
+`
+
+func TestRun(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "bench") // run must create it
+	if err := run(strings.NewReader(sample), dir); err != nil {
+		t.Fatal(err)
+	}
+
+	raw, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep Report
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatalf("results.json: %v\n%s", err, raw)
+	}
+	if !strings.Contains(rep.Machine, "Test CPU @ 3.00GHz") {
+		t.Errorf("machine = %q, want the cpu: line", rep.Machine)
+	}
+	if rep.Date == "" || rep.Go == "" || rep.Commit == "" {
+		t.Errorf("report header incomplete: %+v", rep)
+	}
+	if len(rep.Figures) != 2 {
+		t.Fatalf("figures = %+v, want Foo and Bar only (the baseline folds into Foo)", rep.Figures)
+	}
+	const pkg = "github.com/ephemera-network/ephemera/gossip"
+	byName := map[string]Figure{}
+	for _, f := range rep.Figures {
+		byName[f.Name] = f
+	}
+	foo, ok := byName["Foo"]
+	if !ok {
+		t.Fatalf("no figure Foo (the -2 suffix must be dropped): %+v", rep.Figures)
+	}
+	if foo.Package != pkg || foo.Value != 150000 || foo.Unit != "ns/op" || foo.Baseline != 100000 || math.Abs(foo.Ratio-1.5) > 1e-9 {
+		t.Errorf("Foo = %+v, want value 150000, baseline 100000, ratio 1.5 in %s", foo, pkg)
+	}
+	bar, ok := byName["Bar"]
+	if !ok {
+		t.Fatalf("no figure Bar: %+v", rep.Figures)
+	}
+	if bar.Package != pkg || bar.Value != 1200 || bar.Baseline != 0 || bar.Ratio != 0 {
+		t.Errorf("Bar = %+v, want value 1200 and no baseline", bar)
+	}
+	if strings.Contains(string(raw), `"baseline": 0`) {
+		t.Errorf("results.json writes an empty baseline:\n%s", raw)
+	}
+
+	md, err := os.ReadFile(filepath.Join(dir, "RESULTS.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, row := range []string{
+		"| gossip | Foo | 150.0 µs | 100.0 µs | 1.50 |",
+		"| gossip | Bar | 1.2 µs | — | — |",
+	} {
+		if !strings.Contains(string(md), row) {
+			t.Errorf("RESULTS.md lacks row %q:\n%s", row, md)
+		}
+	}
+	if strings.Contains(string(md), "FooBaseline") {
+		t.Errorf("RESULTS.md lists the baseline as its own row:\n%s", md)
+	}
+}
+
+func TestRunKeepsPackagesApart(t *testing.T) {
+	in := `pkg: example.com/a
+BenchmarkFoo-8   100   200 ns/op
+pkg: example.com/b
+BenchmarkFoo-8   100   300 ns/op
+BenchmarkFooBaseline-8   100   100 ns/op
+`
+	dir := t.TempDir()
+	if err := run(strings.NewReader(in), dir); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep Report
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Figures) != 2 {
+		t.Fatalf("figures = %+v, want one Foo per package", rep.Figures)
+	}
+	a, b := rep.Figures[0], rep.Figures[1]
+	if a.Package != "example.com/a" || a.Baseline != 0 {
+		t.Errorf("a/Foo = %+v, want no baseline (b's baseline is not a's)", a)
+	}
+	if b.Package != "example.com/b" || b.Ratio != 3 {
+		t.Errorf("b/Foo = %+v, want ratio 3", b)
+	}
+}
+
+func TestRunNoResults(t *testing.T) {
+	tests := []struct{ name, in string }{
+		{"empty", ""},
+		{"no benchmarks", "goos: linux\npkg: example.com/a\nPASS\nok  \texample.com/a\t0.1s\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "bench")
+			if err := run(strings.NewReader(tt.in), dir); err == nil {
+				t.Fatal("run succeeded with no benchmark results")
+			}
+			if _, err := os.Stat(filepath.Join(dir, "results.json")); err == nil {
+				t.Error("results.json written despite the error")
+			}
+		})
+	}
+}
+
+func TestHuman(t *testing.T) {
+	tests := []struct {
+		ns   float64
+		want string
+	}{
+		{999, "999 ns"},
+		{1000, "1.0 µs"},
+		{1234567, "1.23 ms"},
+	}
+	for _, tt := range tests {
+		if got := human(tt.ns); got != tt.want {
+			t.Errorf("human(%v) = %q, want %q", tt.ns, got, tt.want)
+		}
+	}
+}

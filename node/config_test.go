@@ -1,0 +1,306 @@
+package node_test
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ephemera-network/ephemera/internal/duration"
+	"github.com/ephemera-network/ephemera/node"
+	"github.com/ephemera-network/ephemera/p2p"
+)
+
+const bootstrapPeer = "12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK"
+
+// writeConfig writes body as config.toml in a fresh directory and returns its path.
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), node.ConfigFile)
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func customConfig() node.Config {
+	cfg := node.DefaultConfig()
+	cfg.Network = "testnet-7"
+	cfg.Roles = []node.Role{node.RoleBootstrap, node.RoleOracle}
+	cfg.ShutdownTimeout = duration.Duration(1500 * time.Millisecond)
+	cfg.P2P.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+	cfg.P2P.Bootstrap = []string{
+		"/ip4/10.0.0.1/tcp/7600/p2p/" + bootstrapPeer,
+		"/ip4/10.0.0.1/udp/7600/quic-v1/p2p/" + bootstrapPeer,
+	}
+	cfg.P2P.DHTMode = p2p.DHTModeServer
+	cfg.P2P.MinPeers = 2
+	cfg.P2P.BootstrapInterval = duration.Duration(90 * time.Second)
+	cfg.P2P.ConnLowWater = 10
+	cfg.P2P.ConnHighWater = 20
+	cfg.P2P.ConnGrace = duration.Duration(time.Minute + 30*time.Second)
+	cfg.P2P.MaxConns = 40
+	cfg.P2P.MaxMemoryMB = 64
+	cfg.Gossip.MaxMessageSize = 1 << 20
+	cfg.Gossip.ValidatorTimeout = duration.Duration(250 * time.Millisecond)
+	cfg.Gossip.ValidatorConcurrency = 8
+	cfg.API.Listen = "0.0.0.0:9000"
+	cfg.API.Metrics = "127.0.0.1:9100"
+	cfg.Log.Level = "debug"
+	cfg.Log.Format = "json"
+	return cfg
+}
+
+func TestRenderLoadRoundTrip(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  node.Config
+	}{
+		{"default", node.DefaultConfig()},
+		{"custom", customConfig()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.cfg.Validate(); err != nil {
+				t.Fatalf("test config is invalid: %v", err)
+			}
+			body, err := tt.cfg.Render()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := node.LoadConfig(writeConfig(t, string(body)))
+			if err != nil {
+				t.Fatalf("LoadConfig of rendered config: %v\n%s", err, body)
+			}
+			if !reflect.DeepEqual(got, tt.cfg) {
+				t.Errorf("round trip changed the config\n got %+v\nwant %+v\nrendered:\n%s", got, tt.cfg, body)
+			}
+		})
+	}
+}
+
+func TestCustomConfigDiffersFromDefault(t *testing.T) {
+	// Guards the round-trip test: a custom config equal to the default would
+	// prove nothing about values surviving the file.
+	def, cus := reflect.ValueOf(node.DefaultConfig()), reflect.ValueOf(customConfig())
+	var walk func(path string, a, b reflect.Value)
+	walk = func(path string, a, b reflect.Value) {
+		if a.Kind() == reflect.Struct {
+			for i := range a.NumField() {
+				walk(path+"."+a.Type().Field(i).Name, a.Field(i), b.Field(i))
+			}
+			return
+		}
+		if reflect.DeepEqual(a.Interface(), b.Interface()) {
+			t.Errorf("customConfig leaves %s at its default", path)
+		}
+	}
+	walk("Config", def, cus)
+}
+
+func TestRenderNamesEveryField(t *testing.T) {
+	body, err := node.DefaultConfig().Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sections := splitSections(string(body))
+	n := 0
+	var walk func(section string, typ reflect.Type)
+	walk = func(section string, typ reflect.Type) {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			key, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+			if key == "" || key == "-" {
+				t.Errorf("field %s.%s has no toml tag", typ.Name(), f.Name)
+				continue
+			}
+			if f.Type.Kind() == reflect.Struct {
+				if _, ok := sections[key]; !ok {
+					t.Errorf("rendered config has no [%s] section", key)
+				}
+				walk(key, f.Type)
+				continue
+			}
+			n++
+			re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(key) + ` = `)
+			if !re.MatchString(sections[section]) {
+				name := key
+				if section != "" {
+					name = section + "." + key
+				}
+				t.Errorf("rendered config does not name %s (%s.%s)", name, typ.Name(), f.Name)
+			}
+		}
+	}
+	walk("", reflect.TypeOf(node.Config{}))
+	if n < 20 {
+		t.Errorf("walked only %d fields; the reflection walk is broken", n)
+	}
+}
+
+// splitSections maps each [table] name ("" for the top level) to its text.
+func splitSections(s string) map[string]string {
+	out := map[string]string{}
+	cur := ""
+	header := regexp.MustCompile(`^\[([^\]]+)\]\s*$`)
+	for line := range strings.SplitSeq(s, "\n") {
+		if m := header.FindStringSubmatch(line); m != nil {
+			cur = m[1]
+			out[cur] += ""
+			continue
+		}
+		out[cur] += line + "\n"
+	}
+	return out
+}
+
+func TestLoadConfigMissingFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, node.ConfigFile)
+	_, err := node.LoadConfig(path)
+	if err == nil {
+		t.Fatal("LoadConfig of a missing file succeeded")
+	}
+	for _, want := range []string{"ephemera init", "--home " + dir, path} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}
+
+func TestLoadConfigErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		body string
+		want []string
+	}{
+		{"bad toml", "network = \"devnet\"\n\nroles = [\"miner\"\n", []string{"line 3"}},
+		{"bad toml value", "network = \"devnet\"\nnetwork2 = devnet\n", []string{"line 2"}},
+		{"unknown key in section", "[p2p]\nlisten_addr = []\n", []string{"p2p.listen_addr", "unknown"}},
+		{"unknown top-level key", "netwerk = \"devnet\"\n", []string{"netwerk"}},
+		{"unknown section", "[rpc]\nlisten = \"127.0.0.1:1\"\n", []string{"rpc"}},
+		{"network upper case", "network = \"UPPER\"\n", []string{"network", "UPPER"}},
+		{"network empty", "network = \"\"\n", []string{"network"}},
+		{"log level", "[log]\nlevel = \"loud\"\n", []string{"log.level", "loud"}},
+		{"log format", "[log]\nformat = \"xml\"\n", []string{"log.format", "xml"}},
+		{"api listen", "[api]\nlisten = \"nope\"\n", []string{"api.listen", "nope"}},
+		{"api listen hostname", "[api]\nlisten = \"example.com:80\"\n", []string{"api.listen"}},
+		{"api metrics", "[api]\nmetrics = \"127.0.0.1:99999\"\n", []string{"api.metrics"}},
+		{"roles unknown", "roles = [\"miner\", \"baker\"]\n", []string{"roles", "baker"}},
+		{"roles empty", "roles = []\n", []string{"roles"}},
+		{"shutdown timeout zero", "shutdown_timeout = \"0s\"\n", []string{"shutdown_timeout"}},
+		{"p2p dht mode", "[p2p]\ndht_mode = \"always\"\n", []string{"p2p.dht_mode"}},
+		{"p2p bootstrap", "[p2p]\nbootstrap = [\"/ip4/1.2.3.4/tcp/1\"]\n", []string{"bootstrap"}},
+		{"gossip size", "[gossip]\nmax_message_size = 10\n", []string{"gossip.max_message_size"}},
+		{"bad duration", "shutdown_timeout = \"soon\"\n", []string{"shutdown_timeout", "line 1", "soon"}},
+		{"duration as number", "[gossip]\nvalidator_timeout = 5\n", []string{"gossip.validator_timeout", "line 2"}},
+		{"wrong type", "[p2p]\nmin_peers = \"x\"\n", []string{"p2p.min_peers", "line 2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := writeConfig(t, tt.body)
+			_, err := node.LoadConfig(path)
+			if err == nil {
+				t.Fatalf("LoadConfig succeeded on\n%s", tt.body)
+			}
+			msg := err.Error()
+			if strings.Contains(msg, "\n") {
+				t.Errorf("error spans lines: %q", msg)
+			}
+			for _, want := range append([]string{path}, tt.want...) {
+				if !strings.Contains(msg, want) {
+					t.Errorf("error %q does not mention %q", msg, want)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadConfigPartialKeepsDefaults(t *testing.T) {
+	tests := []struct {
+		name   string
+		body   string
+		mutate func(*node.Config)
+	}{
+		{"network only", "network = \"x\"\n", func(c *node.Config) { c.Network = "x" }},
+		{"empty file", "", func(c *node.Config) {}},
+		{"one nested key", "[p2p]\nmin_peers = 9\n", func(c *node.Config) { c.P2P.MinPeers = 9 }},
+		{"shorter listen list", "[p2p]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n", func(c *node.Config) {
+			c.P2P.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+		}},
+		{"duration", "[gossip]\nvalidator_timeout = \"1m30s\"\n", func(c *node.Config) {
+			c.Gossip.ValidatorTimeout = duration.Duration(90 * time.Second)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := node.LoadConfig(writeConfig(t, tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := node.DefaultConfig()
+			tt.mutate(&want)
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("got  %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestLoadConfigDoesNotAlterDefaults(t *testing.T) {
+	if _, err := node.LoadConfig(writeConfig(t, "roles = [\"oracle\"]\n[p2p]\nlisten = [\"/ip4/127.0.0.1/tcp/1\"]\n")); err != nil {
+		t.Fatal(err)
+	}
+	def := node.DefaultConfig()
+	if !reflect.DeepEqual(def.Roles, []node.Role{node.RoleMiner}) || def.P2P.Listen[0] != "/ip4/0.0.0.0/tcp/7600" {
+		t.Errorf("loading a config changed DefaultConfig: %+v", def)
+	}
+}
+
+func TestValidateHostPort(t *testing.T) {
+	tests := []struct {
+		listen string
+		ok     bool
+	}{
+		{"127.0.0.1:7601", true},
+		{"0.0.0.0:0", true},
+		{"localhost:80", true},
+		{"[::1]:80", true},
+		{":7601", true},
+		{"127.0.0.1", false},
+		{"127.0.0.1:http", false},
+		{"127.0.0.1:-1", false},
+		{"127.0.0.1:65536", false},
+		{"host.example:80", false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.listen, func(t *testing.T) {
+			cfg := node.DefaultConfig()
+			cfg.API.Listen = tt.listen
+			err := cfg.Validate()
+			if (err == nil) != tt.ok {
+				t.Errorf("Validate with api.listen %q = %v, want ok=%v", tt.listen, err, tt.ok)
+			}
+			if err != nil && !strings.Contains(err.Error(), "api.listen") {
+				t.Errorf("error %q does not name api.listen", err)
+			}
+		})
+	}
+}
+
+func TestParseLevel(t *testing.T) {
+	for _, s := range []string{"debug", "info", "warn", "error", "INFO"} {
+		if _, err := node.ParseLevel(s); err != nil {
+			t.Errorf("ParseLevel(%q) = %v", s, err)
+		}
+	}
+	for _, s := range []string{"", "loud", "trace"} {
+		if _, err := node.ParseLevel(s); err == nil {
+			t.Errorf("ParseLevel(%q) succeeded", s)
+		}
+	}
+}
