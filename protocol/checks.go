@@ -1,0 +1,308 @@
+package protocol
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ephemera-network/ephemera/protocol/pb"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Checks sort what is wrong with a message the way gossip validators must:
+var (
+	// ErrReject marks a message that is provably bad (a wrong signer, a
+	// malformed field, another network): its sender is penalised.
+	ErrReject = errors.New("reject")
+	// ErrIgnore marks a message that is merely useless (stale, early,
+	// a duplicate): it is dropped quietly.
+	ErrIgnore = errors.New("ignore")
+)
+
+func rejectf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrReject}, args...)...)
+}
+
+func ignoref(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrIgnore}, args...)...)
+}
+
+// Ms converts a time to the protocol's Unix milliseconds.
+func Ms(t time.Time) int64 { return t.UnixMilli() }
+
+// Time converts protocol milliseconds to a time.
+func Time(ms int64) time.Time { return time.UnixMilli(ms) }
+
+// PeerID decodes a binary peer ID field.
+func PeerID(b []byte) (peer.ID, error) {
+	id, err := peer.IDFromBytes(b)
+	if err != nil {
+		return "", rejectf("bad peer ID: %v", err)
+	}
+	return id, nil
+}
+
+// Checker applies the stateless checks of one network at one moment.
+type Checker struct {
+	Network string
+	Params  Params
+	Now     func() time.Time
+}
+
+func (c Checker) now() time.Time {
+	if c.Now == nil {
+		return time.Now()
+	}
+	return c.Now()
+}
+
+func (c Checker) network(n string) error {
+	if n != c.Network {
+		return rejectf("network %q, this is %q", n, c.Network)
+	}
+	return nil
+}
+
+// notFuture ignores a message issued further ahead than the clock skew allows.
+func (c Checker) notFuture(issuedMs int64) error {
+	if Time(issuedMs).After(c.now().Add(c.Params.ClockSkew.Std())) {
+		return ignoref("issued %s in the future", Time(issuedMs).Sub(c.now()).Round(time.Millisecond))
+	}
+	return nil
+}
+
+// Attestation checks a signed attestation: signed by an oracle of the set
+// about a valid miner, unexpired, not from the future.
+func (c Checker) Attestation(s Signed[*pb.Attestation]) error {
+	a := s.Msg
+	if err := c.network(a.Network); err != nil {
+		return err
+	}
+	oracle, err := PeerID(a.Oracle)
+	if err != nil {
+		return err
+	}
+	if oracle != s.Signer {
+		return rejectf("attestation names oracle %s but is signed by %s", oracle, s.Signer)
+	}
+	if !c.Params.IsOracle(oracle) {
+		return rejectf("signer %s is not in the oracle set", oracle)
+	}
+	if _, err := PeerID(a.Miner); err != nil {
+		return err
+	}
+	if a.ScoreMilli > 1000 {
+		return rejectf("score %d over 1000", a.ScoreMilli)
+	}
+	if len(a.ChallengeDigest) != 32 {
+		return rejectf("challenge digest of %d bytes", len(a.ChallengeDigest))
+	}
+	if a.ExpiresMs <= a.IssuedMs || Time(a.ExpiresMs).Sub(Time(a.IssuedMs)) > c.Params.AttestationLifetime.Std()+c.Params.ClockSkew.Std() {
+		return rejectf("lifetime %s out of bounds", Time(a.ExpiresMs).Sub(Time(a.IssuedMs)))
+	}
+	if err := c.notFuture(a.IssuedMs); err != nil {
+		return err
+	}
+	if !Time(a.ExpiresMs).After(c.now()) {
+		return ignoref("expired")
+	}
+	return nil
+}
+
+// Quorum returns the distinct oracles whose passing, valid attestations in
+// envs support miner at generation, and an error if they are fewer than the
+// quorum.
+func (c Checker) Quorum(miner peer.ID, generation uint64, envs [][]byte) ([]peer.ID, error) {
+	var oracles []peer.ID
+	seen := map[peer.ID]bool{}
+	for _, raw := range envs {
+		s, err := Open[pb.Attestation](raw)
+		if err != nil {
+			return nil, rejectf("attestation: %v", err)
+		}
+		if err := c.Attestation(s); err != nil {
+			continue // an expired one simply does not count
+		}
+		if !bytes.Equal(s.Msg.Miner, []byte(miner)) || s.Msg.Generation != generation || !s.Msg.Pass {
+			continue
+		}
+		if !seen[s.Signer] {
+			seen[s.Signer] = true
+			oracles = append(oracles, s.Signer)
+		}
+	}
+	if len(oracles) < c.Params.Quorum {
+		return oracles, rejectf("%d passing attestations for generation %d, quorum is %d", len(oracles), generation, c.Params.Quorum)
+	}
+	return oracles, nil
+}
+
+// Availability checks a miner's signed availability record: an AVAILABLE
+// record must carry a quorum of passing attestations for its generation.
+func (c Checker) Availability(s Signed[*pb.Availability]) error {
+	a := s.Msg
+	if err := c.network(a.Network); err != nil {
+		return err
+	}
+	miner, err := PeerID(a.Miner)
+	if err != nil {
+		return err
+	}
+	if miner != s.Signer {
+		return rejectf("record of %s signed by %s", miner, s.Signer)
+	}
+	if a.State < pb.MinerState_JOINING || a.State > pb.MinerState_COOLING_OFF {
+		return rejectf("unknown state %d", a.State)
+	}
+	if a.ExpiresMs <= a.IssuedMs || Time(a.ExpiresMs).Sub(Time(a.IssuedMs)) > c.Params.RecordLifetime.Std()+c.Params.ClockSkew.Std() {
+		return rejectf("record lifetime out of bounds")
+	}
+	if err := c.notFuture(a.IssuedMs); err != nil {
+		return err
+	}
+	if !Time(a.ExpiresMs).After(c.now()) {
+		return ignoref("record expired")
+	}
+	if a.State == pb.MinerState_AVAILABLE {
+		if _, err := c.Quorum(miner, a.Generation, a.Attestations); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Claim checks a router's claim as its miner receives it.
+func (c Checker) Claim(s Signed[*pb.Claim], self peer.ID) error {
+	cl := s.Msg
+	if err := c.network(cl.Network); err != nil {
+		return err
+	}
+	router, err := PeerID(cl.Router)
+	if err != nil {
+		return err
+	}
+	if router != s.Signer {
+		return rejectf("claim names router %s but is signed by %s", router, s.Signer)
+	}
+	miner, err := PeerID(cl.Miner)
+	if err != nil {
+		return err
+	}
+	if self != "" && miner != self {
+		return rejectf("claim is for %s", miner)
+	}
+	if cl.Session == "" || len(cl.Session) > 128 {
+		return rejectf("session id of %d bytes", len(cl.Session))
+	}
+	if len(cl.Nonce) < 8 || len(cl.Nonce) > 64 {
+		return rejectf("nonce of %d bytes", len(cl.Nonce))
+	}
+	if cl.LeaseMs == 0 || time.Duration(cl.LeaseMs)*time.Millisecond > c.Params.LeaseMax.Std() {
+		return rejectf("lease %dms, at most %s", cl.LeaseMs, c.Params.LeaseMax)
+	}
+	if !Time(cl.ExpiresMs).After(c.now()) {
+		return ignoref("claim expired")
+	}
+	if Time(cl.ExpiresMs).After(c.now().Add(c.Params.ClaimLifetime.Std() + c.Params.ClockSkew.Std())) {
+		return rejectf("claim expiry too far ahead")
+	}
+	return nil
+}
+
+// Grant checks a miner's grant and the router's claim inside it.
+func (c Checker) Grant(s Signed[*pb.Grant]) (Signed[*pb.Claim], error) {
+	g := s.Msg
+	if err := c.network(g.Network); err != nil {
+		return Signed[*pb.Claim]{}, err
+	}
+	miner, err := PeerID(g.Miner)
+	if err != nil {
+		return Signed[*pb.Claim]{}, err
+	}
+	if miner != s.Signer {
+		return Signed[*pb.Claim]{}, rejectf("grant of %s signed by %s", miner, s.Signer)
+	}
+	claim, err := Open[pb.Claim](g.Claim)
+	if err != nil {
+		return claim, rejectf("claim in grant: %v", err)
+	}
+	cl := claim.Msg
+	switch {
+	case !bytes.Equal(Digest(g.Claim), g.ClaimDigest):
+		return claim, rejectf("claim digest does not match the claim")
+	case cl.Network != g.Network, !bytes.Equal(cl.Miner, g.Miner), !bytes.Equal(cl.Router, g.Router),
+		cl.Session != g.Session, cl.Generation != g.Generation:
+		return claim, rejectf("grant does not match its claim")
+	case !bytes.Equal(cl.Router, []byte(claim.Signer)):
+		return claim, rejectf("claim in grant not signed by its router")
+	}
+	return claim, nil
+}
+
+// Release checks a release: signed by the reservation's router or its miner.
+func (c Checker) Release(s Signed[*pb.Release]) error {
+	r := s.Msg
+	if err := c.network(r.Network); err != nil {
+		return err
+	}
+	signer, err := PeerID(r.Signer)
+	if err != nil {
+		return err
+	}
+	if signer != s.Signer {
+		return rejectf("release names signer %s but is signed by %s", signer, s.Signer)
+	}
+	if !bytes.Equal(r.Signer, r.Miner) && !bytes.Equal(r.Signer, r.Router) {
+		return rejectf("release signed by neither the miner nor the router")
+	}
+	if r.Outcome < pb.Outcome_COMPLETED || r.Outcome > pb.Outcome_CANCELLED {
+		return rejectf("unknown outcome %d", r.Outcome)
+	}
+	return c.notFuture(r.IssuedMs)
+}
+
+// Evidence checks that two signed messages conflict: two grants by one
+// miner for one generation, or two different verdicts by one oracle for one
+// (miner, generation, round). It returns the equivocating signer.
+func (c Checker) Evidence(e *pb.Evidence) (peer.ID, error) {
+	if err := c.network(e.Network); err != nil {
+		return "", err
+	}
+	if bytes.Equal(e.First, e.Second) {
+		return "", rejectf("evidence of one message twice")
+	}
+	switch e.Kind {
+	case pb.EvidenceKind_DOUBLE_GRANT:
+		a, errA := Open[pb.Grant](e.First)
+		b, errB := Open[pb.Grant](e.Second)
+		if err := errors.Join(errA, errB); err != nil {
+			return "", rejectf("evidence grant: %v", err)
+		}
+		if a.Signer != b.Signer || !bytes.Equal(a.Msg.Miner, b.Msg.Miner) || a.Msg.Generation != b.Msg.Generation ||
+			a.Msg.Network != c.Network || b.Msg.Network != c.Network || !bytes.Equal(a.Msg.Miner, []byte(a.Signer)) {
+			return "", rejectf("grants do not conflict")
+		}
+		if bytes.Equal(a.Msg.ClaimDigest, b.Msg.ClaimDigest) {
+			return "", rejectf("grants are for the same claim")
+		}
+		return a.Signer, nil
+	case pb.EvidenceKind_DOUBLE_VERDICT:
+		a, errA := Open[pb.Attestation](e.First)
+		b, errB := Open[pb.Attestation](e.Second)
+		if err := errors.Join(errA, errB); err != nil {
+			return "", rejectf("evidence attestation: %v", err)
+		}
+		if a.Signer != b.Signer || !bytes.Equal(a.Msg.Oracle, []byte(a.Signer)) || !bytes.Equal(a.Msg.Miner, b.Msg.Miner) ||
+			a.Msg.Generation != b.Msg.Generation || a.Msg.Round != b.Msg.Round ||
+			a.Msg.Network != c.Network || b.Msg.Network != c.Network {
+			return "", rejectf("attestations do not conflict")
+		}
+		if a.Msg.Pass == b.Msg.Pass && a.Msg.ScoreMilli == b.Msg.ScoreMilli {
+			return "", rejectf("attestations agree")
+		}
+		return a.Signer, nil
+	default:
+		return "", rejectf("unknown evidence kind %d", e.Kind)
+	}
+}

@@ -1,0 +1,39 @@
+package protocol
+
+import (
+	"crypto/sha256"
+	"fmt"
+
+	"github.com/ipfs/go-cid"
+	libp2pprotocol "github.com/libp2p/go-libp2p/core/protocol"
+	mh "github.com/multiformats/go-multihash"
+)
+
+// Stream protocols, per network.
+func ValidateProtocol(network string) libp2pprotocol.ID {
+	return libp2pprotocol.ID("/ephemera/" + network + "/validate/1.0.0")
+}
+
+// ReserveProtocol carries claims, renewals and releases.
+func ReserveProtocol(network string) libp2pprotocol.ID {
+	return libp2pprotocol.ID("/ephemera/" + network + "/reserve/1.0.0")
+}
+
+// AvailabilityNamespace is the DHT record namespace of availability records:
+// the key of a miner's record is "/avail/" followed by its binary peer ID.
+const AvailabilityNamespace = "avail"
+
+// AvailabilityKey is the DHT key of miner's availability record.
+func AvailabilityKey(miner []byte) string { return "/" + AvailabilityNamespace + "/" + string(miner) }
+
+// PoolCID is the CID an available miner provides for a model: CIDv1, raw
+// codec, SHA-256 of "ephemera/<net>/pool/<model>".
+func PoolCID(network, model string) cid.Cid {
+	sum := sha256.Sum256([]byte(fmt.Sprintf("ephemera/%s/pool/%s", network, model)))
+	hash, err := mh.Encode(sum[:], mh.SHA2_256)
+	if err != nil {
+		// mh.Encode fails only for an unknown code or a wrong digest length.
+		panic(err)
+	}
+	return cid.NewCidV1(cid.Raw, hash)
+}
