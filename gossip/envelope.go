@@ -15,8 +15,9 @@ import (
 type Kind struct {
 	// New returns an empty record of this kind to decode into.
 	New func() record.Record
-	// Check judges a record whose signature has been verified; env names the signer.
-	Check func(ctx context.Context, from peer.ID, env *record.Envelope, rec record.Record) (pubsub.ValidationResult, error)
+	// Check judges a record whose signature has been verified; env names the
+	// signer and data is the envelope as received.
+	Check func(ctx context.Context, from peer.ID, env *record.Envelope, rec record.Record, data []byte) (pubsub.ValidationResult, error)
 }
 
 // EnvelopeValidator accepts only libp2p signed envelopes of the given kinds:
@@ -40,6 +41,6 @@ func EnvelopeValidator(kinds ...Kind) Validator {
 		if err != nil {
 			return pubsub.ValidationReject, fmt.Errorf("envelope: %w", err)
 		}
-		return k.Check(ctx, from, env, rec)
+		return k.Check(ctx, from, env, rec, data)
 	}
 }

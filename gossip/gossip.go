@@ -20,12 +20,13 @@ import (
 
 // Topic names, without the network.
 const (
-	Attestations = "attestations"
-	Reservations = "reservations"
+	Attestations = "attestations" // oracles' verdicts, and evidence of double verdicts
+	Reservations = "reservations" // grants and releases, and evidence of double grants
+	Pool         = "pool"         // miners' availability records, on every transition
 )
 
 // TopicNames lists the topics every node of a network joins.
-var TopicNames = []string{Attestations, Reservations}
+var TopicNames = []string{Attestations, Reservations, Pool}
 
 // TopicID is the gossipsub topic of name on network, so two networks never mix.
 func TopicID(network, name string) string {

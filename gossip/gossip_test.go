@@ -43,7 +43,7 @@ func (o *other) Codec() []byte  { return []byte{0x03, 0x98} }
 func noteKind() Kind {
 	return Kind{
 		New: func() record.Record { return &note{} },
-		Check: func(_ context.Context, _ peer.ID, _ *record.Envelope, rec record.Record) (pubsub.ValidationResult, error) {
+		Check: func(_ context.Context, _ peer.ID, _ *record.Envelope, rec record.Record, _ []byte) (pubsub.ValidationResult, error) {
 			if strings.HasPrefix(rec.(*note).text, "old:") {
 				return pubsub.ValidationIgnore, errors.New("stale")
 			}
