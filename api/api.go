@@ -27,6 +27,21 @@ type NodeInfo struct {
 	Peers            int      `json:"peers"`
 	RoutingTableSize int      `json:"routing_table_size"`
 	DHTMode          string   `json:"dht_mode"`
+	// State and Generation are the node's own lifecycle, on miners only.
+	State      string  `json:"state,omitempty"`
+	Generation *uint64 `json:"generation,omitempty"`
+}
+
+// PoolMiner is one element of GET /v1/pool.
+type PoolMiner struct {
+	PeerID     string    `json:"peer_id"`
+	State      string    `json:"state"`
+	Generation uint64    `json:"generation"`
+	Oracles    []string  `json:"oracles"`
+	Reputation float64   `json:"reputation"`
+	Models     []string  `json:"models"`
+	LastSeen   time.Time `json:"last_seen"`
+	Seq        uint64    `json:"seq"`
 }
 
 // PeerInfo is one element of GET /v1/peers.
@@ -51,11 +66,45 @@ type Source interface {
 	Peers() []PeerInfo
 	// Health returns nil when the node is healthy, else the reason it is not.
 	Health() error
+	// Pool lists every miner the node knows.
+	Pool() []PoolMiner
 }
 
-// Handler routes the API's endpoints to src and gatherer.
-func Handler(src Source, gatherer prometheus.Gatherer) http.Handler {
+// Errors a Reserver returns, which the API maps to HTTP statuses.
+var (
+	ErrBadRequest  = errors.New("bad request")        // 400
+	ErrNotFound    = errors.New("not found")          // 404
+	ErrUnavailable = errors.New("no miner available") // 503
+)
+
+// Reserver is a router's reservation desk; nil on other nodes.
+type Reserver interface {
+	Reserve(ctx context.Context, model string, lease time.Duration) (any, error)
+	Release(ctx context.Context, id string) (any, error)
+	Reservations() any
+}
+
+// ReserveRequest is the body of POST /v1/reservations.
+type ReserveRequest struct {
+	Model string `json:"model,omitempty"`
+	// Lease is a Go duration such as "30s"; empty takes the network's default.
+	Lease string `json:"lease,omitempty"`
+}
+
+// Handler routes the API's endpoints to src and gatherer, and the
+// reservation endpoints to res when the node is a router.
+func Handler(src Source, gatherer prometheus.Gatherer, res Reserver) http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/pool", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, src.Pool())
+	})
+	if res != nil {
+		handleReservations(mux, res)
+	} else {
+		mux.HandleFunc("/v1/reservations", func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, http.StatusNotFound, "this node is not a router; reservations are made through a router's API")
+		})
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := src.Health(); err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, Health{Status: "unhealthy", Reason: err.Error()})
@@ -94,6 +143,9 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 	var body ErrorBody
 	body.Error.Message = msg
 	body.Error.Type = "invalid_request_error"
+	if status >= 500 {
+		body.Error.Type = "server_error"
+	}
 	body.Error.Code = status
 	writeJSON(w, status, body)
 }

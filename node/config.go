@@ -19,6 +19,7 @@ import (
 	"github.com/ephemera-network/ephemera/gossip"
 	"github.com/ephemera-network/ephemera/internal/duration"
 	"github.com/ephemera-network/ephemera/p2p"
+	"github.com/ephemera-network/ephemera/protocol"
 )
 
 // DefaultNetwork is the network a node joins unless told otherwise.
@@ -37,6 +38,14 @@ type Config struct {
 	Gossip          gossip.Config     `toml:"gossip"`
 	API             APIConfig         `toml:"api"`
 	Log             LogConfig         `toml:"log"`
+	Inference       InferenceConfig   `toml:"inference"`
+	Params          protocol.Params   `toml:"params"`
+}
+
+// InferenceConfig chooses the engine a miner answers with.
+type InferenceConfig struct {
+	// Backend is "builtin", the deterministic engine shipped in the binary.
+	Backend string `toml:"backend"`
 }
 
 // APIConfig places the HTTP API and the metrics endpoint.
@@ -63,6 +72,8 @@ func DefaultConfig() Config {
 		Gossip:          gossip.DefaultConfig(),
 		API:             APIConfig{Listen: DefaultAPIAddr},
 		Log:             LogConfig{Level: "info", Format: "text"},
+		Inference:       InferenceConfig{Backend: "builtin"},
+		Params:          protocol.DefaultParams(),
 	}
 }
 
@@ -97,7 +108,10 @@ func (c Config) Validate() error {
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		return fmt.Errorf("log.format: %q is not text or json", c.Log.Format)
 	}
-	return nil
+	if c.Inference.Backend != "builtin" {
+		return fmt.Errorf("inference.backend: %q is not a known backend (builtin)", c.Inference.Backend)
+	}
+	return c.Params.Validate()
 }
 
 func validateHostPort(field, addr string, emptyOK bool) error {

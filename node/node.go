@@ -15,9 +15,15 @@ import (
 
 	"github.com/ephemera-network/ephemera/api"
 	"github.com/ephemera-network/ephemera/gossip"
+	"github.com/ephemera-network/ephemera/node/miner"
+	"github.com/ephemera-network/ephemera/node/oracle"
+	"github.com/ephemera-network/ephemera/node/pool"
+	"github.com/ephemera-network/ephemera/node/router"
 	"github.com/ephemera-network/ephemera/p2p"
+	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/store"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
+	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -53,6 +59,12 @@ type Node struct {
 	gossip  *gossip.Gossip
 	api     *api.Server
 	metrics *api.Server
+	check   protocol.Checker
+	pool    *pool.Pool
+	topics  map[string]*gossip.Topic
+	miner   *miner.Miner
+	oracle  *oracle.Oracle
+	router  *router.Router
 	started time.Time
 	starts  uint64
 
@@ -112,13 +124,16 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.reg = prometheus.NewRegistry()
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	// 4. The libp2p host and its private DHT.
+	// 4. The libp2p host and its private DHT, with our record namespace.
+	n.check = protocol.Checker{Network: n.cfg.Network, Params: n.cfg.Params}
 	n.host, err = p2p.New(n.cfg.P2P, p2p.Options{
-		Network:    n.cfg.Network,
-		Key:        n.key,
-		UserAgent:  "ephemera/" + n.version,
-		Registerer: n.reg,
-		Logger:     n.log.With("module", "p2p"),
+		Network:         n.cfg.Network,
+		Key:             n.key,
+		UserAgent:       "ephemera/" + n.version,
+		Registerer:      n.reg,
+		Logger:          n.log.With("module", "p2p"),
+		Validators:      map[string]record.Validator{protocol.AvailabilityNamespace: protocol.AvailabilityValidator{Check: n.check}},
+		ProvideValidity: n.cfg.Params.ProvideValidity.Std(),
 	})
 	if err != nil {
 		return err
@@ -126,21 +141,25 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.onStop(func(context.Context) error { return n.host.Close() })
 	n.registerMetrics()
 
-	// 5. Gossip, with every topic's validator in place before the first message.
+	// 5. Gossip, with every topic's validator in place before the first
+	// message: the pool view judges what the topics carry.
 	if n.gossip, err = gossip.New(runCtx, n.host, n.cfg.Network, n.cfg.Gossip, n.reg, n.log.With("module", "gossip")); err != nil {
 		return err
 	}
 	n.onStop(func(context.Context) error { return n.gossip.Close() })
-	for _, name := range gossip.TopicNames {
-		// No message kinds are defined yet, so every message is rejected.
-		if _, err = n.gossip.Join(runCtx, name, gossip.EnvelopeValidator(), nil); err != nil {
-			return err
-		}
+	if err = n.startPool(runCtx); err != nil {
+		return err
+	}
+	n.reg.MustRegister(newPoolCollector(n.pool))
+
+	// 6. The roles this node holds.
+	if err = n.startRoles(runCtx); err != nil {
+		return err
 	}
 
-	// 6. The HTTP API and, if asked for, a separate metrics listener.
+	// 7. The HTTP API and, if asked for, a separate metrics listener.
 	n.started = time.Now()
-	if n.api, err = api.Listen(n.cfg.API.Listen, api.Handler(n, n.reg), n.log.With("module", "api")); err != nil {
+	if n.api, err = api.Listen(n.cfg.API.Listen, api.Handler(n, n.reg, n.reserverOrNil()), n.log.With("module", "api")); err != nil {
 		return fmt.Errorf("api: %w", err)
 	}
 	n.onStop(n.api.Close)
@@ -151,7 +170,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.onStop(n.metrics.Close)
 	}
 
-	// 7. Join the network, then tell tools where to find us.
+	// 8. Join the network, then tell tools where to find us.
 	n.host.Start(runCtx)
 	if err = writeRuntime(n.home, n.Runtime()); err != nil {
 		return fmt.Errorf("runtime file: %w", err)
@@ -216,6 +235,17 @@ func (n *Node) Gossip() *gossip.Gossip { return n.gossip }
 // Store is the node's Badger store.
 func (n *Node) Store() *store.Store { return n.store }
 
+// MinerState is the miner role's committed state; zero on other nodes.
+func (n *Node) MinerState() miner.State {
+	if n.miner == nil {
+		return miner.State{}
+	}
+	return n.miner.State()
+}
+
+// Router is the router role, nil on other nodes.
+func (n *Node) Router() *router.Router { return n.router }
+
 // Config is the configuration the node runs with.
 func (n *Node) Config() Config { return n.cfg }
 
@@ -266,7 +296,7 @@ func (n *Node) Info() api.NodeInfo {
 	for i, r := range n.cfg.Roles {
 		roles[i] = string(r)
 	}
-	return api.NodeInfo{
+	info := api.NodeInfo{
 		PeerID:           n.host.ID().String(),
 		Addrs:            multiaddrStrings(n.FullAddrs()),
 		Roles:            roles,
@@ -277,6 +307,11 @@ func (n *Node) Info() api.NodeInfo {
 		RoutingTableSize: n.host.RoutingTableSize(),
 		DHTMode:          dhtModeName(n.host.DHT.Mode()),
 	}
+	if n.miner != nil {
+		s := n.miner.State()
+		info.State, info.Generation = pool.StateName(s.State), &s.Generation
+	}
+	return info
 }
 
 // Peers answers GET /v1/peers.

@@ -9,9 +9,11 @@ import (
 	"log/slog"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p-kad-dht/records"
 	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -44,7 +46,10 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Validators adds DHT record namespaces beside the built-in "pk".
 	Validators map[string]record.Validator
-	Logger     *slog.Logger
+	// ProvideValidity is how long provider records stored here live; zero
+	// keeps Kademlia's 48 h, far too long for a pool that changes by the minute.
+	ProvideValidity time.Duration
+	Logger          *slog.Logger
 }
 
 // Host is a libp2p host with the node's DHT on it.
@@ -121,6 +126,9 @@ func New(cfg Config, opts Options) (*Host, error) {
 		dht.ProtocolPrefix(ProtocolPrefix(opts.Network)),
 		dht.Mode(dhtMode(cfg.DHTMode)),
 		dht.NamespacedValidator("pk", record.PublicKeyValidator{}),
+	}
+	if opts.ProvideValidity > 0 {
+		dopts = append(dopts, dht.ProviderManagerOpts(records.ProvideValidity(opts.ProvideValidity)))
 	}
 	for ns, v := range opts.Validators {
 		dopts = append(dopts, dht.NamespacedValidator(ns, v))

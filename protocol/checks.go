@@ -306,3 +306,38 @@ func (c Checker) Evidence(e *pb.Evidence) (peer.ID, error) {
 		return "", rejectf("unknown evidence kind %d", e.Kind)
 	}
 }
+
+// AvailabilityValidator is the DHT record validator of the availability
+// namespace: it accepts only a valid record signed by the miner the key names
+// (an AVAILABLE one attested by a quorum), and selects the highest sequence.
+type AvailabilityValidator struct{ Check Checker }
+
+// Validate implements record.Validator.
+func (v AvailabilityValidator) Validate(key string, value []byte) error {
+	s, err := Open[pb.Availability](value)
+	if err != nil {
+		return err
+	}
+	if key != AvailabilityKey([]byte(s.Signer)) {
+		return rejectf("record of %s under another key", s.Signer)
+	}
+	return v.Check.Availability(s)
+}
+
+// Select implements record.Validator: the highest valid sequence wins.
+func (v AvailabilityValidator) Select(key string, values [][]byte) (int, error) {
+	best, bestSeq := -1, uint64(0)
+	for i, val := range values {
+		if v.Validate(key, val) != nil {
+			continue
+		}
+		s, _ := Open[pb.Availability](val)
+		if best < 0 || s.Msg.Seq > bestSeq {
+			best, bestSeq = i, s.Msg.Seq
+		}
+	}
+	if best < 0 {
+		return 0, errors.New("no valid availability record")
+	}
+	return best, nil
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/ephemera-network/ephemera/internal/duration"
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/p2p"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Spec is the shape of a testnet.
@@ -108,9 +109,25 @@ func Start(ctx context.Context, dir string, spec Spec, l Launcher) (*Testnet, er
 		return t, err
 	}
 	members := spec.members(dir)
+	// Every home gets its key first: the oracles' peer IDs are the oracle set
+	// that every node's config names.
+	var oracles []string
+	for _, m := range members {
+		key, err := node.Init(m.home, homeConfig(spec.Network, m.roles, nil, nil), false)
+		if err != nil {
+			return t, fmt.Errorf("%s: %w", m.name, err)
+		}
+		if node.HasRole(m.roles, node.RoleOracle) {
+			id, err := peer.IDFromPrivateKey(key)
+			if err != nil {
+				return t, err
+			}
+			oracles = append(oracles, id.String())
+		}
+	}
 	var bootstrapAddrs []string
 	initHome := func(m member) error {
-		if _, err := node.Init(m.home, homeConfig(spec.Network, m.roles, bootstrapAddrs), false); err != nil {
+		if _, err := node.Init(m.home, homeConfig(spec.Network, m.roles, bootstrapAddrs, oracles), true); err != nil {
 			return fmt.Errorf("%s: %w", m.name, err)
 		}
 		return nil
@@ -170,8 +187,10 @@ func Start(ctx context.Context, dir string, spec Spec, l Launcher) (*Testnet, er
 }
 
 // homeConfig is the configuration of one local testnet node.
-func homeConfig(network string, roles []node.Role, bootstrap []string) node.Config {
+func homeConfig(network string, roles []node.Role, bootstrap, oracles []string) node.Config {
 	cfg := node.DefaultConfig()
+	cfg.Params.Oracles = append([]string{}, oracles...)
+	cfg.Params.Quorum = min(2, max(1, len(oracles)))
 	cfg.Network = network
 	cfg.Roles = roles
 	cfg.P2P.Listen = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}

@@ -24,6 +24,9 @@ func commands() []command {
 		{"run", "start a node", runNode},
 		{"id", "print a node's peer ID and dialable multiaddrs", runID},
 		{"status", "print a running node's status from its API", runStatus},
+		{"pool", "list the miners a node knows and their states", runPool},
+		{"reserve", "reserve an available miner through a router", runReserve},
+		{"release", "release a reservation through its router", runRelease},
 		{"testnet", "start a local multi-process testnet", runTestnet},
 		{"version", "print the version", runVersion},
 	}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ephemera-network/ephemera/api"
+)
+
+func runPool(args []string, stdout, _ io.Writer) error {
+	fs := newFlagSet("pool", "[--api URL | --home DIR] [--state STATE] [--json]", stdout)
+	af := addAPIFlags(fs)
+	state := fs.String("state", "", "show only miners in this `state` (joining, validating, available, reserved, cooling_off)")
+	set, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	c, err := af.client(set)
+	if err != nil {
+		return err
+	}
+	var miners []api.PoolMiner
+	if err := c.do(http.MethodGet, "/v1/pool", nil, &miners); err != nil {
+		return err
+	}
+	if *state != "" {
+		kept := miners[:0]
+		for _, m := range miners {
+			if m.State == *state {
+				kept = append(kept, m)
+			}
+		}
+		miners = kept
+	}
+	if *af.json {
+		return printJSON(stdout, miners)
+	}
+	counts := map[string]int{}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PEER ID\tSTATE\tGEN\tORACLES\tREPUTATION\tMODELS\tLAST SEEN")
+	for _, m := range miners {
+		counts[m.State]++
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.2f\t%s\t%s ago\n", m.PeerID, m.State, m.Generation, len(m.Oracles),
+			m.Reputation, strings.Join(m.Models, ","), time.Since(m.LastSeen).Round(time.Second))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var parts []string
+	for _, s := range []string{"joining", "validating", "available", "reserved", "cooling_off", "stale"} {
+		if counts[s] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", counts[s], s))
+		}
+	}
+	fmt.Fprintf(stdout, "%d miners: %s\n", len(miners), strings.Join(parts, ", "))
+	return nil
+}
+
+func runReserve(args []string, stdout, _ io.Writer) error {
+	fs := newFlagSet("reserve", "[--lease 30s] [--model M] [--api URL | --home DIR] [--json]", stdout)
+	af := addAPIFlags(fs)
+	lease := fs.Duration("lease", 0, "lease `duration` (default: the network's)")
+	model := fs.String("model", "", "reserve a miner serving this `model`")
+	set, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if *lease < 0 {
+		return usageError{fmt.Errorf("--lease %s is negative", *lease)}
+	}
+	c, err := af.client(set)
+	if err != nil {
+		return err
+	}
+	req := api.ReserveRequest{Model: *model}
+	if *lease > 0 {
+		req.Lease = lease.String()
+	}
+	var out json.RawMessage
+	if err := c.do(http.MethodPost, "/v1/reservations", req, &out); err != nil {
+		return err
+	}
+	return printReservation(stdout, out, *af.json)
+}
+
+func runRelease(args []string, stdout, _ io.Writer) error {
+	fs := newFlagSet("release", "ID [--api URL | --home DIR] [--json]", stdout)
+	af := addAPIFlags(fs)
+	// The reservation ID may come before the flags.
+	var id string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		id, args = args[0], args[1:]
+	}
+	set, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if id == "" {
+		return usageError{fmt.Errorf("which reservation? usage: ephemera release ID")}
+	}
+	c, err := af.client(set)
+	if err != nil {
+		return err
+	}
+	var out json.RawMessage
+	if err := c.do(http.MethodDelete, "/v1/reservations/"+id, nil, &out); err != nil {
+		return err
+	}
+	return printReservation(stdout, out, *af.json)
+}
+
+// printReservation shows the router's answer; the fields are the router's.
+func printReservation(w io.Writer, raw json.RawMessage, asJSON bool) error {
+	var r struct {
+		ID         string    `json:"id"`
+		Miner      string    `json:"miner"`
+		Generation uint64    `json:"generation"`
+		LeaseEnd   time.Time `json:"lease_end"`
+		State      string    `json:"state"`
+	}
+	if asJSON || json.Unmarshal(raw, &r) != nil {
+		return printJSON(w, raw)
+	}
+	fmt.Fprintf(w, "reservation %s: %s\nminer:      %s (generation %d)\nlease ends: %s\n",
+		r.ID, r.State, r.Miner, r.Generation, r.LeaseEnd.Local().Format(time.RFC3339))
+	return nil
+}

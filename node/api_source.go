@@ -1,0 +1,66 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/node/pool"
+	"github.com/ephemera-network/ephemera/node/router"
+	"github.com/ephemera-network/ephemera/protocol/pb"
+)
+
+// Pool answers GET /v1/pool.
+func (n *Node) Pool() []api.PoolMiner {
+	miners := n.pool.Miners()
+	out := make([]api.PoolMiner, 0, len(miners))
+	for _, m := range miners {
+		oracles := make([]string, len(m.Oracles))
+		for i, o := range m.Oracles {
+			oracles[i] = o.String()
+		}
+		state := pool.StateName(m.State)
+		if m.State == pb.MinerState_AVAILABLE && !m.Expires.After(time.Now()) {
+			state = "stale" // its record lapsed: the miner is gone or cut off
+		}
+		out = append(out, api.PoolMiner{
+			PeerID: m.ID.String(), State: state, Generation: m.Generation, Oracles: oracles,
+			Reputation: n.pool.Reputation(m.ID).Score(), Models: m.Models, LastSeen: m.LastSeen.UTC(), Seq: m.Seq,
+		})
+	}
+	return out
+}
+
+// reserver adapts the router to the API's reservation desk.
+type reserver struct{ r *router.Router }
+
+func (a reserver) Reserve(ctx context.Context, model string, lease time.Duration) (any, error) {
+	res, err := a.r.Reserve(ctx, model, lease)
+	switch {
+	case errors.Is(err, router.ErrNoMiner):
+		return nil, fmt.Errorf("%w: %v", api.ErrUnavailable, err)
+	case errors.Is(err, router.ErrBadLease):
+		return nil, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
+	return res, err
+}
+
+func (a reserver) Release(ctx context.Context, id string) (any, error) {
+	res, err := a.r.Release(ctx, id, pb.Outcome_COMPLETED)
+	if errors.Is(err, router.ErrUnknownReservation) {
+		return nil, fmt.Errorf("%w: %v", api.ErrNotFound, err)
+	}
+	return res, err
+}
+
+func (a reserver) Reservations() any { return a.r.Reservations() }
+
+// reserverOrNil gives the API the router's desk, or none on other nodes.
+func (n *Node) reserverOrNil() api.Reserver {
+	if n.router == nil {
+		return nil
+	}
+	return reserver{n.router}
+}

@@ -1,0 +1,164 @@
+package node_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/node"
+	"github.com/ephemera-network/ephemera/node/router"
+	"github.com/ephemera-network/ephemera/protocol/pb"
+	"github.com/ephemera-network/ephemera/testnet"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// poolView is a node's GET /v1/pool answer.
+type poolView []api.PoolMiner
+
+func (v poolView) Count(state string) int {
+	n := 0
+	for _, m := range v {
+		if m.State == state {
+			n++
+		}
+	}
+	return n
+}
+
+func (v poolView) Find(id string) (api.PoolMiner, bool) {
+	for _, m := range v {
+		if m.PeerID == id {
+			return m, true
+		}
+	}
+	return api.PoolMiner{}, false
+}
+
+func (v poolView) String() string {
+	s := ""
+	for _, m := range v {
+		s += fmt.Sprintf("\n  %s %s gen %d oracles %d", m.PeerID, m.State, m.Generation, len(m.Oracles))
+	}
+	return s
+}
+
+// waitPool polls n's pool view until cond holds for every miner in want.
+func waitPool(t *testing.T, n *node.Node, what string, timeout time.Duration, cond func(poolView) bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond(poolView(n.Pool())) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; pool: %s", what, poolView(n.Pool()))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func minersOf(t *testing.T, tn *testnet.Testnet) []*node.Node {
+	var out []*node.Node
+	for _, n := range tn.Nodes() {
+		nn := inProcess(t, n)
+		if node.HasRole(nn.Config().Roles, node.RoleMiner) {
+			out = append(out, nn)
+		}
+	}
+	return out
+}
+
+func routersOf(t *testing.T, tn *testnet.Testnet) []*node.Node {
+	var out []*node.Node
+	for _, n := range tn.Nodes() {
+		nn := inProcess(t, n)
+		if node.HasRole(nn.Config().Roles, node.RoleRouter) {
+			out = append(out, nn)
+		}
+	}
+	return out
+}
+
+// The whole lifecycle across real nodes: every miner validated and
+// available; reservations from two routers racing never book a miner twice;
+// a released miner is back only after revalidation at the next generation.
+func TestLifecycle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("16 nodes")
+	}
+	tn := startTestnet(t, testnet.Spec{Network: "life", Bootstraps: 1, Oracles: 3, Miners: 10, Routers: 2})
+	miners, routers := minersOf(t, tn), routersOf(t, tn)
+	observer := routers[0]
+
+	waitPool(t, observer, "10 available miners", 60*time.Second, func(v poolView) bool {
+		return v.Count("available") == 10
+	})
+	for _, m := range miners {
+		if s := m.MinerState(); s.State != pb.MinerState_AVAILABLE || s.Generation != 0 {
+			t.Fatalf("miner %s: %s at generation %d", m.ID(), s.State, s.Generation)
+		}
+	}
+
+	// 100 concurrent claims from two routers over 10 miners.
+	var (
+		mu      sync.Mutex
+		granted = map[string]int{}
+		wg      sync.WaitGroup
+	)
+	for i := range 100 {
+		r := routers[i%2].Router()
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			res, err := r.Reserve(ctx, "", time.Minute)
+			if err != nil {
+				return // no miner left: expected for 90 of them
+			}
+			mu.Lock()
+			granted[fmt.Sprintf("%s/%d", res.Miner, res.Generation)]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if len(granted) != 10 {
+		t.Fatalf("%d (miner, generation) pairs granted, want 10: %v", len(granted), granted)
+	}
+	for k, n := range granted {
+		if n != 1 {
+			t.Fatalf("%s granted %d times", k, n)
+		}
+	}
+	waitPool(t, observer, "10 reserved miners", 20*time.Second, func(v poolView) bool {
+		return v.Count("reserved") == 10
+	})
+
+	// Release one: it must be validated again before it is available, at generation 1.
+	r := routers[0].Router()
+	var released router.Reservation
+	for _, res := range r.Reservations() {
+		if res.State == "active" {
+			released = res
+			break
+		}
+	}
+	if released.ID == "" {
+		t.Fatal("router 0 holds no reservation")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := r.Release(ctx, released.ID, pb.Outcome_COMPLETED); err != nil {
+		t.Fatal(err)
+	}
+	minerID, _ := peer.Decode(released.Miner)
+	waitPool(t, observer, "the released miner available again at generation 1", 60*time.Second, func(v poolView) bool {
+		m, ok := v.Find(minerID.String())
+		return ok && m.State == "available" && m.Generation == 1
+	})
+	// Attestations of generation 0 never count again: a claim at 0 is refused.
+	if _, err := r.Reserve(ctx, "", time.Minute); err != nil {
+		t.Fatalf("reserving the revalidated miner: %v", err)
+	}
+}

@@ -1,0 +1,86 @@
+package oracle
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/ephemera-network/ephemera/protocol"
+	"github.com/ephemera-network/ephemera/protocol/pb"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Slashing protection, as Ethereum validators keep it: before it signs a
+// verdict, the oracle looks in its store for one it signed for the same
+// (miner, generation, round), in the same Badger transaction that then writes
+// the new one. The store syncs every commit, so even across a crash or a
+// restart the oracle never signs two verdicts for one (miner, generation,
+// round), which would be evidence of equivocation against it. The envelope is
+// published only after the commit.
+//
+// Keys: signed/<miner peer ID, base58>/<generation %020d>/<round %020d>,
+// holding the attestation envelope. They live twice the attestation
+// lifetime: long enough to outlast every verdict they guard (an older one
+// has expired everywhere, and a round number never comes back), while
+// bounding the store's growth.
+
+func signedKey(miner peer.ID, generation, round uint64) []byte {
+	return fmt.Appendf(nil, "signed/%s/%020d/%020d", miner, generation, round)
+}
+
+func signedPrefix(miner peer.ID, generation uint64) []byte {
+	return fmt.Appendf(nil, "signed/%s/%020d/", miner, generation)
+}
+
+// signOnce returns the envelope stored at key if there is one (fresh false);
+// otherwise it seals att, stores it at key and returns it (fresh true), all
+// in one transaction.
+func (o *Oracle) signOnce(key []byte, att *pb.Attestation) (env []byte, fresh bool, err error) {
+	ttl := 2 * o.params().AttestationLifetime.Std()
+	for range 5 {
+		env, fresh = nil, false
+		err = o.d.Store.Update(func(txn *badger.Txn) error {
+			item, err := txn.Get(key)
+			switch {
+			case err == nil:
+				env, err = item.ValueCopy(nil)
+				return err
+			case !errors.Is(err, badger.ErrKeyNotFound):
+				return err
+			}
+			env, err = protocol.Seal(att, o.d.Key)
+			if err != nil {
+				return err
+			}
+			fresh = true
+			return txn.SetEntry(badger.NewEntry(key, env).WithTTL(ttl))
+		})
+		// A conflict means another validation of the same key committed
+		// first: read again, and return its envelope.
+		if !errors.Is(err, badger.ErrConflict) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("oracle: sign attestation: %w", err)
+	}
+	return env, fresh, nil
+}
+
+// passedBefore reports whether this oracle signed a passing verdict for miner
+// at generation, in any round, that has not expired at now.
+func (o *Oracle) passedBefore(miner peer.ID, generation uint64, now time.Time) bool {
+	found := false
+	_ = o.d.Store.Scan(signedPrefix(miner, generation), func(_, v []byte) error {
+		s, err := protocol.Open[pb.Attestation](v)
+		if err == nil && s.Signer == o.self && s.Msg.Pass && protocol.Time(s.Msg.ExpiresMs).After(now) {
+			found = true
+			return errStop
+		}
+		return nil
+	})
+	return found
+}
+
+var errStop = errors.New("stop")

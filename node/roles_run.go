@@ -1,0 +1,101 @@
+package node
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ephemera-network/ephemera/challenge"
+	"github.com/ephemera-network/ephemera/gossip"
+	"github.com/ephemera-network/ephemera/inference"
+	"github.com/ephemera-network/ephemera/node/miner"
+	"github.com/ephemera-network/ephemera/node/oracle"
+	"github.com/ephemera-network/ephemera/node/pool"
+	"github.com/ephemera-network/ephemera/node/router"
+	routedhost "github.com/libp2p/go-libp2p/p2p/host/routed"
+)
+
+// startPool builds the pool view and joins every topic with the kinds it
+// carries, judged against that view.
+func (n *Node) startPool(ctx context.Context) error {
+	var err error
+	if n.pool, err = pool.New(n.store, n.check, n.log.With("module", "pool")); err != nil {
+		return err
+	}
+	kinds := n.pool.Kinds(n.key, n.publish)
+	n.topics = map[string]*gossip.Topic{}
+	for _, name := range gossip.TopicNames {
+		t, err := n.gossip.Join(ctx, name, gossip.EnvelopeValidator(kinds[name]...), nil)
+		if err != nil {
+			return err
+		}
+		n.topics[name] = t
+	}
+	return nil
+}
+
+// publish sends data on one of the network's topics.
+func (n *Node) publish(ctx context.Context, topic string, data []byte) error {
+	t, ok := n.topics[topic]
+	if !ok {
+		return fmt.Errorf("not joined to topic %s", topic)
+	}
+	return t.Publish(ctx, data)
+}
+
+func (n *Node) publisher(topic string) func(context.Context, []byte) error {
+	return func(ctx context.Context, data []byte) error { return n.publish(ctx, topic, data) }
+}
+
+// startRoles starts the role of each kind this node holds.
+func (n *Node) startRoles(ctx context.Context) error {
+	backend := inference.NewBuiltin()
+	// Oracles and routers dial miners they know only from signed records:
+	// a routed host looks a peer's addresses up in the DHT when it has none.
+	dialer := routedhost.Wrap(n.host, n.host.DHT)
+	if HasRole(n.cfg.Roles, RoleMiner) {
+		m, err := miner.New(miner.Deps{
+			Check: n.check, Host: n.host, DHT: n.host.DHT, Key: n.key, Store: n.store, Pool: n.pool,
+			Backend: backend, PublishPool: n.publisher(gossip.Pool), PublishReservations: n.publisher(gossip.Reservations),
+			PoolPeers: func() int { return len(n.topics[gossip.Pool].Peers()) },
+			Log:       n.log.With("module", "miner"),
+		})
+		if err != nil {
+			return fmt.Errorf("miner: %w", err)
+		}
+		m.Start(ctx)
+		n.miner = m
+		n.onStop(func(context.Context) error { m.Stop(); return nil })
+	}
+	if HasRole(n.cfg.Roles, RoleOracle) {
+		bank := challenge.Default()
+		if path := n.cfg.Params.ChallengeBank; path != "" {
+			var err error
+			if bank, err = challenge.Load(path); err != nil {
+				return fmt.Errorf("params.challenge_bank: %w", err)
+			}
+		}
+		o, err := oracle.New(oracle.Deps{
+			Network: n.cfg.Network, Check: n.check, Host: dialer, Key: n.key, Store: n.store, Pool: n.pool,
+			Bank: bank, Embed: backend.Embed, Publish: n.publisher(gossip.Attestations), Log: n.log.With("module", "oracle"),
+		})
+		if err != nil {
+			return err
+		}
+		o.Start(ctx)
+		n.oracle = o
+		n.onStop(func(context.Context) error { o.Stop(); return nil })
+	}
+	if HasRole(n.cfg.Roles, RoleRouter) {
+		r, err := router.New(router.Deps{
+			Network: n.cfg.Network, Check: n.check, Host: dialer, DHT: n.host.DHT, Key: n.key, Store: n.store,
+			Pool: n.pool, Log: n.log.With("module", "router"),
+		})
+		if err != nil {
+			return fmt.Errorf("router: %w", err)
+		}
+		r.Start(ctx)
+		n.router = r
+		n.onStop(r.Stop)
+	}
+	return nil
+}
