@@ -8,10 +8,14 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/gossip"
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/node/router"
+	"github.com/ephemera-network/ephemera/p2p"
+	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/ephemera-network/ephemera/testnet"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -160,5 +164,62 @@ func TestLifecycle(t *testing.T) {
 	// Attestations of generation 0 never count again: a claim at 0 is refused.
 	if _, err := r.Reserve(ctx, "", time.Minute); err != nil {
 		t.Fatalf("reserving the revalidated miner: %v", err)
+	}
+}
+
+// A miner that signs two grants for one generation is caught by every node:
+// its reputation drops to zero everywhere and no router reserves it again.
+func TestEquivocatingMinerCaughtByEveryNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("7 nodes")
+	}
+	tn := startTestnet(t, testnet.Spec{Network: "equiv", Bootstraps: 1, Oracles: 3, Miners: 2, Routers: 1})
+	nodes := tn.Nodes()
+	miners := minersOf(t, tn)
+	waitPool(t, inProcess(t, nodes[0]), "2 available miners", 60*time.Second, func(v poolView) bool {
+		return v.Count("available") == 2
+	})
+	cheat := miners[0]
+	key, err := p2p.LoadKey(cheat.Home().KeyPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := cheat.MinerState().Generation
+	grant := func(session string) []byte {
+		rk, _, _ := crypto.GenerateEd25519Key(nil)
+		rid, _ := peer.IDFromPrivateKey(rk)
+		claim, err := protocol.Seal(&pb.Claim{Network: "equiv", Session: session, Router: []byte(rid), Miner: []byte(cheat.ID()),
+			Generation: gen, LeaseMs: 30000, Nonce: []byte("0123456789abcdef"), ExpiresMs: protocol.Ms(time.Now().Add(5 * time.Second))}, rk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := protocol.Seal(&pb.Grant{Network: "equiv", Miner: []byte(cheat.ID()), Router: []byte(rid), Session: session,
+			Generation: gen, LeaseEndMs: protocol.Ms(time.Now().Add(30 * time.Second)), ClaimDigest: protocol.Digest(claim), Claim: claim}, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Two grants, for two sessions, entering the network at two different nodes.
+	if err := inProcess(t, nodes[1]).Publish(ctx, gossip.Reservations, grant("session-a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := inProcess(t, nodes[len(nodes)-1]).Publish(ctx, gossip.Reservations, grant("session-b")); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range nodes {
+		waitPool(t, inProcess(t, n), fmt.Sprintf("node %d to zero the cheat's reputation", i), 20*time.Second, func(v poolView) bool {
+			m, ok := v.Find(cheat.ID().String())
+			return ok && m.Reputation == 0
+		})
+	}
+	r := routersOf(t, tn)[0].Router()
+	for range 2 {
+		res, err := r.Reserve(ctx, "", time.Minute)
+		if err == nil && res.Miner == cheat.ID().String() {
+			t.Fatal("a router reserved the equivocating miner")
+		}
 	}
 }

@@ -243,6 +243,15 @@ func (n *Node) MinerState() miner.State {
 	return n.miner.State()
 }
 
+// Home is the node's home directory.
+func (n *Node) Home() Home { return n.home }
+
+// Publish gossips data on one of the network's topics (gossip.Attestations,
+// gossip.Reservations, gossip.Pool); the topic's validator judges it first.
+func (n *Node) Publish(ctx context.Context, topic string, data []byte) error {
+	return n.publish(ctx, topic, data)
+}
+
 // Router is the router role, nil on other nodes.
 func (n *Node) Router() *router.Router { return n.router }
 

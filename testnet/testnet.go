@@ -326,3 +326,44 @@ func (t *Testnet) Stop(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// Find returns the running node with the given peer ID and its name.
+func (t *Testnet) Find(peerID string) (Node, string, bool) {
+	for _, r := range t.nodes {
+		if r.Runtime().PeerID == peerID {
+			return r.Node, r.name, true
+		}
+	}
+	return nil, "", false
+}
+
+// Restart launches the node named name again on its home with l, in place
+// of the one that ran there (which must have stopped or been killed). It
+// listens on the ports it had, as a node with configured ports would: peers
+// still holding a QUIC connection to the old process then get a stateless
+// reset at once instead of waiting out the idle timeout.
+func (t *Testnet) Restart(ctx context.Context, name string, l Launcher) (Node, error) {
+	for i, r := range t.nodes {
+		if r.name != name {
+			continue
+		}
+		cfg, err := node.LoadConfig(r.home.ConfigPath())
+		if err != nil {
+			return nil, err
+		}
+		cfg.P2P.Listen = cfg.P2P.Listen[:0]
+		for _, a := range r.Runtime().Addrs {
+			cfg.P2P.Listen = append(cfg.P2P.Listen, strings.Split(a, "/p2p/")[0])
+		}
+		if _, err := node.Init(r.home, cfg, true); err != nil {
+			return nil, err
+		}
+		n, err := l.Launch(ctx, name, r.home)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		t.nodes[i].Node = n
+		return n, nil
+	}
+	return nil, fmt.Errorf("no node named %s", name)
+}

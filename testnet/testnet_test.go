@@ -13,17 +13,31 @@ import (
 	"github.com/ephemera-network/ephemera/testnet"
 )
 
+var binary string // the ephemera binary the tests run, built once
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ephemera-bin-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "ephemera")
+	if out, err := exec.Command("go", "build", "-o", binary, "../cmd/ephemera").CombinedOutput(); err != nil {
+		os.Stderr.Write(out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
 // The default testnet, as real processes of the real binary, all healthy,
 // described in testnet.json, and every process gone after Stop.
 func TestSubprocessTestnet(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds the binary and starts 10 processes")
+		t.Skip("starts 10 processes")
 	}
-	bin := filepath.Join(t.TempDir(), "ephemera")
-	build := exec.Command("go", "build", "-o", bin, "../cmd/ephemera")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := binary
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

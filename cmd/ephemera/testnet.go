@@ -25,7 +25,7 @@ func runTestnet(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&spec.Oracles, "oracles", spec.Oracles, "number of oracles")
 	fs.IntVar(&spec.Miners, "miners", spec.Miners, "number of miners")
 	fs.IntVar(&spec.Routers, "routers", spec.Routers, "number of routers")
-	check := fs.Bool("check", false, "check that every node becomes healthy, stop them all and exit 0 or 1")
+	check := fs.Bool("check", false, "check that every node becomes healthy and one miner goes through the lifecycle, then stop them all and exit 0 or 1")
 	wait := fs.Duration("timeout", 45*time.Second, "how long nodes may take to become healthy")
 	binary := fs.String("binary", "", "ephemera `binary` each node runs (default: this one)")
 	if _, err := parseFlags(fs, args); err != nil {
@@ -74,7 +74,14 @@ func runTestnet(args []string, stdout, stderr io.Writer) error {
 		return errors.Join(healthErr, merr, stop())
 	}
 	fmt.Fprintf(stdout, "all %d nodes healthy after %.1fs\n", len(statuses), time.Since(begin).Seconds())
-	if !*check {
+	if *check {
+		lctx, ldone := context.WithTimeout(ctx, *wait)
+		err := tn.CheckLifecycle(lctx, stdout)
+		ldone()
+		if err != nil {
+			return errors.Join(fmt.Errorf("lifecycle check: %w", err), stop())
+		}
+	} else {
 		fmt.Fprintln(stdout, "running; press Ctrl-C to stop every node")
 		<-ctx.Done()
 	}

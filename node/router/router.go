@@ -584,10 +584,32 @@ func (r *Router) verifyGrant(reply []byte, miner peer.ID, claimEnv []byte) (prot
 	return g, nil
 }
 
+// staleConnWait is how long a request on an existing connection may go
+// unanswered before the connection is presumed dead: a QUIC connection to a
+// miner that was killed looks open until its idle timeout.
+const staleConnWait = 3 * time.Second
+
 // exchange sends one request to miner on the reserve protocol and reads one
 // reply. sent reports whether the request was written, after which the
-// miner may have acted on it.
+// miner may have acted on it. If an existing connection does not answer in
+// time, it is closed and the request sent once more on a fresh one; every
+// request of the protocol may safely be sent twice.
 func (r *Router) exchange(ctx context.Context, miner peer.ID, req []byte) (reply []byte, sent bool, err error) {
+	if r.d.Host.Network().Connectedness(miner) == network.Connected {
+		actx, cancel := context.WithTimeout(ctx, staleConnWait)
+		reply, sent, err = r.exchangeOnce(actx, miner, req)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return reply, sent, err
+		}
+		r.log.Debug("no answer on an existing connection; dialling afresh", "miner", miner, "err", err)
+		_ = r.d.Host.Network().ClosePeer(miner)
+	}
+	reply, sent2, err := r.exchangeOnce(ctx, miner, req)
+	return reply, sent || sent2, err
+}
+
+func (r *Router) exchangeOnce(ctx context.Context, miner peer.ID, req []byte) (reply []byte, sent bool, err error) {
 	h := r.d.Host
 	if r.d.DHT != nil && h.Network().Connectedness(miner) != network.Connected && len(h.Peerstore().Addrs(miner)) == 0 {
 		if ai, err := r.d.DHT.FindPeer(ctx, miner); err == nil {
