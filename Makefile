@@ -57,6 +57,11 @@ testnet:
 testnet-check:
 	./testnet/run.sh --check
 
+## proto: regenerate protocol/pb from ephemera.proto (needs protoc and protoc-gen-go)
+.PHONY: proto
+proto:
+	cd protocol/pb && protoc --go_out=. --go_opt=paths=source_relative ephemera.proto
+
 ## clean: remove build output
 .PHONY: clean
 clean:
