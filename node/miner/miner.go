@@ -131,6 +131,13 @@ func (m *Miner) resume() {
 		if s.State == pb.MinerState_JOINING {
 			return s.enter(pb.MinerState_VALIDATING, now), nil
 		}
+		if s.State == pb.MinerState_AVAILABLE {
+			if _, err := m.d.Check.Quorum(m.self, s.Generation, s.Attestations); err != nil {
+				// Its attestations expired while down: an AVAILABLE record
+				// without them is invalid, so validate again.
+				return s.enter(pb.MinerState_VALIDATING, now), nil
+			}
+		}
 		return s, nil // re-sign the record: it may have expired while down
 	})
 	if s := m.State(); s.State == pb.MinerState_RESERVED && len(s.Grant) > 0 {

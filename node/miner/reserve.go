@@ -68,6 +68,12 @@ func (m *Miner) Claim(raw []byte) ([]byte, error) {
 		return m.refuse(nil, pb.RefusalReason_BAD_SIGNATURE, err.Error())
 	}
 	digest := claim.Digest()
+	// A claim already granted gets its grant back even if it has expired
+	// since: the router's retry must find the grant, not a refusal.
+	if s := m.State(); s.State == pb.MinerState_RESERVED && bytes.Equal(s.ClaimDigest, digest) {
+		m.gossip(m.d.PublishReservations, s.Grant)
+		return s.Grant, nil
+	}
 	if err := m.d.Check.Claim(claim, m.self); err != nil {
 		reason := pb.RefusalReason_BAD_CLAIM
 		if errors.Is(err, protocol.ErrIgnore) {
