@@ -74,6 +74,7 @@ type Source interface {
 var (
 	ErrBadRequest  = errors.New("bad request")        // 400
 	ErrNotFound    = errors.New("not found")          // 404
+	ErrConflict    = errors.New("conflict")           // 409
 	ErrUnavailable = errors.New("no miner available") // 503
 )
 

@@ -43,14 +43,23 @@ func (a reserver) Reserve(ctx context.Context, model string, lease time.Duration
 		return nil, fmt.Errorf("%w: %v", api.ErrUnavailable, err)
 	case errors.Is(err, router.ErrBadLease):
 		return nil, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	case errors.Is(err, router.ErrNotRunning):
+		return nil, fmt.Errorf("%w: %v", api.ErrUnavailable, err)
 	}
 	return res, err
 }
 
 func (a reserver) Release(ctx context.Context, id string) (any, error) {
 	res, err := a.r.Release(ctx, id, pb.Outcome_COMPLETED)
-	if errors.Is(err, router.ErrUnknownReservation) {
+	switch {
+	case errors.Is(err, router.ErrUnknownReservation):
 		return nil, fmt.Errorf("%w: %v", api.ErrNotFound, err)
+	case errors.Is(err, router.ErrEnded):
+		return nil, fmt.Errorf("%w: %v", api.ErrConflict, err)
+	case errors.Is(err, router.ErrNotConfirmed):
+		// Released on our side; the reservation's detail says the miner
+		// did not confirm, and its lease will end it there.
+		return res, nil
 	}
 	return res, err
 }

@@ -60,6 +60,10 @@ type Miner struct {
 	sem        chan struct{}
 }
 
+// maxValidations bounds the challenges a miner answers at once; rendezvous
+// assigns quorum + 1 oracles a round, so this leaves room for stragglers.
+const maxValidations = 8
+
 // errNoChange tells commit that a step decided not to transition.
 var errNoChange = errors.New("no change")
 
@@ -68,7 +72,7 @@ func New(d Deps) (*Miner, error) {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	m := &Miner{d: d, self: d.Host.ID(), log: d.Log, wake: make(chan struct{}, 1), sem: make(chan struct{}, 4)}
+	m := &Miner{d: d, self: d.Host.ID(), log: d.Log, wake: make(chan struct{}, 1), sem: make(chan struct{}, maxValidations)}
 	err := d.Store.View(func(txn *badger.Txn) error {
 		s, err := loadState(txn)
 		m.state = s

@@ -143,9 +143,13 @@ func (m *Miner) refuse(digest []byte, reason pb.RefusalReason, detail string) ([
 
 func (m *Miner) receipt(req []byte, ok bool, detail string) ([]byte, error) {
 	s := m.State()
+	var leaseEnd int64 // 0 when the miner holds no reservation
+	if !s.LeaseEnd.IsZero() {
+		leaseEnd = protocol.Ms(s.LeaseEnd)
+	}
 	return protocol.Seal(&pb.Receipt{
 		Network: m.d.Check.Network, Miner: []byte(m.self), RequestDigest: protocol.Digest(req),
-		Ok: ok, Detail: detail, LeaseEndMs: protocol.Ms(s.LeaseEnd), Generation: s.Generation, State: s.State,
+		Ok: ok, Detail: detail, LeaseEndMs: leaseEnd, Generation: s.Generation, State: s.State,
 	}, m.d.Key)
 }
 

@@ -335,7 +335,7 @@ func (o *Oracle) Validate(ctx context.Context, miner peer.ID, generation, round 
 	} else {
 		model = ans.Msg.Model
 		lat := latencies(ans.Msg.LatenciesMs, elapsed)
-		results, s, p, gerr := o.d.Bank.GradeAll(ctx, tasks, ans.Msg.Outputs, lat, o.d.Embed)
+		results, s, _, gerr := o.d.Bank.GradeAll(ctx, tasks, ans.Msg.Outputs, lat, o.d.Embed)
 		if gerr != nil {
 			// The bank or our embedder failed, not the miner: no verdict.
 			if ctx.Err() != nil {
@@ -343,7 +343,9 @@ func (o *Oracle) Validate(ctx context.Context, miner peer.ID, generation, round 
 			}
 			return nil, fmt.Errorf("oracle: grade: %w", gerr)
 		}
-		score, pass = s, p
+		// The pass threshold is the network's rule, not the bank's: every
+		// oracle must judge a score alike.
+		score, pass = s, s >= o.d.Check.Params.PassThreshold-1e-9
 		for i, r := range results {
 			if !r.Pass {
 				o.log.Debug("task failed", "miner", miner, "family", tasks[i].Family, "reason", r.Reason)
