@@ -253,6 +253,12 @@ func (c Checker) Release(s Signed[*pb.Release]) error {
 	if signer != s.Signer {
 		return rejectf("release names signer %s but is signed by %s", signer, s.Signer)
 	}
+	if _, err := PeerID(r.Miner); err != nil {
+		return err
+	}
+	if _, err := PeerID(r.Router); err != nil {
+		return err
+	}
 	if !bytes.Equal(r.Signer, r.Miner) && !bytes.Equal(r.Signer, r.Router) {
 		return rejectf("release signed by neither the miner nor the router")
 	}

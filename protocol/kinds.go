@@ -74,11 +74,41 @@ func (r *Record[T, M]) UnmarshalRecord(b []byte) error {
 	if err := proto.Unmarshal(b, m); err != nil {
 		return err
 	}
-	if len(m.ProtoReflect().GetUnknown()) > 0 {
+	if hasUnknown(m.ProtoReflect()) {
 		return errors.New("unknown fields")
 	}
 	r.Msg = m
 	return nil
+}
+
+// hasUnknown reports whether m, or any message nested in it, holds fields
+// this version does not know.
+func hasUnknown(m protoreflect.Message) bool {
+	if len(m.GetUnknown()) > 0 {
+		return true
+	}
+	found := false
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsMap():
+			if fd.MapValue().Message() != nil {
+				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+					found = hasUnknown(mv.Message())
+					return !found
+				})
+			}
+		case fd.IsList():
+			if fd.Message() != nil {
+				for i, l := 0, v.List(); i < l.Len() && !found; i++ {
+					found = hasUnknown(l.Get(i).Message())
+				}
+			}
+		case fd.Message() != nil:
+			found = hasUnknown(v.Message())
+		}
+		return !found
+	})
+	return found
 }
 
 func mustKind(m proto.Message) Kind {

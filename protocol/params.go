@@ -112,6 +112,10 @@ func (p Params) Validate() error {
 			return fmt.Errorf("params.%s: %s, must be positive", f.name, f.d)
 		}
 	}
+	if p.RoundPeriod.Std() < time.Millisecond {
+		// RoundAt counts rounds in whole milliseconds.
+		return fmt.Errorf("params.round_period: %s, must be at least 1ms", p.RoundPeriod)
+	}
 	if p.Lease.Std() > p.LeaseMax.Std() {
 		return fmt.Errorf("params.lease: %s is longer than lease_max %s", p.Lease, p.LeaseMax)
 	}
@@ -124,7 +128,7 @@ func (p Params) Validate() error {
 	if p.ChallengesPerValidation < 1 || p.ChallengesPerValidation > 64 {
 		return fmt.Errorf("params.challenges_per_validation: %d, must be 1 to 64", p.ChallengesPerValidation)
 	}
-	if p.PassThreshold <= 0 || p.PassThreshold > 1 {
+	if !(p.PassThreshold > 0 && p.PassThreshold <= 1) { // also refuses NaN
 		return fmt.Errorf("params.pass_threshold: %v, must be in (0, 1]", p.PassThreshold)
 	}
 	return nil

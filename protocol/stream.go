@@ -42,6 +42,9 @@ func ReadMsg(r *bufio.Reader, max int) ([]byte, error) {
 	}
 	buf := make([]byte, n)
 	if _, err := io.ReadFull(r, buf); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF // the length promised a body
+		}
 		return nil, fmt.Errorf("message body: %w", err)
 	}
 	return buf, nil

@@ -1,0 +1,214 @@
+package pool_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/ephemera-network/ephemera/gossip"
+	"github.com/ephemera-network/ephemera/protocol"
+	"github.com/ephemera-network/ephemera/protocol/pb"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+type published struct {
+	topic string
+	data  []byte
+}
+
+// validators builds each topic's envelope validator from the pool's kinds,
+// with a publisher that hands evidence to the returned channel.
+func validators(tb testing.TB, e *env, fail bool) (map[string]gossip.Validator, chan published) {
+	tb.Helper()
+	pubs := make(chan published, 64)
+	kinds := e.pool.Kinds(testKey(tb, "node"), func(_ context.Context, topic string, data []byte) error {
+		pubs <- published{topic, data}
+		if fail {
+			return errors.New("no peers")
+		}
+		return nil
+	})
+	if len(kinds) != len(gossip.TopicNames) {
+		tb.Fatalf("kinds for %d topics, want %d", len(kinds), len(gossip.TopicNames))
+	}
+	v := map[string]gossip.Validator{}
+	for _, topic := range gossip.TopicNames {
+		if len(kinds[topic]) == 0 {
+			tb.Fatalf("no kinds for topic %s", topic)
+		}
+		v[topic] = gossip.EnvelopeValidator(kinds[topic]...)
+	}
+	return v, pubs
+}
+
+func resultName(r pubsub.ValidationResult) string {
+	switch r {
+	case pubsub.ValidationAccept:
+		return "accept"
+	case pubsub.ValidationReject:
+		return "reject"
+	case pubsub.ValidationIgnore:
+		return "ignore"
+	default:
+		return "unknown"
+	}
+}
+
+func TestKinds(t *testing.T) {
+	for _, failingPublisher := range []bool{false, true} {
+		name := "publisher ok"
+		if failingPublisher {
+			name = "publisher fails"
+		}
+		t.Run(name, func(t *testing.T) { testKinds(t, failingPublisher) })
+	}
+}
+
+func testKinds(t *testing.T, failingPublisher bool) {
+	e := newEnv(t)
+	v, pubs := validators(t, e, failingPublisher)
+	node := idOf(t, testKey(t, "node"))
+
+	rec := e.avail(t, e.minerKey, 1, 7, pb.MinerState_AVAILABLE, nil)
+	att := e.sealAtt(t, 3, e.miner, nil)
+	g1 := e.grant(t, "s1", nil)
+	pass0, fail0 := e.sealAtt(t, 0, e.miner2, nil), e.sealAtt(t, 0, e.miner2, func(a *pb.Attestation) { a.Pass = false })
+	otherEvidence := mustSeal(&pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_VERDICT, First: pass0.Raw, Second: fail0.Raw}, e.otherKey)
+	sameTwice := mustSeal(&pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_VERDICT, First: att.Raw, Second: att.Raw}, e.otherKey)
+
+	steps := []struct {
+		name     string
+		topic    string
+		data     []byte
+		want     string
+		offender peer.ID // evidence expected published on the topic
+	}{
+		{"availability", gossip.Pool, rec.Raw, "accept", ""},
+		{"availability again", gossip.Pool, rec.Raw, "ignore", ""},
+		{"forged availability", gossip.Pool, mustSeal(rec.Msg, e.otherKey), "reject", ""},
+		{"same seq, other content", gossip.Pool, e.avail(t, e.minerKey, 1, 7, pb.MinerState_RESERVED, nil).Raw, "reject", ""},
+		{"expired availability", gossip.Pool, e.avail(t, e.minerKey, 2, 7, pb.MinerState_VALIDATING, func(a *pb.Availability) {
+			a.ExpiresMs = ms(e.now)
+		}).Raw, "ignore", ""},
+		{"attestation on the pool topic", gossip.Pool, att.Raw, "reject", ""},
+		{"garbage on the pool topic", gossip.Pool, []byte("garbage"), "reject", ""},
+
+		{"attestation", gossip.Attestations, att.Raw, "accept", ""},
+		{"attestation again", gossip.Attestations, att.Raw, "ignore", ""},
+		{"forged attestation", gossip.Attestations, mustSeal(e.att(1, e.miner, nil), e.oracleKeys[2]), "reject", ""},
+		{"attestation of an outsider", gossip.Attestations, mustSeal(e.att(1, e.miner, func(a *pb.Attestation) { a.Oracle = []byte(e.other) }), e.otherKey), "reject", ""},
+		{"expired attestation", gossip.Attestations, e.sealAtt(t, 1, e.miner, func(a *pb.Attestation) {
+			a.IssuedMs, a.ExpiresMs = ms(e.now.Add(-20*time.Minute)), ms(e.now.Add(-time.Second))
+		}).Raw, "ignore", ""},
+		{"attestation of an older generation", gossip.Attestations, e.sealAtt(t, 1, e.miner, func(a *pb.Attestation) { a.Generation = 6 }).Raw, "ignore", ""},
+		{"conflicting verdict", gossip.Attestations, e.sealAtt(t, 3, e.miner, func(a *pb.Attestation) { a.Pass = false }).Raw, "ignore", e.oracles[3]},
+		{"evidence someone else found", gossip.Attestations, otherEvidence, "accept", ""},
+		{"same evidence again", gossip.Attestations, otherEvidence, "accept", ""},
+		{"evidence of one message twice", gossip.Attestations, sameTwice, "reject", ""},
+		{"grant on the attestations topic", gossip.Attestations, g1.Raw, "reject", ""},
+		{"empty message", gossip.Attestations, nil, "reject", ""},
+
+		{"grant", gossip.Reservations, g1.Raw, "accept", ""},
+		{"grant again", gossip.Reservations, g1.Raw, "ignore", ""},
+		{"forged grant", gossip.Reservations, mustSeal(e.grant(t, "s3", nil).Msg, e.otherKey), "reject", ""},
+		{"release", gossip.Reservations, e.release(t, 7, pb.Outcome_COMPLETED).Raw, "accept", ""},
+		{"release again", gossip.Reservations, e.release(t, 7, pb.Outcome_COMPLETED).Raw, "ignore", ""},
+		{"release by an outsider", gossip.Reservations, mustSeal(&pb.Release{Network: testNet, Session: "s1", Signer: []byte(e.other),
+			Miner: []byte(e.miner), Router: []byte(e.router), Generation: 8, Outcome: pb.Outcome_FAILED, IssuedMs: ms(e.now)}, e.otherKey), "reject", ""},
+		{"double grant", gossip.Reservations, e.grant(t, "s2", nil).Raw, "ignore", e.miner},
+		{"availability on the reservations topic", gossip.Reservations, rec.Raw, "reject", ""},
+	}
+	for _, s := range steps {
+		res, err := v[s.topic](context.Background(), e.other, s.data)
+		if got := resultName(res); got != s.want {
+			t.Errorf("%s: %s (%v), want %s", s.name, got, err, s.want)
+		}
+		if (err == nil) != (res == pubsub.ValidationAccept) {
+			t.Errorf("%s: result %s with error %v", s.name, resultName(res), err)
+		}
+		if s.offender == "" {
+			continue
+		}
+		var p published
+		select {
+		case p = <-pubs:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no evidence published", s.name)
+		}
+		if p.topic != s.topic {
+			t.Errorf("%s: evidence published on %s, want %s", s.name, p.topic, s.topic)
+		}
+		ev, err := protocol.Open[pb.Evidence](p.data)
+		if err != nil {
+			t.Fatalf("%s: published evidence: %v", s.name, err)
+		}
+		if ev.Signer != node {
+			t.Errorf("%s: evidence signed by %s, want this node %s", s.name, ev.Signer, node)
+		}
+		if offender, err := e.check.Evidence(ev.Msg); err != nil || offender != s.offender {
+			t.Errorf("%s: evidence against %s (%v), want %s", s.name, offender, err, s.offender)
+		}
+		if !e.pool.Penalized(s.offender) {
+			t.Errorf("%s: offender not penalized", s.name)
+		}
+		// The evidence, as it comes back from gossip, is valid and passes on.
+		if res, err := v[s.topic](context.Background(), e.other, p.data); res != pubsub.ValidationAccept {
+			t.Errorf("%s: published evidence judged %s (%v)", s.name, resultName(res), err)
+		}
+	}
+	// Evidence found once is published once, and nothing else is published.
+	select {
+	case p := <-pubs:
+		t.Errorf("unexpected publication on %s", p.topic)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if !e.pool.Penalized(e.oracles[0]) {
+		t.Error("evidence accepted from gossip did not penalize oracle 0")
+	}
+	if e.pool.Penalized(e.oracles[1]) || e.pool.Penalized(e.other) || e.pool.Penalized(e.router) {
+		t.Error("an honest peer was penalized")
+	}
+	if r := e.pool.Reputation(e.miner); r.Completed != 1 || r.Equivocations != 1 || r.Score() != 0 {
+		t.Errorf("miner reputation %+v", r)
+	}
+}
+
+func FuzzGossipValidators(f *testing.F) {
+	e := newEnv(f)
+	v, pubs := validators(f, e, false)
+	go func() {
+		for range pubs {
+		}
+	}()
+	att := e.sealAtt(f, 0, e.miner, nil)
+	g1, g2 := e.grant(f, "s1", nil), e.grant(f, "s2", nil)
+	seeds := [][]byte{
+		e.avail(f, e.minerKey, 1, 7, pb.MinerState_AVAILABLE, nil).Raw,
+		att.Raw,
+		e.sealAtt(f, 0, e.miner, func(a *pb.Attestation) { a.Pass = false }).Raw,
+		g1.Raw, g2.Raw,
+		e.release(f, 7, pb.Outcome_COMPLETED).Raw,
+		mustSeal(&pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_GRANT, First: g1.Raw, Second: g2.Raw}, e.otherKey),
+		nil, {}, []byte("junk"), {0x0a, 0x00}, bytes.Repeat([]byte{0xff}, 32),
+	}
+	for i := range gossip.TopicNames {
+		for _, s := range seeds {
+			f.Add(uint8(i), s)
+		}
+	}
+	f.Fuzz(func(t *testing.T, topic uint8, data []byte) {
+		name := gossip.TopicNames[int(topic)%len(gossip.TopicNames)]
+		res, err := v[name](context.Background(), e.other, data)
+		switch res {
+		case pubsub.ValidationAccept, pubsub.ValidationReject, pubsub.ValidationIgnore:
+		default:
+			t.Fatalf("result %d", res)
+		}
+		if (err == nil) != (res == pubsub.ValidationAccept) {
+			t.Fatalf("result %s with error %v", resultName(res), err)
+		}
+	})
+}
