@@ -140,16 +140,19 @@ func TestLifecycle(t *testing.T) {
 	})
 
 	// Release one: it must be validated again before it is available, at generation 1.
-	r := routers[0].Router()
-	var released router.Reservation
-	for _, res := range r.Reservations() {
-		if res.State == "active" {
-			released = res
-			break
+	var (
+		r        *router.Router
+		released router.Reservation
+	)
+	for _, rn := range routers {
+		for _, res := range rn.Router().Reservations() {
+			if res.State == "active" && released.ID == "" {
+				r, released = rn.Router(), res
+			}
 		}
 	}
 	if released.ID == "" {
-		t.Fatal("router 0 holds no reservation")
+		t.Fatal("no router holds a reservation")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -115,25 +115,33 @@ func (c Checker) Attestation(s Signed[*pb.Attestation]) error {
 // quorum.
 func (c Checker) Quorum(miner peer.ID, generation uint64, envs [][]byte) ([]peer.ID, error) {
 	var oracles []peer.ID
-	seen := map[peer.ID]bool{}
+	live, signed := map[peer.ID]bool{}, map[peer.ID]bool{}
 	for _, raw := range envs {
 		s, err := Open[pb.Attestation](raw)
 		if err != nil {
 			return nil, rejectf("attestation: %v", err)
 		}
-		if err := c.Attestation(s); err != nil {
-			continue // an expired one simply does not count
-		}
 		if !bytes.Equal(s.Msg.Miner, []byte(miner)) || s.Msg.Generation != generation || !s.Msg.Pass {
 			continue
 		}
-		if !seen[s.Signer] {
-			seen[s.Signer] = true
+		err = c.Attestation(s)
+		if err != nil && !errors.Is(err, ErrIgnore) {
+			continue // forged or from outside the oracle set: never counts
+		}
+		signed[s.Signer] = true
+		if err == nil && !live[s.Signer] {
+			live[s.Signer] = true
 			oracles = append(oracles, s.Signer)
 		}
 	}
-	if len(oracles) < c.Params.Quorum {
-		return oracles, rejectf("%d passing attestations for generation %d, quorum is %d", len(oracles), generation, c.Params.Quorum)
+	switch {
+	case len(signed) < c.Params.Quorum:
+		return oracles, rejectf("%d passing attestations for generation %d, quorum is %d", len(signed), generation, c.Params.Quorum)
+	case len(oracles) < c.Params.Quorum:
+		// The quorum was there, but some attestations have since expired,
+		// perhaps on the way here: stale, not malicious.
+		return oracles, ignoref("%d of %d passing attestations for generation %d still valid, quorum is %d",
+			len(oracles), len(signed), generation, c.Params.Quorum)
 	}
 	return oracles, nil
 }

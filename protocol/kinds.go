@@ -150,6 +150,11 @@ func Open[T any, M Message[T]](data []byte) (Signed[M], error) {
 	if !bytes.Equal(env.PayloadType, rec.Codec()) {
 		return Signed[M]{}, fmt.Errorf("%s envelope: payload type %q", M(new(T)).ProtoReflect().Descriptor().Name(), env.PayloadType)
 	}
+	// Every identity of the network is Ed25519: one key type, one
+	// signature cost, and peer IDs that embed the key.
+	if env.PublicKey.Type() != crypto.Ed25519 {
+		return Signed[M]{}, fmt.Errorf("envelope key: %s, Ephemera signs with Ed25519", env.PublicKey.Type())
+	}
 	signer, err := peer.IDFromPublicKey(env.PublicKey)
 	if err != nil {
 		return Signed[M]{}, fmt.Errorf("envelope key: %w", err)

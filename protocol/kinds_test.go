@@ -295,8 +295,8 @@ func TestOpenJunk(t *testing.T) {
 	}
 }
 
-// TestOpenOtherKeyTypes: any libp2p key type seals and opens, and the
-// signer is the key's peer ID.
+// TestOpenOtherKeyTypes: only Ed25519 signers open; a valid signature by
+// another key type is refused.
 func TestOpenOtherKeyTypes(t *testing.T) {
 	f := newFixture(t)
 	for _, typ := range []int{crypto.Ed25519, crypto.Secp256k1, crypto.ECDSA} {
@@ -306,7 +306,16 @@ func TestOpenOtherKeyTypes(t *testing.T) {
 				t.Fatal(err)
 			}
 			raw := seal(t, f.att(0), k)
-			s := open[pb.Attestation](t, raw)
+			s, err := protocol.Open[pb.Attestation](raw)
+			if typ != crypto.Ed25519 {
+				if err == nil {
+					t.Fatalf("a %d key's envelope opened", typ)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
 			if s.Signer != idOf(t, k) {
 				t.Errorf("signer %s, want %s", s.Signer, idOf(t, k))
 			}

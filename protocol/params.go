@@ -147,7 +147,8 @@ func (p Params) OracleIDs() []peer.ID {
 
 // IsOracle reports whether id is in the oracle set.
 func (p Params) IsOracle(id peer.ID) bool {
-	return slices.Contains(p.Oracles, id.String())
+	// Compared decoded: a peer ID may be written in more than one encoding.
+	return slices.Contains(p.OracleIDs(), id)
 }
 
 // RoundAt is the validation round at t: rounds are fixed windows of

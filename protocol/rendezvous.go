@@ -19,6 +19,7 @@ func AssignedOracles(oracles []peer.ID, miner peer.ID, generation, round uint64,
 		id    peer.ID
 		score [32]byte
 	}
+	k = max(k, 0)
 	var buf [16]byte
 	binary.BigEndian.PutUint64(buf[:8], generation)
 	binary.BigEndian.PutUint64(buf[8:], round)

@@ -160,6 +160,18 @@ func (e *env) claim(session string) []byte {
 	}, e.routerKey)
 }
 
+// grantAt is the miner's grant of the router's claim for session "s1" at gen.
+func (e *env) grantAt(tb testing.TB, gen uint64) protocol.Signed[*pb.Grant] {
+	claim := mustSeal(&pb.Claim{
+		Network: testNet, Session: "s1", Router: []byte(e.router), Miner: []byte(e.miner), Generation: gen,
+		LeaseMs: 30_000, Nonce: []byte("nonce-s1-0123456"), ExpiresMs: ms(e.now.Add(5 * time.Second)),
+	}, e.routerKey)
+	return signed(tb, &pb.Grant{
+		Network: testNet, Miner: []byte(e.miner), Router: []byte(e.router), Session: "s1", Generation: gen,
+		LeaseEndMs: ms(e.now.Add(30 * time.Second)), ClaimDigest: protocol.Digest(claim), Claim: claim,
+	}, e.minerKey)
+}
+
 // grant is the miner's valid grant of the router's claim for session.
 func (e *env) grant(tb testing.TB, session string, mutate func(*pb.Grant)) protocol.Signed[*pb.Grant] {
 	claim := e.claim(session)

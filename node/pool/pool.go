@@ -176,13 +176,15 @@ func (p *Pool) AddAvailability(rec protocol.Signed[*pb.Availability]) error {
 		return fmt.Errorf("%w: generation %d went back from %d", protocol.ErrReject, rec.Msg.Generation, old.Generation)
 	}
 	now := time.Now()
-	m := p.minerFrom(rec, now)
-	p.miners[rec.Signer] = m
-	p.mu.Unlock()
+	// Stored under the lock, so that the store never keeps an older
+	// sequence than the view when two records race.
 	b, _ := json.Marshal(savedRecord{Envelope: rec.Raw, LastSeen: now})
 	if err := p.store.Put(recordKey(rec.Signer), b); err != nil {
+		p.mu.Unlock()
 		return fmt.Errorf("store record: %w", err)
 	}
+	p.miners[rec.Signer] = p.minerFrom(rec, now)
+	p.mu.Unlock()
 	p.publish(Event{Kind: EventAvailability, Availability: &rec})
 	return nil
 }
@@ -236,7 +238,8 @@ func (p *Pool) Attestations(miner peer.ID, generation uint64) []protocol.Signed[
 	var out []protocol.Signed[*pb.Attestation]
 	_ = p.store.Scan(attPrefix(miner, generation), func(_, v []byte) error {
 		s, err := protocol.Open[pb.Attestation](v)
-		if err == nil && p.check.Attestation(s) == nil {
+		// An oracle caught signing two verdicts has no vote.
+		if err == nil && p.check.Attestation(s) == nil && !p.Penalized(s.Signer) {
 			out = append(out, s)
 		}
 		return nil
@@ -261,6 +264,9 @@ func (p *Pool) PassingOracles(miner peer.ID, generation uint64) []peer.ID {
 func (p *Pool) AddGrant(g protocol.Signed[*pb.Grant]) (*pb.Evidence, error) {
 	if _, err := p.check.Grant(g); err != nil {
 		return nil, err
+	}
+	if !protocol.Time(g.Msg.LeaseEndMs).After(time.Now()) {
+		return nil, fmt.Errorf("%w: the grant's lease has ended", protocol.ErrIgnore)
 	}
 	key := grantKey(g.Signer, g.Msg.Generation)
 	prev, err := p.store.Get(key)
@@ -299,6 +305,17 @@ func (p *Pool) AddRelease(r protocol.Signed[*pb.Release]) error {
 		return err
 	}
 	miner, _ := peer.IDFromBytes(r.Msg.Miner)
+	if r.Signer != miner {
+		// A router may only end a reservation it holds: without the grant
+		// to match, anyone could sign releases that blame any miner.
+		g, ok := p.Grant(miner, r.Msg.Generation)
+		if !ok {
+			return fmt.Errorf("%w: no grant held for %s at generation %d", protocol.ErrIgnore, miner, r.Msg.Generation)
+		}
+		if !bytes.Equal(g.Msg.Router, r.Msg.Router) || g.Msg.Session != r.Msg.Session {
+			return fmt.Errorf("%w: release by %s does not match the grant", protocol.ErrReject, r.Signer)
+		}
+	}
 	key := fmt.Appendf(nil, "release/%s/%020d", miner, r.Msg.Generation)
 	if _, err := p.store.Get(key); err == nil {
 		return fmt.Errorf("%w: release already held", protocol.ErrIgnore)

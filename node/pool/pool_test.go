@@ -373,6 +373,12 @@ func TestGrantsAndEvidence(t *testing.T) {
 
 func TestAddRelease(t *testing.T) {
 	e := newEnv(t)
+	// A router's release counts only against a grant it holds.
+	for _, gen := range []uint64{7, 8, 10, 11} {
+		if _, err := e.pool.AddGrant(e.grantAt(t, gen)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	byMiner := signed(t, &pb.Release{
 		Network: testNet, Session: "s1", Signer: []byte(e.miner), Miner: []byte(e.miner), Router: []byte(e.router),
 		Generation: 9, Outcome: pb.Outcome_EXPIRED, IssuedMs: ms(e.now),
@@ -391,6 +397,11 @@ func TestAddRelease(t *testing.T) {
 		{"cancelled counts as completed", e.release(t, 10, pb.Outcome_CANCELLED), "ok", pool.Reputation{Completed: 2, Failed: 1, Expired: 1}},
 		{"by an outsider", signed(t, &pb.Release{
 			Network: testNet, Session: "s1", Signer: []byte(e.other), Miner: []byte(e.miner), Router: []byte(e.router),
+			Generation: 11, Outcome: pb.Outcome_FAILED, IssuedMs: ms(e.now),
+		}, e.otherKey), "reject", pool.Reputation{Completed: 2, Failed: 1, Expired: 1}},
+		{"a router with no grant to match", e.release(t, 12, pb.Outcome_FAILED), "ignore", pool.Reputation{Completed: 2, Failed: 1, Expired: 1}},
+		{"another router against a held grant", signed(t, &pb.Release{
+			Network: testNet, Session: "s1", Signer: []byte(e.other), Miner: []byte(e.miner), Router: []byte(e.other),
 			Generation: 11, Outcome: pb.Outcome_FAILED, IssuedMs: ms(e.now),
 		}, e.otherKey), "reject", pool.Reputation{Completed: 2, Failed: 1, Expired: 1}},
 		{"garbage miner", signed(t, &pb.Release{
