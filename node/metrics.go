@@ -6,26 +6,71 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// poolCollector exports the pool as this node sees it, counted by state at
-// scrape time, so the figure can never drift from the view.
-type poolCollector struct {
-	pool *pool.Pool
-	desc *prometheus.Desc
+// roleCollector exports the pool and the roles' figures, computed at scrape
+// time from the state itself, so a figure can never drift from what it
+// counts.
+type roleCollector struct {
+	n *Node
+
+	poolMiners, reputation, minerState, minerGeneration, validations, reservations *prometheus.Desc
 }
 
-func newPoolCollector(p *pool.Pool) *poolCollector {
-	return &poolCollector{pool: p, desc: prometheus.NewDesc("ephemera_pool_miners",
-		"Miners this node knows, by lifecycle state.", []string{"state"}, nil)}
+func newRoleCollector(n *Node) *roleCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("ephemera_"+name, help, labels, nil)
+	}
+	return &roleCollector{
+		n:               n,
+		poolMiners:      d("pool_miners", "Miners this node knows, by lifecycle state.", "state"),
+		reputation:      d("miner_reputation", "This node's reputation score (0 to 1) of each miner it knows.", "peer"),
+		minerState:      d("miner_state", "1 for this miner's own lifecycle state.", "state"),
+		minerGeneration: d("miner_generation", "This miner's current generation."),
+		validations:     d("oracle_validations_total", "Validations this oracle ran, by verdict.", "verdict"),
+		reservations:    d("router_reservations", "This router's reservations, by state.", "state"),
+	}
 }
 
-func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *roleCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.poolMiners, c.reputation, c.minerState, c.minerGeneration, c.validations, c.reservations} {
+		ch <- d
+	}
+}
 
-func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *roleCollector) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
 	counts := map[pb.MinerState]int{}
-	for _, m := range c.pool.Miners() {
+	for _, m := range c.n.pool.Miners() {
 		counts[m.State]++
+		gauge(c.reputation, c.n.pool.Reputation(m.ID).Score(), m.ID.String())
 	}
 	for st := pb.MinerState_JOINING; st <= pb.MinerState_COOLING_OFF; st++ {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(counts[st]), pool.StateName(st))
+		gauge(c.poolMiners, float64(counts[st]), pool.StateName(st))
+	}
+	if c.n.miner != nil {
+		s := c.n.miner.State()
+		for st := pb.MinerState_JOINING; st <= pb.MinerState_COOLING_OFF; st++ {
+			v := 0.0
+			if st == s.State {
+				v = 1
+			}
+			gauge(c.minerState, v, pool.StateName(st))
+		}
+		gauge(c.minerGeneration, float64(s.Generation))
+	}
+	if c.n.oracle != nil {
+		st := c.n.oracle.Stats()
+		ch <- prometheus.MustNewConstMetric(c.validations, prometheus.CounterValue, float64(st.Passed), "pass")
+		ch <- prometheus.MustNewConstMetric(c.validations, prometheus.CounterValue, float64(st.Failed), "fail")
+	}
+	if c.n.router != nil {
+		byState := map[string]int{"active": 0, "released": 0, "expired": 0, "lost": 0}
+		for _, r := range c.n.router.Reservations() {
+			byState[r.State]++
+		}
+		for st, v := range byState {
+			gauge(c.reservations, float64(v), st)
+		}
 	}
 }

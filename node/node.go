@@ -150,12 +150,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err = n.startPool(runCtx); err != nil {
 		return err
 	}
-	n.reg.MustRegister(newPoolCollector(n.pool))
 
 	// 6. The roles this node holds.
 	if err = n.startRoles(runCtx); err != nil {
 		return err
 	}
+	n.reg.MustRegister(newRoleCollector(n))
 
 	// 7. The HTTP API and, if asked for, a separate metrics listener.
 	n.started = time.Now()
