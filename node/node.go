@@ -38,6 +38,10 @@ var (
 	keyStarts = []byte("self/starts")  // how many times the node has started
 )
 
+// sigCacheSize bounds the verified-signature cache: a few attestations per
+// miner per generation.
+const sigCacheSize = 16384
+
 // Options are what a node needs besides its home and configuration.
 type Options struct {
 	Version string
@@ -125,7 +129,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	// 4. The libp2p host and its private DHT, with our record namespace.
-	n.check = protocol.Checker{Network: n.cfg.Network, Params: n.cfg.Params}
+	n.check = protocol.Checker{Network: n.cfg.Network, Params: n.cfg.Params, Cache: protocol.NewSigCache(sigCacheSize)}
 	n.host, err = p2p.New(n.cfg.P2P, p2p.Options{
 		Network:         n.cfg.Network,
 		Key:             n.key,

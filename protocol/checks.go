@@ -48,6 +48,9 @@ type Checker struct {
 	Network string
 	Params  Params
 	Now     func() time.Time
+	// Cache, if set, spares re-verifying attestation signatures already
+	// verified; copies of the Checker share it.
+	Cache *SigCache
 }
 
 func (c Checker) now() time.Time {
@@ -117,7 +120,7 @@ func (c Checker) Quorum(miner peer.ID, generation uint64, envs [][]byte) ([]peer
 	var oracles []peer.ID
 	live, signed := map[peer.ID]bool{}, map[peer.ID]bool{}
 	for _, raw := range envs {
-		s, err := Open[pb.Attestation](raw)
+		s, err := openCached[pb.Attestation](c.Cache, raw)
 		if err != nil {
 			return nil, rejectf("attestation: %v", err)
 		}
@@ -328,7 +331,7 @@ type AvailabilityValidator struct{ Check Checker }
 
 // Validate implements record.Validator.
 func (v AvailabilityValidator) Validate(key string, value []byte) error {
-	s, err := Open[pb.Availability](value)
+	s, err := openCached[pb.Availability](v.Check.Cache, value)
 	if err != nil {
 		return err
 	}
@@ -339,13 +342,15 @@ func (v AvailabilityValidator) Validate(key string, value []byte) error {
 }
 
 // Select implements record.Validator: the highest valid sequence wins.
+// The DHT has usually validated the values already; with a signature cache
+// validating again costs no signature check.
 func (v AvailabilityValidator) Select(key string, values [][]byte) (int, error) {
 	best, bestSeq := -1, uint64(0)
 	for i, val := range values {
 		if v.Validate(key, val) != nil {
 			continue
 		}
-		s, _ := Open[pb.Availability](val)
+		s, _ := openCached[pb.Availability](v.Check.Cache, val)
 		if best < 0 || s.Msg.Seq > bestSeq {
 			best, bestSeq = i, s.Msg.Seq
 		}

@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/ephemera-network/ephemera/gossip"
 	"github.com/ephemera-network/ephemera/protocol"
@@ -81,6 +82,9 @@ func kindOf[T any, M protocol.Message[T]](add func(protocol.Signed[M]) error) go
 	return gossip.Kind{
 		New: func() record.Record { return &protocol.Record[T, M]{} },
 		Check: func(_ context.Context, _ peer.ID, env *record.Envelope, rec record.Record, raw []byte) (pubsub.ValidationResult, error) {
+			if env.PublicKey.Type() != crypto.Ed25519 {
+				return pubsub.ValidationReject, fmt.Errorf("signed with a %s key; Ephemera signs with Ed25519", env.PublicKey.Type())
+			}
 			signer, err := peer.IDFromPublicKey(env.PublicKey)
 			if err != nil {
 				return pubsub.ValidationReject, err

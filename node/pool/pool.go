@@ -87,15 +87,22 @@ type Pool struct {
 	miners map[peer.ID]*Miner
 	subs   []func(Event)
 	repMu  sync.Mutex // serialises read-modify-write of reputations
+
+	// held indexes the attestations in the store, verified once on the way
+	// in, so that listing the pool never verifies a signature again.
+	attMu sync.Mutex
+	held  map[minerGen][]protocol.Signed[*pb.Attestation]
+}
+
+type minerGen struct {
+	miner peer.ID
+	gen   uint64
 }
 
 // Store keys of the pool, under the prefixes of the store's keyspace.
 func recordKey(m peer.ID) []byte { return []byte("pool/" + string(m)) }
 func attKey(miner peer.ID, gen uint64, oracle peer.ID, round uint64) []byte {
 	return fmt.Appendf(nil, "att/%s/%020d/%s/%020d", miner, gen, oracle, round)
-}
-func attPrefix(miner peer.ID, gen uint64) []byte {
-	return fmt.Appendf(nil, "att/%s/%020d/", miner, gen)
 }
 func grantKey(miner peer.ID, gen uint64) []byte {
 	return fmt.Appendf(nil, "grant/%s/%020d", miner, gen)
@@ -107,7 +114,7 @@ func New(s *store.Store, check protocol.Checker, log *slog.Logger) (*Pool, error
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Pool{check: check, store: s, log: log, miners: map[peer.ID]*Miner{}}
+	p := &Pool{check: check, store: s, log: log, miners: map[peer.ID]*Miner{}, held: map[minerGen][]protocol.Signed[*pb.Attestation]{}}
 	err := s.Scan([]byte("pool/"), func(_, v []byte) error {
 		var saved savedRecord
 		if err := json.Unmarshal(v, &saved); err != nil {
@@ -123,7 +130,45 @@ func New(s *store.Store, check protocol.Checker, log *slog.Logger) (*Pool, error
 	if err != nil {
 		return nil, fmt.Errorf("load pool: %w", err)
 	}
+	err = s.Scan([]byte("att/"), func(_, v []byte) error {
+		if a, err := protocol.Open[pb.Attestation](v); err == nil && check.Attestation(a) == nil {
+			p.hold(a)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load attestations: %w", err)
+	}
 	return p, nil
+}
+
+// forgetBefore drops the index's attestations of miner's older generations:
+// they never count again. The store's copies lapse by their TTL.
+func (p *Pool) forgetBefore(miner peer.ID, gen uint64) {
+	p.attMu.Lock()
+	defer p.attMu.Unlock()
+	for k := range p.held {
+		if k.miner == miner && k.gen < gen {
+			delete(p.held, k)
+		}
+	}
+}
+
+// hold indexes a verified attestation, dropping the expired ones of its
+// miner and generation as it goes.
+func (p *Pool) hold(a protocol.Signed[*pb.Attestation]) {
+	miner, _ := peer.IDFromBytes(a.Msg.Miner)
+	k := minerGen{miner, a.Msg.Generation}
+	now := time.Now()
+	p.attMu.Lock()
+	defer p.attMu.Unlock()
+	kept := p.held[k][:0]
+	for _, h := range p.held[k] {
+		if protocol.Time(h.Msg.ExpiresMs).After(now) {
+			kept = append(kept, h)
+		}
+	}
+	p.held[k] = append(kept, a)
 }
 
 type savedRecord struct {
@@ -185,6 +230,7 @@ func (p *Pool) AddAvailability(rec protocol.Signed[*pb.Availability]) error {
 	}
 	p.miners[rec.Signer] = p.minerFrom(rec, now)
 	p.mu.Unlock()
+	p.forgetBefore(rec.Signer, rec.Msg.Generation)
 	p.publish(Event{Kind: EventAvailability, Availability: &rec})
 	return nil
 }
@@ -228,6 +274,7 @@ func (p *Pool) AddAttestation(att protocol.Signed[*pb.Attestation]) (*pb.Evidenc
 	if err := p.store.PutWithTTL(key, att.Raw, max(ttl, time.Second)); err != nil {
 		return nil, fmt.Errorf("store attestation: %w", err)
 	}
+	p.hold(att)
 	p.recordVerdict(att.Signer, miner, a.Pass)
 	p.publish(Event{Kind: EventAttestation, Attestation: &att})
 	return nil, nil
@@ -235,15 +282,17 @@ func (p *Pool) AddAttestation(att protocol.Signed[*pb.Attestation]) (*pb.Evidenc
 
 // Attestations returns the valid, unexpired attestations held for miner at generation.
 func (p *Pool) Attestations(miner peer.ID, generation uint64) []protocol.Signed[*pb.Attestation] {
+	now := time.Now()
+	p.attMu.Lock()
+	held := slices.Clone(p.held[minerGen{miner, generation}])
+	p.attMu.Unlock()
 	var out []protocol.Signed[*pb.Attestation]
-	_ = p.store.Scan(attPrefix(miner, generation), func(_, v []byte) error {
-		s, err := protocol.Open[pb.Attestation](v)
+	for _, a := range held {
 		// An oracle caught signing two verdicts has no vote.
-		if err == nil && p.check.Attestation(s) == nil && !p.Penalized(s.Signer) {
-			out = append(out, s)
+		if protocol.Time(a.Msg.ExpiresMs).After(now) && !p.Penalized(a.Signer) {
+			out = append(out, a)
 		}
-		return nil
-	})
+	}
 	return out
 }
 
