@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ephemera-network/ephemera/internal/vector"
 	"math"
 	"regexp"
 	"strconv"
@@ -230,35 +231,10 @@ func gradeEmbedding(ctx context.Context, answer, reference string, threshold flo
 	if len(vecs) != 2 {
 		return Result{}, fmt.Errorf("embedding grader: embed returned %d vectors for 2 texts", len(vecs))
 	}
-	sim := cosine(vecs[0], vecs[1])
+	sim := vector.Cosine(vecs[0], vecs[1])
 	score := max(0, min(1, sim))
 	if sim >= threshold {
 		return Result{Pass: true, Score: score, Reason: fmt.Sprintf("similarity %.3f, threshold %.3f", sim, threshold)}, nil
 	}
 	return Result{Score: score, Reason: fmt.Sprintf("similarity %.3f below the threshold %.3f", sim, threshold)}, nil
-}
-
-// cosine is the cosine similarity of a and b; 0 for vectors of different
-// lengths, zero vectors, or values that are not finite.
-func cosine(a, b []float32) float64 {
-	if len(a) != len(b) || len(a) == 0 {
-		return 0
-	}
-	var dot, na, nb float64
-	for i := range a {
-		x, y := float64(a[i]), float64(b[i])
-		dot += x * y
-		na += x * x
-		nb += y * y
-	}
-	if na == 0 || nb == 0 {
-		return 0
-	}
-	// One square root of the product, so that identical vectors give exactly
-	// 1: a threshold of 1 must accept the same text.
-	c := dot / math.Sqrt(na*nb)
-	if math.IsNaN(c) || math.IsInf(c, 0) {
-		return 0
-	}
-	return max(-1, min(1, c))
 }
