@@ -20,7 +20,7 @@ import (
 	"time"
 )
 
-// Figure is one benchmark beside its baseline.
+// Figure is one measure of a benchmark beside the same measure of its baseline.
 type Figure struct {
 	Package  string  `json:"package"`
 	Name     string  `json:"name"`
@@ -28,7 +28,19 @@ type Figure struct {
 	Unit     string  `json:"unit"`
 	Baseline float64 `json:"baseline,omitempty"`
 	Ratio    float64 `json:"ratio,omitempty"` // value / baseline: 1.0 is as fast as the raw library
+	Goal     string  `json:"goal,omitempty"`
 }
+
+// goals are the targets the project set for some figures, by name and unit.
+var goals = map[string]string{
+	"AttestationPropagation p99-ms": "ratio ≤ 1.5",
+	"AttestationVerify att/s":       "ratio ≥ 0.7",
+	"ClaimGrant ns/op":              "ratio ≤ 2",
+	"ReserveRelease ns/op":          "ratio ≤ 2",
+}
+
+// skipped units say nothing about speed that ns/op does not.
+var skipped = map[string]bool{"B/op": true, "allocs/op": true, "MB/s": true}
 
 // Report is bench/results.json.
 type Report struct {
@@ -40,7 +52,8 @@ type Report struct {
 }
 
 var (
-	benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+([0-9.]+) ns/op`)
+	benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+(.*)$`)
+	measure   = regexp.MustCompile(`([0-9.e+-]+) (\S+)`)
 	pkgLine   = regexp.MustCompile(`^pkg: (\S+)`)
 	cpuLine   = regexp.MustCompile(`^cpu: (.+)`)
 )
@@ -55,7 +68,7 @@ func main() {
 }
 
 func run(in io.Reader, dir string) error {
-	type key struct{ pkg, name string }
+	type key struct{ pkg, name, unit string }
 	values := map[key]float64{}
 	var order []key
 	pkg, cpu := "", "unknown cpu"
@@ -69,15 +82,20 @@ func run(in io.Reader, dir string) error {
 			cpu = m[1]
 		}
 		if m := benchLine.FindStringSubmatch(line); m != nil {
-			v, err := strconv.ParseFloat(m[2], 64)
-			if err != nil {
-				return fmt.Errorf("bad figure in %q", line)
+			for _, mm := range measure.FindAllStringSubmatch(m[2], -1) {
+				if skipped[mm[2]] {
+					continue
+				}
+				v, err := strconv.ParseFloat(mm[1], 64)
+				if err != nil {
+					return fmt.Errorf("bad figure in %q", line)
+				}
+				k := key{pkg, strings.TrimPrefix(m[1], "Benchmark"), mm[2]}
+				if _, seen := values[k]; !seen {
+					order = append(order, k)
+				}
+				values[k] = v
 			}
-			k := key{pkg, strings.TrimPrefix(m[1], "Benchmark")}
-			if _, seen := values[k]; !seen {
-				order = append(order, k)
-			}
-			values[k] = v
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -96,8 +114,8 @@ func run(in io.Reader, dir string) error {
 		if strings.HasSuffix(k.name, "Baseline") {
 			continue
 		}
-		f := Figure{Package: k.pkg, Name: k.name, Value: values[k], Unit: "ns/op"}
-		if base, ok := values[key{k.pkg, k.name + "Baseline"}]; ok && base > 0 {
+		f := Figure{Package: k.pkg, Name: k.name, Value: values[k], Unit: k.unit, Goal: goals[k.name+" "+k.unit]}
+		if base, ok := values[key{k.pkg, k.name + "Baseline", k.unit}]; ok && base > 0 {
 			f.Baseline, f.Ratio = base, values[k]/base
 		}
 		rep.Figures = append(rep.Figures, f)
@@ -120,16 +138,24 @@ func markdown(r Report) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Benchmark results\n\n%s, commit %s, %s, %s. Written by `make bench`.\n\n", r.Date, r.Commit, r.Machine, r.Go)
 	b.WriteString("Ratio is the figure over its raw baseline, measured in the same run: 1.00 means no overhead.\n\n")
-	b.WriteString("| package | benchmark | figure | baseline | ratio |\n|---|---|---:|---:|---:|\n")
+	b.WriteString("| package | benchmark | figure | baseline | ratio | goal |\n|---|---|---:|---:|---:|---|\n")
 	for _, f := range r.Figures {
 		base, ratio := "—", "—"
 		if f.Baseline > 0 {
-			base = human(f.Baseline)
+			base = format(f.Baseline, f.Unit)
 			ratio = fmt.Sprintf("%.2f", f.Ratio)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", shortPkg(f.Package), f.Name, human(f.Value), base, ratio)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", shortPkg(f.Package), f.Name, format(f.Value, f.Unit), base, ratio, f.Goal)
 	}
 	return b.String()
+}
+
+// format writes a figure in its unit; times per operation as people read them.
+func format(v float64, unit string) string {
+	if unit == "ns/op" {
+		return human(v)
+	}
+	return fmt.Sprintf("%.3g %s", v, unit)
 }
 
 func human(ns float64) string {

@@ -147,3 +147,34 @@ func TestHuman(t *testing.T) {
 		}
 	}
 }
+
+// Extra measures a benchmark reports are figures of their own, each beside
+// the baseline's same measure.
+func TestCustomUnits(t *testing.T) {
+	const in = `pkg: example.org/p
+BenchmarkProp-2           	     127	  17693276 ns/op	         9.460 p50-ms	        43.54 p99-ms	  512 B/op
+BenchmarkPropBaseline-2   	     123	  20721946 ns/op	        10.24 p50-ms	        21.77 p99-ms
+`
+	dir := t.TempDir()
+	if err := run(strings.NewReader(in), dir); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep Report
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	byUnit := map[string]Figure{}
+	for _, f := range rep.Figures {
+		byUnit[f.Unit] = f
+	}
+	if len(byUnit) != 3 || byUnit["B/op"].Name != "" {
+		t.Fatalf("figures by unit: %+v, want ns/op, p50-ms and p99-ms", byUnit)
+	}
+	if p99 := byUnit["p99-ms"]; math.Abs(p99.Ratio-2) > 1e-9 || p99.Baseline != 21.77 {
+		t.Errorf("p99 = %+v, want ratio 2 against 21.77", p99)
+	}
+}
