@@ -19,13 +19,13 @@ func (m *Miner) announce(s State, record []byte) {
 	m.heardBy = m.poolPeers()
 	m.gossip(m.d.PublishPool, record)
 	if m.d.DHT != nil {
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), announceTimeout)
+		m.spawn(func(ctx context.Context) {
+			ctx, cancel := context.WithTimeout(ctx, announceTimeout)
 			defer cancel()
 			if err := m.d.DHT.PutValue(ctx, protocol.AvailabilityKey([]byte(m.self)), record); err != nil {
 				m.log.Debug("put availability record", "err", err)
 			}
-		}()
+		})
 	}
 	if s.State != pb.MinerState_AVAILABLE {
 		// Provider records cannot be withdrawn; they lapse after the short
@@ -43,13 +43,13 @@ func (m *Miner) provide(ctx context.Context) {
 		return
 	}
 	for _, model := range m.d.Backend.Models() {
-		go func() {
+		m.spawn(func(ctx context.Context) {
 			ctx, cancel := context.WithTimeout(ctx, announceTimeout)
 			defer cancel()
 			if err := m.d.DHT.Provide(ctx, protocol.PoolCID(m.d.Check.Network, model), true); err != nil {
 				m.log.Debug("provide pool", "model", model, "err", err)
 			}
-		}()
+		})
 	}
 }
 
@@ -59,11 +59,17 @@ func (m *Miner) gossip(publish func(context.Context, []byte) error, data []byte)
 	if publish == nil {
 		return
 	}
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), announceTimeout)
+	m.spawn(func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, announceTimeout)
 		defer cancel()
 		if err := publish(ctx, data); err != nil {
 			m.log.Debug("gossip", "err", err)
 		}
-	}()
+	})
+}
+
+// spawn runs f in the background for as long as the miner runs; Stop
+// cancels it and waits for it.
+func (m *Miner) spawn(f func(ctx context.Context)) {
+	m.wg.Go(func() { f(m.ctx) })
 }

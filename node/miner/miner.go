@@ -52,6 +52,7 @@ type Miner struct {
 	state State
 
 	wake       chan struct{}
+	ctx        context.Context // the miner's lifetime, from Start to Stop
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
 	provided   time.Time // when the pool CIDs were last provided
@@ -72,7 +73,8 @@ func New(d Deps) (*Miner, error) {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	m := &Miner{d: d, self: d.Host.ID(), log: d.Log, wake: make(chan struct{}, 1), sem: make(chan struct{}, maxValidations)}
+	m := &Miner{d: d, self: d.Host.ID(), log: d.Log, wake: make(chan struct{}, 1), sem: make(chan struct{}, maxValidations),
+		ctx: context.Background()}
 	err := d.Store.View(func(txn *badger.Txn) error {
 		s, err := loadState(txn)
 		m.state = s
@@ -94,6 +96,7 @@ func (m *Miner) State() State {
 // Start serves the validate and reserve protocols and runs the lifecycle.
 func (m *Miner) Start(ctx context.Context) {
 	ctx, m.cancel = context.WithCancel(ctx)
+	m.ctx = ctx
 	net := m.d.Check.Network
 	m.d.Host.SetStreamHandler(protocol.ValidateProtocol(net), m.handleValidate)
 	m.d.Host.SetStreamHandler(protocol.ReserveProtocol(net), m.handleReserve)
