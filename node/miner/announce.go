@@ -69,7 +69,12 @@ func (m *Miner) gossip(publish func(context.Context, []byte) error, data []byte)
 }
 
 // spawn runs f in the background for as long as the miner runs; Stop
-// cancels it and waits for it.
+// cancels it and waits for it. Once Stop has begun, nothing new starts.
 func (m *Miner) spawn(f func(ctx context.Context)) {
+	m.spawnMu.Lock()
+	defer m.spawnMu.Unlock()
+	if m.ctx.Err() != nil {
+		return
+	}
 	m.wg.Go(func() { f(m.ctx) })
 }

@@ -54,6 +54,7 @@ type Miner struct {
 	wake       chan struct{}
 	ctx        context.Context // the miner's lifetime, from Start to Stop
 	cancel     context.CancelFunc
+	spawnMu    sync.Mutex // orders spawn's wg.Add before Stop's wg.Wait
 	wg         sync.WaitGroup
 	provided   time.Time // when the pool CIDs were last provided
 	lastRecord time.Time // when the availability record was last signed
@@ -117,9 +118,11 @@ func (m *Miner) Stop() {
 	net := m.d.Check.Network
 	m.d.Host.RemoveStreamHandler(protocol.ValidateProtocol(net))
 	m.d.Host.RemoveStreamHandler(protocol.ReserveProtocol(net))
+	m.spawnMu.Lock()
 	if m.cancel != nil {
 		m.cancel()
 	}
+	m.spawnMu.Unlock()
 	m.wg.Wait()
 }
 
