@@ -62,7 +62,9 @@ func (n *Node) startRoles(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("miner: %w", err)
 		}
-		m.Start(ctx)
+		if err := m.Start(ctx); err != nil {
+			return err
+		}
 		n.miner = m
 		n.onStop(func(context.Context) error { m.Stop(); return nil })
 	}

@@ -175,6 +175,14 @@ func (c Checker) Availability(s Signed[*pb.Availability]) error {
 	if !Time(a.ExpiresMs).After(c.now()) {
 		return ignoref("record expired")
 	}
+	// At most one attestation per oracle, and only on an AVAILABLE record:
+	// each is a signature every receiver may have to verify.
+	if len(a.Attestations) > len(c.Params.Oracles) {
+		return rejectf("%d attestations, the oracle set has %d", len(a.Attestations), len(c.Params.Oracles))
+	}
+	if a.State != pb.MinerState_AVAILABLE && len(a.Attestations) > 0 {
+		return rejectf("attestations on a %s record", a.State)
+	}
 	if a.State == pb.MinerState_AVAILABLE {
 		if _, err := c.Quorum(miner, a.Generation, a.Attestations); err != nil {
 			return err
@@ -275,6 +283,12 @@ func (c Checker) Release(s Signed[*pb.Release]) error {
 	}
 	if r.Outcome < pb.Outcome_COMPLETED || r.Outcome > pb.Outcome_CANCELLED {
 		return rejectf("unknown outcome %d", r.Outcome)
+	}
+	// A miner ends a reservation only by its lease running out, and a router
+	// never claims that one did: so no miner can vouch for its own sessions.
+	byMiner := bytes.Equal(r.Signer, r.Miner)
+	if byMiner != (r.Outcome == pb.Outcome_EXPIRED) {
+		return rejectf("outcome %s signed by the %s", r.Outcome, map[bool]string{true: "miner", false: "router"}[byMiner])
 	}
 	return c.notFuture(r.IssuedMs)
 }

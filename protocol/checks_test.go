@@ -455,7 +455,7 @@ func TestGrant(t *testing.T) {
 
 func TestRelease(t *testing.T) {
 	f := newFixture(t)
-	byMiner := func(r *pb.Release) { r.Signer = []byte(f.miner) }
+	byMiner := func(r *pb.Release) { r.Signer, r.Outcome = []byte(f.miner), pb.Outcome_EXPIRED }
 	tests := []struct {
 		name   string
 		mutate func(r *pb.Release)
@@ -469,6 +469,8 @@ func TestRelease(t *testing.T) {
 		{"by an oracle", func(r *pb.Release) { r.Signer = []byte(f.oracles[0]) }, func() crypto.PrivKey { return f.oracleKeys[0] }, "reject"},
 		{"names the router, signed by another", nil, func() crypto.PrivKey { return f.otherKey }, "reject"},
 		{"names the miner, signed by the router", byMiner, nil, "reject"},
+		{"the miner vouching for its own session", func(r *pb.Release) { r.Signer = []byte(f.miner) }, func() crypto.PrivKey { return f.minerKey }, "reject"},
+		{"a router claiming the lease expired", func(r *pb.Release) { r.Outcome = pb.Outcome_EXPIRED }, nil, "reject"},
 		{"garbage signer", func(r *pb.Release) { r.Signer = []byte("s") }, nil, "reject"},
 		{"another network", func(r *pb.Release) { r.Network = "othernet" }, nil, "reject"},
 		{"unspecified outcome", func(r *pb.Release) { r.Outcome = pb.Outcome_OUTCOME_UNSPECIFIED }, nil, "reject"},

@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -40,12 +41,14 @@ func ReadMsg(r *bufio.Reader, max int) ([]byte, error) {
 	if n > uint64(max) {
 		return nil, fmt.Errorf("message of %d bytes exceeds %d", n, max)
 	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(r, buf); err != nil {
+	// Grow as bytes arrive rather than trust the header: a peer that
+	// announces a megabyte and sends nothing costs us nothing.
+	var buf bytes.Buffer
+	if _, err := io.CopyN(&buf, r, int64(n)); err != nil {
 		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF // the length promised a body
+			err = io.ErrUnexpectedEOF
 		}
 		return nil, fmt.Errorf("message body: %w", err)
 	}
-	return buf, nil
+	return buf.Bytes(), nil
 }

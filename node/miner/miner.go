@@ -7,9 +7,12 @@
 package miner
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -95,7 +98,8 @@ func (m *Miner) State() State {
 }
 
 // Start serves the validate and reserve protocols and runs the lifecycle.
-func (m *Miner) Start(ctx context.Context) {
+// It fails if the miner cannot commit the state it starts in.
+func (m *Miner) Start(ctx context.Context) error {
 	ctx, m.cancel = context.WithCancel(ctx)
 	m.ctx = ctx
 	net := m.d.Check.Network
@@ -109,8 +113,12 @@ func (m *Miner) Start(ctx context.Context) {
 	if len(m.d.Check.Params.Oracles) == 0 {
 		m.log.Warn("the oracle set is empty: this miner cannot become available")
 	}
-	m.resume()
+	if err := m.resume(); err != nil {
+		m.Stop()
+		return fmt.Errorf("miner: %w", err)
+	}
 	m.wg.Go(func() { m.run(ctx) })
+	return nil
 }
 
 // Stop ends the lifecycle loop and the protocol handlers.
@@ -136,8 +144,8 @@ func (m *Miner) poke() {
 // resume takes a restarted miner to where its committed state says it is:
 // a reservation stands until its lease ends, and a grant made before a
 // crash is announced again, so none is lost.
-func (m *Miner) resume() {
-	_, _ = m.commit(func(s State, now time.Time) (State, error) {
+func (m *Miner) resume() error {
+	_, err := m.commit(func(s State, now time.Time) (State, error) {
 		if s.State == pb.MinerState_JOINING {
 			return s.enter(pb.MinerState_VALIDATING, now), nil
 		}
@@ -150,9 +158,13 @@ func (m *Miner) resume() {
 		}
 		return s, nil // re-sign the record: it may have expired while down
 	})
+	if err != nil {
+		return err
+	}
 	if s := m.State(); s.State == pb.MinerState_RESERVED && len(s.Grant) > 0 {
 		m.gossip(m.d.PublishReservations, s.Grant)
 	}
+	return nil
 }
 
 // run drives the time-based transitions and the record's refresh.
@@ -212,11 +224,13 @@ func (m *Miner) evaluate() {
 		if s.State != pb.MinerState_VALIDATING && s.State != pb.MinerState_AVAILABLE {
 			return s, errNoChange
 		}
-		passing, failing := map[peer.ID][]byte{}, map[peer.ID]bool{}
+		passing, failing := map[peer.ID]protocol.Signed[*pb.Attestation]{}, map[peer.ID]bool{}
 		for _, a := range m.d.Pool.Attestations(m.self, s.Generation) {
 			if a.Msg.Pass {
-				if _, ok := passing[a.Signer]; !ok {
-					passing[a.Signer] = a.Raw
+				// The longest-lived verdict of each oracle keeps the record
+				// valid longest.
+				if have, ok := passing[a.Signer]; !ok || a.Msg.ExpiresMs > have.Msg.ExpiresMs {
+					passing[a.Signer] = a
 				}
 			} else {
 				failing[a.Signer] = true
@@ -227,9 +241,10 @@ func (m *Miner) evaluate() {
 		}
 		if len(passing) >= p.Quorum {
 			atts := make([][]byte, 0, len(passing))
-			for _, raw := range passing {
-				atts = append(atts, raw)
+			for _, a := range passing {
+				atts = append(atts, a.Raw)
 			}
+			slices.SortFunc(atts, bytes.Compare) // one state, one record
 			if s.State == pb.MinerState_AVAILABLE {
 				s.Attestations = atts
 				return s, nil
@@ -272,6 +287,17 @@ func (m *Miner) transition(why string, f func(State, time.Time) (State, error)) 
 // availability record of the result under the next sequence number, and
 // only then announces it. f returning errNoChange commits nothing.
 func (m *Miner) commit(f func(State, time.Time) (State, error)) (State, error) {
+	return m.apply(f, true)
+}
+
+// commitQuiet commits a change the availability record does not show (a
+// lease renewal): nothing is re-signed or announced, so renewals cost the
+// network nothing.
+func (m *Miner) commitQuiet(f func(State, time.Time) (State, error)) (State, error) {
+	return m.apply(f, false)
+}
+
+func (m *Miner) apply(f func(State, time.Time) (State, error), announce bool) (State, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var next State
@@ -286,6 +312,9 @@ func (m *Miner) commit(f func(State, time.Time) (State, error)) (State, error) {
 		if err != nil {
 			return err
 		}
+		if !announce {
+			return saveState(txn, next)
+		}
 		next.Seq = cur.Seq + 1
 		record, err = m.sealRecord(next, now)
 		if err != nil {
@@ -297,7 +326,9 @@ func (m *Miner) commit(f func(State, time.Time) (State, error)) (State, error) {
 		return m.state, err
 	}
 	m.state = next
-	m.announce(next, record)
+	if announce {
+		m.announce(next, record)
+	}
 	return next, nil
 }
 

@@ -840,6 +840,9 @@ func TestLeaseExpiry(t *testing.T) {
 	router := newKey(t)
 	g := wantGrant(t, r.claimDirect(t, r.claim(t, claimOpts{router: router, gen: 0, session: "s", leaseMs: 1000})))
 	end := protocol.Time(g.Msg.LeaseEndMs)
+	if _, err := r.pool.AddGrant(*g); err != nil { // as gossip brings it
+		t.Fatal(err)
+	}
 
 	time.Sleep(time.Until(end) - 200*time.Millisecond)
 	if s := r.m.State(); s.State != pb.MinerState_RESERVED {

@@ -120,6 +120,10 @@ func (m *Miner) Claim(raw []byte) ([]byte, error) {
 		return s, nil
 	})
 	switch {
+	case err != nil && !errors.Is(err, errNoChange):
+		// Not committed: this grant must never leave, or a later claim
+		// could be granted the same generation.
+		return nil, err
 	case grant != nil:
 		if fresh {
 			m.log.Info("miner state", "to", "reserved", "session", claim.Msg.Session, "router", claim.Signer)
@@ -161,7 +165,7 @@ func (m *Miner) renew(raw []byte) ([]byte, error) {
 		return nil, err
 	}
 	var detail string
-	_, err = m.commit(func(s State, now time.Time) (State, error) {
+	_, err = m.commitQuiet(func(s State, now time.Time) (State, error) {
 		lease := time.Duration(r.Msg.LeaseMs) * time.Millisecond
 		switch {
 		case r.Msg.Network != m.d.Check.Network || string(r.Msg.Router) != string(r.Signer):

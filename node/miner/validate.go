@@ -10,10 +10,15 @@ import (
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // validateTimeout bounds one challenge exchange on the miner's side.
 const validateTimeout = 2 * time.Minute
+
+// challengeReadTimeout bounds reading the challenge itself: an oracle sends
+// it at once, and a peer that does not must not hold the stream.
+const challengeReadTimeout = 5 * time.Second
 
 // handleValidate answers an oracle's challenge: every task through the
 // backend, timed, in one signed answer. A challenge the miner should not
@@ -21,14 +26,10 @@ const validateTimeout = 2 * time.Minute
 // generation) gets the stream reset.
 func (m *Miner) handleValidate(s network.Stream) {
 	defer s.Close()
-	select {
-	case m.sem <- struct{}{}:
-		defer func() { <-m.sem }()
-	default:
-		s.Reset() // busy: the oracle will count this as a failure only if it keeps happening
-		return
-	}
-	_ = s.SetDeadline(time.Now().Add(validateTimeout))
+	// The challenge is read and checked before it may take a slot, so only
+	// an oracle of the set can occupy the engine, not any peer that opens
+	// streams and sends nothing.
+	_ = s.SetDeadline(time.Now().Add(challengeReadTimeout))
 	raw, err := protocol.ReadMsg(bufio.NewReader(s), protocol.MaxMessageSize)
 	if err != nil {
 		s.Reset()
@@ -40,6 +41,17 @@ func (m *Miner) handleValidate(s network.Stream) {
 		s.Reset()
 		return
 	}
+	select {
+	case m.sem <- struct{}{}:
+		defer func() { <-m.sem }()
+	default:
+		// More concurrent challenges from the oracle set than rendezvous
+		// assigns: the oracle counts this as a failure.
+		m.log.Warn("challenge refused: every validation slot is busy", "oracle", s.Conn().RemotePeer())
+		s.Reset()
+		return
+	}
+	_ = s.SetDeadline(time.Now().Add(validateTimeout))
 	ctx, cancel := context.WithTimeout(context.Background(), validateTimeout)
 	defer cancel()
 	answer, err := m.answer(ctx, ch, protocol.Digest(raw))
@@ -53,7 +65,7 @@ func (m *Miner) handleValidate(s network.Stream) {
 	}
 }
 
-func (m *Miner) checkChallenge(raw []byte, from interface{ String() string }) (*pb.Challenge, error) {
+func (m *Miner) checkChallenge(raw []byte, from peer.ID) (*pb.Challenge, error) {
 	sc, err := protocol.Open[pb.Challenge](raw)
 	if err != nil {
 		return nil, err
@@ -64,7 +76,7 @@ func (m *Miner) checkChallenge(raw []byte, from interface{ String() string }) (*
 		return nil, fmt.Errorf("network %q", c.Network)
 	case string(c.Oracle) != string(sc.Signer) || !m.d.Check.Params.IsOracle(sc.Signer):
 		return nil, fmt.Errorf("signer %s is not an oracle", sc.Signer)
-	case sc.Signer.String() != from.String():
+	case sc.Signer != from:
 		return nil, fmt.Errorf("challenge relayed by %s", from)
 	case string(c.Miner) != string(m.self):
 		return nil, fmt.Errorf("challenge is for another miner")

@@ -162,13 +162,18 @@ func (e *env) claim(session string) []byte {
 
 // grantAt is the miner's grant of the router's claim for session "s1" at gen.
 func (e *env) grantAt(tb testing.TB, gen uint64) protocol.Signed[*pb.Grant] {
+	return e.grantEnding(tb, gen, e.now.Add(30*time.Second))
+}
+
+// grantEnding is grantAt with its lease ending at end.
+func (e *env) grantEnding(tb testing.TB, gen uint64, end time.Time) protocol.Signed[*pb.Grant] {
 	claim := mustSeal(&pb.Claim{
 		Network: testNet, Session: "s1", Router: []byte(e.router), Miner: []byte(e.miner), Generation: gen,
 		LeaseMs: 30_000, Nonce: []byte("nonce-s1-0123456"), ExpiresMs: ms(e.now.Add(5 * time.Second)),
 	}, e.routerKey)
 	return signed(tb, &pb.Grant{
 		Network: testNet, Miner: []byte(e.miner), Router: []byte(e.router), Session: "s1", Generation: gen,
-		LeaseEndMs: ms(e.now.Add(30 * time.Second)), ClaimDigest: protocol.Digest(claim), Claim: claim,
+		LeaseEndMs: ms(end), ClaimDigest: protocol.Digest(claim), Claim: claim,
 	}, e.minerKey)
 }
 

@@ -87,6 +87,10 @@ type Pool struct {
 	miners map[peer.ID]*Miner
 	subs   []func(Event)
 	repMu  sync.Mutex // serialises read-modify-write of reputations
+	// addMu makes each Add's look-up and write one step: gossipsub
+	// validates many messages at once, and two conflicting ones must not
+	// both find the slot empty.
+	addMu sync.Mutex
 
 	// held indexes the attestations in the store, verified once on the way
 	// in, so that listing the pool never verifies a signature again.
@@ -240,6 +244,8 @@ func (p *Pool) AddAvailability(rec protocol.Signed[*pb.Availability]) error {
 // verdict by the same oracle for the same (miner, generation, round) is
 // equivocation, returned as evidence.
 func (p *Pool) AddAttestation(att protocol.Signed[*pb.Attestation]) (*pb.Evidence, error) {
+	p.addMu.Lock()
+	defer p.addMu.Unlock()
 	if err := p.check.Attestation(att); err != nil {
 		return nil, err
 	}
@@ -311,6 +317,8 @@ func (p *Pool) PassingOracles(miner peer.ID, generation uint64) []peer.ID {
 // AddGrant takes a valid grant. A second grant by the same miner for the same
 // generation, for another claim, is equivocation, returned as evidence.
 func (p *Pool) AddGrant(g protocol.Signed[*pb.Grant]) (*pb.Evidence, error) {
+	p.addMu.Lock()
+	defer p.addMu.Unlock()
 	if _, err := p.check.Grant(g); err != nil {
 		return nil, err
 	}
@@ -350,20 +358,23 @@ func (p *Pool) Grant(miner peer.ID, generation uint64) (protocol.Signed[*pb.Gran
 
 // AddRelease takes a valid release and updates the reputation it speaks to.
 func (p *Pool) AddRelease(r protocol.Signed[*pb.Release]) error {
+	p.addMu.Lock()
+	defer p.addMu.Unlock()
 	if err := p.check.Release(r); err != nil {
 		return err
 	}
 	miner, _ := peer.IDFromBytes(r.Msg.Miner)
-	if r.Signer != miner {
-		// A router may only end a reservation it holds: without the grant
-		// to match, anyone could sign releases that blame any miner.
-		g, ok := p.Grant(miner, r.Msg.Generation)
-		if !ok {
-			return fmt.Errorf("%w: no grant held for %s at generation %d", protocol.ErrIgnore, miner, r.Msg.Generation)
-		}
-		if !bytes.Equal(g.Msg.Router, r.Msg.Router) || g.Msg.Session != r.Msg.Session {
-			return fmt.Errorf("%w: release by %s does not match the grant", protocol.ErrReject, r.Signer)
-		}
+	// A release ends a reservation this node knows of: without the grant to
+	// match, anyone could sign releases that blame (or praise) any miner.
+	g, ok := p.Grant(miner, r.Msg.Generation)
+	if !ok {
+		return fmt.Errorf("%w: no grant held for %s at generation %d", protocol.ErrIgnore, miner, r.Msg.Generation)
+	}
+	if !bytes.Equal(g.Msg.Router, r.Msg.Router) || g.Msg.Session != r.Msg.Session {
+		return fmt.Errorf("%w: release by %s does not match the grant", protocol.ErrReject, r.Signer)
+	}
+	if r.Signer == miner && protocol.Time(r.Msg.IssuedMs).Before(protocol.Time(g.Msg.LeaseEndMs)) {
+		return fmt.Errorf("%w: the miner declared its lease expired before it ended", protocol.ErrReject)
 	}
 	key := fmt.Appendf(nil, "release/%s/%020d", miner, r.Msg.Generation)
 	if _, err := p.store.Get(key); err == nil {
@@ -382,6 +393,8 @@ func (p *Pool) AddRelease(r protocol.Signed[*pb.Release]) error {
 // offender was news; valid evidence of a known offender is still valid, and
 // is passed on, so that it reaches nodes that did not see the conflict.
 func (p *Pool) AddEvidence(e *pb.Evidence) (peer.ID, bool, error) {
+	p.addMu.Lock()
+	defer p.addMu.Unlock()
 	offender, err := p.check.Evidence(e)
 	if err != nil {
 		return "", false, err

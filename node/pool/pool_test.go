@@ -379,9 +379,20 @@ func TestAddRelease(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	byMiner := signed(t, &pb.Release{
+	leaseEnd := e.now.Add(2 * time.Second)
+	if _, err := e.pool.AddGrant(e.grantEnding(t, 9, leaseEnd)); err != nil {
+		t.Fatal(err)
+	}
+	early := signed(t, &pb.Release{
 		Network: testNet, Session: "s1", Signer: []byte(e.miner), Miner: []byte(e.miner), Router: []byte(e.router),
 		Generation: 9, Outcome: pb.Outcome_EXPIRED, IssuedMs: ms(e.now),
+	}, e.minerKey)
+	if err := e.pool.AddRelease(early); class(err) != "reject" {
+		t.Fatalf("a miner's expiry release before its lease ended: %v, want reject", err)
+	}
+	byMiner := signed(t, &pb.Release{
+		Network: testNet, Session: "s1", Signer: []byte(e.miner), Miner: []byte(e.miner), Router: []byte(e.router),
+		Generation: 9, Outcome: pb.Outcome_EXPIRED, IssuedMs: ms(leaseEnd),
 	}, e.minerKey)
 	steps := []struct {
 		name string
