@@ -85,8 +85,8 @@ func decodeBody(r *http.Request, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("invalid JSON body: %v", err)
 	}
-	if dec.More() {
-		return errors.New("invalid JSON body: more than one value")
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("invalid JSON body: data after the object")
 	}
 	return nil
 }

@@ -234,6 +234,3 @@ func (g *Gossip) Close() error {
 	g.wg.Wait()
 	return errors.Join(errs...)
 }
-
-// PubSub is the underlying router, for peer scores and topic listings.
-func (g *Gossip) PubSub() *pubsub.PubSub { return g.ps }

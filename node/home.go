@@ -153,12 +153,17 @@ func ReadRuntime(h Home) (Runtime, error) {
 }
 
 // Running reports whether a node holds the home right now.
+// It only reads: it creates and writes nothing, so read-only tools may ask.
 func Running(h Home) bool {
-	l, err := LockHome(h)
+	f, err := os.Open(h.path(LockFile))
 	if err != nil {
-		return errors.Is(err, ErrHomeInUse)
+		return false // no lock file: no node has ever run here
 	}
-	l.Release()
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		return errors.Is(err, syscall.EWOULDBLOCK)
+	}
+	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 	return false
 }
 

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
@@ -22,7 +23,6 @@ import (
 	"github.com/ephemera-network/ephemera/p2p"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/store"
-	dht "github.com/libp2p/go-libp2p-kad-dht"
 	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -55,22 +55,23 @@ type Node struct {
 	version string
 	log     *slog.Logger
 
-	lock    *HomeLock
-	store   *store.Store
-	key     crypto.PrivKey
-	reg     *prometheus.Registry
-	host    *p2p.Host
-	gossip  *gossip.Gossip
-	api     *api.Server
-	metrics *api.Server
-	check   protocol.Checker
-	pool    *pool.Pool
-	topics  map[string]*gossip.Topic
-	miner   *miner.Miner
-	oracle  *oracle.Oracle
-	router  *router.Router
-	started time.Time
-	starts  uint64
+	lock     *HomeLock
+	store    *store.Store
+	key      crypto.PrivKey
+	reg      *prometheus.Registry
+	host     *p2p.Host
+	gossip   *gossip.Gossip
+	api      *api.Server
+	metrics  *api.Server
+	check    protocol.Checker
+	pool     *pool.Pool
+	topics   map[string]*gossip.Topic
+	topicsMu sync.RWMutex
+	miner    *miner.Miner
+	oracle   *oracle.Oracle
+	router   *router.Router
+	started  time.Time
+	starts   uint64
 
 	cancel context.CancelFunc // ends the node's background work
 	stops  []func(context.Context) error
@@ -85,7 +86,7 @@ func New(home Home, cfg Config, opts Options) (*Node, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Node{home: home, cfg: cfg, version: opts.Version, log: log}, nil
+	return &Node{home: home, cfg: cfg, version: opts.Version, log: log, topics: map[string]*gossip.Topic{}}, nil
 }
 
 // Start brings the node up in dependency order; Stop takes it down in the
@@ -151,6 +152,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.onStop(func(context.Context) error { return n.gossip.Close() })
+	// Stopping runs newest first: the background work on runCtx (gossip's
+	// loop, store GC, the roles) ends before gossip, host and store close.
+	n.onStop(func(context.Context) error { cancel(); return nil })
 	if err = n.startPool(runCtx); err != nil {
 		return err
 	}
@@ -233,9 +237,6 @@ func (n *Node) ID() peer.ID { return n.host.ID() }
 // Host is the node's libp2p host and DHT.
 func (n *Node) Host() *p2p.Host { return n.host }
 
-// Gossip is the node's gossip router.
-func (n *Node) Gossip() *gossip.Gossip { return n.gossip }
-
 // Store is the node's Badger store.
 func (n *Node) Store() *store.Store { return n.store }
 
@@ -245,6 +246,12 @@ func (n *Node) MinerState() miner.State {
 		return miner.State{}
 	}
 	return n.miner.State()
+}
+
+// FullAddrs are the node's dialable addresses, each ending in /p2p/<id>.
+func (n *Node) FullAddrs() []ma.Multiaddr {
+	addrs, _ := peer.AddrInfoToP2pAddrs(&peer.AddrInfo{ID: n.host.ID(), Addrs: n.host.Addrs()})
+	return addrs
 }
 
 // Home is the node's home directory.
@@ -264,15 +271,6 @@ func (n *Node) Config() Config { return n.cfg }
 
 // Starts is how many times this home has started a node, this start included.
 func (n *Node) Starts() uint64 { return n.starts }
-
-// APIURL is the base URL of the running API.
-func (n *Node) APIURL() string { return n.api.URL() }
-
-// FullAddrs are the node's dialable addresses, each ending in /p2p/<id>.
-func (n *Node) FullAddrs() []ma.Multiaddr {
-	addrs, _ := peer.AddrInfoToP2pAddrs(&peer.AddrInfo{ID: n.host.ID(), Addrs: n.host.Addrs()})
-	return addrs
-}
 
 // Runtime describes the running node for node.json.
 func (n *Node) Runtime() Runtime {
@@ -318,7 +316,7 @@ func (n *Node) Info() api.NodeInfo {
 		UptimeSeconds:    time.Since(n.started).Seconds(),
 		Peers:            n.host.PeerCount(),
 		RoutingTableSize: n.host.RoutingTableSize(),
-		DHTMode:          dhtModeName(n.host.DHT.Mode()),
+		DHTMode:          n.dhtMode(),
 	}
 	if n.miner != nil {
 		s := n.miner.State()
@@ -368,15 +366,16 @@ func (n *Node) registerMetrics() {
 	)
 }
 
-func dhtModeName(m dht.ModeOpt) string {
-	switch m {
-	case dht.ModeServer:
-		return p2p.DHTModeServer
-	case dht.ModeClient:
-		return p2p.DHTModeClient
-	default:
-		return p2p.DHTModeAuto
+// dhtMode is the configured DHT mode and, in auto mode, what it is now.
+func (n *Node) dhtMode() string {
+	now := p2p.DHTModeClient
+	if n.host.DHTServing() {
+		now = p2p.DHTModeServer
 	}
+	if n.cfg.P2P.DHTMode == p2p.DHTModeAuto {
+		return "auto (" + now + ")"
+	}
+	return now
 }
 
 func directionName(d network.Direction) string {

@@ -22,24 +22,39 @@ func (n *Node) startPool(ctx context.Context) error {
 		return err
 	}
 	kinds := n.pool.Kinds(n.key, n.publish)
-	n.topics = map[string]*gossip.Topic{}
 	for _, name := range gossip.TopicNames {
 		t, err := n.gossip.Join(ctx, name, gossip.EnvelopeValidator(kinds[name]...), nil)
 		if err != nil {
 			return err
 		}
+		// Validators of the topics joined first may already publish evidence.
+		n.topicsMu.Lock()
 		n.topics[name] = t
+		n.topicsMu.Unlock()
 	}
 	return nil
 }
 
 // publish sends data on one of the network's topics.
 func (n *Node) publish(ctx context.Context, topic string, data []byte) error {
+	n.topicsMu.RLock()
 	t, ok := n.topics[topic]
+	n.topicsMu.RUnlock()
 	if !ok {
 		return fmt.Errorf("not joined to topic %s", topic)
 	}
 	return t.Publish(ctx, data)
+}
+
+// topicPeers counts the peers subscribed to one of the network's topics.
+func (n *Node) topicPeers(topic string) int {
+	n.topicsMu.RLock()
+	t, ok := n.topics[topic]
+	n.topicsMu.RUnlock()
+	if !ok {
+		return 0
+	}
+	return len(t.Peers())
 }
 
 func (n *Node) publisher(topic string) func(context.Context, []byte) error {
@@ -56,7 +71,7 @@ func (n *Node) startRoles(ctx context.Context) error {
 		m, err := miner.New(miner.Deps{
 			Check: n.check, Host: n.host, DHT: n.host.DHT, Key: n.key, Store: n.store, Pool: n.pool,
 			Backend: backend, PublishPool: n.publisher(gossip.Pool), PublishReservations: n.publisher(gossip.Reservations),
-			PoolPeers: func() int { return len(n.topics[gossip.Pool].Peers()) },
+			PoolPeers: func() int { return n.topicPeers(gossip.Pool) },
 			Log:       n.log.With("module", "miner"),
 		})
 		if err != nil {

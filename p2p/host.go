@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -57,11 +58,12 @@ type Host struct {
 	host.Host
 	DHT *dht.IpfsDHT
 
-	cfg        Config
-	bootstrap  *bootstrapper
-	log        *slog.Logger
-	stopRunner context.CancelFunc
-	done       chan struct{}
+	cfg         Config
+	kadProtocol protocol.ID
+	bootstrap   *bootstrapper
+	log         *slog.Logger
+	stopRunner  context.CancelFunc
+	done        chan struct{}
 }
 
 // New starts a host listening on cfg.Listen, with TCP and QUIC, Noise and TLS,
@@ -99,6 +101,9 @@ func New(cfg Config, opts Options) (*Host, error) {
 		libp2p.ChainOptions(libp2p.Security(noise.ID, noise.New), libp2p.Security(libp2ptls.ID, libp2ptls.New)),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
+		// Answer other nodes' AutoNAT dial-backs, so that nodes in auto DHT
+		// mode can learn they are reachable and become DHT servers.
+		libp2p.EnableNATService(),
 	}
 	if opts.Registerer != nil {
 		lopts = append(lopts, libp2p.PrometheusRegisterer(opts.Registerer))
@@ -139,11 +144,12 @@ func New(cfg Config, opts Options) (*Host, error) {
 		return nil, fmt.Errorf("dht: %w", err)
 	}
 	return &Host{
-		Host:      h,
-		DHT:       kad,
-		cfg:       cfg,
-		bootstrap: newBootstrapper(h, kad, peers, cfg, log),
-		log:       log,
+		Host:        h,
+		DHT:         kad,
+		kadProtocol: ProtocolPrefix(opts.Network) + "/kad/1.0.0",
+		cfg:         cfg,
+		bootstrap:   newBootstrapper(h, kad, peers, cfg, log),
+		log:         log,
 	}, nil
 }
 
@@ -170,6 +176,13 @@ func (h *Host) Close() error {
 
 // RoutingTableSize is the number of DHT servers this node knows.
 func (h *Host) RoutingTableSize() int { return h.DHT.RoutingTable().Size() }
+
+// DHTServing reports whether the DHT answers queries right now. In auto
+// mode that changes with reachability, which the DHT's Mode does not show:
+// it is read off the protocols the host serves.
+func (h *Host) DHTServing() bool {
+	return slices.Contains(h.Mux().Protocols(), h.kadProtocol)
+}
 
 // PeerCount is the number of peers this node has a connection with.
 func (h *Host) PeerCount() int { return len(h.Network().Peers()) }

@@ -217,8 +217,8 @@ func (c Checker) Claim(s Signed[*pb.Claim], self peer.ID) error {
 	if len(cl.Nonce) < 8 || len(cl.Nonce) > 64 {
 		return rejectf("nonce of %d bytes", len(cl.Nonce))
 	}
-	if cl.LeaseMs == 0 || time.Duration(cl.LeaseMs)*time.Millisecond > c.Params.LeaseMax.Std() {
-		return rejectf("lease %dms, at most %s", cl.LeaseMs, c.Params.LeaseMax)
+	if lease := time.Duration(cl.LeaseMs) * time.Millisecond; lease < MinLease || lease > c.Params.LeaseMax.Std() {
+		return rejectf("lease %dms, must be from %s to %s", cl.LeaseMs, MinLease, c.Params.LeaseMax)
 	}
 	if !Time(cl.ExpiresMs).After(c.now()) {
 		return ignoref("claim expired")

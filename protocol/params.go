@@ -51,6 +51,10 @@ type Params struct {
 	PenaltyPeriod duration.Duration `toml:"penalty_period"`
 }
 
+// MinLease is the shortest lease a claim or renewal may ask for: renewals
+// come every third of a lease, and a millisecond lease would be a flood.
+const MinLease = time.Second
+
 // DefaultParams suit a small network; the oracle set is empty and must be
 // filled in (the testnet fills it from the oracle keys it generates).
 func DefaultParams() Params {
@@ -115,6 +119,9 @@ func (p Params) Validate() error {
 	if p.RoundPeriod.Std() < time.Millisecond {
 		// RoundAt counts rounds in whole milliseconds.
 		return fmt.Errorf("params.round_period: %s, must be at least 1ms", p.RoundPeriod)
+	}
+	if p.Lease.Std() < MinLease {
+		return fmt.Errorf("params.lease: %s, must be at least %s", p.Lease, MinLease)
 	}
 	if p.Lease.Std() > p.LeaseMax.Std() {
 		return fmt.Errorf("params.lease: %s is longer than lease_max %s", p.Lease, p.LeaseMax)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
@@ -109,7 +110,7 @@ func (t *Testnet) Reserve(ctx context.Context, lease time.Duration) (Reservation
 // Release releases a reservation through the first router.
 func (t *Testnet) Release(ctx context.Context, id string) (Reservation, error) {
 	var r Reservation
-	err := apiCall(ctx, http.MethodDelete, t.RouterURL()+"/v1/reservations/"+id, nil, &r)
+	err := apiCall(ctx, http.MethodDelete, t.RouterURL()+"/v1/reservations/"+url.PathEscape(id), nil, &r)
 	return r, err
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -44,9 +45,13 @@ func (s Subprocess) Launch(ctx context.Context, name string, home node.Home) (No
 	cmd := exec.Command(s.Binary, "run", "--home", home.Dir)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
+	// The home's config is the whole truth: an EPHEMERA_* variable of the
+	// caller's shell would override it in every node alike.
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "EPHEMERA_") })
 	// Its own process group: a Ctrl-C in the terminal reaches the testnet,
-	// which then stops every node in order, not all at once.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// which then stops every node in order, not all at once. If the testnet
+	// itself dies, the kernel stops the node too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", s.Binary, err)
 	}
@@ -84,9 +89,6 @@ func (s Subprocess) Launch(ctx context.Context, name string, home node.Home) (No
 
 // Runtime is what the node wrote to node.json.
 func (p *Process) Runtime() node.Runtime { return p.rt }
-
-// LogPath is the node's log file.
-func (p *Process) LogPath() string { return p.logPath }
 
 // Stop sends SIGTERM and waits for the process to exit, killing it if ctx ends first.
 func (p *Process) Stop(ctx context.Context) error {

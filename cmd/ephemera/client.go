@@ -24,7 +24,7 @@ type apiFlags struct {
 
 func addAPIFlags(fs *flag.FlagSet) apiFlags {
 	return apiFlags{
-		api:  fs.String("api", "", "base `URL` of the node's API (default: from --home if that node runs, else http://"+node.DefaultAPIAddr+")"),
+		api:  fs.String("api", "", "`URL` (or host:port) of the node's API (default: from --home if that node runs, else "+node.DefaultAPIAddr+")"),
 		home: homeFlag(fs),
 		json: fs.Bool("json", false, "print JSON"),
 	}
@@ -34,6 +34,10 @@ func addAPIFlags(fs *flag.FlagSet) apiFlags {
 // --home, else the default address.
 func (f apiFlags) client(set map[string]bool) (*apiClient, error) {
 	if *f.api != "" {
+		// host:port, as `run --api` takes it, means that node over http.
+		if !strings.Contains(*f.api, "://") {
+			*f.api = "http://" + *f.api
+		}
 		u, err := url.Parse(*f.api)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return nil, usageError{fmt.Errorf("--api %q is not an http(s) URL such as http://127.0.0.1:7601", *f.api)}

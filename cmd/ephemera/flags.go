@@ -65,7 +65,8 @@ func parseFlags(fs *flag.FlagSet, args []string) (map[string]bool, error) {
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || err != nil {
+		// --force destroys; it is never implied by the environment.
+		if set[f.Name] || err != nil || f.Name == "force" {
 			return
 		}
 		env := envName(f.Name)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -108,7 +109,7 @@ func runRelease(args []string, stdout, _ io.Writer) error {
 		return err
 	}
 	var out json.RawMessage
-	if err := c.do(http.MethodDelete, "/v1/reservations/"+id, nil, &out); err != nil {
+	if err := c.do(http.MethodDelete, "/v1/reservations/"+url.PathEscape(id), nil, &out); err != nil {
 		return err
 	}
 	return printReservation(stdout, out, *af.json)

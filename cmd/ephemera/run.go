@@ -23,10 +23,14 @@ func runNode(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	h := node.Home{Dir: *home}
+	// A home in use is said before anything else, which would only confuse;
+	// LockHome's error names the pid holding it.
 	if node.Running(h) {
-		// Say so before reading anything else, which would only confuse.
-		_, err := node.LockHome(h)
-		return err
+		l, err := node.LockHome(h)
+		if err != nil {
+			return err
+		}
+		l.Release() // the other node stopped meanwhile: carry on
 	}
 	cfg, err := node.LoadConfig(h.ConfigPath())
 	if err != nil {

@@ -51,7 +51,7 @@ func runTestnet(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer cancel()
 	begin := time.Now()
 	fmt.Fprintf(stdout, "starting %d nodes in %s\n", spec.Bootstraps+spec.Oracles+spec.Miners+spec.Routers, *dir)

@@ -174,8 +174,8 @@ func (m *Miner) renew(raw []byte) ([]byte, error) {
 			detail = "no such reservation"
 		case !now.Before(s.LeaseEnd):
 			detail = "lease already ended"
-		case lease <= 0 || lease > m.d.Check.Params.LeaseMax.Std():
-			detail = fmt.Sprintf("lease %s out of bounds (at most %s)", lease, m.d.Check.Params.LeaseMax)
+		case lease < protocol.MinLease || lease > m.d.Check.Params.LeaseMax.Std():
+			detail = fmt.Sprintf("lease %s out of bounds (%s to %s)", lease, protocol.MinLease, m.d.Check.Params.LeaseMax)
 		default:
 			s.LeaseEnd = now.Add(lease)
 			return s, nil

@@ -311,8 +311,8 @@ func (r *Router) Reserve(ctx context.Context, model string, lease time.Duration)
 	if lease == 0 {
 		lease = r.d.Check.Params.Lease.Std()
 	}
-	if lease < time.Millisecond || lease > r.d.Check.Params.LeaseMax.Std() || lease.Milliseconds() > math.MaxUint32 {
-		return Reservation{}, fmt.Errorf("%w: %s, must be from 1ms to %s", ErrBadLease, lease, r.d.Check.Params.LeaseMax)
+	if lease < protocol.MinLease || lease > r.d.Check.Params.LeaseMax.Std() || lease.Milliseconds() > math.MaxUint32 {
+		return Reservation{}, fmt.Errorf("%w: %s, must be from %s to %s", ErrBadLease, lease, protocol.MinLease, r.d.Check.Params.LeaseMax)
 	}
 	lease = lease.Truncate(time.Millisecond)
 	r.mu.Lock()

@@ -553,7 +553,7 @@ func TestRenewExtendsLease(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
 	tr := newRouter(t, n, newKey(t), t.TempDir(), m)
-	res, err := tr.Reserve(t.Context(), "", 600*time.Millisecond)
+	res, err := tr.Reserve(t.Context(), "", 1200*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -599,7 +599,7 @@ func TestUnreachableMinerExpires(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
 	tr := newRouter(t, n, newKey(t), t.TempDir(), m)
-	res, err := tr.Reserve(t.Context(), "", 600*time.Millisecond)
+	res, err := tr.Reserve(t.Context(), "", 1200*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
