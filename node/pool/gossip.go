@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/ephemera-network/ephemera/gossip"
 	"github.com/ephemera-network/ephemera/protocol"
@@ -33,14 +34,23 @@ func (p *Pool) Kinds(key crypto.PrivKey, publish Publisher) map[string][]gossip.
 			p.log.Error("seal evidence", "err", err)
 			return
 		}
-		// Not from inside the validator: publishing validates again.
+		// Our own validator will see this copy when we publish it, after
+		// the pair is already held: let that one copy through.
+		p.reporting.Store(string(protocol.Digest(raw)), true)
+		// Not from inside the validator that found it, which would wait on itself.
 		go func() {
-			if err := publish(context.Background(), topic, raw); err != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := publish(ctx, topic, raw); err != nil {
 				p.log.Warn("publish evidence", "topic", topic, "err", err)
 			}
+			p.reporting.Delete(string(protocol.Digest(raw)))
 		}()
 	}
 	evidence := kindOf(func(s protocol.Signed[*pb.Evidence]) error {
+		if _, ours := p.reporting.Load(string(s.Digest())); ours {
+			return nil
+		}
 		_, _, err := p.AddEvidence(s.Msg)
 		return err
 	})

@@ -91,6 +91,8 @@ type Pool struct {
 	// validates many messages at once, and two conflicting ones must not
 	// both find the slot empty.
 	addMu sync.Mutex
+	// reporting holds the digests of evidence this node is publishing.
+	reporting sync.Map
 
 	// held indexes the attestations in the store, verified once on the way
 	// in, so that listing the pool never verifies a signature again.
@@ -103,6 +105,9 @@ type minerGen struct {
 	gen   uint64
 }
 
+// forgetAfter is how long a miner whose record has lapsed stays listed.
+const forgetAfter = time.Hour
+
 // Store keys of the pool, under the prefixes of the store's keyspace.
 func recordKey(m peer.ID) []byte { return []byte("pool/" + string(m)) }
 func attKey(miner peer.ID, gen uint64, oracle peer.ID, round uint64) []byte {
@@ -112,6 +117,15 @@ func grantKey(miner peer.ID, gen uint64) []byte {
 	return fmt.Appendf(nil, "grant/%s/%020d", miner, gen)
 }
 func penaltyKey(p peer.ID) []byte { return []byte("penalty/" + string(p)) }
+
+// evidenceKey names a conflict by its two messages, in either order.
+func evidenceKey(e *pb.Evidence) []byte {
+	a, b := protocol.Digest(e.First), protocol.Digest(e.Second)
+	if bytes.Compare(a, b) > 0 {
+		a, b = b, a
+	}
+	return fmt.Appendf(nil, "evidence/%x%x", a, b)
+}
 
 // New loads the pool view from s.
 func New(s *store.Store, check protocol.Checker, log *slog.Logger) (*Pool, error) {
@@ -228,7 +242,9 @@ func (p *Pool) AddAvailability(rec protocol.Signed[*pb.Availability]) error {
 	// Stored under the lock, so that the store never keeps an older
 	// sequence than the view when two records race.
 	b, _ := json.Marshal(savedRecord{Envelope: rec.Raw, LastSeen: now})
-	if err := p.store.Put(recordKey(rec.Signer), b); err != nil {
+	// A miner that stops publishing is forgotten a while after its record
+	// lapses, so the view (and the store) never grows without bound.
+	if err := p.store.PutWithTTL(recordKey(rec.Signer), b, time.Until(protocol.Time(rec.Msg.ExpiresMs))+forgetAfter); err != nil {
 		p.mu.Unlock()
 		return fmt.Errorf("store record: %w", err)
 	}
@@ -399,6 +415,15 @@ func (p *Pool) AddEvidence(e *pb.Evidence) (peer.ID, bool, error) {
 	if err != nil {
 		return "", false, err
 	}
+	// One copy of each conflict travels: the same pair re-sealed by other
+	// reporters (or anyone, any number of times) is dropped quietly.
+	pair := evidenceKey(e)
+	if _, err := p.store.Get(pair); err == nil {
+		return offender, false, fmt.Errorf("%w: evidence already held", protocol.ErrIgnore)
+	}
+	if err := p.store.PutWithTTL(pair, nil, p.check.Params.PenaltyPeriod.Std()); err != nil {
+		return offender, false, err
+	}
 	if p.Penalized(offender) {
 		return offender, false, nil
 	}
@@ -424,7 +449,12 @@ func (p *Pool) Penalized(id peer.ID) bool {
 func (p *Pool) Miners() []Miner {
 	p.mu.Lock()
 	out := make([]Miner, 0, len(p.miners))
-	for _, m := range p.miners {
+	forget := time.Now().Add(-forgetAfter)
+	for id, m := range p.miners {
+		if m.Expires.Before(forget) {
+			delete(p.miners, id) // gone for an hour; its store entry has lapsed too
+			continue
+		}
 		out = append(out, *m)
 	}
 	p.mu.Unlock()
