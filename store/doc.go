@@ -1,16 +1,20 @@
 // Package store keeps an Ephemera node's state in one Badger database at
-// HOME/data. It is the only package that imports Badger, so storage tuning,
-// locking and schema checks live in one place.
+// HOME/data, with sync writes: a transaction that returned is on disk.
+// It owns opening, locking, the schema check and Badger's tuning; the roles
+// run their own transactions through Update and View.
 //
-// The keyspace is split by prefix:
+// The keyspace, by prefix (peer IDs in binary form unless said otherwise):
 //
-//	meta/schema                  keyspace layout version (see SchemaVersion)
-//	self/                        this node's lifecycle state and generation
-//	att/<miner>/<gen>/<oracle>   attestations an oracle issued to a miner generation
-//	res/<session>                session results
-//	rep/<peer>                   peer reputation
-//	queue/<session>              pending session work
-//
-// meta/schema and self/ (peer_id, starts) are used so far; the other prefixes
-// are the planned layout, listed so new code claims them consistently.
+//	meta/schema                          keyspace layout version (see SchemaVersion)
+//	self/peer_id, self/starts            the identity the data belongs to; start count
+//	self/miner                           a miner's lifecycle state (JSON), the one authority over it
+//	signed/<miner b58>/<gen>/<round>     an oracle's signed verdicts: never two for one slot
+//	res/<session>                        a router's reservations (JSON)
+//	pool/<miner>                         latest availability record of each known miner (TTL)
+//	att/<miner b58>/<gen>/<oracle b58>/<round>   attestations seen (TTL: their expiry)
+//	grant/<miner b58>/<gen>              grants seen, to catch a second one (TTL 7 days)
+//	release/<miner b58>/<gen>            releases seen (TTL 7 days)
+//	evidence/<digest pair>               conflicts already held (TTL: the penalty period)
+//	penalty/<peer>                       peers caught equivocating (TTL: the penalty period)
+//	rep/<peer>                           reputation (JSON)
 package store
