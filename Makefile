@@ -52,7 +52,7 @@ bench:
 testnet:
 	./testnet/run.sh
 
-## testnet-check: start the local testnet, check every node is healthy, stop it
+## testnet-check: start the local testnet, check health and one miner's whole lifecycle, stop it
 .PHONY: testnet-check
 testnet-check:
 	./testnet/run.sh --check

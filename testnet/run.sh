@@ -6,8 +6,9 @@
 #
 #   testnet/run.sh [--dir DIR] [--bootstraps N] [--oracles N] [--miners N] [--routers N] [--check]
 #
-# --check stops the testnet once every node is healthy and exits 0, or 1 if
-# any node failed to become healthy.
+# --check waits until every node is healthy and every miner available, walks
+# one miner through reserve and release, stops the testnet and exits 0 — or 1
+# at the first step that fails.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

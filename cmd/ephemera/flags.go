@@ -45,6 +45,12 @@ func newFlagSet(name, synopsis string, stdout io.Writer) *flag.FlagSet {
 // from its EPHEMERA_* environment variable. It returns the names of the flags
 // that were set either way.
 func parseFlags(fs *flag.FlagSet, args []string) (map[string]bool, error) {
+	return parseFlagsArgs(fs, args, 0)
+}
+
+// parseFlagsArgs is parseFlags for a command that takes up to n arguments
+// besides its flags, which fs.Args returns afterwards.
+func parseFlagsArgs(fs *flag.FlagSet, args []string, n int) (map[string]bool, error) {
 	// The flag package calls Usage itself on -help and on every parse error;
 	// silence it so help is printed once, and only when asked for.
 	usage := fs.Usage
@@ -58,8 +64,8 @@ func parseFlags(fs *flag.FlagSet, args []string) (map[string]bool, error) {
 		}
 		return nil, usageError{fmt.Errorf("%v (see --help)", err)}
 	}
-	if fs.NArg() > 0 {
-		return nil, usageError{fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))}
+	if fs.NArg() > n {
+		return nil, usageError{fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(n))}
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

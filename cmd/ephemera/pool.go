@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,10 +17,13 @@ import (
 func runPool(args []string, stdout, _ io.Writer) error {
 	fs := newFlagSet("pool", "[--api URL | --home DIR] [--state STATE] [--json]", stdout)
 	af := addAPIFlags(fs)
-	state := fs.String("state", "", "show only miners in this `state` (joining, validating, available, reserved, cooling_off)")
+	state := fs.String("state", "", "show only miners in this `state` (joining, validating, available, reserved, cooling_off, stale)")
 	set, err := parseFlags(fs, args)
 	if err != nil {
 		return err
+	}
+	if *state != "" && !slices.Contains(poolStates, *state) {
+		return usageError{fmt.Errorf("--state %q is not one of %s", *state, strings.Join(poolStates, ", "))}
 	}
 	c, err := af.client(set)
 	if err != nil {
@@ -53,7 +57,7 @@ func runPool(args []string, stdout, _ io.Writer) error {
 		return err
 	}
 	var parts []string
-	for _, s := range []string{"joining", "validating", "available", "reserved", "cooling_off", "stale"} {
+	for _, s := range poolStates {
 		if counts[s] > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", counts[s], s))
 		}
@@ -61,6 +65,10 @@ func runPool(args []string, stdout, _ io.Writer) error {
 	fmt.Fprintf(stdout, "%d miners: %s\n", len(miners), strings.Join(parts, ", "))
 	return nil
 }
+
+// poolStates are the states /v1/pool shows; stale is an available miner
+// whose record has lapsed.
+var poolStates = []string{"joining", "validating", "available", "reserved", "cooling_off", "stale"}
 
 func runReserve(args []string, stdout, _ io.Writer) error {
 	fs := newFlagSet("reserve", "[--lease 30s] [--model M] [--api URL | --home DIR] [--json]", stdout)
@@ -92,14 +100,21 @@ func runReserve(args []string, stdout, _ io.Writer) error {
 func runRelease(args []string, stdout, _ io.Writer) error {
 	fs := newFlagSet("release", "ID [--api URL | --home DIR] [--json]", stdout)
 	af := addAPIFlags(fs)
-	// The reservation ID may come before the flags.
+	// The reservation ID may come before the flags or after them.
 	var id string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		id, args = args[0], args[1:]
 	}
-	set, err := parseFlags(fs, args)
+	max := 1
+	if id != "" {
+		max = 0
+	}
+	set, err := parseFlagsArgs(fs, args, max)
 	if err != nil {
 		return err
+	}
+	if id == "" {
+		id = fs.Arg(0)
 	}
 	if id == "" {
 		return usageError{fmt.Errorf("which reservation? usage: ephemera release ID")}
