@@ -41,7 +41,7 @@ func (c *roleCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
 	counts := map[pb.MinerState]int{}
-	for _, m := range c.n.pool.Miners() {
+	for _, m := range c.n.pool.Records() {
 		counts[m.State]++
 		gauge(c.reputation, c.n.pool.Reputation(m.ID).Score(), m.ID.String())
 	}

@@ -216,7 +216,7 @@ func newResourceManager(cfg Config, reg prometheus.Registerer) (network.Resource
 	}.Build(base)
 	var ropts []rcmgr.Option
 	if reg != nil {
-		rcmgr.MustRegisterWith(reg)
+		// libp2p.New registers the resource manager's collectors with reg.
 		str, err := rcmgr.NewStatsTraceReporter()
 		if err != nil {
 			return nil, fmt.Errorf("resource manager metrics: %w", err)

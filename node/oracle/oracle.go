@@ -199,7 +199,7 @@ func (o *Oracle) tick(ctx context.Context, round uint64) {
 		return
 	}
 	oracles := p.OracleIDs()
-	for _, m := range o.d.Pool.Miners() {
+	for _, m := range o.d.Pool.Records() {
 		if !o.due(m, oracles, round) {
 			continue
 		}

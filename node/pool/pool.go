@@ -447,6 +447,16 @@ func (p *Pool) Penalized(id peer.ID) bool {
 // Miners lists every known miner, ordered by peer ID, with the oracles
 // attesting its current generation.
 func (p *Pool) Miners() []Miner {
+	out := p.Records()
+	for i := range out {
+		out[i].Oracles = p.PassingOracles(out[i].ID, out[i].Generation)
+	}
+	return out
+}
+
+// Records lists every known miner, ordered by peer ID, as its record says,
+// without the oracles (which cost a look-up per attestation).
+func (p *Pool) Records() []Miner {
 	p.mu.Lock()
 	out := make([]Miner, 0, len(p.miners))
 	forget := time.Now().Add(-forgetAfter)
@@ -458,9 +468,6 @@ func (p *Pool) Miners() []Miner {
 		out = append(out, *m)
 	}
 	p.mu.Unlock()
-	for i := range out {
-		out[i].Oracles = p.PassingOracles(out[i].ID, out[i].Generation)
-	}
 	slices.SortFunc(out, func(a, b Miner) int { return bytes.Compare([]byte(a.ID), []byte(b.ID)) })
 	return out
 }
@@ -485,7 +492,7 @@ func (p *Pool) Miner(id peer.ID) (Miner, bool) {
 func (p *Pool) Available(model string) []Miner {
 	now := time.Now()
 	var out []Miner
-	for _, m := range p.Miners() {
+	for _, m := range p.Records() {
 		if m.State != pb.MinerState_AVAILABLE || !m.Expires.After(now) || p.Penalized(m.ID) {
 			continue
 		}
