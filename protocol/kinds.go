@@ -38,9 +38,15 @@ var kinds = map[protoreflect.FullName]Kind{
 	(&pb.Release{}).ProtoReflect().Descriptor().FullName():      kind("release"),
 	(&pb.Receipt{}).ProtoReflect().Descriptor().FullName():      kind("receipt"),
 	(&pb.Evidence{}).ProtoReflect().Descriptor().FullName():     kind("evidence"),
+	(&pb.SessionTask{}).ProtoReflect().Descriptor().FullName():  kind("session-task"),
+	(&pb.TaskResult{}).ProtoReflect().Descriptor().FullName():   kind("task-result"),
+	(&pb.TaskCommit{}).ProtoReflect().Descriptor().FullName():   kind("task-commit"),
+	(&pb.Reveal{}).ProtoReflect().Descriptor().FullName():       kind("reveal"),
+	(&pb.TaskError{}).ProtoReflect().Descriptor().FullName():    kind("task-error"),
 }
 
-// KindOf is the kind of msg; every message of package pb except Task has one.
+// KindOf is the kind of msg. Every message of package pb has one except
+// those only ever nested or framed: Task, ChatMessage and SessionFrame.
 func KindOf(msg proto.Message) (Kind, bool) {
 	k, ok := kinds[msg.ProtoReflect().Descriptor().FullName()]
 	return k, ok

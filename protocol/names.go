@@ -19,6 +19,11 @@ func ReserveProtocol(network string) libp2pprotocol.ID {
 	return libp2pprotocol.ID("/ephemera/" + network + "/reserve/1.0.0")
 }
 
+// SessionProtocol carries a session's tasks from a router to a miner it holds.
+func SessionProtocol(network string) libp2pprotocol.ID {
+	return libp2pprotocol.ID("/ephemera/" + network + "/session/1.0.0")
+}
+
 // AvailabilityNamespace is the DHT record namespace of availability records:
 // the key of a miner's record is "/avail/" followed by its binary peer ID.
 const AvailabilityNamespace = "avail"

@@ -250,6 +250,125 @@ func (EvidenceKind) EnumDescriptor() ([]byte, []int) {
 	return file_ephemera_proto_rawDescGZIP(), []int{3}
 }
 
+// TaskMode says how a miner returns its answer to a task.
+type TaskMode int32
+
+const (
+	TaskMode_TASK_MODE_UNSPECIFIED TaskMode = 0
+	// The miner streams tokens as deltas, then its signed result. Used when
+	// one miner serves the task.
+	TaskMode_TASK_MODE_STREAM TaskMode = 1
+	// The miner first sends a commitment to its signed result and reveals the
+	// result only when the router asks, once it holds every miner's
+	// commitment. Used when several miners serve the task.
+	TaskMode_TASK_MODE_COMMIT_REVEAL TaskMode = 2
+)
+
+// Enum value maps for TaskMode.
+var (
+	TaskMode_name = map[int32]string{
+		0: "TASK_MODE_UNSPECIFIED",
+		1: "TASK_MODE_STREAM",
+		2: "TASK_MODE_COMMIT_REVEAL",
+	}
+	TaskMode_value = map[string]int32{
+		"TASK_MODE_UNSPECIFIED":   0,
+		"TASK_MODE_STREAM":        1,
+		"TASK_MODE_COMMIT_REVEAL": 2,
+	}
+)
+
+func (x TaskMode) Enum() *TaskMode {
+	p := new(TaskMode)
+	*p = x
+	return p
+}
+
+func (x TaskMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TaskMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_ephemera_proto_enumTypes[4].Descriptor()
+}
+
+func (TaskMode) Type() protoreflect.EnumType {
+	return &file_ephemera_proto_enumTypes[4]
+}
+
+func (x TaskMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TaskMode.Descriptor instead.
+func (TaskMode) EnumDescriptor() ([]byte, []int) {
+	return file_ephemera_proto_rawDescGZIP(), []int{4}
+}
+
+type TaskErrorCode int32
+
+const (
+	TaskErrorCode_TASK_ERROR_CODE_UNSPECIFIED TaskErrorCode = 0
+	TaskErrorCode_TASK_ERROR_NOT_RESERVED     TaskErrorCode = 1 // the miner holds no reservation for this router
+	TaskErrorCode_TASK_ERROR_WRONG_LEASE      TaskErrorCode = 2 // session, generation or grant do not match the reservation
+	TaskErrorCode_TASK_ERROR_EXPIRED          TaskErrorCode = 3 // the lease or the task's deadline has passed
+	TaskErrorCode_TASK_ERROR_UNKNOWN_MODEL    TaskErrorCode = 4
+	TaskErrorCode_TASK_ERROR_ENGINE           TaskErrorCode = 5 // the inference engine failed
+	TaskErrorCode_TASK_ERROR_BUSY             TaskErrorCode = 6 // every task slot is in use
+	TaskErrorCode_TASK_ERROR_BAD_TASK         TaskErrorCode = 7 // the task is malformed
+)
+
+// Enum value maps for TaskErrorCode.
+var (
+	TaskErrorCode_name = map[int32]string{
+		0: "TASK_ERROR_CODE_UNSPECIFIED",
+		1: "TASK_ERROR_NOT_RESERVED",
+		2: "TASK_ERROR_WRONG_LEASE",
+		3: "TASK_ERROR_EXPIRED",
+		4: "TASK_ERROR_UNKNOWN_MODEL",
+		5: "TASK_ERROR_ENGINE",
+		6: "TASK_ERROR_BUSY",
+		7: "TASK_ERROR_BAD_TASK",
+	}
+	TaskErrorCode_value = map[string]int32{
+		"TASK_ERROR_CODE_UNSPECIFIED": 0,
+		"TASK_ERROR_NOT_RESERVED":     1,
+		"TASK_ERROR_WRONG_LEASE":      2,
+		"TASK_ERROR_EXPIRED":          3,
+		"TASK_ERROR_UNKNOWN_MODEL":    4,
+		"TASK_ERROR_ENGINE":           5,
+		"TASK_ERROR_BUSY":             6,
+		"TASK_ERROR_BAD_TASK":         7,
+	}
+)
+
+func (x TaskErrorCode) Enum() *TaskErrorCode {
+	p := new(TaskErrorCode)
+	*p = x
+	return p
+}
+
+func (x TaskErrorCode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TaskErrorCode) Descriptor() protoreflect.EnumDescriptor {
+	return file_ephemera_proto_enumTypes[5].Descriptor()
+}
+
+func (TaskErrorCode) Type() protoreflect.EnumType {
+	return &file_ephemera_proto_enumTypes[5]
+}
+
+func (x TaskErrorCode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TaskErrorCode.Descriptor instead.
+func (TaskErrorCode) EnumDescriptor() ([]byte, []int) {
+	return file_ephemera_proto_rawDescGZIP(), []int{5}
+}
+
 // Task is one challenge task: a family, the seed it was generated from, and
 // the prompt. The expected answer never leaves the oracle.
 type Task struct {
@@ -1421,6 +1540,613 @@ func (x *Evidence) GetSecond() []byte {
 	return nil
 }
 
+// ChatMessage is one message of a chat prompt, as in OpenAI's API.
+type ChatMessage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Role          string                 `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"` // "system", "user" or "assistant"
+	Content       string                 `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChatMessage) Reset() {
+	*x = ChatMessage{}
+	mi := &file_ephemera_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChatMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChatMessage) ProtoMessage() {}
+
+func (x *ChatMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_ephemera_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChatMessage.ProtoReflect.Descriptor instead.
+func (*ChatMessage) Descriptor() ([]byte, []int) {
+	return file_ephemera_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ChatMessage) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *ChatMessage) GetContent() string {
+	if x != nil {
+		return x.Content
+	}
+	return ""
+}
+
+// SessionTask: router to miner, on /ephemera/<net>/session/1.0.0. A task
+// runs only inside the reservation it names: the session and generation of
+// the claim the miner granted, and the digest of that grant.
+type SessionTask struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Network       string                 `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
+	Session       string                 `protobuf:"bytes,2,opt,name=session,proto3" json:"session,omitempty"`
+	Router        []byte                 `protobuf:"bytes,3,opt,name=router,proto3" json:"router,omitempty"`
+	Miner         []byte                 `protobuf:"bytes,4,opt,name=miner,proto3" json:"miner,omitempty"`
+	Generation    uint64                 `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
+	GrantDigest   []byte                 `protobuf:"bytes,6,opt,name=grant_digest,json=grantDigest,proto3" json:"grant_digest,omitempty"`
+	Task          string                 `protobuf:"bytes,7,opt,name=task,proto3" json:"task,omitempty"`   // the task's id within the session
+	Model         string                 `protobuf:"bytes,8,opt,name=model,proto3" json:"model,omitempty"` // "" for the miner's default model
+	Messages      []*ChatMessage         `protobuf:"bytes,9,rep,name=messages,proto3" json:"messages,omitempty"`
+	MaxTokens     uint32                 `protobuf:"varint,10,opt,name=max_tokens,json=maxTokens,proto3" json:"max_tokens,omitempty"` // 0 for the engine's default
+	Mode          TaskMode               `protobuf:"varint,11,opt,name=mode,proto3,enum=ephemera.v1.TaskMode" json:"mode,omitempty"`
+	IssuedMs      int64                  `protobuf:"varint,12,opt,name=issued_ms,json=issuedMs,proto3" json:"issued_ms,omitempty"`
+	DeadlineMs    int64                  `protobuf:"varint,13,opt,name=deadline_ms,json=deadlineMs,proto3" json:"deadline_ms,omitempty"` // the miner stops working on the task at this time
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionTask) Reset() {
+	*x = SessionTask{}
+	mi := &file_ephemera_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionTask) ProtoMessage() {}
+
+func (x *SessionTask) ProtoReflect() protoreflect.Message {
+	mi := &file_ephemera_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionTask.ProtoReflect.Descriptor instead.
+func (*SessionTask) Descriptor() ([]byte, []int) {
+	return file_ephemera_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SessionTask) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *SessionTask) GetSession() string {
+	if x != nil {
+		return x.Session
+	}
+	return ""
+}
+
+func (x *SessionTask) GetRouter() []byte {
+	if x != nil {
+		return x.Router
+	}
+	return nil
+}
+
+func (x *SessionTask) GetMiner() []byte {
+	if x != nil {
+		return x.Miner
+	}
+	return nil
+}
+
+func (x *SessionTask) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *SessionTask) GetGrantDigest() []byte {
+	if x != nil {
+		return x.GrantDigest
+	}
+	return nil
+}
+
+func (x *SessionTask) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+func (x *SessionTask) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *SessionTask) GetMessages() []*ChatMessage {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *SessionTask) GetMaxTokens() uint32 {
+	if x != nil {
+		return x.MaxTokens
+	}
+	return 0
+}
+
+func (x *SessionTask) GetMode() TaskMode {
+	if x != nil {
+		return x.Mode
+	}
+	return TaskMode_TASK_MODE_UNSPECIFIED
+}
+
+func (x *SessionTask) GetIssuedMs() int64 {
+	if x != nil {
+		return x.IssuedMs
+	}
+	return 0
+}
+
+func (x *SessionTask) GetDeadlineMs() int64 {
+	if x != nil {
+		return x.DeadlineMs
+	}
+	return 0
+}
+
+// TaskResult: the miner's signed answer to a SessionTask.
+type TaskResult struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Network          string                 `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
+	Miner            []byte                 `protobuf:"bytes,2,opt,name=miner,proto3" json:"miner,omitempty"`
+	TaskDigest       []byte                 `protobuf:"bytes,3,opt,name=task_digest,json=taskDigest,proto3" json:"task_digest,omitempty"`
+	Model            string                 `protobuf:"bytes,4,opt,name=model,proto3" json:"model,omitempty"`
+	Output           string                 `protobuf:"bytes,5,opt,name=output,proto3" json:"output,omitempty"`
+	PromptTokens     uint32                 `protobuf:"varint,6,opt,name=prompt_tokens,json=promptTokens,proto3" json:"prompt_tokens,omitempty"`
+	CompletionTokens uint32                 `protobuf:"varint,7,opt,name=completion_tokens,json=completionTokens,proto3" json:"completion_tokens,omitempty"`
+	LatencyMs        uint32                 `protobuf:"varint,8,opt,name=latency_ms,json=latencyMs,proto3" json:"latency_ms,omitempty"` // time the engine took
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *TaskResult) Reset() {
+	*x = TaskResult{}
+	mi := &file_ephemera_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskResult) ProtoMessage() {}
+
+func (x *TaskResult) ProtoReflect() protoreflect.Message {
+	mi := &file_ephemera_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
+func (*TaskResult) Descriptor() ([]byte, []int) {
+	return file_ephemera_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *TaskResult) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *TaskResult) GetMiner() []byte {
+	if x != nil {
+		return x.Miner
+	}
+	return nil
+}
+
+func (x *TaskResult) GetTaskDigest() []byte {
+	if x != nil {
+		return x.TaskDigest
+	}
+	return nil
+}
+
+func (x *TaskResult) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *TaskResult) GetOutput() string {
+	if x != nil {
+		return x.Output
+	}
+	return ""
+}
+
+func (x *TaskResult) GetPromptTokens() uint32 {
+	if x != nil {
+		return x.PromptTokens
+	}
+	return 0
+}
+
+func (x *TaskResult) GetCompletionTokens() uint32 {
+	if x != nil {
+		return x.CompletionTokens
+	}
+	return 0
+}
+
+func (x *TaskResult) GetLatencyMs() uint32 {
+	if x != nil {
+		return x.LatencyMs
+	}
+	return 0
+}
+
+// TaskCommit: in commit-reveal mode, the miner's commitment to its answer:
+// the SHA-256 of the TaskResult envelope it will reveal.
+type TaskCommit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Network       string                 `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
+	Miner         []byte                 `protobuf:"bytes,2,opt,name=miner,proto3" json:"miner,omitempty"`
+	TaskDigest    []byte                 `protobuf:"bytes,3,opt,name=task_digest,json=taskDigest,proto3" json:"task_digest,omitempty"`
+	ResultHash    []byte                 `protobuf:"bytes,4,opt,name=result_hash,json=resultHash,proto3" json:"result_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskCommit) Reset() {
+	*x = TaskCommit{}
+	mi := &file_ephemera_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskCommit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskCommit) ProtoMessage() {}
+
+func (x *TaskCommit) ProtoReflect() protoreflect.Message {
+	mi := &file_ephemera_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskCommit.ProtoReflect.Descriptor instead.
+func (*TaskCommit) Descriptor() ([]byte, []int) {
+	return file_ephemera_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *TaskCommit) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *TaskCommit) GetMiner() []byte {
+	if x != nil {
+		return x.Miner
+	}
+	return nil
+}
+
+func (x *TaskCommit) GetTaskDigest() []byte {
+	if x != nil {
+		return x.TaskDigest
+	}
+	return nil
+}
+
+func (x *TaskCommit) GetResultHash() []byte {
+	if x != nil {
+		return x.ResultHash
+	}
+	return nil
+}
+
+// Reveal: router to miner, once the router holds a commitment from every
+// miner of the task; the miner answers with the committed TaskResult.
+type Reveal struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Network       string                 `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
+	Router        []byte                 `protobuf:"bytes,2,opt,name=router,proto3" json:"router,omitempty"`
+	Miner         []byte                 `protobuf:"bytes,3,opt,name=miner,proto3" json:"miner,omitempty"`
+	TaskDigest    []byte                 `protobuf:"bytes,4,opt,name=task_digest,json=taskDigest,proto3" json:"task_digest,omitempty"`
+	Commitments   uint32                 `protobuf:"varint,5,opt,name=commitments,proto3" json:"commitments,omitempty"` // how many commitments the router holds
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Reveal) Reset() {
+	*x = Reveal{}
+	mi := &file_ephemera_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Reveal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Reveal) ProtoMessage() {}
+
+func (x *Reveal) ProtoReflect() protoreflect.Message {
+	mi := &file_ephemera_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Reveal.ProtoReflect.Descriptor instead.
+func (*Reveal) Descriptor() ([]byte, []int) {
+	return file_ephemera_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Reveal) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *Reveal) GetRouter() []byte {
+	if x != nil {
+		return x.Router
+	}
+	return nil
+}
+
+func (x *Reveal) GetMiner() []byte {
+	if x != nil {
+		return x.Miner
+	}
+	return nil
+}
+
+func (x *Reveal) GetTaskDigest() []byte {
+	if x != nil {
+		return x.TaskDigest
+	}
+	return nil
+}
+
+func (x *Reveal) GetCommitments() uint32 {
+	if x != nil {
+		return x.Commitments
+	}
+	return 0
+}
+
+// TaskError: the miner did not answer a task, and says why.
+type TaskError struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Network       string                 `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
+	Miner         []byte                 `protobuf:"bytes,2,opt,name=miner,proto3" json:"miner,omitempty"`
+	TaskDigest    []byte                 `protobuf:"bytes,3,opt,name=task_digest,json=taskDigest,proto3" json:"task_digest,omitempty"`
+	Code          TaskErrorCode          `protobuf:"varint,4,opt,name=code,proto3,enum=ephemera.v1.TaskErrorCode" json:"code,omitempty"`
+	Detail        string                 `protobuf:"bytes,5,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskError) Reset() {
+	*x = TaskError{}
+	mi := &file_ephemera_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskError) ProtoMessage() {}
+
+func (x *TaskError) ProtoReflect() protoreflect.Message {
+	mi := &file_ephemera_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskError.ProtoReflect.Descriptor instead.
+func (*TaskError) Descriptor() ([]byte, []int) {
+	return file_ephemera_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *TaskError) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *TaskError) GetMiner() []byte {
+	if x != nil {
+		return x.Miner
+	}
+	return nil
+}
+
+func (x *TaskError) GetTaskDigest() []byte {
+	if x != nil {
+		return x.TaskDigest
+	}
+	return nil
+}
+
+func (x *TaskError) GetCode() TaskErrorCode {
+	if x != nil {
+		return x.Code
+	}
+	return TaskErrorCode_TASK_ERROR_CODE_UNSPECIFIED
+}
+
+func (x *TaskError) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+// SessionFrame is every frame a miner writes on a session stream: a signed
+// envelope (TaskResult, TaskCommit or TaskError), or in stream mode a piece
+// of the answer as the engine produces it.
+type SessionFrame struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Body:
+	//
+	//	*SessionFrame_Envelope
+	//	*SessionFrame_Delta
+	Body          isSessionFrame_Body `protobuf_oneof:"body"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionFrame) Reset() {
+	*x = SessionFrame{}
+	mi := &file_ephemera_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionFrame) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionFrame) ProtoMessage() {}
+
+func (x *SessionFrame) ProtoReflect() protoreflect.Message {
+	mi := &file_ephemera_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionFrame.ProtoReflect.Descriptor instead.
+func (*SessionFrame) Descriptor() ([]byte, []int) {
+	return file_ephemera_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *SessionFrame) GetBody() isSessionFrame_Body {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *SessionFrame) GetEnvelope() []byte {
+	if x != nil {
+		if x, ok := x.Body.(*SessionFrame_Envelope); ok {
+			return x.Envelope
+		}
+	}
+	return nil
+}
+
+func (x *SessionFrame) GetDelta() string {
+	if x != nil {
+		if x, ok := x.Body.(*SessionFrame_Delta); ok {
+			return x.Delta
+		}
+	}
+	return ""
+}
+
+type isSessionFrame_Body interface {
+	isSessionFrame_Body()
+}
+
+type SessionFrame_Envelope struct {
+	Envelope []byte `protobuf:"bytes,1,opt,name=envelope,proto3,oneof"`
+}
+
+type SessionFrame_Delta struct {
+	Delta string `protobuf:"bytes,2,opt,name=delta,proto3,oneof"`
+}
+
+func (*SessionFrame_Envelope) isSessionFrame_Body() {}
+
+func (*SessionFrame_Delta) isSessionFrame_Body() {}
+
 var File_ephemera_proto protoreflect.FileDescriptor
 
 const file_ephemera_proto_rawDesc = "" +
@@ -1552,7 +2278,67 @@ const file_ephemera_proto_rawDesc = "" +
 	"\anetwork\x18\x01 \x01(\tR\anetwork\x12-\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x19.ephemera.v1.EvidenceKindR\x04kind\x12\x14\n" +
 	"\x05first\x18\x03 \x01(\fR\x05first\x12\x16\n" +
-	"\x06second\x18\x04 \x01(\fR\x06second*t\n" +
+	"\x06second\x18\x04 \x01(\fR\x06second\";\n" +
+	"\vChatMessage\x12\x12\n" +
+	"\x04role\x18\x01 \x01(\tR\x04role\x12\x18\n" +
+	"\acontent\x18\x02 \x01(\tR\acontent\"\x9a\x03\n" +
+	"\vSessionTask\x12\x18\n" +
+	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x18\n" +
+	"\asession\x18\x02 \x01(\tR\asession\x12\x16\n" +
+	"\x06router\x18\x03 \x01(\fR\x06router\x12\x14\n" +
+	"\x05miner\x18\x04 \x01(\fR\x05miner\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x05 \x01(\x04R\n" +
+	"generation\x12!\n" +
+	"\fgrant_digest\x18\x06 \x01(\fR\vgrantDigest\x12\x12\n" +
+	"\x04task\x18\a \x01(\tR\x04task\x12\x14\n" +
+	"\x05model\x18\b \x01(\tR\x05model\x124\n" +
+	"\bmessages\x18\t \x03(\v2\x18.ephemera.v1.ChatMessageR\bmessages\x12\x1d\n" +
+	"\n" +
+	"max_tokens\x18\n" +
+	" \x01(\rR\tmaxTokens\x12)\n" +
+	"\x04mode\x18\v \x01(\x0e2\x15.ephemera.v1.TaskModeR\x04mode\x12\x1b\n" +
+	"\tissued_ms\x18\f \x01(\x03R\bissuedMs\x12\x1f\n" +
+	"\vdeadline_ms\x18\r \x01(\x03R\n" +
+	"deadlineMs\"\xfc\x01\n" +
+	"\n" +
+	"TaskResult\x12\x18\n" +
+	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x14\n" +
+	"\x05miner\x18\x02 \x01(\fR\x05miner\x12\x1f\n" +
+	"\vtask_digest\x18\x03 \x01(\fR\n" +
+	"taskDigest\x12\x14\n" +
+	"\x05model\x18\x04 \x01(\tR\x05model\x12\x16\n" +
+	"\x06output\x18\x05 \x01(\tR\x06output\x12#\n" +
+	"\rprompt_tokens\x18\x06 \x01(\rR\fpromptTokens\x12+\n" +
+	"\x11completion_tokens\x18\a \x01(\rR\x10completionTokens\x12\x1d\n" +
+	"\n" +
+	"latency_ms\x18\b \x01(\rR\tlatencyMs\"~\n" +
+	"\n" +
+	"TaskCommit\x12\x18\n" +
+	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x14\n" +
+	"\x05miner\x18\x02 \x01(\fR\x05miner\x12\x1f\n" +
+	"\vtask_digest\x18\x03 \x01(\fR\n" +
+	"taskDigest\x12\x1f\n" +
+	"\vresult_hash\x18\x04 \x01(\fR\n" +
+	"resultHash\"\x93\x01\n" +
+	"\x06Reveal\x12\x18\n" +
+	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x16\n" +
+	"\x06router\x18\x02 \x01(\fR\x06router\x12\x14\n" +
+	"\x05miner\x18\x03 \x01(\fR\x05miner\x12\x1f\n" +
+	"\vtask_digest\x18\x04 \x01(\fR\n" +
+	"taskDigest\x12 \n" +
+	"\vcommitments\x18\x05 \x01(\rR\vcommitments\"\xa4\x01\n" +
+	"\tTaskError\x12\x18\n" +
+	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x14\n" +
+	"\x05miner\x18\x02 \x01(\fR\x05miner\x12\x1f\n" +
+	"\vtask_digest\x18\x03 \x01(\fR\n" +
+	"taskDigest\x12.\n" +
+	"\x04code\x18\x04 \x01(\x0e2\x1a.ephemera.v1.TaskErrorCodeR\x04code\x12\x16\n" +
+	"\x06detail\x18\x05 \x01(\tR\x06detail\"L\n" +
+	"\fSessionFrame\x12\x1c\n" +
+	"\benvelope\x18\x01 \x01(\fH\x00R\benvelope\x12\x16\n" +
+	"\x05delta\x18\x02 \x01(\tH\x00R\x05deltaB\x06\n" +
+	"\x04body*t\n" +
 	"\n" +
 	"MinerState\x12\x1b\n" +
 	"\x17MINER_STATE_UNSPECIFIED\x10\x00\x12\v\n" +
@@ -1580,7 +2366,20 @@ const file_ephemera_proto_rawDesc = "" +
 	"\fEvidenceKind\x12\x1d\n" +
 	"\x19EVIDENCE_KIND_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fDOUBLE_GRANT\x10\x01\x12\x12\n" +
-	"\x0eDOUBLE_VERDICT\x10\x02B2Z0github.com/ephemera-network/ephemera/protocol/pbb\x06proto3"
+	"\x0eDOUBLE_VERDICT\x10\x02*X\n" +
+	"\bTaskMode\x12\x19\n" +
+	"\x15TASK_MODE_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10TASK_MODE_STREAM\x10\x01\x12\x1b\n" +
+	"\x17TASK_MODE_COMMIT_REVEAL\x10\x02*\xe4\x01\n" +
+	"\rTaskErrorCode\x12\x1f\n" +
+	"\x1bTASK_ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17TASK_ERROR_NOT_RESERVED\x10\x01\x12\x1a\n" +
+	"\x16TASK_ERROR_WRONG_LEASE\x10\x02\x12\x16\n" +
+	"\x12TASK_ERROR_EXPIRED\x10\x03\x12\x1c\n" +
+	"\x18TASK_ERROR_UNKNOWN_MODEL\x10\x04\x12\x15\n" +
+	"\x11TASK_ERROR_ENGINE\x10\x05\x12\x13\n" +
+	"\x0fTASK_ERROR_BUSY\x10\x06\x12\x17\n" +
+	"\x13TASK_ERROR_BAD_TASK\x10\aB2Z0github.com/ephemera-network/ephemera/protocol/pbb\x06proto3"
 
 var (
 	file_ephemera_proto_rawDescOnce sync.Once
@@ -1594,39 +2393,51 @@ func file_ephemera_proto_rawDescGZIP() []byte {
 	return file_ephemera_proto_rawDescData
 }
 
-var file_ephemera_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_ephemera_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_ephemera_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_ephemera_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_ephemera_proto_goTypes = []any{
 	(MinerState)(0),      // 0: ephemera.v1.MinerState
 	(RefusalReason)(0),   // 1: ephemera.v1.RefusalReason
 	(Outcome)(0),         // 2: ephemera.v1.Outcome
 	(EvidenceKind)(0),    // 3: ephemera.v1.EvidenceKind
-	(*Task)(nil),         // 4: ephemera.v1.Task
-	(*Challenge)(nil),    // 5: ephemera.v1.Challenge
-	(*Answer)(nil),       // 6: ephemera.v1.Answer
-	(*Attestation)(nil),  // 7: ephemera.v1.Attestation
-	(*Availability)(nil), // 8: ephemera.v1.Availability
-	(*Claim)(nil),        // 9: ephemera.v1.Claim
-	(*Grant)(nil),        // 10: ephemera.v1.Grant
-	(*Refusal)(nil),      // 11: ephemera.v1.Refusal
-	(*Renew)(nil),        // 12: ephemera.v1.Renew
-	(*Release)(nil),      // 13: ephemera.v1.Release
-	(*Receipt)(nil),      // 14: ephemera.v1.Receipt
-	(*Evidence)(nil),     // 15: ephemera.v1.Evidence
+	(TaskMode)(0),        // 4: ephemera.v1.TaskMode
+	(TaskErrorCode)(0),   // 5: ephemera.v1.TaskErrorCode
+	(*Task)(nil),         // 6: ephemera.v1.Task
+	(*Challenge)(nil),    // 7: ephemera.v1.Challenge
+	(*Answer)(nil),       // 8: ephemera.v1.Answer
+	(*Attestation)(nil),  // 9: ephemera.v1.Attestation
+	(*Availability)(nil), // 10: ephemera.v1.Availability
+	(*Claim)(nil),        // 11: ephemera.v1.Claim
+	(*Grant)(nil),        // 12: ephemera.v1.Grant
+	(*Refusal)(nil),      // 13: ephemera.v1.Refusal
+	(*Renew)(nil),        // 14: ephemera.v1.Renew
+	(*Release)(nil),      // 15: ephemera.v1.Release
+	(*Receipt)(nil),      // 16: ephemera.v1.Receipt
+	(*Evidence)(nil),     // 17: ephemera.v1.Evidence
+	(*ChatMessage)(nil),  // 18: ephemera.v1.ChatMessage
+	(*SessionTask)(nil),  // 19: ephemera.v1.SessionTask
+	(*TaskResult)(nil),   // 20: ephemera.v1.TaskResult
+	(*TaskCommit)(nil),   // 21: ephemera.v1.TaskCommit
+	(*Reveal)(nil),       // 22: ephemera.v1.Reveal
+	(*TaskError)(nil),    // 23: ephemera.v1.TaskError
+	(*SessionFrame)(nil), // 24: ephemera.v1.SessionFrame
 }
 var file_ephemera_proto_depIdxs = []int32{
-	4, // 0: ephemera.v1.Challenge.tasks:type_name -> ephemera.v1.Task
-	0, // 1: ephemera.v1.Availability.state:type_name -> ephemera.v1.MinerState
-	1, // 2: ephemera.v1.Refusal.reason:type_name -> ephemera.v1.RefusalReason
-	0, // 3: ephemera.v1.Refusal.state:type_name -> ephemera.v1.MinerState
-	2, // 4: ephemera.v1.Release.outcome:type_name -> ephemera.v1.Outcome
-	0, // 5: ephemera.v1.Receipt.state:type_name -> ephemera.v1.MinerState
-	3, // 6: ephemera.v1.Evidence.kind:type_name -> ephemera.v1.EvidenceKind
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	6,  // 0: ephemera.v1.Challenge.tasks:type_name -> ephemera.v1.Task
+	0,  // 1: ephemera.v1.Availability.state:type_name -> ephemera.v1.MinerState
+	1,  // 2: ephemera.v1.Refusal.reason:type_name -> ephemera.v1.RefusalReason
+	0,  // 3: ephemera.v1.Refusal.state:type_name -> ephemera.v1.MinerState
+	2,  // 4: ephemera.v1.Release.outcome:type_name -> ephemera.v1.Outcome
+	0,  // 5: ephemera.v1.Receipt.state:type_name -> ephemera.v1.MinerState
+	3,  // 6: ephemera.v1.Evidence.kind:type_name -> ephemera.v1.EvidenceKind
+	18, // 7: ephemera.v1.SessionTask.messages:type_name -> ephemera.v1.ChatMessage
+	4,  // 8: ephemera.v1.SessionTask.mode:type_name -> ephemera.v1.TaskMode
+	5,  // 9: ephemera.v1.TaskError.code:type_name -> ephemera.v1.TaskErrorCode
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_ephemera_proto_init() }
@@ -1634,13 +2445,17 @@ func file_ephemera_proto_init() {
 	if File_ephemera_proto != nil {
 		return
 	}
+	file_ephemera_proto_msgTypes[18].OneofWrappers = []any{
+		(*SessionFrame_Envelope)(nil),
+		(*SessionFrame_Delta)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ephemera_proto_rawDesc), len(file_ephemera_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   12,
+			NumEnums:      6,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
