@@ -94,7 +94,8 @@ type Deps struct {
 
 // Reservation is one session's hold on a miner.
 type Reservation struct {
-	ID         string    `json:"id"` // the session id
+	ID         string    `json:"id"`                // the claim's session id, which names the reservation
+	Session    string    `json:"session,omitempty"` // the user session it serves, if any
 	Miner      string    `json:"miner"`
 	Generation uint64    `json:"generation"`
 	Model      string    `json:"model,omitempty"`
@@ -143,6 +144,9 @@ type Router struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup // renew loops
 	history int
+	latency latencies
+	// inflight names the pending claims a Reserve or settle is working on.
+	inflight map[string]bool
 }
 
 // New checks d and loads the reservations in the store; the active ones are
@@ -168,7 +172,7 @@ func New(d Deps) (*Router, error) {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	r := &Router{d: d, self: self, log: d.Log, res: map[string]*entry{}, history: maxHistory}
+	r := &Router{d: d, self: self, log: d.Log, res: map[string]*entry{}, inflight: map[string]bool{}, history: maxHistory}
 	err = d.Store.Scan([]byte("res/"), func(k, v []byte) error {
 		e, err := r.load(v)
 		if err != nil {
@@ -226,6 +230,8 @@ func (r *Router) Start(ctx context.Context) {
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.running, r.runCtx, r.cancel = true, runCtx, cancel
+	r.wg.Add(1)
+	go r.settleLoop(runCtx)
 	for _, e := range r.res {
 		if e.res.State == StateActive && !e.releasing {
 			// The lease may be near its end after a restart: renew at once.
@@ -308,6 +314,20 @@ func (r *Router) Get(id string) (Reservation, bool) {
 // stored and being renewed. If no candidate grants a claim, the error wraps
 // ErrNoMiner and says what each candidate answered.
 func (r *Router) Reserve(ctx context.Context, model string, lease time.Duration) (Reservation, error) {
+	return r.ReserveFor(ctx, Request{Model: model, Lease: lease})
+}
+
+// Request asks for one reservation.
+type Request struct {
+	Model   string        // "" for any
+	Lease   time.Duration // 0 for the network's default
+	Session string        // the user session the reservation serves, if any
+	Exclude []peer.ID     // miners not to claim, e.g. those that failed the session
+}
+
+// ReserveFor claims an available miner as q asks; see Reserve.
+func (r *Router) ReserveFor(ctx context.Context, q Request) (Reservation, error) {
+	model, lease := q.Model, q.Lease
 	if lease == 0 {
 		lease = r.d.Check.Params.Lease.Std()
 	}
@@ -321,7 +341,7 @@ func (r *Router) Reserve(ctx context.Context, model string, lease time.Duration)
 	if !running {
 		return Reservation{}, ErrNotRunning
 	}
-	cands := r.candidates(ctx, model)
+	cands := r.candidates(ctx, model, q.Exclude)
 	if len(cands) == 0 {
 		return Reservation{}, fmt.Errorf("%w: no candidate in the pool for model %q", ErrNoMiner, model)
 	}
@@ -330,7 +350,7 @@ func (r *Router) Reserve(ctx context.Context, model string, lease time.Duration)
 		if err := ctx.Err(); err != nil {
 			return Reservation{}, fmt.Errorf("reserve: %w (%s)", err, summary(failures))
 		}
-		res, err := r.claim(ctx, m, model, lease)
+		res, err := r.claim(ctx, m, q, lease)
 		if err == nil {
 			return res, nil
 		}
@@ -358,9 +378,11 @@ func summary(failures []string) string {
 
 // candidates are the miners to claim, in order: the pool view's available
 // miners (after a DHT lookup of the model's pool, if there is a DHT), less
-// this node and the miners it already holds, ordered by repeated power of
-// two choices on reputation.
-func (r *Router) candidates(ctx context.Context, model string) []pool.Miner {
+// this node, the excluded ones and those it already holds. Those that fit
+// (a reputation of at least minFit) come first, ordered by repeated power
+// of two choices on reputation and measured latency; the rest follow as the
+// fallback when no miner that fits grants a claim.
+func (r *Router) candidates(ctx context.Context, model string, exclude []peer.ID) []pool.Miner {
 	avail := r.d.Pool.Available(model)
 	if r.d.DHT != nil && model != "" {
 		if r.discover(ctx, model, avail) {
@@ -375,24 +397,32 @@ func (r *Router) candidates(ctx context.Context, model string) []pool.Miner {
 		}
 	}
 	r.mu.Unlock()
-	cands := avail[:0]
+	var fit, rest []pool.Miner
+	scores := make(map[peer.ID]float64, len(avail))
 	for _, m := range avail {
-		if gen, ok := held[m.ID]; m.ID == r.self || (ok && gen == m.Generation) {
+		if gen, ok := held[m.ID]; m.ID == r.self || (ok && gen == m.Generation) || slices.Contains(exclude, m.ID) {
 			continue
 		}
-		cands = append(cands, m)
+		rep := r.d.Pool.Reputation(m.ID).Score()
+		scores[m.ID] = rep * r.latency.factor(m.ID)
+		if rep >= minFit {
+			fit = append(fit, m)
+		} else {
+			rest = append(rest, m)
+		}
 	}
-	scores := make(map[peer.ID]float64, len(cands))
-	for _, m := range cands {
-		scores[m.ID] = r.d.Pool.Reputation(m.ID).Score()
-	}
-	return order(cands, func(id peer.ID) float64 { return scores[id] })
+	score := func(id peer.ID) float64 { return scores[id] }
+	return append(order(fit, score), order(rest, score)...)
 }
+
+// minFit is the reputation below which a miner is only a fallback: one that
+// failed most of what this router saw of it.
+const minFit = 0.25
 
 // order sorts candidates by the power of two choices: the first is the
 // better of two random candidates, the next the better of the loser and
 // another random one, and so on. Load spreads over the pool while
-// well-reputed miners are preferred.
+// well-reputed, fast miners are preferred.
 func order(cands []pool.Miner, score func(peer.ID) float64) []pool.Miner {
 	rest := slices.Clone(cands)
 	mrand.Shuffle(len(rest), func(i, j int) { rest[i], rest[j] = rest[j], rest[i] })
@@ -447,7 +477,8 @@ func (r *Router) discover(ctx context.Context, model string, known []pool.Miner)
 
 // claim asks one miner for a reservation and, on a grant, stores it and
 // starts renewing it.
-func (r *Router) claim(ctx context.Context, m pool.Miner, model string, lease time.Duration) (Reservation, error) {
+func (r *Router) claim(ctx context.Context, m pool.Miner, q Request, lease time.Duration) (Reservation, error) {
+	model := q.Model
 	ctx, cancel := context.WithTimeout(ctx, claimTimeout)
 	defer cancel()
 	session, err := randomBytes(16)
@@ -474,44 +505,84 @@ func (r *Router) claim(ctx context.Context, m pool.Miner, model string, lease ti
 	if err != nil {
 		return Reservation{}, err
 	}
-	// The miner answers the same claim with the same grant, so a reply lost
-	// after the claim was sent is asked for again with the same envelope.
-	var reply []byte
+	// Written before the claim leaves: a router that dies before it stores
+	// the grant finds the claim on restart and settles it (see settle).
+	p := pending{Claim: env, Miner: m.ID.String(), Session: q.Session, Model: model, LeaseMs: lease.Milliseconds()}
+	if err := r.savePending(cl.Session, p); err != nil {
+		return Reservation{}, err
+	}
+	grant, err := r.sendClaim(ctx, m.ID, env, protocol.Time(cl.ExpiresMs))
+	switch {
+	case errors.Is(err, errUnreachable):
+		// The miner may have granted it: settle finds out.
+		r.finishPending(cl.Session)
+		return Reservation{}, err
+	case err != nil:
+		r.dropPending(cl.Session)
+		return Reservation{}, err
+	}
+	res, err := r.adopt(ctx, cl.Session, p, grant, m.ID, now)
+	if err != nil {
+		r.finishPending(cl.Session)
+		return Reservation{}, err
+	}
+	r.log.Info("reserved", "session", res.ID, "user_session", q.Session, "miner", m.ID, "generation", res.Generation, "lease_end", res.LeaseEnd)
+	return res, nil
+}
+
+// sendClaim sends a sealed claim to miner and returns its verified grant.
+// The miner answers the same claim with the same grant, so a reply lost
+// after the claim was sent is asked for again with the same envelope.
+func (r *Router) sendClaim(ctx context.Context, miner peer.ID, env []byte, expires time.Time) (protocol.Signed[*pb.Grant], error) {
+	var (
+		reply []byte
+		err   error
+	)
 	for attempt := 0; ; attempt++ {
 		var sent bool
-		reply, sent, err = r.exchange(ctx, m.ID, env)
-		if err == nil || !sent || attempt == 1 || ctx.Err() != nil ||
-			!r.now().Before(protocol.Time(cl.ExpiresMs)) {
+		start := time.Now()
+		reply, sent, err = r.exchange(ctx, miner, env)
+		if err == nil {
+			r.latency.observe(miner, time.Since(start))
+		}
+		if err == nil || !sent || attempt == 1 || ctx.Err() != nil || !r.now().Before(expires) {
 			break
 		}
 	}
 	if err != nil {
-		return Reservation{}, fmt.Errorf("unreachable: %w", err)
+		return protocol.Signed[*pb.Grant]{}, fmt.Errorf("%w: %w", errUnreachable, err)
 	}
-	grant, err := r.verifyGrant(reply, m.ID, env)
-	if err != nil {
-		return Reservation{}, err
-	}
+	return r.verifyGrant(reply, miner, env)
+}
+
+// adopt stores a granted claim as an active reservation, drops its pending
+// record and starts renewing it.
+func (r *Router) adopt(ctx context.Context, id string, p pending, grant protocol.Signed[*pb.Grant], miner peer.ID, created time.Time) (Reservation, error) {
+	lease := time.Duration(p.LeaseMs) * time.Millisecond
 	e := &entry{
 		res: Reservation{
-			ID:         cl.Session,
-			Miner:      m.ID.String(),
+			ID:         id,
+			Session:    p.Session,
+			Miner:      miner.String(),
 			Generation: grant.Msg.Generation,
-			Model:      model,
+			Model:      p.Model,
 			LeaseEnd:   protocol.Time(grant.Msg.LeaseEndMs),
-			Created:    now,
+			Created:    created,
 			State:      StateActive,
 			Grant:      grant.Raw,
 		},
-		miner: m.ID,
+		miner: miner,
 		lease: lease,
 	}
 	if err := r.save(e); err != nil {
 		// A grant this router cannot keep: give it back rather than let
 		// the miner sit reserved until its lease ends.
-		r.sendRelease(context.WithoutCancel(ctx), e, pb.Outcome_CANCELLED) //nolint:errcheck // best effort
+		if _, rerr := r.sendRelease(context.WithoutCancel(ctx), e, pb.Outcome_CANCELLED); rerr == nil {
+			r.dropPending(id)
+		}
 		return Reservation{}, fmt.Errorf("store reservation: %w", err)
 	}
+	r.dropPending(id)
 	r.mu.Lock()
 	r.res[e.res.ID] = e
 	if r.running {
@@ -519,7 +590,6 @@ func (r *Router) claim(ctx context.Context, m pool.Miner, model string, lease ti
 	}
 	res := e.res
 	r.mu.Unlock()
-	r.log.Info("reserved", "session", res.ID, "miner", m.ID, "generation", res.Generation, "lease_end", res.LeaseEnd)
 	return res, nil
 }
 
