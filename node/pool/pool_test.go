@@ -448,6 +448,8 @@ func TestReputationScore(t *testing.T) {
 		{"one completed session", pool.Reputation{Completed: 1}, 0.5},
 		{"one failed session", pool.Reputation{Failed: 1}, 0.25},
 		{"one expired session", pool.Reputation{Expired: 1}, 0.25},
+		{"one rejected answer", pool.Reputation{Faults: 1}, 0.25},
+		{"faults weigh like failed sessions", pool.Reputation{Passes: 2, Completed: 3, Faults: 2}, 3.0 / 4 * 4.0 / 6},
 		{"mixed", pool.Reputation{Passes: 8, Completed: 3, Failed: 1}, 9.0 / 10 * 4.0 / 5},
 		{"many", pool.Reputation{Passes: 98, Fails: 0, Completed: 99, Expired: 0}, 99.0 / 100},
 		{"all bad", pool.Reputation{Fails: 10, Failed: 10, Expired: 10}, 1.0 / 12 * 1.0 / 21},

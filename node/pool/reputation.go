@@ -16,6 +16,7 @@ type Reputation struct {
 	Completed     int `json:"completed"`      // sessions released as completed
 	Failed        int `json:"failed"`         // sessions released as failed
 	Expired       int `json:"expired"`        // sessions that ended by lease expiry
+	Faults        int `json:"faults"`         // answers this node's sessions rejected or out-voted
 	Equivocations int `json:"equivocations"`  // conflicting signatures seen
 	Verdicts      int `json:"verdicts_given"` // attestations signed (oracle)
 }
@@ -27,7 +28,7 @@ func (r Reputation) Score() float64 {
 		return 0
 	}
 	validation := float64(r.Passes+1) / float64(r.Passes+r.Fails+2)
-	sessions := float64(r.Completed+1) / float64(r.Completed+r.Failed+r.Expired+1)
+	sessions := float64(r.Completed+1) / float64(r.Completed+r.Failed+r.Expired+r.Faults+1)
 	return validation * sessions
 }
 
@@ -75,6 +76,13 @@ func (p *Pool) recordSession(miner peer.ID, o pb.Outcome) {
 			r.Expired++
 		}
 	})
+}
+
+// RecordFault counts against miner an answer a session of this node
+// rejected: a reveal that broke its commitment, or an answer out-voted by
+// the other miners of the task.
+func (p *Pool) RecordFault(miner peer.ID) {
+	p.updateReputation(miner, func(r *Reputation) { r.Faults++ })
 }
 
 func (p *Pool) recordEquivocation(id peer.ID) {
