@@ -1,13 +1,18 @@
 package protocol
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
 	"slices"
 	"unicode/utf8"
 
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/proto"
 )
 
 // Limits of a session task, checked by both ends.
@@ -151,3 +156,33 @@ func (c Checker) TaskError(s Signed[*pb.TaskError], miner peer.ID, taskDigest []
 // ResultHash is what a miner commits to: the SHA-256 of its signed
 // TaskResult envelope.
 func ResultHash(resultEnvelope []byte) []byte { return Digest(resultEnvelope) }
+
+// WriteFrame writes one SessionFrame, the unit of a miner's side of a
+// session stream.
+func WriteFrame(w io.Writer, f *pb.SessionFrame) error {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(f)
+	if err != nil {
+		return err
+	}
+	return WriteMsg(w, b)
+}
+
+// ReadFrame reads one SessionFrame, strictly: a frame with fields this
+// version does not know, or with no body, is an error.
+func ReadFrame(r *bufio.Reader) (*pb.SessionFrame, error) {
+	b, err := ReadMsg(r, MaxMessageSize)
+	if err != nil {
+		return nil, err
+	}
+	f := &pb.SessionFrame{}
+	if err := proto.Unmarshal(b, f); err != nil {
+		return nil, fmt.Errorf("session frame: %w", err)
+	}
+	if len(f.ProtoReflect().GetUnknown()) > 0 {
+		return nil, errors.New("session frame: unknown fields")
+	}
+	if f.Body == nil {
+		return nil, errors.New("session frame: no body")
+	}
+	return f, nil
+}
