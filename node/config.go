@@ -39,13 +39,33 @@ type Config struct {
 	API             APIConfig         `toml:"api"`
 	Log             LogConfig         `toml:"log"`
 	Inference       InferenceConfig   `toml:"inference"`
+	Router          RouterConfig      `toml:"router"`
 	Params          protocol.Params   `toml:"params"`
 }
 
-// InferenceConfig chooses the engine a miner answers with.
+// InferenceConfig chooses the engine a miner answers with, and the one a
+// router compares answers with.
 type InferenceConfig struct {
-	// Backend is "builtin", the deterministic engine shipped in the binary.
+	// Backend is "builtin", the deterministic engine shipped in the binary,
+	// or "openai", any OpenAI-compatible server.
 	Backend string `toml:"backend"`
+	// The OpenAI-compatible server: its base URL (ending in /v1), API key,
+	// chat model and embedding model ("" for the chat model).
+	BaseURL        string            `toml:"base_url"`
+	APIKey         string            `toml:"api_key"`
+	Model          string            `toml:"model"`
+	EmbeddingModel string            `toml:"embedding_model"`
+	Timeout        duration.Duration `toml:"timeout"`
+}
+
+// RouterConfig bounds what a router takes on for its users.
+type RouterConfig struct {
+	// MaxSessions bounds the sessions open at once.
+	MaxSessions int `toml:"max_sessions"`
+	// MaxQueuedTasks bounds the tasks waiting for miners; more answer 429.
+	MaxQueuedTasks int `toml:"max_queued_tasks"`
+	// QueueTimeout is how long a task may wait for miners before it fails.
+	QueueTimeout duration.Duration `toml:"queue_timeout"`
 }
 
 // APIConfig places the HTTP API and the metrics endpoint.
@@ -54,6 +74,9 @@ type APIConfig struct {
 	Listen string `toml:"listen"`
 	// Metrics is an extra host:port serving only /metrics; empty for none.
 	Metrics string `toml:"metrics"`
+	// Token, when set, must come as "Authorization: Bearer <token>" with
+	// every request but /healthz. Required when Listen is beyond loopback.
+	Token string `toml:"token"`
 }
 
 // LogConfig sets how the node logs.
@@ -72,7 +95,8 @@ func DefaultConfig() Config {
 		Gossip:          gossip.DefaultConfig(),
 		API:             APIConfig{Listen: DefaultAPIAddr},
 		Log:             LogConfig{Level: "info", Format: "text"},
-		Inference:       InferenceConfig{Backend: "builtin"},
+		Inference:       InferenceConfig{Backend: "builtin", Timeout: duration.Duration(2 * time.Minute)},
+		Router:          RouterConfig{MaxSessions: 64, MaxQueuedTasks: 256, QueueTimeout: duration.Duration(time.Minute)},
 		Params:          protocol.DefaultParams(),
 	}
 }
@@ -102,16 +126,65 @@ func (c Config) Validate() error {
 	if err := validateHostPort("api.metrics", c.API.Metrics, true); err != nil {
 		return err
 	}
+	if c.API.Token == "" && !loopback(c.API.Listen) {
+		return fmt.Errorf("api.token: required when api.listen (%s) is beyond loopback; set it in the config or EPHEMERA_API_TOKEN", c.API.Listen)
+	}
 	if _, err := ParseLevel(c.Log.Level); err != nil {
 		return err
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		return fmt.Errorf("log.format: %q is not text or json", c.Log.Format)
 	}
-	if c.Inference.Backend != "builtin" {
-		return fmt.Errorf("inference.backend: %q is not a known backend (builtin)", c.Inference.Backend)
+	if err := c.Inference.Validate(); err != nil {
+		return err
+	}
+	if err := c.Router.Validate(); err != nil {
+		return err
 	}
 	return c.Params.Validate()
+}
+
+// Validate checks the inference section.
+func (c InferenceConfig) Validate() error {
+	switch c.Backend {
+	case "builtin":
+	case "openai":
+		if c.BaseURL == "" || c.Model == "" {
+			return errors.New("inference: the openai backend needs base_url and model")
+		}
+	default:
+		return fmt.Errorf("inference.backend: %q is not a known backend (builtin, openai)", c.Backend)
+	}
+	if c.Timeout.Std() <= 0 {
+		return fmt.Errorf("inference.timeout: %s, must be positive", c.Timeout)
+	}
+	return nil
+}
+
+// Validate checks the router section.
+func (c RouterConfig) Validate() error {
+	switch {
+	case c.MaxSessions < 1 || c.MaxSessions > 100000:
+		return fmt.Errorf("router.max_sessions: %d, must be from 1 to 100000", c.MaxSessions)
+	case c.MaxQueuedTasks < 1 || c.MaxQueuedTasks > 1000000:
+		return fmt.Errorf("router.max_queued_tasks: %d, must be from 1 to 1000000", c.MaxQueuedTasks)
+	case c.QueueTimeout.Std() < time.Second || c.QueueTimeout.Std() > time.Hour:
+		return fmt.Errorf("router.queue_timeout: %s, must be from 1s to 1h", c.QueueTimeout)
+	}
+	return nil
+}
+
+// loopback reports whether host:port listens on loopback only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func validateHostPort(field, addr string, emptyOK bool) error {

@@ -49,8 +49,12 @@ func customConfig() node.Config {
 	cfg.Gossip.ValidatorConcurrency = 8
 	cfg.API.Listen = "0.0.0.0:9000"
 	cfg.API.Metrics = "127.0.0.1:9100"
+	cfg.API.Token = "s3cret"
 	cfg.Log.Level = "debug"
 	cfg.Log.Format = "json"
+	cfg.Inference = node.InferenceConfig{Backend: "openai", BaseURL: "http://127.0.0.1:8080/v1", APIKey: "sk-local",
+		Model: "llama3.2", EmbeddingModel: "nomic-embed-text", Timeout: duration.Duration(30 * time.Second)}
+	cfg.Router = node.RouterConfig{MaxSessions: 8, MaxQueuedTasks: 32, QueueTimeout: duration.Duration(20 * time.Second)}
 	cfg.Params.Oracles = []string{bootstrapPeer}
 	cfg.Params.Quorum = 1
 	cfg.Params.OraclesPerRound = 1
@@ -109,10 +113,6 @@ func TestCustomConfigDiffersFromDefault(t *testing.T) {
 			for i := range a.NumField() {
 				walk(path+"."+a.Type().Field(i).Name, a.Field(i), b.Field(i))
 			}
-			return
-		}
-		// builtin is, for now, the only backend there is to choose.
-		if path == "Config.Inference.Backend" {
 			return
 		}
 		if reflect.DeepEqual(a.Interface(), b.Interface()) {
@@ -302,12 +302,70 @@ func TestValidateHostPort(t *testing.T) {
 		t.Run(tt.listen, func(t *testing.T) {
 			cfg := node.DefaultConfig()
 			cfg.API.Listen = tt.listen
+			cfg.API.Token = "t" // a listener beyond loopback needs one
 			err := cfg.Validate()
 			if (err == nil) != tt.ok {
 				t.Errorf("Validate with api.listen %q = %v, want ok=%v", tt.listen, err, tt.ok)
 			}
 			if err != nil && !strings.Contains(err.Error(), "api.listen") {
 				t.Errorf("error %q does not name api.listen", err)
+			}
+		})
+	}
+}
+
+func TestAPITokenRequiredBeyondLoopback(t *testing.T) {
+	tests := []struct {
+		listen string
+		ok     bool
+	}{
+		{"127.0.0.1:7601", true},
+		{"localhost:7601", true},
+		{"[::1]:7601", true},
+		{"0.0.0.0:7601", false},
+		{":7601", false},
+		{"192.168.1.4:7601", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.listen, func(t *testing.T) {
+			cfg := node.DefaultConfig()
+			cfg.API.Listen = tt.listen
+			err := cfg.Validate()
+			if (err == nil) != tt.ok {
+				t.Fatalf("Validate with api.listen %q and no token = %v, want ok=%v", tt.listen, err, tt.ok)
+			}
+			if err != nil && !strings.Contains(err.Error(), "api.token") {
+				t.Errorf("error %q does not name api.token", err)
+			}
+			cfg.API.Token = "t"
+			if err := cfg.Validate(); err != nil {
+				t.Errorf("with a token: %v", err)
+			}
+		})
+	}
+}
+
+func TestInferenceAndRouterConfig(t *testing.T) {
+	tests := []struct {
+		name  string
+		edit  func(*node.Config)
+		field string
+	}{
+		{"unknown backend", func(c *node.Config) { c.Inference.Backend = "gpt" }, "inference.backend"},
+		{"openai without url", func(c *node.Config) { c.Inference.Backend, c.Inference.Model = "openai", "m" }, "base_url"},
+		{"openai without model", func(c *node.Config) { c.Inference.Backend, c.Inference.BaseURL = "openai", "http://127.0.0.1:1/v1" }, "model"},
+		{"zero timeout", func(c *node.Config) { c.Inference.Timeout = 0 }, "inference.timeout"},
+		{"no sessions", func(c *node.Config) { c.Router.MaxSessions = 0 }, "router.max_sessions"},
+		{"no queue", func(c *node.Config) { c.Router.MaxQueuedTasks = -1 }, "router.max_queued_tasks"},
+		{"queue timeout", func(c *node.Config) { c.Router.QueueTimeout = duration.Duration(time.Millisecond) }, "router.queue_timeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := node.DefaultConfig()
+			tt.edit(&cfg)
+			err := cfg.Validate()
+			if err == nil || !strings.Contains(err.Error(), tt.field) {
+				t.Errorf("Validate = %v, want an error naming %s", err, tt.field)
 			}
 		})
 	}

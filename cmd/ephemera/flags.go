@@ -102,7 +102,7 @@ func homeFlag(fs *flag.FlagSet) *string {
 
 // nodeFlags are the configuration flags shared by init and run.
 type nodeFlags struct {
-	network, roles, api, metrics, dhtMode, logLevel, logFormat string
+	network, roles, api, apiToken, metrics, dhtMode, logLevel, logFormat string
 	listen, bootstrap                                          listFlag
 }
 
@@ -113,6 +113,7 @@ func addNodeFlags(fs *flag.FlagSet) *nodeFlags {
 	fs.Var(&f.listen, "listen", "`multiaddr` to listen on (repeatable)")
 	fs.Var(&f.bootstrap, "bootstrap", "bootstrap peer `multiaddr` ending in /p2p/<id> (repeatable)")
 	fs.StringVar(&f.api, "api", "", "`host:port` of the HTTP API")
+	fs.StringVar(&f.apiToken, "api-token", "", "bearer `token` the API requires (needed when --api is beyond loopback)")
 	fs.StringVar(&f.metrics, "metrics", "", "`host:port` of a separate Prometheus /metrics listener")
 	fs.StringVar(&f.dhtMode, "dht-mode", "", "DHT `mode`: auto, server or client")
 	fs.StringVar(&f.logLevel, "log-level", "", "log `level`: debug, info, warn, error")
@@ -140,6 +141,9 @@ func (f *nodeFlags) apply(cfg *node.Config, set map[string]bool) error {
 	}
 	if set["api"] {
 		cfg.API.Listen = f.api
+	}
+	if set["api-token"] {
+		cfg.API.Token = f.apiToken
 	}
 	if set["metrics"] {
 		cfg.API.Metrics = f.metrics
