@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/ephemera-network/ephemera/inference"
 	"github.com/ephemera-network/ephemera/node"
 )
 
@@ -12,6 +13,9 @@ import (
 type InProcess struct {
 	// Logger receives every node's log, each line tagged with the node's name.
 	Logger *slog.Logger
+	// Backend, when set, may give a node an inference engine of its own
+	// (such as a faulty one, in tests); nil keeps the configured engine.
+	Backend func(name string) inference.Backend
 }
 
 // InProcessNode is a node running in this process.
@@ -27,7 +31,11 @@ func (l InProcess) Launch(ctx context.Context, name string, home node.Home) (Nod
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n, err := node.New(home, cfg, node.Options{Version: "testnet", Logger: log.With("node", name)})
+	opts := node.Options{Version: "testnet", Logger: log.With("node", name)}
+	if l.Backend != nil {
+		opts.Backend = l.Backend(name)
+	}
+	n, err := node.New(home, cfg, opts)
 	if err != nil {
 		return nil, err
 	}
