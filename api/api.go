@@ -1,15 +1,21 @@
 // Package api serves a node's HTTP API: health, node and peer information,
-// and Prometheus metrics.
+// Prometheus metrics and, on routers, reservations, sessions and an
+// OpenAI-compatible chat completions endpoint.
 package api
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,14 +76,6 @@ type Source interface {
 	Pool() []PoolMiner
 }
 
-// Errors a Reserver returns, which the API maps to HTTP statuses.
-var (
-	ErrBadRequest  = errors.New("bad request")        // 400
-	ErrNotFound    = errors.New("not found")          // 404
-	ErrConflict    = errors.New("conflict")           // 409
-	ErrUnavailable = errors.New("no miner available") // 503
-)
-
 // Reserver is a router's reservation desk; nil on other nodes.
 type Reserver interface {
 	Reserve(ctx context.Context, model string, lease time.Duration) (any, error)
@@ -92,19 +90,41 @@ type ReserveRequest struct {
 	Lease string `json:"lease,omitempty"`
 }
 
-// Handler routes the API's endpoints to src and gatherer, and the
-// reservation endpoints to res when the node is a router.
-func Handler(src Source, gatherer prometheus.Gatherer, res Reserver) http.Handler {
+// Config is what Handler serves.
+type Config struct {
+	Source   Source
+	Gatherer prometheus.Gatherer
+	Reserver Reserver // nil unless the node is a router
+	Sessions Sessions // nil unless the node is a router
+	Token    string   // when set, every endpoint but GET /healthz needs "Authorization: Bearer <Token>"
+}
+
+// Handler routes the API's endpoints to c.Source and c.Gatherer, and the
+// reservation, session and OpenAI-compatible endpoints to c.Reserver and
+// c.Sessions when the node is a router. A nil Gatherer serves no /metrics.
+// A known path asked with another method is a 405 with an Allow header; an
+// unknown path a 404; a panic a 500 that says nothing of it.
+func Handler(c Config) http.Handler {
+	if c.Source == nil {
+		panic("api: Handler without a Source")
+	}
+	src := c.Source
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/pool", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, src.Pool())
 	})
-	if res != nil {
-		handleReservations(mux, res)
+	if c.Reserver != nil {
+		handleReservations(mux, c.Reserver)
 	} else {
-		mux.HandleFunc("/v1/reservations", func(w http.ResponseWriter, r *http.Request) {
-			writeError(w, http.StatusNotFound, "this node is not a router; reservations are made through a router's API")
-		})
+		notRouter(mux, "this node is not a router; reservations are made through a router's API",
+			"/v1/reservations", "/v1/reservations/")
+	}
+	if c.Sessions != nil {
+		handleSessions(mux, c.Sessions)
+		handleOpenAI(mux, c.Sessions)
+	} else {
+		notRouter(mux, "this node is not a router; sessions, models and chat completions are served by a router's API",
+			"/v1/sessions", "/v1/sessions/", "/v1/models", "/v1/models/", "/v1/chat/completions")
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := src.Health(); err != nil {
@@ -119,36 +139,137 @@ func Handler(src Source, gatherer prometheus.Gatherer, res Reserver) http.Handle
 	mux.HandleFunc("GET /v1/peers", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, src.Peers())
 	})
-	mux.Handle("GET /metrics", MetricsHandler(gatherer))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path))
-	})
-	return mux
+	if c.Gatherer != nil {
+		mux.Handle("GET /metrics", MetricsHandler(c.Gatherer))
+	}
+	var h http.Handler = route(mux)
+	if c.Token != "" {
+		h = requireToken(c.Token, h)
+	}
+	return recoverPanics(h)
 }
+
+// notRouter answers every method on paths with a 404 that says why.
+func notRouter(mux *http.ServeMux, msg string, paths ...string) {
+	for _, p := range paths {
+		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, http.StatusNotFound, msg)
+		})
+	}
+}
+
+// probeMethods are the methods route tries when a request's own matches no
+// pattern, to tell a wrong method (405) from an unknown path (404).
+var probeMethods = []string{
+	http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete,
+}
+
+// route serves mux, answering in the API's error shape where mux would not
+// match: 405 with Allow when the path is served under other methods, else 404.
+func route(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		var allow []string
+		for _, m := range probeMethods {
+			probe := *r
+			probe.Method = m
+			if _, pattern := mux.Handler(&probe); pattern != "" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) == 0 {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path))
+			return
+		}
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeError(w, http.StatusMethodNotAllowed,
+			fmt.Sprintf("method %s is not allowed on %s; use %s", r.Method, r.URL.Path, strings.Join(allow, " or ")))
+	})
+}
+
+// requireToken lets through requests that carry "Authorization: Bearer
+// <token>", and those for /healthz.
+func requireToken(token string, next http.Handler) http.Handler {
+	want := sha256.Sum256([]byte(token))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		msg := "no API key: send the header Authorization: Bearer <token>"
+		if h := r.Header.Get("Authorization"); h != "" {
+			scheme, got, ok := strings.Cut(h, " ")
+			// Hashing first keeps the comparison's time independent of
+			// the token's length as well as of its content.
+			sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
+			if ok && strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare(sum[:], want[:]) == 1 {
+				next.ServeHTTP(w, r)
+				return
+			}
+			msg = "invalid API key: send the header Authorization: Bearer <token> with the node's API token"
+		}
+		body := errorBody(http.StatusUnauthorized, msg)
+		body.Error.Code = "invalid_api_key"
+		w.Header().Set("WWW-Authenticate", "Bearer")
+		writeJSON(w, http.StatusUnauthorized, body)
+	})
+}
+
+// recoverPanics turns a handler's panic into a logged 500 that says nothing
+// of it, or, when the answer has begun, into an aborted connection.
+func recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tw := &trackingWriter{ResponseWriter: w}
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			logf(r, "api: panic serving %s %s: %v\n%s", r.Method, r.URL.Path, v, debug.Stack())
+			if tw.wrote.Load() {
+				panic(http.ErrAbortHandler)
+			}
+			writeError(w, http.StatusInternalServerError, "internal error; the node's log has the details")
+		}()
+		next.ServeHTTP(tw, r)
+	})
+}
+
+// trackingWriter records whether an answer has begun. Unwrap lets
+// http.ResponseController reach the writer beneath.
+type trackingWriter struct {
+	http.ResponseWriter
+	wrote atomic.Bool
+}
+
+func (t *trackingWriter) WriteHeader(status int) {
+	t.wrote.Store(true)
+	t.ResponseWriter.WriteHeader(status)
+}
+
+func (t *trackingWriter) Write(b []byte) (int, error) {
+	t.wrote.Store(true)
+	return t.ResponseWriter.Write(b)
+}
+
+func (t *trackingWriter) Flush() { _ = t.FlushError() }
+
+func (t *trackingWriter) FlushError() error {
+	t.wrote.Store(true)
+	return http.NewResponseController(t.ResponseWriter).Flush()
+}
+
+func (t *trackingWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }
 
 // MetricsHandler serves gatherer in Prometheus' text format.
 func MetricsHandler(gatherer prometheus.Gatherer) http.Handler {
 	return promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
-}
-
-// ErrorBody is the shape of every error the API returns, as OpenAI's API does.
-type ErrorBody struct {
-	Error struct {
-		Message string `json:"message"`
-		Type    string `json:"type"`
-		Code    int    `json:"code"`
-	} `json:"error"`
-}
-
-func writeError(w http.ResponseWriter, status int, msg string) {
-	var body ErrorBody
-	body.Error.Message = msg
-	body.Error.Type = "invalid_request_error"
-	if status >= 500 {
-		body.Error.Type = "server_error"
-	}
-	body.Error.Code = status
-	writeJSON(w, status, body)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -93,7 +93,7 @@ func TestHealthz(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			src := newFake()
 			src.health = tt.health
-			rec := do(t, api.Handler(src, newRegistry(t), nil), http.MethodGet, "/healthz")
+			rec := do(t, api.Handler(api.Config{Source: src, Gatherer: newRegistry(t)}), http.MethodGet, "/healthz")
 			if rec.Code != tt.status {
 				t.Errorf("status = %d, want %d", rec.Code, tt.status)
 			}
@@ -105,7 +105,7 @@ func TestHealthz(t *testing.T) {
 }
 
 func TestHealthzOKBodyShape(t *testing.T) {
-	rec := do(t, api.Handler(newFake(), newRegistry(t), nil), http.MethodGet, "/healthz")
+	rec := do(t, api.Handler(api.Config{Source: newFake(), Gatherer: newRegistry(t)}), http.MethodGet, "/healthz")
 	var raw map[string]any
 	if err := json.Unmarshal(rec.Body.Bytes(), &raw); err != nil {
 		t.Fatal(err)
@@ -117,7 +117,7 @@ func TestHealthzOKBodyShape(t *testing.T) {
 
 func TestNodeAndPeers(t *testing.T) {
 	src := newFake()
-	h := api.Handler(src, newRegistry(t), nil)
+	h := api.Handler(api.Config{Source: src, Gatherer: newRegistry(t)})
 
 	rec := do(t, h, http.MethodGet, "/v1/node")
 	if rec.Code != http.StatusOK {
@@ -137,7 +137,7 @@ func TestNodeAndPeers(t *testing.T) {
 }
 
 func TestNodeJSONFieldNames(t *testing.T) {
-	rec := do(t, api.Handler(newFake(), newRegistry(t), nil), http.MethodGet, "/v1/node")
+	rec := do(t, api.Handler(api.Config{Source: newFake(), Gatherer: newRegistry(t)}), http.MethodGet, "/v1/node")
 	var raw map[string]any
 	if err := json.Unmarshal(rec.Body.Bytes(), &raw); err != nil {
 		t.Fatal(err)
@@ -152,7 +152,7 @@ func TestNodeJSONFieldNames(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	reg := newRegistry(t)
 	for name, h := range map[string]http.Handler{
-		"Handler":        api.Handler(newFake(), reg, nil),
+		"Handler":        api.Handler(api.Config{Source: newFake(), Gatherer: reg}),
 		"MetricsHandler": api.MetricsHandler(reg),
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -180,7 +180,7 @@ func TestErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
-			rec := do(t, api.Handler(newFake(), newRegistry(t), nil), tt.method, tt.path)
+			rec := do(t, api.Handler(api.Config{Source: newFake(), Gatherer: newRegistry(t)}), tt.method, tt.path)
 			if rec.Code < 400 || rec.Code > 499 {
 				t.Fatalf("status = %d, want 4xx", rec.Code)
 			}
@@ -212,7 +212,7 @@ func TestErrors(t *testing.T) {
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func TestListenRoundTrip(t *testing.T) {
-	srv, err := api.Listen("127.0.0.1:0", api.Handler(newFake(), newRegistry(t), nil), discard())
+	srv, err := api.Listen("127.0.0.1:0", api.Handler(api.Config{Source: newFake(), Gatherer: newRegistry(t)}), discard())
 	if err != nil {
 		t.Fatal(err)
 	}

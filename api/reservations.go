@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,14 +11,15 @@ import (
 	"time"
 )
 
-// maxBody bounds a request body; reservation requests are tiny.
-const maxBody = 64 << 10
+// MaxBody bounds a request body, chat completions' included.
+// A task's messages must fit in one signed message of the session protocol.
+const MaxBody = 512 << 10
 
 func handleReservations(mux *http.ServeMux, res Reserver) {
 	mux.HandleFunc("POST /v1/reservations", func(w http.ResponseWriter, r *http.Request) {
 		var req ReserveRequest
 		if err := decodeBody(r, &req); err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
+			writeErr(w, r, err)
 			return
 		}
 		var lease time.Duration
@@ -31,7 +33,7 @@ func handleReservations(mux *http.ServeMux, res Reserver) {
 		}
 		out, err := res.Reserve(r.Context(), req.Model, lease)
 		if err != nil {
-			writeReserverError(w, err)
+			writeErr(w, r, err)
 			return
 		}
 		writeJSON(w, http.StatusCreated, out)
@@ -42,51 +44,46 @@ func handleReservations(mux *http.ServeMux, res Reserver) {
 	mux.HandleFunc("DELETE /v1/reservations/{id}", func(w http.ResponseWriter, r *http.Request) {
 		out, err := res.Release(r.Context(), r.PathValue("id"))
 		if err != nil {
-			writeReserverError(w, err)
+			writeErr(w, r, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
 }
 
-func writeReserverError(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, ErrBadRequest):
-		writeError(w, http.StatusBadRequest, err.Error())
-	case errors.Is(err, ErrNotFound):
-		writeError(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, ErrConflict):
-		writeError(w, http.StatusConflict, err.Error())
-	case errors.Is(err, ErrUnavailable):
-		writeError(w, http.StatusServiceUnavailable, err.Error())
-	default:
-		writeError(w, http.StatusBadGateway, err.Error())
+// readBody reads a request's body, up to MaxBody bytes: more is errTooLarge.
+func readBody(r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
+	if err != nil {
+		return nil, badRequest("reading body: %v", err)
 	}
+	if len(body) > MaxBody {
+		return nil, &requestError{msg: fmt.Sprintf("body over %d bytes", MaxBody), kind: errTooLarge}
+	}
+	return body, nil
 }
 
-// decodeBody reads a JSON object strictly: an unknown field, trailing data,
-// a wrong type or an oversized body is a clear 400, never a guess.
+// decodeBody reads a JSON object strictly: an unknown field, trailing data
+// or a wrong type is a 400 that says what is wrong, never a guess; an
+// oversized body is a 413. An empty body leaves v as it is.
 func decodeBody(r *http.Request, v any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return fmt.Errorf("content type %q, want application/json", ct)
+		return badRequest("content type %q, want application/json", ct)
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	body, err := readBody(r)
 	if err != nil {
-		return fmt.Errorf("reading body: %v", err)
+		return err
 	}
-	if len(body) > maxBody {
-		return fmt.Errorf("body over %d bytes", maxBody)
-	}
-	if len(strings.TrimSpace(string(body))) == 0 {
+	if len(bytes.TrimSpace(body)) == 0 {
 		return nil // every field is optional
 	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("invalid JSON body: %v", err)
+		return badRequest("invalid JSON body: %v", err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errors.New("invalid JSON body: data after the object")
+		return badRequest("invalid JSON body: data after the object")
 	}
 	return nil
 }

@@ -73,3 +73,11 @@ func (n *Node) reserverOrNil() api.Reserver {
 	}
 	return reserver{n.router}
 }
+
+// sessionsOrNil gives the API the router's sessions, or none on other nodes.
+func (n *Node) sessionsOrNil() api.Sessions {
+	if n.sessions == nil {
+		return nil
+	}
+	return sessionsAPI{n.sessions}
+}

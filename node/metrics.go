@@ -13,6 +13,7 @@ type roleCollector struct {
 	n *Node
 
 	poolMiners, reputation, minerState, minerGeneration, validations, reservations *prometheus.Desc
+	sessions, queued, tasks, agreement                                             *prometheus.Desc
 }
 
 func newRoleCollector(n *Node) *roleCollector {
@@ -27,11 +28,16 @@ func newRoleCollector(n *Node) *roleCollector {
 		minerGeneration: d("miner_generation", "This miner's current generation."),
 		validations:     d("oracle_validations_total", "Validations this oracle ran, by verdict.", "verdict"),
 		reservations:    d("router_reservations", "This router's reservations, by state.", "state"),
+		sessions:        d("router_sessions", "This router's sessions, by state (ended: since the router started).", "state"),
+		queued:          d("router_queued_tasks", "Tasks waiting for a miner on this router."),
+		tasks:           d("router_tasks_total", "Tasks this router finished, by outcome.", "outcome"),
+		agreement:       d("router_agreement", "Mean agreement (0 to 1) of the answers of tasks several miners ran."),
 	}
 }
 
 func (c *roleCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.poolMiners, c.reputation, c.minerState, c.minerGeneration, c.validations, c.reservations} {
+	for _, d := range []*prometheus.Desc{c.poolMiners, c.reputation, c.minerState, c.minerGeneration, c.validations, c.reservations,
+		c.sessions, c.queued, c.tasks, c.agreement} {
 		ch <- d
 	}
 }
@@ -72,5 +78,14 @@ func (c *roleCollector) Collect(ch chan<- prometheus.Metric) {
 		for st, v := range byState {
 			gauge(c.reservations, float64(v), st)
 		}
+	}
+	if c.n.sessions != nil {
+		st := c.n.sessions.Stats()
+		gauge(c.sessions, float64(st.Open), "open")
+		gauge(c.sessions, float64(st.Ended), "ended")
+		gauge(c.queued, float64(st.Queued))
+		ch <- prometheus.MustNewConstMetric(c.tasks, prometheus.CounterValue, float64(st.TasksDone), "done")
+		ch <- prometheus.MustNewConstMetric(c.tasks, prometheus.CounterValue, float64(st.TasksFailed), "failed")
+		gauge(c.agreement, st.MeanAgreement)
 	}
 }

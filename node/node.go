@@ -16,10 +16,12 @@ import (
 
 	"github.com/ephemera-network/ephemera/api"
 	"github.com/ephemera-network/ephemera/gossip"
+	"github.com/ephemera-network/ephemera/inference"
 	"github.com/ephemera-network/ephemera/node/miner"
 	"github.com/ephemera-network/ephemera/node/oracle"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/node/router"
+	"github.com/ephemera-network/ephemera/node/session"
 	"github.com/ephemera-network/ephemera/p2p"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/store"
@@ -46,12 +48,16 @@ const sigCacheSize = 16384
 type Options struct {
 	Version string
 	Logger  *slog.Logger
+	// Backend, when set, is the inference engine instead of the one the
+	// configuration names: for embedding the node, and for tests.
+	Backend inference.Backend
 }
 
 // Node is one running Ephemera peer.
 type Node struct {
 	home    Home
 	cfg     Config
+	opts    Options
 	version string
 	log     *slog.Logger
 
@@ -70,6 +76,7 @@ type Node struct {
 	miner    *miner.Miner
 	oracle   *oracle.Oracle
 	router   *router.Router
+	sessions *session.Manager
 	started  time.Time
 	starts   uint64
 
@@ -86,7 +93,7 @@ func New(home Home, cfg Config, opts Options) (*Node, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Node{home: home, cfg: cfg, version: opts.Version, log: log, topics: map[string]*gossip.Topic{}}, nil
+	return &Node{home: home, cfg: cfg, opts: opts, version: opts.Version, log: log, topics: map[string]*gossip.Topic{}}, nil
 }
 
 // Start brings the node up in dependency order; Stop takes it down in the
@@ -167,7 +174,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 
 	// 7. The HTTP API and, if asked for, a separate metrics listener.
 	n.started = time.Now()
-	if n.api, err = api.Listen(n.cfg.API.Listen, api.Handler(n, n.reg, n.reserverOrNil()), n.log.With("module", "api")); err != nil {
+	if n.api, err = api.Listen(n.cfg.API.Listen, api.Handler(api.Config{
+		Source: n, Gatherer: n.reg, Reserver: n.reserverOrNil(), Sessions: n.sessionsOrNil(), Token: n.cfg.API.Token,
+	}), n.log.With("module", "api")); err != nil {
 		return fmt.Errorf("api: %w", err)
 	}
 	n.onStop(n.api.Close)
@@ -265,6 +274,9 @@ func (n *Node) Publish(ctx context.Context, topic string, data []byte) error {
 
 // Router is the router role, nil on other nodes.
 func (n *Node) Router() *router.Router { return n.router }
+
+// Sessions is the router's session manager, nil unless the node is a router.
+func (n *Node) Sessions() *session.Manager { return n.sessions }
 
 // Config is the configuration the node runs with.
 func (n *Node) Config() Config { return n.cfg }

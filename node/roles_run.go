@@ -11,6 +11,7 @@ import (
 	"github.com/ephemera-network/ephemera/node/oracle"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/node/router"
+	"github.com/ephemera-network/ephemera/node/session"
 	routedhost "github.com/libp2p/go-libp2p/p2p/host/routed"
 )
 
@@ -61,9 +62,31 @@ func (n *Node) publisher(topic string) func(context.Context, []byte) error {
 	return func(ctx context.Context, data []byte) error { return n.publish(ctx, topic, data) }
 }
 
+// backend is the inference engine of the configuration, unless the node's
+// options bring their own.
+func (n *Node) backend() (inference.Backend, error) {
+	if n.opts.Backend != nil {
+		return n.opts.Backend, nil
+	}
+	c := n.cfg.Inference
+	if c.Backend == "openai" {
+		b, err := inference.NewOpenAI(inference.OpenAIConfig{
+			BaseURL: c.BaseURL, APIKey: c.APIKey, Model: c.Model, EmbeddingModel: c.EmbeddingModel, Timeout: c.Timeout.Std(),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("inference: %w", err)
+		}
+		return b, nil
+	}
+	return inference.NewBuiltin(), nil
+}
+
 // startRoles starts the role of each kind this node holds.
 func (n *Node) startRoles(ctx context.Context) error {
-	backend := inference.NewBuiltin()
+	backend, err := n.backend()
+	if err != nil {
+		return err
+	}
 	// Oracles and routers dial miners they know only from signed records:
 	// a routed host looks a peer's addresses up in the DHT when it has none.
 	dialer := routedhost.Wrap(n.host, n.host.DHT)
@@ -113,6 +136,20 @@ func (n *Node) startRoles(ctx context.Context) error {
 		r.Start(ctx)
 		n.router = r
 		n.onStop(r.Stop)
+		rc := n.cfg.Router
+		sm, err := session.New(session.Deps{
+			Check: n.check, Host: dialer, Key: n.key, Store: n.store, Router: r, Pool: n.pool, Embed: backend.Embed,
+			Config: session.Config{MaxSessions: rc.MaxSessions, MaxQueued: rc.MaxQueuedTasks, QueueTimeout: rc.QueueTimeout.Std()},
+			Log:    n.log.With("module", "sessions"),
+		})
+		if err != nil {
+			return fmt.Errorf("sessions: %w", err)
+		}
+		sm.Start(ctx)
+		n.sessions = sm
+		// Stopped before the router, so that ending the sessions can still
+		// release their miners.
+		n.onStop(sm.Stop)
 	}
 	return nil
 }
