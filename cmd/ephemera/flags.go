@@ -103,7 +103,7 @@ func homeFlag(fs *flag.FlagSet) *string {
 // nodeFlags are the configuration flags shared by init and run.
 type nodeFlags struct {
 	network, roles, api, apiToken, metrics, dhtMode, logLevel, logFormat string
-	listen, bootstrap                                          listFlag
+	listen, bootstrap                                                    listFlag
 }
 
 func addNodeFlags(fs *flag.FlagSet) *nodeFlags {
