@@ -7,8 +7,9 @@
 #   testnet/run.sh [--dir DIR] [--bootstraps N] [--oracles N] [--miners N] [--routers N] [--check]
 #
 # --check waits until every node is healthy and every miner available, walks
-# one miner through reserve and release, stops the testnet and exits 0 — or 1
-# at the first step that fails.
+# one miner through reserve and release, runs one session of 3 agreeing
+# miners through the router, streams one chat completion with curl, stops
+# the testnet and exits 0 — or 1 at the first step that fails.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

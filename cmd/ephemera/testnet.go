@@ -25,7 +25,7 @@ func runTestnet(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&spec.Oracles, "oracles", spec.Oracles, "number of oracles")
 	fs.IntVar(&spec.Miners, "miners", spec.Miners, "number of miners")
 	fs.IntVar(&spec.Routers, "routers", spec.Routers, "number of routers")
-	check := fs.Bool("check", false, "check that every node becomes healthy and one miner goes through the lifecycle, then stop them all and exit 0 or 1")
+	check := fs.Bool("check", false, "check that every node becomes healthy, one miner goes through the lifecycle, a session of 3 miners agrees and a chat completion streams, then stop them all and exit 0 or 1")
 	wait := fs.Duration("timeout", 45*time.Second, "how long nodes may take to become healthy")
 	binary := fs.String("binary", "", "ephemera `binary` each node runs (default: this one)")
 	if _, err := parseFlags(fs, args); err != nil {
@@ -75,11 +75,20 @@ func runTestnet(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "all %d nodes healthy after %.1fs\n", len(statuses), time.Since(begin).Seconds())
 	if *check {
-		lctx, ldone := context.WithTimeout(ctx, *wait)
-		err := tn.CheckLifecycle(lctx, stdout)
-		ldone()
-		if err != nil {
-			return errors.Join(fmt.Errorf("lifecycle check: %w", err), stop())
+		for _, c := range []struct {
+			name string
+			run  func(context.Context, io.Writer) error
+		}{
+			{"lifecycle", tn.CheckLifecycle},
+			{"session", tn.CheckSession},
+			{"chat", tn.CheckChatStream},
+		} {
+			cctx, cdone := context.WithTimeout(ctx, *wait)
+			err := c.run(cctx, stdout)
+			cdone()
+			if err != nil {
+				return errors.Join(fmt.Errorf("%s check: %w", c.name, err), stop())
+			}
 		}
 	} else {
 		fmt.Fprintln(stdout, "running; press Ctrl-C to stop every node")
