@@ -97,7 +97,7 @@ func (m *Miner) State() State {
 	return m.state
 }
 
-// Start serves the validate and reserve protocols and runs the lifecycle.
+// Start serves the validate, reserve and session protocols and runs the lifecycle.
 // It fails if the miner cannot commit the state it starts in.
 func (m *Miner) Start(ctx context.Context) error {
 	ctx, m.cancel = context.WithCancel(ctx)
@@ -105,6 +105,7 @@ func (m *Miner) Start(ctx context.Context) error {
 	net := m.d.Check.Network
 	m.d.Host.SetStreamHandler(protocol.ValidateProtocol(net), m.handleValidate)
 	m.d.Host.SetStreamHandler(protocol.ReserveProtocol(net), m.handleReserve)
+	m.d.Host.SetStreamHandler(protocol.SessionProtocol(net), m.sessionHandler(maxTasks))
 	m.d.Pool.Subscribe(func(ev pool.Event) {
 		if ev.Kind == pool.EventAttestation && string(ev.Attestation.Msg.Miner) == string(m.self) {
 			m.poke()
@@ -126,6 +127,7 @@ func (m *Miner) Stop() {
 	net := m.d.Check.Network
 	m.d.Host.RemoveStreamHandler(protocol.ValidateProtocol(net))
 	m.d.Host.RemoveStreamHandler(protocol.ReserveProtocol(net))
+	m.d.Host.RemoveStreamHandler(protocol.SessionProtocol(net))
 	m.spawnMu.Lock()
 	if m.cancel != nil {
 		m.cancel()
