@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
@@ -574,7 +575,7 @@ func (r *Router) adopt(ctx context.Context, id string, p pending, grant protocol
 		miner: miner,
 		lease: lease,
 	}
-	if err := r.save(e); err != nil {
+	if err := r.saveSettling(e, true); err != nil {
 		// A grant this router cannot keep: give it back rather than let
 		// the miner sit reserved until its lease ends.
 		if _, rerr := r.sendRelease(context.WithoutCancel(ctx), e, pb.Outcome_CANCELLED); rerr == nil {
@@ -582,7 +583,7 @@ func (r *Router) adopt(ctx context.Context, id string, p pending, grant protocol
 		}
 		return Reservation{}, fmt.Errorf("store reservation: %w", err)
 	}
-	r.dropPending(id)
+	r.finishPending(id)
 	r.mu.Lock()
 	r.res[e.res.ID] = e
 	if r.running {
@@ -862,7 +863,12 @@ func (r *Router) end(e *entry, state, detail string) (Reservation, bool, error) 
 }
 
 // save writes e's current state to the store, one synced Put.
-func (r *Router) save(e *entry) error {
+func (r *Router) save(e *entry) error { return r.saveSettling(e, false) }
+
+// saveSettling is save; with settled it also deletes the entry's pending
+// claim in the same synced transaction, so that a crash leaves either the
+// claim or the reservation, never both.
+func (r *Router) saveSettling(e *entry, settled bool) error {
 	e.saveMu.Lock()
 	defer e.saveMu.Unlock()
 	if e.pruned {
@@ -875,7 +881,15 @@ func (r *Router) save(e *entry) error {
 	if err != nil {
 		return err
 	}
-	return r.d.Store.Put(resKey(s.ID), b)
+	if !settled {
+		return r.d.Store.Put(resKey(s.ID), b)
+	}
+	return r.d.Store.Update(func(txn *badger.Txn) error {
+		if err := txn.Set(resKey(s.ID), b); err != nil {
+			return err
+		}
+		return txn.Delete(pendKey(s.ID))
+	})
 }
 
 // prune forgets the oldest ended reservations beyond the history size.

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/ephemera-network/ephemera/inference"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/node/router"
@@ -471,17 +472,15 @@ func (m *Manager) submit(id string, q TaskRequest, onDelta func(string) error) (
 	m.mu.Unlock()
 	// The task is stored before the caller learns its id, and with the
 	// session's count, so a restart neither loses nor renumbers it.
-	if err := m.saveTask(l, lt); err != nil {
+	if err := m.saveBoth(l, lt); err != nil {
 		m.mu.Lock()
 		delete(l.tasks, lt.t.ID)
 		if i := slices.Index(l.queue, lt); i >= 0 {
 			l.queue = slices.Delete(l.queue, i, i+1)
 			m.queued--
 		}
+		l.s.Submitted--
 		m.mu.Unlock()
-		return Task{}, err
-	}
-	if err := m.saveSession(l); err != nil {
 		return Task{}, err
 	}
 	select {
@@ -618,37 +617,56 @@ func (m *Manager) Models() []string {
 	return out
 }
 
-// saveSession writes the session as it is now, one synced Put.
-func (m *Manager) saveSession(l *live) error {
+// saveSession writes the session as it is now, one synced write.
+func (m *Manager) saveSession(l *live) error { return m.save(l, nil, true) }
+
+// saveTask writes the task as it is now, one synced write.
+func (m *Manager) saveTask(l *live, lt *liveTask) error { return m.save(l, lt, false) }
+
+// saveBoth writes a task and its session together, in one synced
+// transaction: a task's count in its session never disagrees with the
+// tasks stored.
+func (m *Manager) saveBoth(l *live, lt *liveTask) error { return m.save(l, lt, true) }
+
+// save writes lt (if not nil) and, if session, l's session, in one synced
+// transaction.
+func (m *Manager) save(l *live, lt *liveTask, session bool) error {
 	l.saveMu.Lock()
 	defer l.saveMu.Unlock()
+	type kv struct{ k, v []byte }
+	var writes []kv
 	m.mu.Lock()
 	s := l.view()
+	var t Task
+	if lt != nil {
+		t = cloneTask(lt.t)
+	}
 	m.mu.Unlock()
-	s.MeanAgreement = nil
-	b, err := json.Marshal(s)
+	if lt != nil {
+		b, err := json.Marshal(t)
+		if err != nil {
+			return err
+		}
+		writes = append(writes, kv{taskKey(t.Session, t.ID), b})
+	}
+	if session {
+		s.MeanAgreement = nil
+		b, err := json.Marshal(s)
+		if err != nil {
+			return err
+		}
+		writes = append(writes, kv{sessKey(s.ID), b})
+	}
+	err := m.d.Store.Update(func(txn *badger.Txn) error {
+		for _, w := range writes {
+			if err := txn.Set(w.k, w.v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
-		return err
-	}
-	if err := m.d.Store.Put(sessKey(s.ID), b); err != nil {
-		return fmt.Errorf("store session: %w", err)
-	}
-	return nil
-}
-
-// saveTask writes the task as it is now, one synced Put.
-func (m *Manager) saveTask(l *live, lt *liveTask) error {
-	l.saveMu.Lock()
-	defer l.saveMu.Unlock()
-	m.mu.Lock()
-	t := cloneTask(lt.t)
-	m.mu.Unlock()
-	b, err := json.Marshal(t)
-	if err != nil {
-		return err
-	}
-	if err := m.d.Store.Put(taskKey(t.Session, t.ID), b); err != nil {
-		return fmt.Errorf("store task: %w", err)
+		return fmt.Errorf("store session %s: %w", s.ID, err)
 	}
 	return nil
 }

@@ -242,7 +242,8 @@ func (m *Manager) execute(ctx context.Context, l *live, lt *liveTask) {
 	lt.t.State, lt.t.Started = TaskRunning, start
 	lt.t.QueueMs = start.Sub(lt.t.Created).Milliseconds()
 	m.mu.Unlock()
-	m.saveTaskLogged(l, lt)
+	// Not stored: a task found running after a crash is queued again, as one
+	// found queued is.
 
 	var (
 		good     []*call
@@ -459,9 +460,8 @@ func (m *Manager) fail(l *live, lt *liveTask, why string) {
 }
 
 func (m *Manager) closeTask(l *live, lt *liveTask) {
-	m.saveTaskLogged(l, lt)
-	if err := m.saveSession(l); err != nil {
-		m.log.Error("store session", "session", l.s.ID, "err", err)
+	if err := m.saveBoth(l, lt); err != nil {
+		m.log.Error("store task", "session", l.s.ID, "task", lt.t.ID, "err", err)
 	}
 	close(lt.done)
 }
