@@ -9,7 +9,10 @@
 //	self/peer_id, self/starts            the identity the data belongs to; start count
 //	self/miner                           a miner's lifecycle state (JSON), the one authority over it
 //	signed/<miner b58>/<gen>/<round>     an oracle's signed verdicts: never two for one slot
-//	res/<session>                        a router's reservations (JSON)
+//	res/<session>                        a router's reservations (JSON), by the claim's session id
+//	pend/<session>                       a router's claims sent whose grant is not stored yet (JSON)
+//	sess/<id>                            a router's user sessions (JSON)
+//	task/<session id>/<task id>          the tasks of those sessions, with every miner's answer (JSON)
 //	pool/<miner>                         latest availability record of each known miner (TTL)
 //	att/<miner b58>/<gen>/<oracle b58>/<round>   attestations seen (TTL: their expiry)
 //	grant/<miner b58>/<gen>              grants seen, to catch a second one (TTL 7 days)
