@@ -91,17 +91,23 @@ func (m *Manager) endReason(ctx context.Context, l *live) string {
 	return l.ending
 }
 
-// next takes the first queued task.
+// next returns the first queued task. It stays queued, and counts against
+// MaxQueued, until it has its miners (see dequeueLocked).
 func (m *Manager) next(l *live) *liveTask {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(l.queue) == 0 {
 		return nil
 	}
-	lt := l.queue[0]
-	l.queue = l.queue[1:]
-	m.queued--
-	return lt
+	return l.queue[0]
+}
+
+// dequeueLocked takes lt out of the queue; m.mu is held.
+func (m *Manager) dequeueLocked(l *live, lt *liveTask) {
+	if i := slices.Index(l.queue, lt); i >= 0 {
+		l.queue = slices.Delete(l.queue, i, i+1)
+		m.queued--
+	}
 }
 
 // topUp reserves miners until the session holds min_nodes, one attempt
@@ -230,15 +236,18 @@ func (m *Manager) execute(ctx context.Context, l *live, lt *liveTask) {
 	miners, err := m.acquire(ctx, l, need, nil, m.now().Add(m.d.Config.QueueTimeout))
 	if err != nil {
 		if ctx.Err() != nil {
-			m.requeue(l, lt)
-			return
+			return // still queued: the session's next run starts it
 		}
+		m.mu.Lock()
+		m.dequeueLocked(l, lt)
+		m.mu.Unlock()
 		m.fail(l, lt, fmt.Sprintf("%s within %s: %v", ErrNoMiner, m.d.Config.QueueTimeout, err))
 		return
 	}
 	start := m.now()
 	deadline := start.Add(p.TaskTimeout.Std())
 	m.mu.Lock()
+	m.dequeueLocked(l, lt)
 	lt.t.State, lt.t.Started = TaskRunning, start
 	lt.t.QueueMs = start.Sub(lt.t.Created).Milliseconds()
 	m.mu.Unlock()
@@ -258,7 +267,13 @@ func (m *Manager) execute(ctx context.Context, l *live, lt *liveTask) {
 		m.mu.Unlock()
 		var deltas func(string) error
 		if onDelta != nil && !streamed {
-			deltas = func(s string) error { streamed = true; return onDelta(s) }
+			deltas = func(s string) error {
+				streamed = true
+				if err := onDelta(s); err != nil {
+					return fmt.Errorf("%w: %v", errClientGone, err)
+				}
+				return nil
+			}
 		}
 		calls := m.dispatch(tctx, l, lt, miners, mode, deadline, deltas)
 		for i, c := range calls {
@@ -298,6 +313,10 @@ func (m *Manager) execute(ctx context.Context, l *live, lt *liveTask) {
 	}
 	m.conclude(ctx, l, lt, good)
 }
+
+// errClientGone is a streamed answer's reader gone: the task ends, and the
+// miner is not to blame.
+var errClientGone = errors.New("the client stopped reading the answer")
 
 // outcome is a call's result, or why it failed.
 type outcome struct {
@@ -345,8 +364,8 @@ func (m *Manager) dispatch(ctx context.Context, l *live, lt *liveTask, miners []
 // recordFailure drops a miner that failed a task from the session and
 // releases it as failed; a broken commitment also counts against it here.
 func (m *Manager) recordFailure(l *live, lt *liveTask, h *held, c outcome) {
-	if errors.Is(c.err, context.Canceled) {
-		return // the session is ending; not the miner's fault
+	if errors.Is(c.err, context.Canceled) || errors.Is(c.err, errClientGone) {
+		return // the session is ending, or its client left: not the miner's fault
 	}
 	m.log.Warn("miner failed a task", "session", l.s.ID, "task", lt.t.ID, "miner", h.miner, "err", c.err)
 	if errors.Is(c.err, errBadReveal) {
