@@ -344,7 +344,10 @@ func (r *Router) ReserveFor(ctx context.Context, q Request) (Reservation, error)
 	}
 	cands := r.candidates(ctx, model, q.Exclude)
 	if len(cands) == 0 {
-		return Reservation{}, fmt.Errorf("%w: no candidate in the pool for model %q", ErrNoMiner, model)
+		if model == "" {
+			return Reservation{}, fmt.Errorf("%w: none is free in the pool", ErrNoMiner)
+		}
+		return Reservation{}, fmt.Errorf("%w: none is free in the pool for model %q", ErrNoMiner, model)
 	}
 	var failures []string
 	for _, m := range cands {
