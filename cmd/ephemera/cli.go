@@ -27,6 +27,8 @@ func commands() []command {
 		{"pool", "list the miners a node knows and their states", runPool},
 		{"reserve", "reserve an available miner through a router", runReserve},
 		{"release", "release a reservation through its router", runRelease},
+		{"submit", "ask miners a prompt through a router; print their answers and agreement", runSubmit},
+		{"sessions", "list a router's sessions, or show one with its miners and tasks", runSessions},
 		{"testnet", "start a local multi-process testnet", runTestnet},
 		{"version", "print the version", runVersion},
 	}
