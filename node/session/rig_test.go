@@ -1,0 +1,378 @@
+package session
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ephemera-network/ephemera/inference"
+	"github.com/ephemera-network/ephemera/internal/duration"
+	"github.com/ephemera-network/ephemera/node/miner"
+	"github.com/ephemera-network/ephemera/node/pool"
+	"github.com/ephemera-network/ephemera/node/router"
+	"github.com/ephemera-network/ephemera/protocol"
+	"github.com/ephemera-network/ephemera/protocol/pb"
+	"github.com/ephemera-network/ephemera/store"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+)
+
+// The rig: real miners (node/miner) and a real router node (router, pool,
+// session manager), each on its own libp2p host on 127.0.0.1 and its own
+// Badger store. Oracles are keys the test holds: a miner is made available
+// by handing its pool view passing attestations, and its availability
+// records reach the router's pool view as gossip would carry them.
+
+const testNetwork = "sesstest"
+
+type testNet struct {
+	check   protocol.Checker
+	oracles []crypto.PrivKey
+
+	mu      sync.Mutex
+	miners  []*testMiner
+	routers []*testRouter
+	pools   []*pool.Pool       // the routers' pool views the miners' records reach
+	last    map[peer.ID][]byte // each miner's latest record
+}
+
+func newKey(t testing.TB) crypto.PrivKey {
+	t.Helper()
+	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func newHost(t testing.TB, key crypto.PrivKey) host.Host {
+	t.Helper()
+	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+func openStore(t testing.TB, dir string) *store.Store {
+	t.Helper()
+	s, err := store.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func newTestNet(t testing.TB) *testNet {
+	t.Helper()
+	n := &testNet{last: map[peer.ID][]byte{}}
+	p := protocol.DefaultParams()
+	for range 2 {
+		k := newKey(t)
+		id, _ := peer.IDFromPrivateKey(k)
+		n.oracles = append(n.oracles, k)
+		p.Oracles = append(p.Oracles, id.String())
+	}
+	p.Quorum = 2
+	p.Lease = duration.Duration(5 * time.Second)
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	n.check = protocol.Checker{Network: testNetwork, Params: p}
+	return n
+}
+
+// publish is the miners' pool topic: every attached pool view gets the record.
+func (n *testNet) publish(_ context.Context, data []byte) error {
+	rec, err := protocol.Open[pb.Availability](data)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if old, ok := n.last[rec.Signer]; ok {
+		if o, err := protocol.Open[pb.Availability](old); err == nil && o.Msg.Seq > rec.Msg.Seq {
+			return nil
+		}
+	}
+	n.last[rec.Signer] = data
+	for _, p := range n.pools {
+		_ = p.AddAvailability(rec) // stale or duplicate records are the pool's business
+	}
+	return nil
+}
+
+func (n *testNet) attach(p *pool.Pool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.pools = append(n.pools, p)
+	for _, raw := range n.last {
+		if rec, err := protocol.Open[pb.Availability](raw); err == nil {
+			_ = p.AddAvailability(rec)
+		}
+	}
+}
+
+func (n *testNet) detach(p *pool.Pool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.pools = slices.DeleteFunc(n.pools, func(x *pool.Pool) bool { return x == p })
+}
+
+// testMiner is a node running the miner role with the builtin engine.
+type testMiner struct {
+	n     *testNet
+	key   crypto.PrivKey
+	id    peer.ID
+	host  host.Host
+	store *store.Store
+	pool  *pool.Pool // its own view, where the oracles' verdicts land
+	m     *miner.Miner
+}
+
+// newMiner starts a miner, validating at generation 0.
+func (n *testNet) newMiner(t testing.TB) *testMiner {
+	t.Helper()
+	key := newKey(t)
+	h := newHost(t, key)
+	st := openStore(t, t.TempDir())
+	p, err := pool.New(st, n.check, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := miner.New(miner.Deps{
+		Check: n.check, Host: h, Key: key, Store: st, Pool: p, Backend: inference.NewBuiltin(), PublishPool: n.publish,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Stop) // before its store and host close
+	tm := &testMiner{n: n, key: key, id: h.ID(), host: h, store: st, pool: p, m: m}
+	n.mu.Lock()
+	n.miners = append(n.miners, tm)
+	routers := slices.Clone(n.routers)
+	n.mu.Unlock()
+	for _, tr := range routers {
+		tr.know(tm)
+	}
+	return tm
+}
+
+func (n *testNet) newMiners(t testing.TB, count int) []*testMiner {
+	t.Helper()
+	out := make([]*testMiner, count)
+	for i := range out {
+		out[i] = n.newMiner(t)
+	}
+	return out
+}
+
+// makeAvailable passes the miner's current generation by a quorum of
+// oracles and waits until every router sees it available.
+func (tm *testMiner) makeAvailable(t testing.TB) uint64 {
+	t.Helper()
+	gen := tm.m.State().Generation
+	now := time.Now()
+	p := tm.n.check.Params
+	for i, o := range tm.n.oracles {
+		id, _ := peer.IDFromPrivateKey(o)
+		raw, err := protocol.Seal(&pb.Attestation{
+			Network: testNetwork, Oracle: []byte(id), Miner: []byte(tm.id), Generation: gen, Round: p.RoundAt(now),
+			Model: inference.BuiltinModel, ScoreMilli: 1000, Pass: true,
+			IssuedMs: protocol.Ms(now), ExpiresMs: protocol.Ms(now.Add(p.AttestationLifetime.Std())),
+			ChallengeDigest: protocol.Digest(fmt.Appendf(nil, "%d/%d", i, gen)),
+		}, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := protocol.Open[pb.Attestation](raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev, err := tm.pool.AddAttestation(a); err != nil || ev != nil {
+			t.Fatalf("attestation: evidence %v, err %v", ev, err)
+		}
+	}
+	tm.waitState(t, pb.MinerState_AVAILABLE, gen)
+	tm.n.mu.Lock()
+	routers := slices.Clone(tm.n.routers)
+	tm.n.mu.Unlock()
+	for _, tr := range routers {
+		waitFor(t, "the router to see the miner available", 5*time.Second, func() bool {
+			return slices.ContainsFunc(tr.pool.Available(""), func(m pool.Miner) bool {
+				return m.ID == tm.id && m.Generation == gen
+			})
+		})
+	}
+	return gen
+}
+
+func (tm *testMiner) waitState(t testing.TB, st pb.MinerState, gen uint64) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("miner %s %s at generation %d", short(tm.id), st, gen), 5*time.Second, func() bool {
+		s := tm.m.State()
+		return s.State == st && s.Generation == gen
+	})
+}
+
+func short(id peer.ID) string {
+	s := id.String()
+	return s[len(s)-6:]
+}
+
+// testRouter is a node running the router role and its session manager.
+type testRouter struct {
+	n     *testNet
+	key   crypto.PrivKey
+	dir   string
+	host  host.Host
+	store *store.Store
+	pool  *pool.Pool
+	r     *router.Router
+	m     *Manager
+	// crashed is set once crash has cut the node off.
+	crashed bool
+}
+
+func testConfig() Config {
+	return Config{MaxSessions: 8, MaxQueued: 16, QueueTimeout: 30 * time.Second}
+}
+
+// newRouter starts a router node with key over the store in dir.
+func (n *testNet) newRouter(t testing.TB, key crypto.PrivKey, dir string, cfg Config) *testRouter {
+	t.Helper()
+	h := newHost(t, key)
+	n.mu.Lock()
+	miners := slices.Clone(n.miners)
+	n.mu.Unlock()
+	for _, tm := range miners { // known before the router starts: its first settle dials them
+		h.Peerstore().AddAddrs(tm.id, tm.host.Addrs(), peerstore.PermanentAddrTTL)
+	}
+	st := openStore(t, dir)
+	p, err := pool.New(st, n.check, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := router.New(router.Deps{Network: testNetwork, Check: n.check, Host: h, Key: key, Store: st, Pool: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Start(context.Background())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = r.Stop(ctx)
+	})
+	m, err := New(Deps{
+		Check: n.check, Host: h, Key: key, Store: st, Router: r, Pool: p,
+		Embed: inference.NewBuiltin().Embed, Config: cfg,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &testRouter{n: n, key: key, dir: dir, host: h, store: st, pool: p, r: r, m: m}
+	n.mu.Lock()
+	n.routers = append(n.routers, tr)
+	n.mu.Unlock()
+	n.attach(p)
+	m.Start(context.Background())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if err := m.Stop(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	return tr
+}
+
+func (tr *testRouter) know(tm *testMiner) {
+	tr.host.Peerstore().AddAddrs(tm.id, tm.host.Addrs(), peerstore.PermanentAddrTTL)
+}
+
+// crash is a kill -9 of the router node: it hears no more gossip, its host
+// is gone, its router's loops stop without releasing anything (as Stop
+// does), and its store is closed. Its session manager is abandoned as it
+// is: only what it wrote to the store survives.
+func (tr *testRouter) crash(t testing.TB) {
+	t.Helper()
+	tr.n.detach(tr.pool)
+	tr.n.mu.Lock()
+	tr.n.routers = slices.DeleteFunc(tr.n.routers, func(x *testRouter) bool { return x == tr })
+	tr.n.mu.Unlock()
+	tr.crashed = true
+	tr.host.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := tr.r.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitSession waits for the session to satisfy cond.
+func (tr *testRouter) waitSession(t testing.TB, id, what string, timeout time.Duration, cond func(Session) bool) Session {
+	t.Helper()
+	var s Session
+	waitFor(t, what, timeout, func() bool {
+		var err error
+		s, err = tr.m.Get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cond(s)
+	})
+	return s
+}
+
+func active(s Session) int {
+	n := 0
+	for _, h := range s.Miners {
+		if h.State == HoldActive {
+			n++
+		}
+	}
+	return n
+}
+
+// waitTask waits for the task to finish.
+func (tr *testRouter) waitTask(t testing.TB, session, id string) Task {
+	t.Helper()
+	task, err := tr.m.Task(t.Context(), session, id, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !task.finished() {
+		t.Fatalf("task %s/%s did not finish: %+v", session, id, task)
+	}
+	return task
+}
+
+func ask(prompt string) TaskRequest {
+	return TaskRequest{Messages: []inference.Message{{Role: "user", Content: prompt}}}
+}
