@@ -83,6 +83,12 @@ func (m *Manager) open(ctx context.Context, c *call) (network.Stream, *bufio.Rea
 	return s, bufio.NewReader(s), nil
 }
 
+// cancelOnDone resets s when ctx ends, so a session that ends does not wait
+// for a miner's answer; the returned func stops watching.
+func cancelOnDone(ctx context.Context, s network.Stream) func() bool {
+	return context.AfterFunc(ctx, func() { s.Reset() })
+}
+
 // streamCall runs c in stream mode: deltas go to onDelta as they arrive,
 // and the signed result must be exactly their concatenation.
 func (m *Manager) streamCall(ctx context.Context, c *call, onDelta func(string) error) error {
@@ -91,6 +97,7 @@ func (m *Manager) streamCall(ctx context.Context, c *call, onDelta func(string) 
 		return err
 	}
 	defer s.Close()
+	defer cancelOnDone(ctx, s)()
 	_ = s.CloseWrite()
 	var text strings.Builder
 	for {
@@ -138,6 +145,7 @@ func (m *Manager) commitCall(ctx context.Context, c *call, committed chan<- erro
 		return err
 	}
 	defer s.Close()
+	defer cancelOnDone(ctx, s)()
 	commit, err := m.readCommit(r, c)
 	committed <- err
 	if err != nil {

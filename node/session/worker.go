@@ -349,6 +349,11 @@ func (m *Manager) dispatch(ctx context.Context, l *live, lt *liveTask, miners []
 			} else {
 				out[i].err = m.commitCall(ctx, c, committed, reveal)
 			}
+			if out[i].err != nil && ctx.Err() != nil {
+				// The stream was cut because the task ran out of time or
+				// the session ended: say which, not what the reset looked like.
+				out[i].err = fmt.Errorf("%w (%v)", context.Cause(ctx), out[i].err)
+			}
 		})
 	}
 	if mode == pb.TaskMode_TASK_MODE_COMMIT_REVEAL {
