@@ -138,7 +138,7 @@ func (m *Manager) streamCall(ctx context.Context, c *call, onDelta func(string) 
 // reports it on committed, waits for reveal to close (every miner of the
 // task has committed or failed), asks for the reveal and checks it against
 // the commitment.
-func (m *Manager) commitCall(ctx context.Context, c *call, committed chan<- error, reveal <-chan struct{}) error {
+func (m *Manager) commitCall(ctx context.Context, c *call, committed chan<- error, reveal <-chan struct{}, commitments *uint32) error {
 	s, r, err := m.open(ctx, c)
 	if err != nil {
 		committed <- err
@@ -161,6 +161,7 @@ func (m *Manager) commitCall(ctx context.Context, c *call, committed chan<- erro
 	}
 	rv, err := protocol.Seal(&pb.Reveal{
 		Network: m.d.Check.Network, Router: []byte(m.self), Miner: []byte(c.miner), TaskDigest: c.digest,
+		Commitments: *commitments,
 	}, m.d.Key)
 	if err != nil {
 		s.Reset()

@@ -334,6 +334,7 @@ func (m *Manager) dispatch(ctx context.Context, l *live, lt *liveTask, miners []
 	out := make([]outcome, len(miners))
 	committed := make(chan error, len(miners))
 	reveal := make(chan struct{})
+	var commitments uint32 // set before reveal is closed, read after
 	var wg sync.WaitGroup
 	for i, h := range miners {
 		c, err := m.sealTask(&t, h, mode, deadline)
@@ -347,7 +348,7 @@ func (m *Manager) dispatch(ctx context.Context, l *live, lt *liveTask, miners []
 			if mode == pb.TaskMode_TASK_MODE_STREAM {
 				out[i].err = m.streamCall(ctx, c, onDelta)
 			} else {
-				out[i].err = m.commitCall(ctx, c, committed, reveal)
+				out[i].err = m.commitCall(ctx, c, committed, reveal, &commitments)
 			}
 			if out[i].err != nil && ctx.Err() != nil {
 				// The stream was cut because the task ran out of time or
@@ -358,7 +359,9 @@ func (m *Manager) dispatch(ctx context.Context, l *live, lt *liveTask, miners []
 	}
 	if mode == pb.TaskMode_TASK_MODE_COMMIT_REVEAL {
 		for range miners {
-			<-committed
+			if <-committed == nil {
+				commitments++
+			}
 		}
 		close(reveal)
 	}
