@@ -2,13 +2,24 @@ package node_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/ephemera-network/ephemera/inference"
+	"github.com/ephemera-network/ephemera/internal/duration"
+	"github.com/ephemera-network/ephemera/node"
+	"github.com/ephemera-network/ephemera/node/pool"
+	"github.com/ephemera-network/ephemera/node/router"
 	"github.com/ephemera-network/ephemera/node/session"
+	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/ephemera-network/ephemera/testnet"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 func ask(prompt string) session.TaskRequest {
@@ -76,4 +87,631 @@ func TestSessionRedundancyThree(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// testRound is the validation round of the testnets below, instead of the
+// default 5 s: a released miner is validated again within a few seconds,
+// so a test that waits for that stays short. Only the oracles' schedule
+// depends on it.
+const testRound = time.Second
+
+// tunedLauncher starts nodes in this process, like testnet.InProcess, with
+// every node's params.round_period set to round (when not zero), and gives
+// the node of a name (such as "miner-0") the engine backend returns for it,
+// nil keeping the built-in one.
+type tunedLauncher struct {
+	round   time.Duration
+	backend func(name string) inference.Backend
+}
+
+func (l tunedLauncher) Launch(ctx context.Context, name string, home node.Home) (testnet.Node, error) {
+	cfg, err := node.LoadConfig(home.ConfigPath())
+	if err != nil {
+		return nil, err
+	}
+	if l.round > 0 {
+		cfg.Params.RoundPeriod = duration.Duration(l.round)
+	}
+	opts := node.Options{Version: "test"}
+	if l.backend != nil {
+		opts.Backend = l.backend(name)
+	}
+	n, err := node.New(home, cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.Start(ctx); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return testnet.InProcessNode{Node: n}, nil
+}
+
+// startTestnetWith is startTestnet with the launcher l.
+func startTestnetWith(t *testing.T, spec testnet.Spec, l testnet.Launcher) *testnet.Testnet {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tn, err := testnet.Start(ctx, t.TempDir(), spec, l)
+	t.Cleanup(func() {
+		sctx, done := context.WithTimeout(context.Background(), 30*time.Second)
+		defer done()
+		if err := tn.Stop(sctx); err != nil {
+			t.Error(err)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tn.WaitHealthy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return tn
+}
+
+// taskMarker is the system message that tells the tests' engines a task
+// comes from a user session. Oracles' challenges carry none, so an engine
+// that misbehaves only on marked tasks still validates.
+const taskMarker = "ephemera test: a user session's task"
+
+func marked(req inference.GenerateRequest) bool {
+	return slices.ContainsFunc(req.Messages, func(m inference.Message) bool {
+		return m.Role == "system" && m.Content == taskMarker
+	})
+}
+
+// askMarked is ask with the marker.
+func askMarked(prompt string) session.TaskRequest {
+	return session.TaskRequest{Messages: []inference.Message{{Role: "system", Content: taskMarker}, {Role: "user", Content: prompt}}}
+}
+
+// slowEngine is the built-in engine, except that a marked task announces
+// itself on started and then runs until its context ends (or a minute has
+// passed): the task is in flight for as long as the test needs.
+type slowEngine struct {
+	*inference.Builtin
+	started chan struct{}
+	once    sync.Once
+}
+
+func (e *slowEngine) hold(ctx context.Context) error {
+	e.once.Do(func() { close(e.started) })
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(time.Minute):
+		return nil
+	}
+}
+
+func (e *slowEngine) Generate(ctx context.Context, req inference.GenerateRequest) (inference.GenerateResponse, error) {
+	if marked(req) {
+		if err := e.hold(ctx); err != nil {
+			return inference.GenerateResponse{}, err
+		}
+	}
+	return e.Builtin.Generate(ctx, req)
+}
+
+func (e *slowEngine) GenerateStream(ctx context.Context, req inference.GenerateRequest, onToken func(string) error) (inference.GenerateResponse, error) {
+	if marked(req) {
+		if err := e.hold(ctx); err != nil {
+			return inference.GenerateResponse{}, err
+		}
+	}
+	return e.Builtin.GenerateStream(ctx, req, onToken)
+}
+
+// liarEngine answers the oracles' challenges as the built-in engine does,
+// so it validates, but every marked task wrongly.
+type liarEngine struct{ *inference.Builtin }
+
+const lie = "I refuse to answer."
+
+func (e liarEngine) Generate(ctx context.Context, req inference.GenerateRequest) (inference.GenerateResponse, error) {
+	if marked(req) {
+		return inference.GenerateResponse{Model: inference.BuiltinModel, Text: lie, CompletionTokens: 4}, nil
+	}
+	return e.Builtin.Generate(ctx, req)
+}
+
+func (e liarEngine) GenerateStream(ctx context.Context, req inference.GenerateRequest, onToken func(string) error) (inference.GenerateResponse, error) {
+	if !marked(req) {
+		return e.Builtin.GenerateStream(ctx, req, onToken)
+	}
+	if onToken != nil {
+		if err := onToken(lie); err != nil {
+			return inference.GenerateResponse{}, err
+		}
+	}
+	return inference.GenerateResponse{Model: inference.BuiltinModel, Text: lie, CompletionTokens: 4}, nil
+}
+
+// nodeNamed is the in-process node of that name in tn ("miner-0").
+func nodeNamed(t *testing.T, tn *testnet.Testnet, name string) *node.Node {
+	t.Helper()
+	for _, n := range tn.Nodes() {
+		if _, got, ok := tn.Find(n.Runtime().PeerID); ok && got == name {
+			return inProcess(t, n)
+		}
+	}
+	t.Fatalf("no node named %s", name)
+	return nil
+}
+
+// reputationOf is the reputation n's pool holds for id, counters included
+// (the pool view shows only its score).
+func reputationOf(t *testing.T, n *node.Node, id peer.ID) pool.Reputation {
+	t.Helper()
+	var r pool.Reputation
+	b, err := n.Store().Get([]byte("rep/" + string(id)))
+	if err != nil {
+		t.Fatalf("reputation of %s: %v", id, err)
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// waitSession polls the session until cond holds.
+func waitSession(t *testing.T, sm *session.Manager, id, what string, timeout time.Duration, cond func(session.Session) bool) session.Session {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		s, err := sm.Get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cond(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; session %+v", what, s)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func activeHoldings(s session.Session) []session.Holding {
+	var out []session.Holding
+	for _, h := range s.Miners {
+		if h.State == session.HoldActive {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// holdAllBut reserves, through r's raw reservation desk, every available
+// miner but keep, so that the next session can only have keep. It returns
+// the reservations, to be given back with giveBack.
+func holdAllBut(t *testing.T, ctx context.Context, r *node.Node, keep peer.ID, n int) []router.Reservation {
+	t.Helper()
+	var out []router.Reservation
+	for range n {
+		res, err := r.Router().ReserveFor(ctx, router.Request{Exclude: []peer.ID{keep}, Lease: 5 * time.Minute})
+		if err != nil {
+			t.Fatalf("reserving the miners other than %s: %v", keep, err)
+		}
+		out = append(out, res)
+	}
+	return out
+}
+
+func giveBack(t *testing.T, ctx context.Context, r *node.Node, held []router.Reservation) {
+	t.Helper()
+	for _, res := range held {
+		if _, err := r.Router().Release(ctx, res.ID, pb.Outcome_CANCELLED); err != nil {
+			t.Fatalf("release %s: %v", res.ID, err)
+		}
+	}
+}
+
+// poolMonitor samples a node's pool view until stopped and finds the one
+// thing that must never be seen: a miner available again at a generation
+// it was seen reserved at (it must be released and validated anew, at the
+// next generation, first), or a miner's generation going back.
+type poolMonitor struct {
+	stop, done chan struct{}
+	reserved   map[string]map[uint64]bool
+	last       map[string]uint64
+	violations []string
+}
+
+func watchPool(n *node.Node) *poolMonitor {
+	pm := &poolMonitor{stop: make(chan struct{}), done: make(chan struct{}),
+		reserved: map[string]map[uint64]bool{}, last: map[string]uint64{}}
+	go func() {
+		defer close(pm.done)
+		tick := time.NewTicker(25 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			pm.sample(poolView(n.Pool()))
+			select {
+			case <-pm.stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return pm
+}
+
+func (pm *poolMonitor) sample(v poolView) {
+	for _, m := range v {
+		if last, ok := pm.last[m.PeerID]; ok && m.Generation < last {
+			pm.violations = append(pm.violations, fmt.Sprintf("%s went back from generation %d to %d", m.PeerID, last, m.Generation))
+		}
+		pm.last[m.PeerID] = m.Generation
+		switch m.State {
+		case "reserved":
+			if pm.reserved[m.PeerID] == nil {
+				pm.reserved[m.PeerID] = map[uint64]bool{}
+			}
+			pm.reserved[m.PeerID][m.Generation] = true
+		case "available":
+			if pm.reserved[m.PeerID][m.Generation] {
+				pm.violations = append(pm.violations, fmt.Sprintf("%s available again at generation %d, which it was reserved at", m.PeerID, m.Generation))
+				pm.reserved[m.PeerID][m.Generation] = false // said once
+			}
+		}
+	}
+}
+
+// Stop ends the sampling and returns what it saw wrong.
+func (pm *poolMonitor) Stop() []string {
+	close(pm.stop)
+	<-pm.done
+	return pm.violations
+}
+
+// 100 tasks over 10 sessions on 6 miners: the sessions queue for miners,
+// each ends by its task limit and releases its miner, and a released miner
+// serves another session only once it is validated again, at its next
+// generation.
+func TestHundredTasksOverTenSessions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("11 nodes")
+	}
+	const (
+		sessions = 10
+		perTask  = 10
+		miners   = 6
+	)
+	tn := startTestnetWith(t, testnet.Spec{Network: "sess100", Bootstraps: 1, Oracles: 3, Miners: miners, Routers: 1},
+		tunedLauncher{round: testRound})
+	r := routersOf(t, tn)[0]
+	start := time.Now()
+	waitPool(t, r, "the router to see 6 available miners", 60*time.Second, func(v poolView) bool {
+		return v.Count("available") == miners
+	})
+	t.Logf("6 miners available after %s", time.Since(start).Round(time.Millisecond))
+	mon := watchPool(r)
+	defer func() {
+		if mon != nil {
+			mon.Stop()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	sm := r.Sessions()
+	type sub struct {
+		session, task string
+		sum           int
+	}
+	var subs []sub
+	var ids []string
+	for i := range sessions {
+		s, err := sm.Create(ctx, session.Params{Redundancy: 1, MinNodes: 1, MaxNodes: 1, MaxTasks: perTask})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, s.ID)
+		for j := range perTask {
+			a, b := 100*i+j, 7*j+13
+			task, err := sm.Submit(ctx, s.ID, ask(fmt.Sprintf("What is %d + %d?", a, b)))
+			if err != nil {
+				t.Fatalf("session %d task %d: %v", i, j, err)
+			}
+			subs = append(subs, sub{s.ID, task.ID, a + b})
+		}
+	}
+	begin := time.Now()
+	for _, sb := range subs {
+		task, err := sm.Task(ctx, sb.session, sb.task, 120*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if task.State != session.TaskDone {
+			t.Fatalf("task %s/%s %s: %s", sb.session, sb.task, task.State, task.Error)
+		}
+		if !strings.Contains(task.Answer, strconv.Itoa(sb.sum)) {
+			t.Fatalf("task %s/%s: %q to %q, want %d", sb.session, sb.task, task.Answer, task.Messages[0].Content, sb.sum)
+		}
+		if len(task.Answers) != 1 || !task.Answers[0].Accepted || task.Answers[0].Error != "" {
+			t.Fatalf("task %s/%s answers %+v", sb.session, sb.task, task.Answers)
+		}
+	}
+	t.Logf("100 tasks done in %s", time.Since(begin).Round(time.Millisecond))
+
+	var served []session.Holding
+	byGen := map[string]int{} // sessions served per (miner, generation)
+	for _, id := range ids {
+		s := waitSession(t, sm, id, "the session to end", 30*time.Second, func(s session.Session) bool {
+			return s.State == session.StateEnded
+		})
+		if s.EndReason != session.EndMaxTasks || s.Completed != perTask || s.Failed != 0 {
+			t.Fatalf("session %s: ended %q with %d done, %d failed", id, s.EndReason, s.Completed, s.Failed)
+		}
+		tasks := 0
+		for _, h := range s.Miners {
+			if h.State != session.HoldReleased {
+				t.Errorf("session %s holding %+v", id, h)
+			}
+			tasks += h.Tasks
+			byGen[fmt.Sprintf("%s/%d", h.Miner, h.Generation)]++
+			served = append(served, h)
+		}
+		if tasks != perTask {
+			t.Errorf("session %s: its miners gave %d accepted answers, want %d", id, tasks, perTask)
+		}
+	}
+	t.Logf("every session ended after %s", time.Since(begin).Round(time.Millisecond))
+	for k, n := range byGen {
+		if n != 1 {
+			t.Errorf("%s served %d sessions: a miner serves one per generation", k, n)
+		}
+	}
+	if len(byGen) < sessions {
+		t.Errorf("%d (miner, generation) pairs served %d sessions", len(byGen), sessions)
+	}
+	for _, res := range r.Router().Reservations() {
+		if res.State == router.StateActive {
+			t.Errorf("reservation still active after every session ended: %+v", res)
+		}
+	}
+	// Back only at a later generation, with a quorum of passing
+	// attestations for that generation (the view's oracles are those of the
+	// miner's current generation).
+	quorum := r.Config().Params.Quorum
+	waitPool(t, r, "every miner that served available again at a later generation", 90*time.Second, func(v poolView) bool {
+		for _, h := range served {
+			m, ok := v.Find(h.Miner)
+			if !ok || m.State != "available" || m.Generation <= h.Generation || len(m.Oracles) < quorum {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("every miner that served available again after %s", time.Since(begin).Round(time.Millisecond))
+	if bad := mon.Stop(); len(bad) > 0 {
+		t.Errorf("pool view: %s", strings.Join(bad, "; "))
+	}
+	mon = nil
+}
+
+// A miner stopped while it runs a task: the task is retried on another
+// miner and completes, the stopped one is dropped from the session as
+// failed, and the session goes on with its other miner.
+func TestSessionSurvivesMinerKilledMidTask(t *testing.T) {
+	if testing.Short() {
+		t.Skip("8 nodes")
+	}
+	slow := &slowEngine{Builtin: inference.NewBuiltin(), started: make(chan struct{})}
+	tn := startTestnetWith(t, testnet.Spec{Network: "sesskill", Bootstraps: 1, Oracles: 3, Miners: 3, Routers: 1},
+		tunedLauncher{round: testRound, backend: func(name string) inference.Backend {
+			if name == "miner-0" {
+				return slow
+			}
+			return nil
+		}})
+	r := routersOf(t, tn)[0]
+	victim := nodeNamed(t, tn, "miner-0")
+	waitPool(t, r, "the router to see 3 available miners", 60*time.Second, func(v poolView) bool {
+		return v.Count("available") == 3
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	sm := r.Sessions()
+
+	// The session can only have miner-0 at first; the others are then
+	// given back and validated again, ready for the retry.
+	others := holdAllBut(t, ctx, r, victim.ID(), 2)
+	s, err := sm.Create(ctx, session.Params{Redundancy: 1, MinNodes: 1, MaxNodes: 2, MaxTasks: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = waitSession(t, sm, s.ID, "the session to hold miner-0", 30*time.Second, func(s session.Session) bool {
+		return len(activeHoldings(s)) == 1
+	})
+	if h := activeHoldings(s)[0]; h.Miner != victim.ID().String() {
+		t.Fatalf("the session holds %s, not miner-0 (%s)", h.Miner, victim.ID())
+	}
+	giveBack(t, ctx, r, others)
+	waitPool(t, r, "the other miners available again", 60*time.Second, func(v poolView) bool {
+		for _, res := range others {
+			m, ok := v.Find(res.Miner)
+			if !ok || m.State != "available" || m.Generation != res.Generation+1 {
+				return false
+			}
+		}
+		return true
+	})
+
+	task, err := sm.Submit(ctx, s.ID, askMarked("What is 17 + 25?"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-slow.started:
+	case <-ctx.Done():
+		t.Fatal("the task never reached miner-0's engine")
+	}
+	if got, _ := sm.Task(ctx, s.ID, task.ID, 0); got.State != session.TaskRunning {
+		t.Fatalf("task %s while miner-0 runs it", got.State)
+	}
+	// Killed: its host closes every connection at once, and nothing of the
+	// node says goodbye. The rest of it is stopped (before the testnet's
+	// own stop) once the test is over.
+	t.Cleanup(func() {
+		sctx, done := context.WithTimeout(context.Background(), 20*time.Second)
+		defer done()
+		if err := victim.Stop(sctx); err != nil {
+			t.Logf("stopping what is left of miner-0: %v", err)
+		}
+	})
+	if err := victim.Host().Close(); err != nil {
+		t.Fatalf("closing miner-0's host: %v", err)
+	}
+
+	task, err = sm.Task(ctx, s.ID, task.ID, 60*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task.State != session.TaskDone || !strings.Contains(task.Answer, "42") {
+		t.Fatalf("task %s (%s): %q; answers %+v", task.State, task.Error, task.Answer, task.Answers)
+	}
+	if task.Attempts < 2 || len(task.Answers) != 2 {
+		t.Fatalf("%d attempts, answers %+v", task.Attempts, task.Answers)
+	}
+	failed, good := task.Answers[0], task.Answers[1]
+	t.Logf("miner-0 failed with %q; %s answered %q on attempt %d", failed.Error, good.Miner, good.Output, task.Attempts)
+	if failed.Miner != victim.ID().String() || failed.Accepted || failed.Error == "" {
+		t.Errorf("miner-0's answer %+v, want a failure", failed)
+	}
+	if good.Miner == victim.ID().String() || !good.Accepted || good.Error != "" || !strings.Contains(good.Output, "42") {
+		t.Errorf("the retry's answer %+v, want another miner's accepted one", good)
+	}
+	s, _ = sm.Get(s.ID)
+	var states []string
+	for _, h := range s.Miners {
+		states = append(states, h.Miner+"="+h.State)
+		if h.Miner == victim.ID().String() && h.State != session.HoldFailed {
+			t.Errorf("miner-0's holding %+v, want failed", h)
+		}
+	}
+	act := activeHoldings(s)
+	if len(act) != 1 || act[0].Miner != good.Miner {
+		t.Fatalf("holdings %v, want the retry's miner active", states)
+	}
+
+	// The session goes on with the miner that took over.
+	next, err := sm.Submit(ctx, s.ID, ask("What is 20 + 3?"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err = sm.Task(ctx, s.ID, next.ID, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.State != session.TaskDone || !strings.Contains(next.Answer, "23") || len(next.Answers) != 1 || next.Answers[0].Miner != good.Miner {
+		t.Fatalf("the next task: %+v", next)
+	}
+	if _, err := sm.End(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A miner whose engine answers users wrongly (but the oracles' challenges
+// right, so it validates) is out-voted by two honest ones: its answer is
+// not accepted, it is dropped from the session, and the router counts the
+// fault against its reputation.
+func TestFaultyMinerOutVoted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("9 nodes")
+	}
+	tn := startTestnetWith(t, testnet.Spec{Network: "sessliar", Bootstraps: 1, Oracles: 3, Miners: 4, Routers: 1},
+		tunedLauncher{round: testRound, backend: func(name string) inference.Backend {
+			if name == "miner-0" {
+				return liarEngine{inference.NewBuiltin()}
+			}
+			return nil
+		}})
+	r := routersOf(t, tn)[0]
+	liar := nodeNamed(t, tn, "miner-0").ID()
+	waitPool(t, r, "the router to see 4 available miners", 60*time.Second, func(v poolView) bool {
+		return v.Count("available") == 4
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	sm := r.Sessions()
+
+	// One honest miner is held away, so the session's three include the liar.
+	held := holdAllBut(t, ctx, r, liar, 1)
+	s, err := sm.Create(ctx, session.Params{Redundancy: 3, MaxTasks: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = waitSession(t, sm, s.ID, "the session to hold 3 miners", 30*time.Second, func(s session.Session) bool {
+		return len(activeHoldings(s)) == 3
+	})
+	if !slices.ContainsFunc(s.Miners, func(h session.Holding) bool { return h.Miner == liar.String() }) {
+		t.Fatalf("the session does not hold miner-0: %+v", s.Miners)
+	}
+	giveBack(t, ctx, r, held)
+
+	task, err := sm.Submit(ctx, s.ID, askMarked("What is 17 + 25?"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err = sm.Task(ctx, s.ID, task.ID, 45*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task.State != session.TaskDone || !strings.Contains(task.Answer, "42") || len(task.Answers) != 3 {
+		t.Fatalf("task %s (%s): %q; answers %+v", task.State, task.Error, task.Answer, task.Answers)
+	}
+	if task.Agreement == nil || *task.Agreement > 0.5 {
+		t.Errorf("agreement %v, want one honest pair out of three", task.Agreement)
+	}
+	var honest []peer.ID
+	for _, a := range task.Answers {
+		switch {
+		case a.Error != "":
+			t.Errorf("answer %+v failed", a)
+		case a.Miner == liar.String():
+			if a.Accepted || a.Output != lie || a.Similarity == nil || *a.Similarity >= session.AgreeThreshold {
+				t.Errorf("the liar's answer %+v, want it not accepted, similarity below %.1f", a, session.AgreeThreshold)
+			}
+		default:
+			if !a.Accepted || a.Similarity == nil || *a.Similarity < session.AgreeThreshold {
+				t.Errorf("an honest answer %+v, want it accepted", a)
+			}
+			id, _ := peer.Decode(a.Miner)
+			honest = append(honest, id)
+		}
+	}
+	if len(honest) != 2 {
+		t.Fatalf("%d honest answers, want 2: %+v", len(honest), task.Answers)
+	}
+	s, _ = sm.Get(s.ID)
+	for _, h := range s.Miners {
+		want := session.HoldActive
+		if h.Miner == liar.String() {
+			want = session.HoldFailed
+		}
+		if h.State != want {
+			t.Errorf("holding %+v, want %s", h, want)
+		}
+	}
+	rep := reputationOf(t, r, liar)
+	t.Logf("agreement %.2f; the liar's reputation %+v, score %.2f", *task.Agreement, rep, rep.Score())
+	if rep.Faults < 1 {
+		t.Errorf("the router's reputation of the liar %+v, want a fault", rep)
+	}
+	for _, id := range honest {
+		if h := reputationOf(t, r, id); h.Faults != 0 || h.Score() <= rep.Score() {
+			t.Errorf("honest %s scores %.2f (%+v), the liar %.2f (%+v)", id, h.Score(), h, rep.Score(), rep)
+		}
+	}
+	view := poolView(r.Pool())
+	lv, _ := view.Find(liar.String())
+	for _, id := range honest {
+		if hv, _ := view.Find(id.String()); hv.Reputation <= lv.Reputation {
+			t.Errorf("the router's pool view: honest %s at %.2f, the liar at %.2f", id, hv.Reputation, lv.Reputation)
+		}
+	}
+	if _, err := sm.End(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -233,7 +233,16 @@ func (m *Manager) execute(ctx context.Context, l *live, lt *liveTask) {
 	if need > 1 {
 		mode = pb.TaskMode_TASK_MODE_COMMIT_REVEAL
 	}
-	miners, err := m.acquire(ctx, l, need, nil, m.now().Add(m.d.Config.QueueTimeout))
+	m.mu.Lock()
+	ends := l.s.Ends
+	m.mu.Unlock()
+	// A task waits for miners no longer than the queue allows, nor past the
+	// end of its session's reservation period.
+	waitUntil := m.now().Add(m.d.Config.QueueTimeout)
+	if ends.Before(waitUntil) {
+		waitUntil = ends
+	}
+	miners, err := m.acquire(ctx, l, need, nil, waitUntil)
 	if err != nil {
 		if ctx.Err() != nil {
 			return // still queued: the session's next run starts it
