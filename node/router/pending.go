@@ -125,6 +125,16 @@ func (r *Router) settle(ctx context.Context) {
 var errUnreachable = errors.New("unreachable")
 
 func (r *Router) settleOne(ctx context.Context, id string, p pending) error {
+	// The scan may predate a claim that was settled since, by the Reserve
+	// that sent it: the claim is pending only if its record still is, and
+	// no reservation has its id.
+	if _, err := r.d.Store.Get(pendKey(id)); err != nil {
+		return nil
+	}
+	if _, ok := r.Get(id); ok {
+		r.dropPending(id)
+		return nil
+	}
 	miner, err := peer.Decode(p.Miner)
 	if err != nil {
 		r.dropPending(id)

@@ -313,3 +313,37 @@ func newStoppedRouter(t *testing.T, check protocol.Checker, key crypto.PrivKey, 
 	t.Cleanup(func() { _ = r.Stop(context.Background()) })
 	return &testRouter{Router: r, key: key, host: h, store: s, pool: p}
 }
+
+// settle may have read a pending claim just before the Reserve that sent it
+// stored the grant: it must leave that reservation alone, whether the claim's
+// record is already gone or, as a store written by an older router may
+// hold, still there beside the reservation.
+func TestSettleLeavesSettledClaimAlone(t *testing.T) {
+	n := newTestNet(t)
+	m := newFakeMiner(t, n)
+	tr := newRouter(t, n, newKey(t), t.TempDir(), m)
+	res, err := tr.Reserve(t.Context(), "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := pending{Claim: []byte("read before the grant was stored"), Miner: m.id.String(), LeaseMs: 30000}
+	if err := tr.settleOne(t.Context(), res.ID, stale); err != nil {
+		t.Fatalf("settle of a settled claim: %v", err)
+	}
+	b, err := json.Marshal(stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.store.Put(pendKey(res.ID), b); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.settleOne(t.Context(), res.ID, stale); err != nil {
+		t.Fatalf("settle of a claim stored beside its reservation: %v", err)
+	}
+	if got, ok := tr.Get(res.ID); !ok || got.State != StateActive {
+		t.Fatalf("reservation after settle: %+v", got)
+	}
+	if ids := tr.pendingIDs(t); len(ids) != 0 {
+		t.Fatalf("pending after settle: %v", ids)
+	}
+}
