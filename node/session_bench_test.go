@@ -1,0 +1,323 @@
+package node_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/inference"
+	"github.com/ephemera-network/ephemera/internal/duration"
+	"github.com/ephemera-network/ephemera/node"
+	"github.com/ephemera-network/ephemera/node/session"
+	"github.com/ephemera-network/ephemera/protocol"
+	"github.com/ephemera-network/ephemera/testnet"
+	"github.com/libp2p/go-libp2p/core/network"
+	libp2pprotocol "github.com/libp2p/go-libp2p/core/protocol"
+)
+
+const benchPrompt = "What is 17 + 25?"
+
+// latencies collects one duration per request and reports percentiles.
+type latencies []time.Duration
+
+func (l latencies) pct(p float64) time.Duration {
+	s := slices.Clone(l)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(p*float64(len(s))))]
+}
+
+func (l latencies) report(b *testing.B) {
+	if len(l) == 0 {
+		return
+	}
+	b.ReportMetric(float64(l.pct(0.50).Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(l.pct(0.99).Microseconds())/1000, "p99-ms")
+}
+
+// directEngine serves the built-in engine on the miner's host over a plain
+// stream: one prompt in, one answer out, nothing signed, reserved or stored.
+// It is the floor a request through router and miner is compared with.
+const directProto = libp2pprotocol.ID("/ephemera-bench/generate/1")
+
+func serveDirect(b *testing.B, miner *node.Node) {
+	engine := inference.NewBuiltin()
+	h := miner.Host()
+	h.SetStreamHandler(directProto, func(s network.Stream) {
+		defer s.Close()
+		prompt, err := protocol.ReadMsg(bufio.NewReader(s), protocol.MaxMessageSize)
+		if err != nil {
+			s.Reset()
+			return
+		}
+		resp, err := engine.Generate(context.Background(), inference.GenerateRequest{
+			Messages: []inference.Message{{Role: "user", Content: string(prompt)}},
+		})
+		if err != nil {
+			s.Reset()
+			return
+		}
+		if err := protocol.WriteMsg(s, []byte(resp.Text)); err != nil {
+			s.Reset()
+		}
+	})
+	b.Cleanup(func() { h.RemoveStreamHandler(directProto) })
+}
+
+func callDirect(b *testing.B, from, to *node.Node) {
+	ctx, cancel := context.WithTimeout(context.Background(), benchStepTimeout)
+	defer cancel()
+	s, err := from.Host().NewStream(ctx, to.ID(), directProto)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	if err := protocol.WriteMsg(s, []byte(benchPrompt)); err != nil {
+		b.Fatal(err)
+	}
+	_ = s.CloseWrite()
+	answer, err := protocol.ReadMsg(bufio.NewReader(s), protocol.MaxMessageSize)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if !bytes.Contains(answer, []byte("42")) {
+		b.Fatalf("answer %q", answer)
+	}
+}
+
+// chat posts one non-streamed chat completion to the router's API.
+func chat(b *testing.B, client *http.Client, url string) {
+	body := `{"messages":[{"role":"user","content":"` + benchPrompt + `"}]}`
+	resp, err := client.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		b.Fatalf("chat completion: HTTP %d: %s", resp.StatusCode, raw)
+	}
+	var c struct {
+		Choices []struct {
+			Message struct{ Content string } `json:"message"`
+		} `json:"choices"`
+	}
+	if err := json.Unmarshal(raw, &c); err != nil || len(c.Choices) != 1 || !strings.Contains(c.Choices[0].Message.Content, "42") {
+		b.Fatalf("chat completion %s: %v", raw, err)
+	}
+}
+
+// BenchmarkChatCompletion is one POST /v1/chat/completions to the router,
+// answered by the one miner of the testnet through the builtin engine: a
+// session of its own is opened and stored, the miner is claimed, the task
+// is sent and its signed answer checked, and the answer returned; the
+// session then ends and releases the miner, after the answer. Each
+// iteration waits, untimed, for the miner to be validated again. It
+// reports p50/p99 and added-p50-ms, the p50 less that of the same prompt
+// sent to the same engine over one plain stream between the same hosts
+// (measured alongside, untimed; BenchmarkChatCompletionBaseline is that
+// figure alone).
+func BenchmarkChatCompletion(b *testing.B) {
+	net := startBenchNet(b, "bench-chat", &benchLauncher{round: benchRound})
+	serveDirect(b, net.miner)
+	client := &http.Client{Timeout: benchStepTimeout}
+	url := net.router.Runtime().APIURL
+	gen := uint64(0)
+	net.waitAvailable(b, gen)
+	var through, direct latencies
+	for b.Loop() {
+		start := time.Now()
+		chat(b, client, url)
+		through = append(through, time.Since(start))
+		b.StopTimer()
+		start = time.Now()
+		callDirect(b, net.router, net.miner)
+		direct = append(direct, time.Since(start))
+		gen++
+		net.waitAvailable(b, gen)
+		b.StartTimer()
+	}
+	through.report(b)
+	b.ReportMetric(float64((through.pct(0.5)-direct.pct(0.5)).Microseconds())/1000, "added-p50-ms")
+}
+
+// BenchmarkChatCompletionBaseline is the prompt of BenchmarkChatCompletion
+// sent straight to the builtin engine on the miner's host over one plain
+// libp2p stream from the router's host.
+func BenchmarkChatCompletionBaseline(b *testing.B) {
+	net := startBenchNet(b, "bench-chat", &benchLauncher{round: benchRound})
+	serveDirect(b, net.miner)
+	net.waitAvailable(b, 0)
+	var direct latencies
+	for b.Loop() {
+		start := time.Now()
+		callDirect(b, net.router, net.miner)
+		direct = append(direct, time.Since(start))
+	}
+	direct.report(b)
+}
+
+// BenchmarkSessionTask is one task in an open session whose miner is
+// already reserved: the router signs the task, the miner checks it against
+// its reservation, runs the builtin engine and signs its answer, which the
+// router verifies and stores. This is the part of a request that is the
+// session protocol's own. It reports p50/p99 and added-p50-ms, the p50
+// less that of the same prompt sent straight to the engine (measured
+// alongside, untimed); the baseline is BenchmarkChatCompletionBaseline's.
+func BenchmarkSessionTask(b *testing.B) {
+	net := startBenchNet(b, "bench-task", &benchLauncher{round: benchRound})
+	net.waitAvailable(b, 0)
+	ctx := context.Background()
+	sm := net.router.Sessions()
+	s, err := sm.Create(ctx, session.Params{MaxTasks: session.MaxTasks, ReservePeriod: duration.Duration(time.Hour)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _, _ = sm.End(ctx, s.ID) })
+	serveDirect(b, net.miner)
+	var lat, direct latencies
+	for b.Loop() {
+		start := time.Now()
+		t, err := sm.Submit(ctx, s.ID, ask(benchPrompt))
+		if err != nil {
+			b.Fatal(err)
+		}
+		t, err = sm.Task(ctx, s.ID, t.ID, benchStepTimeout)
+		if err != nil || t.State != session.TaskDone {
+			b.Fatalf("task %+v: %v", t, err)
+		}
+		lat = append(lat, time.Since(start))
+		b.StopTimer()
+		start = time.Now()
+		callDirect(b, net.router, net.miner)
+		direct = append(direct, time.Since(start))
+		b.StartTimer()
+	}
+	lat.report(b)
+	b.ReportMetric(float64((lat.pct(0.5)-direct.pct(0.5)).Microseconds())/1000, "added-p50-ms")
+}
+
+// BenchmarkSessionTaskBaseline is BenchmarkChatCompletionBaseline under the
+// name that pairs it with BenchmarkSessionTask.
+func BenchmarkSessionTaskBaseline(b *testing.B) { BenchmarkChatCompletionBaseline(b) }
+
+// BenchmarkSessionsPerSecond runs one-task sessions (chat completions)
+// through one router over 20 miners from 20 concurrent clients for 10 s:
+// every session claims a miner, which is released after its one task and
+// validated again (rounds of benchRound) before another session can have it.
+// It reports sessions/s; the baseline runs the same prompts from 20 clients
+// straight to the 20 miners' engines over plain streams.
+func BenchmarkSessionsPerSecond(b *testing.B) {
+	const miners, clients, window = 20, 20, 10 * time.Second
+	l := &benchLauncher{round: benchRound}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tn, err := testnet.Start(ctx, b.TempDir(), testnet.Spec{Network: "bench-sps", Bootstraps: 1, Oracles: 3, Miners: miners, Routers: 1}, l)
+	b.Cleanup(func() {
+		sctx, done := context.WithTimeout(context.Background(), time.Minute)
+		defer done()
+		_ = tn.Stop(sctx)
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := tn.WaitHealthy(ctx); err != nil {
+		b.Fatal(err)
+	}
+	var rt *node.Node
+	for _, n := range tn.Nodes() {
+		if nn := n.(testnet.InProcessNode).Node; node.HasRole(nn.Config().Roles, node.RoleRouter) {
+			rt = nn
+		}
+	}
+	if _, err := tn.WaitPool(ctx, "every miner available", func(m []api.PoolMiner) bool { return testnet.CountState(m, "available") == miners }); err != nil {
+		b.Fatal(err)
+	}
+	client := &http.Client{Timeout: 2 * time.Minute}
+	for b.Loop() {
+		var done, failed atomic.Int64
+		stop := time.Now().Add(window)
+		var wg sync.WaitGroup
+		for range clients {
+			wg.Go(func() {
+				for time.Now().Before(stop) {
+					body := `{"messages":[{"role":"user","content":"` + benchPrompt + `"}]}`
+					resp, err := client.Post(rt.Runtime().APIURL+"/v1/chat/completions", "application/json", strings.NewReader(body))
+					if err != nil {
+						failed.Add(1)
+						continue
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == http.StatusOK {
+						done.Add(1)
+					} else {
+						failed.Add(1)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		b.ReportMetric(float64(done.Load())/window.Seconds(), "sessions/s")
+		b.ReportMetric(float64(failed.Load()), "failed")
+	}
+}
+
+// BenchmarkSessionsPerSecondBaseline is the floor of
+// BenchmarkSessionsPerSecond: 20 clients sending the same prompt for 10 s
+// straight to the builtin engines of 20 miners over plain streams from one
+// host, with nothing reserved, signed, stored or validated again.
+func BenchmarkSessionsPerSecondBaseline(b *testing.B) {
+	const miners, clients, window = 20, 20, 10 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tn, err := testnet.Start(ctx, b.TempDir(), testnet.Spec{Network: "bench-sps", Bootstraps: 1, Oracles: 3, Miners: miners, Routers: 1},
+		&benchLauncher{round: benchRound})
+	b.Cleanup(func() {
+		sctx, done := context.WithTimeout(context.Background(), time.Minute)
+		defer done()
+		_ = tn.Stop(sctx)
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := tn.WaitHealthy(ctx); err != nil {
+		b.Fatal(err)
+	}
+	var rt *node.Node
+	var ms []*node.Node
+	for _, n := range tn.Nodes() {
+		nn := n.(testnet.InProcessNode).Node
+		switch {
+		case node.HasRole(nn.Config().Roles, node.RoleRouter):
+			rt = nn
+		case node.HasRole(nn.Config().Roles, node.RoleMiner):
+			serveDirect(b, nn)
+			ms = append(ms, nn)
+		}
+	}
+	for b.Loop() {
+		var done atomic.Int64
+		stop := time.Now().Add(window)
+		var wg sync.WaitGroup
+		for i := range clients {
+			wg.Go(func() {
+				for time.Now().Before(stop) {
+					callDirect(b, rt, ms[i%len(ms)])
+					done.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		b.ReportMetric(float64(done.Load())/window.Seconds(), "sessions/s")
+	}
+}
