@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -22,6 +23,7 @@ import (
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/testnet"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peerstore"
 	libp2pprotocol "github.com/libp2p/go-libp2p/core/protocol"
 )
 
@@ -74,24 +76,32 @@ func serveDirect(b *testing.B, miner *node.Node) {
 }
 
 func callDirect(b *testing.B, from, to *node.Node) {
+	if err := askDirect(from, to); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// askDirect sends benchPrompt to the engine served by serveDirect.
+func askDirect(from, to *node.Node) error {
 	ctx, cancel := context.WithTimeout(context.Background(), benchStepTimeout)
 	defer cancel()
 	s, err := from.Host().NewStream(ctx, to.ID(), directProto)
 	if err != nil {
-		b.Fatal(err)
+		return err
 	}
 	defer s.Close()
 	if err := protocol.WriteMsg(s, []byte(benchPrompt)); err != nil {
-		b.Fatal(err)
+		return err
 	}
 	_ = s.CloseWrite()
 	answer, err := protocol.ReadMsg(bufio.NewReader(s), protocol.MaxMessageSize)
 	if err != nil {
-		b.Fatal(err)
+		return err
 	}
 	if !bytes.Contains(answer, []byte("42")) {
-		b.Fatalf("answer %q", answer)
+		return fmt.Errorf("answer %q", answer)
 	}
+	return nil
 }
 
 // chat posts one non-streamed chat completion to the router's API.
@@ -305,19 +315,28 @@ func BenchmarkSessionsPerSecondBaseline(b *testing.B) {
 			ms = append(ms, nn)
 		}
 	}
+	for _, m := range ms {
+		rt.Host().Peerstore().AddAddrs(m.ID(), m.Host().Addrs(), peerstore.PermanentAddrTTL)
+	}
 	for b.Loop() {
-		var done atomic.Int64
+		var done, failed atomic.Int64
 		stop := time.Now().Add(window)
 		var wg sync.WaitGroup
 		for i := range clients {
 			wg.Go(func() {
 				for time.Now().Before(stop) {
-					callDirect(b, rt, ms[i%len(ms)])
+					if err := askDirect(rt, ms[i%len(ms)]); err != nil {
+						failed.Add(1)
+						continue
+					}
 					done.Add(1)
 				}
 			})
 		}
 		wg.Wait()
+		if failed.Load() > 0 {
+			b.Fatalf("%d direct requests failed", failed.Load())
+		}
 		b.ReportMetric(float64(done.Load())/window.Seconds(), "sessions/s")
 	}
 }
