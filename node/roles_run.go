@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/ephemera-network/ephemera/challenge"
 	"github.com/ephemera-network/ephemera/gossip"
@@ -13,6 +14,7 @@ import (
 	"github.com/ephemera-network/ephemera/node/router"
 	"github.com/ephemera-network/ephemera/node/session"
 	routedhost "github.com/libp2p/go-libp2p/p2p/host/routed"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // startPool builds the pool view and joins every topic with the kinds it
@@ -126,9 +128,23 @@ func (n *Node) startRoles(ctx context.Context) error {
 		n.onStop(func(context.Context) error { o.Stop(); return nil })
 	}
 	if HasRole(n.cfg.Roles, RoleRouter) {
+		reserveSeconds := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "ephemera", Name: "router_reserve_seconds",
+			Help:    "Time to reserve a miner, claim and grant included, by outcome: granted, no_miner, error.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}, []string{"outcome"})
+		taskSeconds := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "ephemera", Name: "router_task_seconds",
+			Help:    "Session tasks by outcome (done, failed) and phase: queued waiting for miners, run by them.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 18),
+		}, []string{"outcome", "phase"})
+		n.reg.MustRegister(reserveSeconds, taskSeconds)
 		r, err := router.New(router.Deps{
 			Network: n.cfg.Network, Check: n.check, Host: dialer, DHT: n.host.DHT, Key: n.key, Store: n.store,
 			Pool: n.pool, Log: n.log.With("module", "router"),
+			ObserveReserve: func(outcome string, took time.Duration) {
+				reserveSeconds.WithLabelValues(outcome).Observe(took.Seconds())
+			},
 		})
 		if err != nil {
 			return fmt.Errorf("router: %w", err)
@@ -141,6 +157,10 @@ func (n *Node) startRoles(ctx context.Context) error {
 			Check: n.check, Host: dialer, Key: n.key, Store: n.store, Router: r, Pool: n.pool, Embed: backend.Embed,
 			Config: session.Config{MaxSessions: rc.MaxSessions, MaxQueued: rc.MaxQueuedTasks, QueueTimeout: rc.QueueTimeout.Std()},
 			Log:    n.log.With("module", "sessions"),
+			ObserveTask: func(outcome string, queued, ran time.Duration) {
+				taskSeconds.WithLabelValues(outcome, "queued").Observe(queued.Seconds())
+				taskSeconds.WithLabelValues(outcome, "run").Observe(ran.Seconds())
+			},
 		})
 		if err != nil {
 			return fmt.Errorf("sessions: %w", err)

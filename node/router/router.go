@@ -91,6 +91,9 @@ type Deps struct {
 	Store   *store.Store
 	Pool    *pool.Pool
 	Log     *slog.Logger
+	// ObserveReserve, if set, is told how long each ReserveFor took and
+	// how it ended: "granted", "no_miner" or "error".
+	ObserveReserve func(outcome string, took time.Duration)
 }
 
 // Reservation is one session's hold on a miner.
@@ -328,6 +331,22 @@ type Request struct {
 
 // ReserveFor claims an available miner as q asks; see Reserve.
 func (r *Router) ReserveFor(ctx context.Context, q Request) (Reservation, error) {
+	start := time.Now()
+	res, err := r.reserveFor(ctx, q)
+	if r.d.ObserveReserve != nil {
+		outcome := "granted"
+		switch {
+		case errors.Is(err, ErrNoMiner):
+			outcome = "no_miner"
+		case err != nil:
+			outcome = "error"
+		}
+		r.d.ObserveReserve(outcome, time.Since(start))
+	}
+	return res, err
+}
+
+func (r *Router) reserveFor(ctx context.Context, q Request) (Reservation, error) {
 	model, lease := q.Model, q.Lease
 	if lease == 0 {
 		lease = r.d.Check.Params.Lease.Std()

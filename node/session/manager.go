@@ -54,6 +54,9 @@ type Deps struct {
 	Embed  func(ctx context.Context, texts []string) ([][]float32, error)
 	Config Config
 	Log    *slog.Logger
+	// ObserveTask, if set, is told of each finished task: "done" or
+	// "failed", how long it waited for miners and how long they took.
+	ObserveTask func(outcome string, queued, ran time.Duration)
 }
 
 // maxHistory is how many ended sessions are kept with their tasks.

@@ -496,6 +496,16 @@ func (m *Manager) fail(l *live, lt *liveTask, why string) {
 }
 
 func (m *Manager) closeTask(l *live, lt *liveTask) {
+	if m.d.ObserveTask != nil {
+		m.mu.Lock()
+		t := lt.t
+		m.mu.Unlock()
+		queued := time.Duration(t.QueueMs) * time.Millisecond
+		if t.Started.IsZero() { // it never got its miners
+			queued = t.Finished.Sub(t.Created)
+		}
+		m.d.ObserveTask(t.State, queued, time.Duration(t.RunMs)*time.Millisecond)
+	}
 	if err := m.saveBoth(l, lt); err != nil {
 		m.log.Error("store task", "session", l.s.ID, "task", lt.t.ID, "err", err)
 	}
