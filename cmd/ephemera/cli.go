@@ -25,6 +25,7 @@ func commands() []command {
 		{"id", "print a node's peer ID and dialable multiaddrs", runID},
 		{"status", "print a running node's status from its API", runStatus},
 		{"pool", "list the miners a node knows and their states", runPool},
+		{"top", "watch the pool in the terminal: counts, miners, recent transitions", runTop},
 		{"reserve", "reserve an available miner through a router", runReserve},
 		{"release", "release a reservation through its router", runRelease},
 		{"submit", "ask miners a prompt through a router; print their answers and agreement", runSubmit},
