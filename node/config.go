@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"net"
 	"os"
 	"regexp"
@@ -18,6 +17,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/ephemera-network/ephemera/gossip"
 	"github.com/ephemera-network/ephemera/internal/duration"
+	"github.com/ephemera-network/ephemera/internal/logging"
 	"github.com/ephemera-network/ephemera/p2p"
 	"github.com/ephemera-network/ephemera/protocol"
 )
@@ -81,7 +81,10 @@ type APIConfig struct {
 
 // LogConfig sets how the node logs.
 type LogConfig struct {
-	Level  string `toml:"level"`  // debug, info, warn or error
+	// Level is the default level, debug, info, warn or error, optionally
+	// followed by per-module levels: "info,p2p=debug,gossip=warn" (see
+	// ParseLevel).
+	Level  string `toml:"level"`
 	Format string `toml:"format"` // text or json
 }
 
@@ -204,13 +207,15 @@ func validateHostPort(field, addr string, emptyOK bool) error {
 	return nil
 }
 
-// ParseLevel reads a log level name.
-func ParseLevel(s string) (slog.Level, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return 0, fmt.Errorf("log.level: %q is not one of debug, info, warn, error", s)
+// ParseLevel reads a log level spec: a level (debug, info, warn, error),
+// optionally followed by module=level entries, comma-separated:
+// "info,p2p=debug,gossip=warn". See logging.ParseSpec.
+func ParseLevel(s string) (logging.Spec, error) {
+	spec, err := logging.ParseSpec(s)
+	if err != nil {
+		return spec, fmt.Errorf("log.level: %w", err)
 	}
-	return l, nil
+	return spec, nil
 }
 
 // LoadConfig reads path on top of the defaults. A field the file does not

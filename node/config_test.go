@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -50,7 +51,7 @@ func customConfig() node.Config {
 	cfg.API.Listen = "0.0.0.0:9000"
 	cfg.API.Metrics = "127.0.0.1:9100"
 	cfg.API.Token = "s3cret"
-	cfg.Log.Level = "debug"
+	cfg.Log.Level = "debug,p2p=info,libp2p.dht=warn"
 	cfg.Log.Format = "json"
 	cfg.Inference = node.InferenceConfig{Backend: "openai", BaseURL: "http://127.0.0.1:8080/v1", APIKey: "sk-local",
 		Model: "llama3.2", EmbeddingModel: "nomic-embed-text", Timeout: duration.Duration(30 * time.Second)}
@@ -206,6 +207,9 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"network upper case", "network = \"UPPER\"\n", []string{"network", "UPPER"}},
 		{"network empty", "network = \"\"\n", []string{"network"}},
 		{"log level", "[log]\nlevel = \"loud\"\n", []string{"log.level", "loud"}},
+		{"log module level", "[log]\nlevel = \"info,p2p=loud\"\n", []string{"log.level", "p2p=loud", "loud"}},
+		{"log level syntax", "[log]\nlevel = \"info,p2p\"\n", []string{"log.level", "p2p"}},
+		{"log level twice", "[log]\nlevel = \"info,debug\"\n", []string{"log.level", "two default levels"}},
 		{"log format", "[log]\nformat = \"xml\"\n", []string{"log.format", "xml"}},
 		{"api listen", "[api]\nlisten = \"nope\"\n", []string{"api.listen", "nope"}},
 		{"api listen hostname", "[api]\nlisten = \"example.com:80\"\n", []string{"api.listen"}},
@@ -372,14 +376,36 @@ func TestInferenceAndRouterConfig(t *testing.T) {
 }
 
 func TestParseLevel(t *testing.T) {
-	for _, s := range []string{"debug", "info", "warn", "error", "INFO"} {
+	for _, s := range []string{"debug", "info", "warn", "error", "INFO", "info,p2p=debug,gossip=warn", "p2p=debug",
+		"warn,libp2p=debug", "info,no-such-module=debug"} {
 		if _, err := node.ParseLevel(s); err != nil {
 			t.Errorf("ParseLevel(%q) = %v", s, err)
 		}
 	}
-	for _, s := range []string{"", "loud", "trace"} {
-		if _, err := node.ParseLevel(s); err == nil {
-			t.Errorf("ParseLevel(%q) succeeded", s)
+	for _, s := range []string{"", "loud", "trace", "info,p2p=loud", "info,p2p", "info,,p2p=debug", "info,=debug", "info,p2p=debug,p2p=info"} {
+		_, err := node.ParseLevel(s)
+		if err == nil || !strings.HasPrefix(err.Error(), "log.level: ") {
+			t.Errorf("ParseLevel(%q) = %v, want an error naming log.level", s, err)
 		}
+	}
+}
+
+func TestLogLevelSpec(t *testing.T) {
+	spec, err := node.ParseLevel("info,p2p=debug,libp2p.dht=info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for module, want := range map[string]slog.Level{
+		"": slog.LevelInfo, "p2p": slog.LevelDebug, "gossip": slog.LevelInfo,
+		"libp2p.swarm2": slog.LevelWarn, "libp2p.dht": slog.LevelInfo,
+	} {
+		if got := spec.Level(module); got != want {
+			t.Errorf("level of %q = %v, want %v", module, got, want)
+		}
+	}
+	cfg := node.DefaultConfig()
+	cfg.Log.Level = "warn,sessions=debug"
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("Validate with log.level %q: %v", cfg.Log.Level, err)
 	}
 }

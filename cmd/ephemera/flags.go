@@ -103,6 +103,7 @@ func homeFlag(fs *flag.FlagSet) *string {
 // nodeFlags are the configuration flags shared by init and run.
 type nodeFlags struct {
 	network, roles, api, apiToken, metrics, dhtMode, logLevel, logFormat string
+	logJSON                                                              bool
 	listen, bootstrap                                                    listFlag
 }
 
@@ -116,8 +117,9 @@ func addNodeFlags(fs *flag.FlagSet) *nodeFlags {
 	fs.StringVar(&f.apiToken, "api-token", "", "bearer `token` the API requires (needed when --api is beyond loopback)")
 	fs.StringVar(&f.metrics, "metrics", "", "`host:port` of a separate Prometheus /metrics listener")
 	fs.StringVar(&f.dhtMode, "dht-mode", "", "DHT `mode`: auto, server or client")
-	fs.StringVar(&f.logLevel, "log-level", "", "log `level`: debug, info, warn, error")
+	fs.StringVar(&f.logLevel, "log-level", "", "log `level`: debug, info, warn or error, optionally followed by per-module levels, e.g. info,p2p=debug,libp2p=info")
 	fs.StringVar(&f.logFormat, "log-format", "", "log `format`: text or json")
+	fs.BoolVar(&f.logJSON, "log-json", false, "log as JSON: short for --log-format json")
 	return f
 }
 
@@ -156,6 +158,16 @@ func (f *nodeFlags) apply(cfg *node.Config, set map[string]bool) error {
 	}
 	if set["log-format"] {
 		cfg.Log.Format = f.logFormat
+	}
+	if set["log-json"] {
+		switch {
+		case set["log-format"] && f.logFormat != "json" && f.logJSON:
+			return usageError{fmt.Errorf("--log-json conflicts with --log-format %s", f.logFormat)}
+		case f.logJSON:
+			cfg.Log.Format = "json"
+		case !set["log-format"]:
+			cfg.Log.Format = "text" // --log-json=false
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}

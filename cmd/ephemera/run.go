@@ -11,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/ephemera-network/ephemera/internal/logging"
 	"github.com/ephemera-network/ephemera/node"
 )
 
@@ -62,6 +63,7 @@ func runNode(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	held.release()
+	warnUnusedLevels(log)
 	sig := <-signals
 	log.Info("stopping", "signal", sig.String(), "timeout", cfg.ShutdownTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Std())
@@ -82,17 +84,29 @@ func runNode(args []string, stdout, stderr io.Writer) error {
 	}
 }
 
-// newLogger builds the node's slog logger from its log configuration.
+// newLogger builds the node's slog logger from its log configuration: a
+// level per module, and go-libp2p's own logs routed into it as module
+// libp2p.<subsystem>.
 func newLogger(c node.LogConfig, w io.Writer) (*slog.Logger, error) {
-	level, err := node.ParseLevel(c.Level)
+	spec, err := node.ParseLevel(c.Level)
 	if err != nil {
 		return nil, err
 	}
-	opts := &slog.HandlerOptions{Level: level}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	h := logging.New(w, c.Format == "json", spec)
+	logging.RouteLibp2p(h)
+	return slog.New(h), nil
+}
+
+// warnUnusedLevels warns of the modules log.level names that no logger of
+// the started node belongs to: misspelt, or of a role the node does not hold.
+func warnUnusedLevels(log *slog.Logger) {
+	h, ok := log.Handler().(*logging.Handler)
+	if !ok {
+		return
 	}
-	return slog.New(slog.NewTextHandler(w, opts)), nil
+	for _, m := range h.Unused() {
+		log.Warn("log.level sets the level of a module this node has no logger for; it has no effect", "name", m)
+	}
 }
 
 // heldWriter keeps what is written in a buffer until release, then passes it

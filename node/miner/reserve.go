@@ -126,7 +126,7 @@ func (m *Miner) Claim(raw []byte) ([]byte, error) {
 		return nil, err
 	case grant != nil:
 		if fresh {
-			m.log.Info("miner state", "to", "reserved", "session", claim.Msg.Session, "router", claim.Signer)
+			m.log.Info("miner state", "to", "reserved", "reservation", claim.Msg.Session, "peer", claim.Signer)
 		}
 		m.gossip(m.d.PublishReservations, grant) // again on a retry: a lost grant is found again
 		return grant, nil
@@ -214,7 +214,8 @@ func (m *Miner) release(raw []byte) ([]byte, error) {
 		return nil, err
 	}
 	if detail == "" {
-		m.log.Info("miner state", "from", "reserved", "to", "validating", "generation", m.State().Generation, "why", "released by router")
+		m.log.Info("miner state", "from", "reserved", "to", "validating", "generation", m.State().Generation, "why", "released by router",
+			"reservation", r.Msg.Session, "peer", r.Signer)
 		m.gossip(m.d.PublishReservations, raw)
 	}
 	return m.receipt(raw, detail == "", detail)

@@ -116,7 +116,7 @@ func (m *Miner) handleSession(s network.Stream, slots chan struct{}) {
 	t := task.Msg
 	ts := &taskStream{
 		s: s, br: br, w: bufio.NewWriter(s), task: task, digest: task.Digest(),
-		log: m.log.With("session", t.Session, "task", t.Task, "router", task.Signer),
+		log: m.log.With("reservation", t.Session, "task", t.Task, "peer", task.Signer),
 	}
 	if ignored {
 		// Well formed, signed by its router, but out of its time: past its

@@ -47,7 +47,7 @@ func (m *Miner) handleValidate(s network.Stream) {
 	default:
 		// More concurrent challenges from the oracle set than rendezvous
 		// assigns: the oracle counts this as a failure.
-		m.log.Warn("challenge refused: every validation slot is busy", "oracle", s.Conn().RemotePeer())
+		m.log.Warn("challenge refused: every validation slot is busy", "peer", s.Conn().RemotePeer())
 		s.Reset()
 		return
 	}
@@ -56,7 +56,7 @@ func (m *Miner) handleValidate(s network.Stream) {
 	defer cancel()
 	answer, err := m.answer(ctx, ch, protocol.Digest(raw))
 	if err != nil {
-		m.log.Warn("answering challenge", "err", err)
+		m.log.Warn("answering challenge", "peer", s.Conn().RemotePeer(), "err", err)
 		s.Reset()
 		return
 	}

@@ -194,7 +194,7 @@ func (o *Oracle) tick(ctx context.Context, round uint64) {
 	p := o.params()
 	if !p.IsOracle(o.self) {
 		if o.notOracleLogged.CompareAndSwap(false, true) {
-			o.log.Info("not in the oracle set; validating no one", "peer", o.self)
+			o.log.Info("not in the oracle set; validating no one", "self", o.self)
 		}
 		return
 	}

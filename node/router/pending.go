@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/logging"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -50,7 +51,7 @@ func (r *Router) savePending(id string, p pending) error {
 // refused.
 func (r *Router) dropPending(id string) {
 	if err := r.d.Store.Delete(pendKey(id)); err != nil {
-		r.log.Warn("delete settled claim", "session", id, "err", err)
+		r.log.Warn("delete settled claim", "reservation", id, "err", err)
 	}
 	r.finishPending(id)
 }
@@ -117,7 +118,7 @@ func (r *Router) settle(ctx context.Context) {
 		err := r.settleOne(ctx, it.id, it.p)
 		r.finishPending(it.id)
 		if err != nil && ctx.Err() == nil {
-			r.log.Debug("pending claim not settled yet", "session", it.id, "miner", it.p.Miner, "err", err)
+			r.log.Debug("pending claim not settled yet", "reservation", it.id, logging.Opt("session", it.p.Session), "miner", it.p.Miner, "err", err)
 		}
 	}
 }
@@ -164,7 +165,7 @@ func (r *Router) settleOne(ctx context.Context, id string, p pending) error {
 	if err != nil {
 		return err
 	}
-	r.log.Info("releasing a reservation granted to a claim whose answer was lost", "session", id, "miner", miner)
+	r.log.Info("releasing a reservation granted to a claim whose answer was lost", "reservation", id, logging.Opt("session", p.Session), "miner", miner)
 	_, err = r.Release(ctx, res.ID, pb.Outcome_CANCELLED)
 	return err
 }

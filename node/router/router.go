@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/ephemera-network/ephemera/internal/logging"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
@@ -377,7 +378,7 @@ func (r *Router) reserveFor(ctx context.Context, q Request) (Reservation, error)
 		if err == nil {
 			return res, nil
 		}
-		r.log.Debug("claim not granted", "miner", m.ID, "generation", m.Generation, "err", err)
+		r.log.Debug("claim not granted", logging.Opt("session", q.Session), "miner", m.ID, "generation", m.Generation, "err", err)
 		failures = append(failures, fmt.Sprintf("%s: %v", short(m.ID), err))
 	}
 	return Reservation{}, fmt.Errorf("%w: %s", ErrNoMiner, summary(failures))
@@ -549,7 +550,7 @@ func (r *Router) claim(ctx context.Context, m pool.Miner, q Request, lease time.
 		r.finishPending(cl.Session)
 		return Reservation{}, err
 	}
-	r.log.Info("reserved", "session", res.ID, "user_session", q.Session, "miner", m.ID, "generation", res.Generation, "lease_end", res.LeaseEnd)
+	r.log.Info("reserved", "reservation", res.ID, logging.Opt("session", q.Session), "miner", m.ID, "generation", res.Generation, "lease_end", res.LeaseEnd)
 	return res, nil
 }
 
@@ -823,7 +824,7 @@ func (r *Router) renewLoop(ctx context.Context, e *entry, done chan struct{}, fi
 			if end := protocol.Time(rc.LeaseEndMs); end.After(now) {
 				r.extend(e, end)
 			} else {
-				r.log.Warn("renewal receipt with a past lease end", "session", e.res.ID, "miner", e.miner, "lease_end", end)
+				r.log.Warn("renewal receipt with a past lease end", "reservation", e.res.ID, logging.Opt("session", e.res.Session), "miner", e.miner, "lease_end", end)
 			}
 			wait = interval
 		case err == nil:
@@ -840,7 +841,7 @@ func (r *Router) renewLoop(ctx context.Context, e *entry, done chan struct{}, fi
 			return
 		default:
 			fails++
-			r.log.Warn("renewal failed", "session", e.res.ID, "miner", e.miner, "attempt", fails, "err", err)
+			r.log.Warn("renewal failed", "reservation", e.res.ID, logging.Opt("session", e.res.Session), "miner", e.miner, "attempt", fails, "err", err)
 			wait = min(interval, retryBase<<min(fails-1, 16))
 			// One more attempt just after the lease ends decides it.
 			wait = max(min(wait, leaseEnd.Sub(now)+time.Millisecond), time.Millisecond)
@@ -859,7 +860,7 @@ func (r *Router) extend(e *entry, leaseEnd time.Time) {
 	e.res.LeaseEnd = leaseEnd
 	r.mu.Unlock()
 	if err := r.save(e); err != nil {
-		r.log.Error("store renewed reservation", "session", e.res.ID, "err", err)
+		r.log.Error("store renewed reservation", "reservation", e.res.ID, "err", err)
 	}
 }
 
@@ -877,9 +878,9 @@ func (r *Router) end(e *entry, state, detail string) (Reservation, bool, error) 
 	r.mu.Unlock()
 	err := r.save(e)
 	if err != nil {
-		r.log.Error("store ended reservation", "session", res.ID, "err", err)
+		r.log.Error("store ended reservation", "reservation", res.ID, "err", err)
 	}
-	r.log.Info("reservation ended", "session", res.ID, "miner", res.Miner, "state", state, "detail", detail)
+	r.log.Info("reservation ended", "reservation", res.ID, logging.Opt("session", res.Session), "miner", res.Miner, "state", state, "detail", detail)
 	r.prune()
 	return res, true, err
 }
@@ -939,7 +940,7 @@ func (r *Router) prune() {
 		e.saveMu.Lock()
 		e.pruned = true
 		if err := r.d.Store.Delete(resKey(e.res.ID)); err != nil {
-			r.log.Warn("delete old reservation", "session", e.res.ID, "err", err)
+			r.log.Warn("delete old reservation", "reservation", e.res.ID, "err", err)
 		}
 		e.saveMu.Unlock()
 	}

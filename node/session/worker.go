@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/internal/duration"
+	"github.com/ephemera-network/ephemera/internal/logging"
 	"github.com/ephemera-network/ephemera/node/router"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -384,7 +385,7 @@ func (m *Manager) recordFailure(l *live, lt *liveTask, h *held, c outcome) {
 	if errors.Is(c.err, context.Canceled) || errors.Is(c.err, errClientGone) {
 		return // the session is ending, or its client left: not the miner's fault
 	}
-	m.log.Warn("miner failed a task", "session", l.s.ID, "task", lt.t.ID, "miner", h.miner, "err", c.err)
+	m.log.Warn("miner failed a task", "session", l.s.ID, "task", lt.t.ID, "miner", h.miner, "reservation", h.res.ID, "err", c.err)
 	if errors.Is(c.err, errBadReveal) {
 		m.d.Pool.RecordFault(h.miner)
 	}
@@ -415,7 +416,7 @@ func (m *Manager) release(h *held, o pb.Outcome) {
 	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
 	if _, err := m.d.Router.Release(ctx, h.res.ID, o); err != nil && !errors.Is(err, router.ErrEnded) {
-		m.log.Warn("release", "reservation", h.res.ID, "miner", h.miner, "err", err)
+		m.log.Warn("release", "reservation", h.res.ID, logging.Opt("session", h.res.Session), "miner", h.miner, "err", err)
 	}
 }
 
@@ -473,7 +474,7 @@ func (m *Manager) conclude(ctx context.Context, l *live, lt *liveTask, calls []*
 	m.stats.TasksDone++
 	m.mu.Unlock()
 	for _, h := range outvoted {
-		m.log.Warn("miner out-voted", "session", l.s.ID, "task", lt.t.ID, "miner", h.miner)
+		m.log.Warn("miner out-voted", "session", l.s.ID, "task", lt.t.ID, "miner", h.miner, "reservation", h.res.ID)
 		m.d.Pool.RecordFault(h.miner)
 		m.drop(l, h, HoldFailed, "out-voted on task "+lt.t.ID, pb.Outcome_FAILED)
 	}
@@ -597,7 +598,7 @@ func (m *Manager) reconcile(ctx context.Context) {
 		m.log.Info("releasing a reservation that serves no session", "reservation", res.ID, "session", res.Session, "miner", res.Miner)
 		rctx, cancel := context.WithTimeout(ctx, releaseTimeout)
 		if _, err := m.d.Router.Release(rctx, res.ID, pb.Outcome_CANCELLED); err != nil && !errors.Is(err, router.ErrEnded) {
-			m.log.Warn("release", "reservation", res.ID, "err", err)
+			m.log.Warn("release", "reservation", res.ID, logging.Opt("session", res.Session), "miner", res.Miner, "err", err)
 		}
 		cancel()
 	}
