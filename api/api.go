@@ -96,12 +96,23 @@ type Config struct {
 	Gatherer prometheus.Gatherer
 	Reserver Reserver // nil unless the node is a router
 	Sessions Sessions // nil unless the node is a router
-	Token    string   // when set, every endpoint but GET /healthz needs "Authorization: Bearer <Token>"
+	// Observer serves the dashboard's data: /v1/overview, /v1/history,
+	// /v1/miners/{peer_id}, /v1/transitions and /v1/events. Nil serves none.
+	Observer Observer
+	// UI serves the dashboard's static files for GET /, /index.html and
+	// /ui/..., with the request's path as it is, and without a token. Nil
+	// serves none.
+	UI http.Handler
+	// Token, when set, is needed by every endpoint but GET /healthz and the
+	// UI's: as "Authorization: Bearer <Token>" or, on GET only (EventSource
+	// cannot set headers), as the query parameter access_token.
+	Token string
 }
 
 // Handler routes the API's endpoints to c.Source and c.Gatherer, and the
 // reservation, session and OpenAI-compatible endpoints to c.Reserver and
-// c.Sessions when the node is a router. A nil Gatherer serves no /metrics.
+// c.Sessions when the node is a router, and the dashboard's data and files to
+// c.Observer and c.UI. A nil Gatherer serves no /metrics.
 // A known path asked with another method is a 405 with an Allow header; an
 // unknown path a 404; a panic a 500 that says nothing of it.
 func Handler(c Config) http.Handler {
@@ -142,9 +153,17 @@ func Handler(c Config) http.Handler {
 	if c.Gatherer != nil {
 		mux.Handle("GET /metrics", MetricsHandler(c.Gatherer))
 	}
+	if c.Observer != nil {
+		handleObserve(mux, c.Observer)
+	}
+	if c.UI != nil {
+		mux.Handle("GET /{$}", c.UI)
+		mux.Handle("GET /index.html", c.UI)
+		mux.Handle("GET /ui/", c.UI)
+	}
 	var h http.Handler = route(mux)
 	if c.Token != "" {
-		h = requireToken(c.Token, h)
+		h = requireToken(c.Token, c.UI != nil, h)
 	}
 	return recoverPanics(h)
 }
@@ -191,31 +210,56 @@ func route(mux *http.ServeMux) http.Handler {
 }
 
 // requireToken lets through requests that carry "Authorization: Bearer
-// <token>", and those for /healthz.
-func requireToken(token string, next http.Handler) http.Handler {
+// <token>", GET requests with the query parameter access_token=<token>, and
+// those for /healthz and, when ui, the dashboard's static files. The query
+// parameter is taken out of the request before it goes further, so that no
+// handler sees (or logs) it.
+func requireToken(token string, ui bool, next http.Handler) http.Handler {
 	want := sha256.Sum256([]byte(token))
+	// Hashing first keeps the comparison's time independent of the token's
+	// length as well as of its content.
+	matches := func(got string) bool {
+		sum := sha256.Sum256([]byte(got))
+		return subtle.ConstantTimeCompare(sum[:], want[:]) == 1
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" {
+		if r.URL.Path == "/healthz" || ui && isUIPath(r) {
 			next.ServeHTTP(w, r)
 			return
 		}
 		msg := "no API key: send the header Authorization: Bearer <token>"
 		if h := r.Header.Get("Authorization"); h != "" {
 			scheme, got, ok := strings.Cut(h, " ")
-			// Hashing first keeps the comparison's time independent of
-			// the token's length as well as of its content.
-			sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
-			if ok && strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare(sum[:], want[:]) == 1 {
+			if ok && strings.EqualFold(scheme, "Bearer") && matches(strings.TrimSpace(got)) {
 				next.ServeHTTP(w, r)
 				return
 			}
 			msg = "invalid API key: send the header Authorization: Bearer <token> with the node's API token"
+		} else if q := r.URL.Query(); q.Has("access_token") {
+			if r.Method == http.MethodGet && matches(q.Get("access_token")) {
+				q.Del("access_token")
+				r2 := r.Clone(r.Context())
+				r2.URL.RawQuery = q.Encode()
+				r2.RequestURI = r2.URL.RequestURI()
+				next.ServeHTTP(w, r2)
+				return
+			}
+			msg = "invalid API key: the query parameter access_token must be the node's API token, and is taken on GET requests only"
 		}
 		body := errorBody(http.StatusUnauthorized, msg)
 		body.Error.Code = "invalid_api_key"
 		w.Header().Set("WWW-Authenticate", "Bearer")
 		writeJSON(w, http.StatusUnauthorized, body)
 	})
+}
+
+// isUIPath reports whether r asks for the dashboard's static files.
+func isUIPath(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	p := r.URL.Path
+	return p == "/" || p == "/index.html" || p == "/ui" || strings.HasPrefix(p, "/ui/")
 }
 
 // recoverPanics turns a handler's panic into a logged 500 that says nothing

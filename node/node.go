@@ -15,9 +15,11 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/api/ui"
 	"github.com/ephemera-network/ephemera/gossip"
 	"github.com/ephemera-network/ephemera/inference"
 	"github.com/ephemera-network/ephemera/node/miner"
+	"github.com/ephemera-network/ephemera/node/observe"
 	"github.com/ephemera-network/ephemera/node/oracle"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/node/router"
@@ -77,6 +79,7 @@ type Node struct {
 	oracle   *oracle.Oracle
 	router   *router.Router
 	sessions *session.Manager
+	observer *observe.Observer
 	started  time.Time
 	starts   uint64
 
@@ -165,6 +168,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err = n.startPool(runCtx); err != nil {
 		return err
 	}
+	n.startObserver()
+	n.onStop(n.stopObserver) // again after the API, to end its event streams first
 
 	// 6. The roles this node holds.
 	if err = n.startRoles(runCtx); err != nil {
@@ -176,10 +181,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.started = time.Now()
 	if n.api, err = api.Listen(n.cfg.API.Listen, api.Handler(api.Config{
 		Source: n, Gatherer: n.reg, Reserver: n.reserverOrNil(), Sessions: n.sessionsOrNil(), Token: n.cfg.API.Token,
+		Observer: n.observerAPI(), UI: ui.Handler(),
 	}), n.log.With("module", "api")); err != nil {
 		return fmt.Errorf("api: %w", err)
 	}
 	n.onStop(n.api.Close)
+	n.onStop(n.stopObserver)
 	if n.cfg.API.Metrics != "" {
 		if n.metrics, err = api.Listen(n.cfg.API.Metrics, api.MetricsHandler(n.reg), n.log.With("module", "metrics")); err != nil {
 			return fmt.Errorf("metrics: %w", err)
@@ -193,7 +200,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("runtime file: %w", err)
 	}
 	n.onStop(func(context.Context) error { return os.Remove(n.home.RuntimePath()) })
-	n.log.Info("node started", "peer", n.host.ID(), "network", n.cfg.Network, "roles", n.cfg.Roles,
+	n.log.Info("node started", "self", n.host.ID(), "network", n.cfg.Network, "roles", n.cfg.Roles,
 		"addrs", n.FullAddrs(), "api", n.api.URL(), "starts", n.starts)
 	return nil
 }
