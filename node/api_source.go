@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
-	"github.com/ephemera-network/ephemera/node/pool"
+	"github.com/ephemera-network/ephemera/node/observe"
 	"github.com/ephemera-network/ephemera/node/router"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 )
@@ -15,20 +15,10 @@ import (
 // Pool answers GET /v1/pool.
 func (n *Node) Pool() []api.PoolMiner {
 	miners := n.pool.Miners()
+	now := time.Now()
 	out := make([]api.PoolMiner, 0, len(miners))
 	for _, m := range miners {
-		oracles := make([]string, len(m.Oracles))
-		for i, o := range m.Oracles {
-			oracles[i] = o.String()
-		}
-		state := pool.StateName(m.State)
-		if m.State == pb.MinerState_AVAILABLE && !m.Expires.After(time.Now()) {
-			state = "stale" // its record lapsed: the miner is gone or cut off
-		}
-		out = append(out, api.PoolMiner{
-			PeerID: m.ID.String(), State: state, Generation: m.Generation, Oracles: oracles,
-			Reputation: n.pool.Reputation(m.ID).Score(), Models: m.Models, LastSeen: m.LastSeen.UTC(), Seq: m.Seq,
-		})
+		out = append(out, observe.PoolMiner(n.pool, m, now))
 	}
 	return out
 }
