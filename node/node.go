@@ -126,7 +126,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 		return err
 	}
-	if n.store, err = store.Open(n.home.DataPath(), n.log.With("module", "store")); err != nil {
+	if n.store, err = store.Open(n.home.DataPath(), n.log); err != nil {
 		return err
 	}
 	n.onStop(func(context.Context) error { return n.store.Close() })

@@ -77,8 +77,9 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 }
 
 // Open opens the Badger database in dir, creating dir (mode 0700) if needed,
-// and checks the schema version. Badger's log goes to log with
-// module=badger; a nil log discards it. If another Store or process has dir
+// and checks the schema version. The store logs to log with module=store and
+// Badger's own lines with module=badger, so log must not carry a module of
+// its own; a nil log discards both. If another Store or process has dir
 // open, the error wraps ErrLocked; an unknown layout wraps ErrSchema.
 func Open(dir string, log *slog.Logger) (*Store, error) {
 	if log == nil {
@@ -94,7 +95,7 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 		}
 		return nil, fmt.Errorf("store %s: open: %w", dir, err)
 	}
-	s := &Store{db: db, dir: dir, log: log}
+	s := &Store{db: db, dir: dir, log: log.With("module", "store")}
 	s.close = sync.OnceValue(func() error {
 		if err := db.Close(); err != nil {
 			return fmt.Errorf("store %s: close: %w", dir, err)
