@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ephemera-network/ephemera/api"
+	"golang.org/x/term"
 )
 
 // `ephemera top`: the pool as one node sees it, in a terminal, refreshed in
@@ -53,7 +54,7 @@ func runTop(args []string, stdout, _ io.Writer) error {
 	interval := fs.Duration("interval", 2*time.Second, "refresh every `duration` (at least 200ms)")
 	once := fs.Bool("once", false, "print one frame, without escape codes, and exit (always so when stdout is not a terminal, and with --json)")
 	state := fs.String("state", "", "list only miners in this `state` (joining, validating, available, reserved, cooling_off, stale); the counts stay whole")
-	limit := fs.Int("limit", 0, "list at most `n` miners (default: as many as fit the terminal's height when $LINES gives it, else 20)")
+	limit := fs.Int("limit", 0, "list at most `n` miners (default: as many as fit the terminal, else 20)")
 	set, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -94,10 +95,7 @@ func runTop(args []string, stdout, _ io.Writer) error {
 		_, err = io.WriteString(stdout, renderTop(d, nil, opts, time.Now()))
 		return err
 	}
-	if !set["limit"] {
-		opts.height = envInt("LINES")
-	}
-	opts.width = envInt("COLUMNS")
+	opts.fitHeight = !set["limit"]
 	return liveTop(ctx, stdout, c, opts, *interval)
 }
 
@@ -126,6 +124,13 @@ func liveTop(ctx context.Context, w io.Writer, c *apiClient, opts topOptions, in
 		if ferr == nil {
 			last = d
 		}
+		// Measured every frame: the terminal may have been resized.
+		if cw, ch := terminalSize(w); cw > 0 {
+			opts.width = cw
+			if opts.fitHeight {
+				opts.height = ch
+			}
+		}
 		frame := renderTop(last, ferr, opts, time.Now())
 		// Each line clears what the last frame left to its right, and the
 		// end of the frame clears the lines below: no flicker of a blank
@@ -142,14 +147,21 @@ func liveTop(ctx context.Context, w io.Writer, c *apiClient, opts topOptions, in
 	}
 }
 
-// isTerminal reports whether w is a character device such as a terminal.
+// isTerminal reports whether w is a terminal.
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	if !ok {
-		return false
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// terminalSize is w's width and height, from the terminal itself, else from
+// $COLUMNS and $LINES, else 0 for unknown.
+func terminalSize(w io.Writer) (width, height int) {
+	if f, ok := w.(*os.File); ok {
+		if cw, ch, err := term.GetSize(int(f.Fd())); err == nil && cw > 0 && ch > 0 {
+			return cw, ch
+		}
 	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	return envInt("COLUMNS"), envInt("LINES")
 }
 
 // envInt is a positive integer from the environment, else 0.
@@ -163,12 +175,14 @@ func envInt(name string) int {
 
 // topOptions shape a frame.
 type topOptions struct {
-	state  string         // list only miners in this state; "" for all
-	limit  int            // miner rows at most
-	events int            // transitions at most; 0 for topTransitions
-	height int            // when > 0, fewer rows so that the frame fits this many lines
-	width  int            // when > 0, lines are cut to this many columns
-	loc    *time.Location // of the times shown
+	state  string // list only miners in this state; "" for all
+	limit  int    // miner rows at most
+	events int    // transitions at most; 0 for topTransitions
+	height int    // when > 0, fewer rows so that the frame fits this many lines
+	// fitHeight: the live view fits the terminal's height (no --limit given).
+	fitHeight bool
+	width     int            // when > 0, lines are cut to this many columns
+	loc       *time.Location // of the times shown
 }
 
 // topData is what one frame shows, and what --json prints.
