@@ -202,8 +202,8 @@ func TestDeliveryAndRejectionAcrossHosts(t *testing.T) {
 	connect(t, ha, hb)
 	regB := prometheus.NewRegistry()
 	var inA, inB inbox
-	_, topicA := newGossip(t, ha, nil, &inA)
-	newGossip(t, hb, regB, &inB)
+	gA, topicA := newGossip(t, ha, nil, &inA)
+	gB, _ := newGossip(t, hb, regB, &inB)
 	waitFor(t, "mesh", func() bool { return len(topicA.Peers()) == 1 })
 
 	if err := topicA.Publish(context.Background(), seal(t, &note{text: "hello"})); err != nil {
@@ -220,6 +220,13 @@ func TestDeliveryAndRejectionAcrossHosts(t *testing.T) {
 	accepted := testutil.ToFloat64(mustCounter(t, regB, Attestations, "accept"))
 	if accepted != 1 {
 		t.Fatalf("accepted counter = %v, want 1", accepted)
+	}
+	// Counts reads the same counters, whether or not a registry exports them.
+	if c := gB.Counts()[Attestations]; c != (TopicCounts{Accept: 1}) {
+		t.Errorf("receiver's counts %+v, want one accepted", c)
+	}
+	if c := gA.Counts()[Attestations]; c.Published != 1 {
+		t.Errorf("publisher's counts %+v, want one published", c)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 type metrics struct {
@@ -32,4 +33,51 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// TopicCounts are one topic's counters since the node started.
+type TopicCounts struct {
+	Accept, Reject, Ignore, Throttled uint64 // messages received, by validation outcome
+	Published                         uint64 // messages this node published
+}
+
+// Counts reads the counters of every topic that has any, straight from the
+// counters themselves rather than through a whole registry gather.
+func (g *Gossip) Counts() map[string]TopicCounts {
+	out := map[string]TopicCounts{}
+	read := func(c prometheus.Collector, add func(labels map[string]string, v uint64)) {
+		ch := make(chan prometheus.Metric)
+		go func() { c.Collect(ch); close(ch) }()
+		for m := range ch {
+			var pm dto.Metric
+			if m.Write(&pm) != nil {
+				continue
+			}
+			labels := map[string]string{}
+			for _, l := range pm.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			add(labels, uint64(pm.GetCounter().GetValue()))
+		}
+	}
+	read(g.metrics.validated, func(l map[string]string, v uint64) {
+		t := out[l["topic"]]
+		switch l["outcome"] {
+		case "accept":
+			t.Accept = v
+		case "reject":
+			t.Reject = v
+		case "ignore":
+			t.Ignore = v
+		case "throttled":
+			t.Throttled = v
+		}
+		out[l["topic"]] = t
+	})
+	read(g.metrics.published, func(l map[string]string, v uint64) {
+		t := out[l["topic"]]
+		t.Published = v
+		out[l["topic"]] = t
+	})
+	return out
 }

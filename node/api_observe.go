@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
@@ -33,17 +32,9 @@ func (n *Node) observerAPI() api.Observer {
 type observeAPI struct {
 	*observe.Observer
 	n *Node
-
-	mu       sync.Mutex
-	gossipAt time.Time
-	gossip   []api.GossipTopic
 }
 
 var _ api.Observer = (*observeAPI)(nil)
-
-// gossipCacheFor is how long the gossip counters are reused: reading them
-// gathers the whole registry, and every dashboard asks every 2 s.
-const gossipCacheFor = time.Second
 
 // Overview answers GET /v1/overview.
 func (a *observeAPI) Overview() api.Overview {
@@ -71,58 +62,14 @@ func (a *observeAPI) Overview() api.Overview {
 	return ov
 }
 
-// gossipCounters reads the gossip package's counters from the node's
-// registry: every topic of the network, in gossip.TopicNames' order.
+// gossipCounters are the gossip counters of every topic of the network, in
+// gossip.TopicNames' order.
 func (a *observeAPI) gossipCounters() []api.GossipTopic {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.gossip != nil && time.Since(a.gossipAt) < gossipCacheFor {
-		return a.gossip
-	}
-	byTopic := make(map[string]*api.GossipTopic, len(gossip.TopicNames))
+	counts := a.n.gossip.Counts()
 	out := make([]api.GossipTopic, len(gossip.TopicNames))
 	for i, name := range gossip.TopicNames {
-		out[i].Topic = name
-		byTopic[name] = &out[i]
+		c := counts[name]
+		out[i] = api.GossipTopic{Topic: name, Accept: c.Accept, Reject: c.Reject, Ignore: c.Ignore, Throttled: c.Throttled, Published: c.Published}
 	}
-	families, _ := a.n.reg.Gather() // a failing collector elsewhere leaves these intact
-	for _, mf := range families {
-		switch mf.GetName() {
-		case "ephemera_gossip_messages_total", "ephemera_gossip_published_total":
-		default:
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			var topic, outcome string
-			for _, l := range m.GetLabel() {
-				switch l.GetName() {
-				case "topic":
-					topic = l.GetValue()
-				case "outcome":
-					outcome = l.GetValue()
-				}
-			}
-			t := byTopic[topic]
-			if t == nil {
-				continue
-			}
-			v := uint64(m.GetCounter().GetValue())
-			if mf.GetName() == "ephemera_gossip_published_total" {
-				t.Published = v
-				continue
-			}
-			switch outcome {
-			case "accept":
-				t.Accept = v
-			case "reject":
-				t.Reject = v
-			case "ignore":
-				t.Ignore = v
-			case "throttled":
-				t.Throttled = v
-			}
-		}
-	}
-	a.gossip, a.gossipAt = out, time.Now()
 	return out
 }
