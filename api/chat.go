@@ -446,9 +446,17 @@ func (st *chatStream) write(s string) {
 // ordinary error status; an error after is an error event that ends the
 // stream.
 func streamChat(w http.ResponseWriter, r *http.Request, s Sessions, req CompletionRequest, opts chatOptions, created int64) {
+	model := req.Model
+	if model == "" {
+		// The chunks come before the answer says which model gave it: when
+		// the pool serves one model, that is the one.
+		if served := s.Models(); len(served) == 1 {
+			model = served[0]
+		}
+	}
 	st := &chatStream{
 		w: w, rc: http.NewResponseController(w),
-		id: "chatcmpl-" + rand.Text(), created: created, model: req.Model,
+		id: "chatcmpl-" + rand.Text(), created: created, model: model,
 	}
 	c, err := s.Complete(r.Context(), req, st.onDelta)
 	st.mu.Lock()

@@ -464,3 +464,22 @@ func TestChatStreamClientGone(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A stream for no model in particular names the pool's model from its first
+// chunk when the pool serves one.
+func TestChatStreamNamesThePoolsOneModel(t *testing.T) {
+	s := &fakeSessions{models: []string{"only-model"}, complete: func(ctx context.Context, req api.CompletionRequest, onDelta func(string) error) (api.Completion, error) {
+		if err := onDelta("4"); err != nil {
+			return api.Completion{}, err
+		}
+		return api.Completion{ID: "T1", Task: "T1", Model: "only-model", Text: "4", Session: "S1", Miners: []string{"miner-a"}, Agreement: 1}, nil
+	}}
+	srv := httptest.NewServer(router(t, s, ""))
+	defer srv.Close()
+	_, r := startStream(t, srv, `{"stream":true,"messages":[{"role":"user","content":"What is 2 + 2?"}]}`)
+	first, ok := sse(t, r)
+	if !ok || !strings.Contains(first, `"model":"only-model"`) {
+		t.Fatalf("first chunk %q does not name the pool's model", first)
+	}
+	readAll(t, r)
+}
