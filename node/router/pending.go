@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/dgraph-io/badger/v4"
 	"time"
 
 	"github.com/ephemera-network/ephemera/internal/logging"
@@ -56,6 +57,47 @@ func (r *Router) dropPending(id string) {
 	r.finishPending(id)
 }
 
+// refusePending forgets a claim its miner refused. Its record is deleted
+// with the others at the next settle: many claims are refused when routers
+// contend for a pool, and a record left behind by a crash is only sent again
+// and refused again.
+func (r *Router) refusePending(id string) {
+	r.mu.Lock()
+	delete(r.inflight, id)
+	r.refused[id] = true
+	r.mu.Unlock()
+}
+
+// flushRefused deletes the records of refused claims, in one transaction.
+func (r *Router) flushRefused() {
+	r.mu.Lock()
+	ids := make([]string, 0, len(r.refused))
+	for id := range r.refused {
+		ids = append(ids, id)
+	}
+	r.mu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	err := r.d.Store.Update(func(txn *badger.Txn) error {
+		for _, id := range ids {
+			if err := txn.Delete(pendKey(id)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		r.log.Warn("delete refused claims", "claims", len(ids), "err", err)
+		return
+	}
+	r.mu.Lock()
+	for _, id := range ids {
+		delete(r.refused, id)
+	}
+	r.mu.Unlock()
+}
+
 // finishPending hands a claim whose outcome is unknown over to settle.
 func (r *Router) finishPending(id string) {
 	r.mu.Lock()
@@ -85,6 +127,7 @@ func (r *Router) settleLoop(ctx context.Context) {
 // whose miner cannot be reached is dropped once any lease it could have
 // started is over.
 func (r *Router) settle(ctx context.Context) {
+	r.flushRefused()
 	type item struct {
 		id string
 		p  pending
@@ -107,7 +150,7 @@ func (r *Router) settle(ctx context.Context) {
 	}
 	for _, it := range items {
 		r.mu.Lock()
-		busy := r.inflight[it.id]
+		busy := r.inflight[it.id] || r.refused[it.id]
 		if !busy {
 			r.inflight[it.id] = true
 		}

@@ -174,8 +174,14 @@ func TestClaimLeavesPendingOnlyWhenUnsettled(t *testing.T) {
 	if _, err := other.Reserve(t.Context(), "", 0); !errors.Is(err, ErrNoMiner) {
 		t.Fatalf("claim of a reserved miner: %v", err)
 	}
+	// A refusal's record goes at the next settle, with the others refused
+	// by then, in one write.
+	if ids := other.pendingIDs(t); len(ids) != 1 {
+		t.Fatalf("pending after a refusal, before settle: %v", ids)
+	}
+	other.settle(t.Context())
 	if ids := other.pendingIDs(t); len(ids) != 0 {
-		t.Fatalf("pending after a refusal: %v", ids)
+		t.Fatalf("pending after a refusal and a settle: %v", ids)
 	}
 	// Unreachable: the pool view lists a miner that is gone.
 	gone.host.Close()

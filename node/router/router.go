@@ -152,6 +152,9 @@ type Router struct {
 	latency latencies
 	// inflight names the pending claims a Reserve or settle is working on.
 	inflight map[string]bool
+	// refused names pending claims their miner refused, whose records settle
+	// deletes together: a refusal costs no synced write of its own.
+	refused map[string]bool
 }
 
 // New checks d and loads the reservations in the store; the active ones are
@@ -177,7 +180,7 @@ func New(d Deps) (*Router, error) {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	r := &Router{d: d, self: self, log: d.Log, res: map[string]*entry{}, inflight: map[string]bool{}, history: maxHistory}
+	r := &Router{d: d, self: self, log: d.Log, res: map[string]*entry{}, inflight: map[string]bool{}, refused: map[string]bool{}, history: maxHistory}
 	err = d.Store.Scan([]byte("res/"), func(k, v []byte) error {
 		e, err := r.load(v)
 		if err != nil {
@@ -542,7 +545,7 @@ func (r *Router) claim(ctx context.Context, m pool.Miner, q Request, lease time.
 		r.finishPending(cl.Session)
 		return Reservation{}, err
 	case err != nil:
-		r.dropPending(cl.Session)
+		r.refusePending(cl.Session)
 		return Reservation{}, err
 	}
 	res, err := r.adopt(ctx, cl.Session, p, grant, m.ID, now)
