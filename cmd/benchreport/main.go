@@ -35,10 +35,13 @@ type Figure struct {
 var goals = map[string]string{
 	"AttestationPropagation p99-ms": "ratio ≤ 1.5",
 	"AttestationVerify att/s":       "ratio ≥ 0.7",
+	"FloodedPropagation p99-ms":     "ratio ≤ 2",
 	"ClaimGrant ns/op":              "ratio ≤ 2",
 	"ReserveRelease ns/op":          "ratio ≤ 2",
 	"ChatCompletion added-p50-ms":   "< 2 ms",
 	"SessionTask added-p50-ms":      "< 2 ms",
+	"IdleNode rss-MB":               "< 60 MB",
+	"IdleNode cpu-%core":            "< 1%",
 }
 
 // skipped units say nothing about speed that ns/op does not.
