@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
+	recordpb "github.com/libp2p/go-libp2p/core/record/pb"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -166,6 +167,16 @@ func Open[T any, M Message[T]](data []byte) (Signed[M], error) {
 		return Signed[M]{}, fmt.Errorf("envelope key: %w", err)
 	}
 	return Signed[M]{Msg: rec.Msg, Signer: signer, Raw: data}, nil
+}
+
+// PayloadType reads which kind of message an envelope says it holds, without
+// checking its signature: to choose the Open to call, which checks it.
+func PayloadType(envelope []byte) ([]byte, error) {
+	var e recordpb.Envelope
+	if err := proto.Unmarshal(envelope, &e); err != nil {
+		return nil, fmt.Errorf("not an envelope: %w", err)
+	}
+	return e.GetPayloadType(), nil
 }
 
 // Digest names a signed message by the SHA-256 of its envelope bytes.

@@ -35,7 +35,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
-	"github.com/libp2p/go-libp2p/core/record"
 )
 
 const (
@@ -637,13 +636,13 @@ var (
 // miner dialled, for exactly the claim sent. A refusal becomes an error
 // that names its reason.
 func (r *Router) verifyGrant(reply []byte, miner peer.ID, claimEnv []byte) (protocol.Signed[*pb.Grant], error) {
-	env, err := record.UnmarshalEnvelope(reply)
+	payloadType, err := protocol.PayloadType(reply)
 	if err != nil {
-		return protocol.Signed[*pb.Grant]{}, fmt.Errorf("reply is not an envelope: %w", err)
+		return protocol.Signed[*pb.Grant]{}, fmt.Errorf("reply: %w", err)
 	}
 	digest := protocol.Digest(claimEnv)
 	switch {
-	case bytes.Equal(env.PayloadType, kindRefusal.PayloadType):
+	case bytes.Equal(payloadType, kindRefusal.PayloadType):
 		ref, err := protocol.Open[pb.Refusal](reply)
 		switch {
 		case err != nil:
@@ -659,8 +658,8 @@ func (r *Router) verifyGrant(reply []byte, miner peer.ID, claimEnv []byte) (prot
 			msg += " for another claim"
 		}
 		return protocol.Signed[*pb.Grant]{}, errors.New(msg)
-	case !bytes.Equal(env.PayloadType, kindGrant.PayloadType):
-		return protocol.Signed[*pb.Grant]{}, fmt.Errorf("reply of payload type %q", env.PayloadType)
+	case !bytes.Equal(payloadType, kindGrant.PayloadType):
+		return protocol.Signed[*pb.Grant]{}, fmt.Errorf("reply of payload type %q", payloadType)
 	}
 	g, err := protocol.Open[pb.Grant](reply)
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/record"
 )
 
 // errBadReveal marks a reveal that does not match its commitment: a fault
@@ -202,7 +201,7 @@ func (m *Manager) readCommit(r *bufio.Reader, c *call) ([]byte, error) {
 	if !ok {
 		return nil, errors.New("a delta instead of a commitment")
 	}
-	pt, err := payloadType(env.Envelope)
+	pt, err := protocol.PayloadType(env.Envelope)
 	if err != nil {
 		return nil, err
 	}
@@ -224,7 +223,7 @@ func (m *Manager) readCommit(r *bufio.Reader, c *call) ([]byte, error) {
 
 // openResult opens a miner's signed result to c, or the error it sent.
 func (m *Manager) openResult(env []byte, c *call) (protocol.Signed[*pb.TaskResult], error) {
-	pt, err := payloadType(env)
+	pt, err := protocol.PayloadType(env)
 	if err != nil {
 		return protocol.Signed[*pb.TaskResult]{}, err
 	}
@@ -255,12 +254,4 @@ func (m *Manager) openError(env []byte, c *call) error {
 		msg += " (" + te.Msg.Detail + ")"
 	}
 	return errors.New(msg)
-}
-
-func payloadType(env []byte) ([]byte, error) {
-	e, err := record.UnmarshalEnvelope(env)
-	if err != nil {
-		return nil, fmt.Errorf("not an envelope: %w", err)
-	}
-	return e.PayloadType, nil
 }
