@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"time"
@@ -105,18 +106,11 @@ func (a sessionsAPI) Complete(ctx context.Context, req api.CompletionRequest, on
 		}
 		out.Miners = append(out.Miners, ans.Miner)
 		if ans.Output == t.Answer && out.CompletionTokens == 0 {
-			out.Model = cmpOr(ans.Model, req.Model)
+			out.Model = cmp.Or(ans.Model, req.Model)
 			out.PromptTokens, out.CompletionTokens = ans.PromptTokens, ans.CompletionTokens
 		}
 	}
 	return out, nil
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func (a sessionsAPI) Models() []string { return a.m.Models() }

@@ -31,14 +31,6 @@ func (l *latencies) observe(id peer.ID, d time.Duration) {
 	l.mean[id] = d
 }
 
-// get returns id's mean round trip, if one was measured.
-func (l *latencies) get(id peer.ID) (time.Duration, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	d, ok := l.mean[id]
-	return d, ok
-}
-
 // factor is in (0, 1]: 1/(1 + latency/latencyScale). A miner never measured
 // gets the median of those that were, so it is neither favoured nor shunned.
 func (l *latencies) factor(id peer.ID) float64 {
@@ -62,6 +54,3 @@ func (l *latencies) factor(id peer.ID) float64 {
 // ObserveLatency records a round trip measured to miner outside the router,
 // such as a session task; it ranks the miner's future candidacy.
 func (r *Router) ObserveLatency(miner peer.ID, d time.Duration) { r.latency.observe(miner, d) }
-
-// Latency is the mean round trip measured to miner, if any.
-func (r *Router) Latency(miner peer.ID) (time.Duration, bool) { return r.latency.get(miner) }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/ephemera-network/ephemera/inference"
+	"github.com/ephemera-network/ephemera/internal/duration"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/node/router"
 	"github.com/ephemera-network/ephemera/protocol"
@@ -561,8 +562,8 @@ func (m *Manager) Complete(ctx context.Context, model string, redundancy int, q 
 	}
 	s, err := m.Create(ctx, Params{
 		Model: model, Redundancy: redundancy, MinNodes: redundancy, MaxNodes: redundancy, MaxTasks: 1,
-		ReservePeriod: durationOf(m.d.Config.QueueTimeout + DefaultTaskTimeout + 10*time.Second),
-		TaskTimeout:   durationOf(DefaultTaskTimeout),
+		ReservePeriod: duration.Duration(m.d.Config.QueueTimeout + DefaultTaskTimeout + 10*time.Second),
+		TaskTimeout:   duration.Duration(DefaultTaskTimeout),
 	})
 	if err != nil {
 		return Completion{}, err

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ephemera-network/ephemera/internal/duration"
 	"github.com/ephemera-network/ephemera/internal/logging"
 	"github.com/ephemera-network/ephemera/node/router"
 	"github.com/ephemera-network/ephemera/protocol/pb"
@@ -31,8 +30,6 @@ const (
 	// it is released: younger ones may be on their way into a session.
 	orphanAge = 30 * time.Second
 )
-
-func durationOf(d time.Duration) duration.Duration { return duration.Duration(d) }
 
 // work is a session's worker: it keeps min_nodes miners reserved, runs the
 // queued tasks one after another, and ends the session when it is asked to,
