@@ -300,7 +300,7 @@ func TestValidateHostPort(t *testing.T) {
 		{"127.0.0.1:-1", false},
 		{"127.0.0.1:65536", false},
 		{"host.example:80", false},
-		{"", false},
+		{"", true}, // no API
 	}
 	for _, tt := range tests {
 		t.Run(tt.listen, func(t *testing.T) {
@@ -329,6 +329,7 @@ func TestAPITokenRequiredBeyondLoopback(t *testing.T) {
 		{"0.0.0.0:7601", false},
 		{":7601", false},
 		{"192.168.1.4:7601", false},
+		{"", true}, // no API, nothing to guard
 	}
 	for _, tt := range tests {
 		t.Run(tt.listen, func(t *testing.T) {

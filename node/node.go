@@ -27,6 +27,7 @@ import (
 	"github.com/ephemera-network/ephemera/p2p"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/store"
+	"github.com/libp2p/go-libp2p"
 	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -53,6 +54,9 @@ type Options struct {
 	// Backend, when set, is the inference engine instead of the one the
 	// configuration names: for embedding the node, and for tests.
 	Backend inference.Backend
+	// HostOptions are extra libp2p options for the host, such as a
+	// simulated network's transport (see p2p.Options).
+	HostOptions []libp2p.Option
 }
 
 // Node is one running Ephemera peer.
@@ -149,6 +153,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Logger:          n.log.With("module", "p2p"),
 		Validators:      map[string]record.Validator{protocol.AvailabilityNamespace: protocol.AvailabilityValidator{Check: n.check}},
 		ProvideValidity: n.cfg.Params.ProvideValidity.Std(),
+		HostOptions:     n.opts.HostOptions,
 	})
 	if err != nil {
 		return err
@@ -179,13 +184,15 @@ func (n *Node) Start(ctx context.Context) (err error) {
 
 	// 7. The HTTP API and, if asked for, a separate metrics listener.
 	n.started = time.Now()
-	if n.api, err = api.Listen(n.cfg.API.Listen, api.Handler(api.Config{
-		Source: n, Gatherer: n.reg, Reserver: n.reserverOrNil(), Sessions: n.sessionsOrNil(), Token: n.cfg.API.Token,
-		Observer: n.observerAPI(), UI: ui.Handler(),
-	}), n.log.With("module", "api")); err != nil {
-		return fmt.Errorf("api: %w", err)
+	if n.cfg.API.Listen != "" {
+		if n.api, err = api.Listen(n.cfg.API.Listen, api.Handler(api.Config{
+			Source: n, Gatherer: n.reg, Reserver: n.reserverOrNil(), Sessions: n.sessionsOrNil(), Token: n.cfg.API.Token,
+			Observer: n.observerAPI(), UI: ui.Handler(),
+		}), n.log.With("module", "api")); err != nil {
+			return fmt.Errorf("api: %w", err)
+		}
+		n.onStop(n.api.Close)
 	}
-	n.onStop(n.api.Close)
 	n.onStop(n.stopObserver)
 	if n.cfg.API.Metrics != "" {
 		if n.metrics, err = api.Listen(n.cfg.API.Metrics, api.MetricsHandler(n.reg), n.log.With("module", "metrics")); err != nil {
@@ -201,7 +208,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.onStop(func(context.Context) error { return os.Remove(n.home.RuntimePath()) })
 	n.log.Info("node started", "self", n.host.ID(), "network", n.cfg.Network, "roles", n.cfg.Roles,
-		"addrs", n.FullAddrs(), "api", n.api.URL(), "starts", n.starts)
+		"addrs", n.FullAddrs(), "api", n.Runtime().APIURL, "starts", n.starts)
 	return nil
 }
 
@@ -299,8 +306,10 @@ func (n *Node) Runtime() Runtime {
 		Network:   n.cfg.Network,
 		Roles:     slices.Clone(n.cfg.Roles),
 		Addrs:     multiaddrStrings(n.FullAddrs()),
-		APIURL:    n.api.URL(),
 		StartedAt: n.started.UTC(),
+	}
+	if n.api != nil {
+		rt.APIURL = n.api.URL()
 	}
 	if n.metrics != nil {
 		rt.MetricsURL = n.metrics.URL() + "/metrics"

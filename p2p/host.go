@@ -51,6 +51,11 @@ type Options struct {
 	// keeps Kademlia's 48 h, far too long for a pool that changes by the minute.
 	ProvideValidity time.Duration
 	Logger          *slog.Logger
+	// HostOptions come after the host's own libp2p options: a simulated
+	// network (go-libp2p's x/simlibp2p) puts QUIC on its own packet conns
+	// this way. Options that may be set once (resource and connection
+	// managers, security) are already taken.
+	HostOptions []libp2p.Option
 }
 
 // Host is a libp2p host with the node's DHT on it.
@@ -110,6 +115,7 @@ func New(cfg Config, opts Options) (*Host, error) {
 	} else {
 		lopts = append(lopts, libp2p.DisableMetrics())
 	}
+	lopts = append(lopts, opts.HostOptions...)
 	h, err := libp2p.New(lopts...)
 	if err != nil {
 		rm.Close()

@@ -53,6 +53,9 @@ func (f apiFlags) client(set map[string]bool) (*apiClient, error) {
 	h := node.Home{Dir: *f.home}
 	if node.Running(h) {
 		if rt, err := node.ReadRuntime(h); err == nil {
+			if rt.APIURL == "" {
+				return nil, fmt.Errorf("the node in home %s runs no API (api.listen is empty)", h.Dir)
+			}
 			return f.withToken(newAPIClient(rt.APIURL)), nil
 		}
 	} else if set["home"] {
