@@ -47,6 +47,7 @@ type Gossip struct {
 	cfg     Config
 	metrics *metrics
 	log     *slog.Logger
+	guard   *guard
 
 	mu     sync.Mutex
 	topics map[string]*Topic
@@ -66,6 +67,10 @@ func MessageID(m *pb.Message) string {
 // New starts gossipsub on h. Messages are not signed by the router: every
 // payload is a signed envelope of its own, so a second signature would only
 // cost CPU and bytes; without one, IDs must be content hashes.
+//
+// A peer that is graylisted, or whose REJECTed messages alone would graylist
+// it, is cut off: its connections are closed and, if h is a PeerBlocker (as
+// *p2p.Host is), refused for CutOffPeriod.
 func New(ctx context.Context, h host.Host, network string, cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Gossip, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -81,7 +86,7 @@ func New(ctx context.Context, h host.Host, network string, cfg Config, reg prome
 	if err != nil {
 		return nil, err
 	}
-	g := &Gossip{network: network, cfg: cfg, metrics: m, log: log, topics: map[string]*Topic{}}
+	g := &Gossip{network: network, cfg: cfg, metrics: m, log: log, guard: newGuard(h, m, log), topics: map[string]*Topic{}}
 	ps, err := pubsub.NewGossipSub(ctx, h,
 		pubsub.WithMessageIdFn(MessageID),
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
@@ -111,10 +116,12 @@ func (g *Gossip) keepScores(scores map[peer.ID]float64) {
 	g.scoreMu.Lock()
 	g.scores = scores
 	g.scoreMu.Unlock()
+	g.guard.scored(scores)
 }
 
 // PeerScore is p's gossip score as of the last inspection (zero if unknown).
-// A peer below the graylist threshold has everything it sends dropped.
+// A peer below the graylist threshold has everything it sends dropped, and
+// is cut off (see New).
 func (g *Gossip) PeerScore(p peer.ID) float64 {
 	g.scoreMu.Lock()
 	defer g.scoreMu.Unlock()
@@ -175,6 +182,9 @@ func (g *Gossip) instrument(name string, v Validator) pubsub.ValidatorEx {
 		}()
 		res, err := v(ctx, from, msg.Data)
 		g.metrics.validated.WithLabelValues(name, outcome(res)).Inc()
+		if res == pubsub.ValidationReject {
+			g.guard.rejected(from)
+		}
 		if err != nil {
 			g.log.Debug("gossip message not accepted", "topic", name, "from", from, "outcome", outcome(res), "reason", err)
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/p2p"
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
@@ -52,14 +53,27 @@ func noteKind() Kind {
 	}
 }
 
+// gatedHost refuses the peers gossip cuts off, as *p2p.Host does, without
+// the rest of a node's host (DHT, resource limits).
+type gatedHost struct {
+	host.Host
+	gater *p2p.Gater
+}
+
+func (h gatedHost) BlockPeer(p peer.ID, d time.Duration) {
+	h.gater.Block(p, d)
+	h.Network().ClosePeer(p)
+}
+
 func newHost(t testing.TB) host.Host {
 	t.Helper()
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	gater := p2p.NewGater()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics(), libp2p.ConnectionGater(gater))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close() })
-	return h
+	return gatedHost{h, gater}
 }
 
 func connect(t testing.TB, a, b host.Host) {

@@ -10,6 +10,7 @@ import (
 type metrics struct {
 	validated *prometheus.CounterVec
 	published *prometheus.CounterVec
+	cutOff    *prometheus.CounterVec
 }
 
 // newMetrics registers the gossip counters with reg; a nil reg keeps them unexported.
@@ -23,11 +24,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "ephemera", Subsystem: "gossip", Name: "published_total",
 			Help: "Gossip messages this node published, by topic.",
 		}, []string{"topic"}),
+		cutOff: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ephemera", Subsystem: "gossip", Name: "peers_cut_off_total",
+			Help: "Peers whose connections were closed and refused for a while, by reason: graylisted (score below the graylist threshold) or invalid (enough REJECTed messages to graylist it).",
+		}, []string{"reason"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.validated, m.published} {
+	for _, c := range []prometheus.Collector{m.validated, m.published, m.cutOff} {
 		if err := reg.Register(c); err != nil {
 			return nil, errors.Join(errors.New("gossip metrics"), err)
 		}

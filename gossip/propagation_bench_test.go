@@ -131,7 +131,7 @@ func (r *propRecorder) delivered(i int, data []byte) {
 
 // propEnvelopes seals n fresh notes of an attestation's size (every one
 // distinct: message IDs are content hashes).
-func propEnvelopes(b *testing.B, first, n int) [][]byte {
+func propEnvelopes(b testing.TB, first, n int) [][]byte {
 	b.Helper()
 	sk, _, err := crypto.GenerateEd25519Key(nil)
 	if err != nil {

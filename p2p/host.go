@@ -19,6 +19,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
@@ -54,8 +55,12 @@ type Options struct {
 	// HostOptions come after the host's own libp2p options: a simulated
 	// network (go-libp2p's x/simlibp2p) puts QUIC on its own packet conns
 	// this way. Options that may be set once (resource and connection
-	// managers, security) are already taken.
+	// managers, security, the connection gater) are already taken.
 	HostOptions []libp2p.Option
+	// NoNATService turns off answering AutoNAT dial-backs, whose dialer has
+	// transports of its own on real sockets: a simulated network, where
+	// every node is a DHT server anyway, must not open any.
+	NoNATService bool
 }
 
 // Host is a libp2p host with the node's DHT on it.
@@ -64,6 +69,7 @@ type Host struct {
 	DHT *dht.IpfsDHT
 
 	cfg         Config
+	gater       *Gater
 	kadProtocol protocol.ID
 	bootstrap   *bootstrapper
 	log         *slog.Logger
@@ -72,7 +78,8 @@ type Host struct {
 }
 
 // New starts a host listening on cfg.Listen, with TCP and QUIC, Noise and TLS,
-// explicit resource limits and a connection manager, and a private DHT.
+// explicit resource limits, a connection manager, a gater that keeps blocked
+// peers away (BlockPeer), and a private DHT.
 func New(cfg Config, opts Options) (*Host, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -96,6 +103,7 @@ func New(cfg Config, opts Options) (*Host, error) {
 		rm.Close()
 		return nil, fmt.Errorf("connection manager: %w", err)
 	}
+	gater := NewGater()
 	lopts := []libp2p.Option{
 		libp2p.Identity(opts.Key),
 		libp2p.UserAgent(opts.UserAgent),
@@ -106,9 +114,12 @@ func New(cfg Config, opts Options) (*Host, error) {
 		libp2p.ChainOptions(libp2p.Security(noise.ID, noise.New), libp2p.Security(libp2ptls.ID, libp2ptls.New)),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
+		libp2p.ConnectionGater(gater),
+	}
+	if !opts.NoNATService {
 		// Answer other nodes' AutoNAT dial-backs, so that nodes in auto DHT
 		// mode can learn they are reachable and become DHT servers.
-		libp2p.EnableNATService(),
+		lopts = append(lopts, libp2p.EnableNATService())
 	}
 	if opts.Registerer != nil {
 		lopts = append(lopts, libp2p.PrometheusRegisterer(opts.Registerer))
@@ -154,6 +165,7 @@ func New(cfg Config, opts Options) (*Host, error) {
 		DHT:         kad,
 		kadProtocol: ProtocolPrefix(opts.Network) + "/kad/1.0.0",
 		cfg:         cfg,
+		gater:       gater,
 		bootstrap:   newBootstrapper(h, kad, peers, cfg, log),
 		log:         log,
 	}, nil
@@ -179,6 +191,19 @@ func (h *Host) Close() error {
 	}
 	return errors.Join(h.DHT.Close(), h.Host.Close())
 }
+
+// BlockPeer closes every connection with p and refuses new ones, dialled or
+// accepted, for d (or until an earlier, longer block ends). Gossip calls it
+// on a peer it has graylisted, whose traffic would only be read to be dropped.
+func (h *Host) BlockPeer(p peer.ID, d time.Duration) {
+	h.gater.Block(p, d)
+	if err := h.Network().ClosePeer(p); err != nil {
+		h.log.Debug("closing a blocked peer's connections", "peer", p, "err", err)
+	}
+}
+
+// BlockedUntil is when p's block ends, and whether p is blocked now.
+func (h *Host) BlockedUntil(p peer.ID) (time.Time, bool) { return h.gater.BlockedUntil(p) }
 
 // RoutingTableSize is the number of DHT servers this node knows.
 func (h *Host) RoutingTableSize() int { return h.DHT.RoutingTable().Size() }
