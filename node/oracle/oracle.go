@@ -241,10 +241,30 @@ func (o *Oracle) tick(ctx context.Context, round uint64) {
 	}
 }
 
+// stuckRounds is how many round periods after this oracle's latest pass of
+// a miner's generation a record of that miner still saying VALIDATING must
+// be heard before the pass is taken to be lost (see due).
+const stuckRounds = 2
+
 // due reports whether this oracle should validate m in round: m is
 // validating, its record unexpired, it is not penalised, this oracle is
-// assigned to it, has signed nothing for (m, generation, round) and holds no
-// unexpired passing verdict of its own for m's generation.
+// assigned to it, has signed nothing for (m, generation, round), and either
+// holds no unexpired passing verdict of its own for m's generation or that
+// pass looks lost.
+//
+// A pass is lost when gossip delivered it to no peer (a publish before the
+// mesh has formed, say just after a restart, returns no error and reaches
+// no one), and the miner then waits for it until it would have expired.
+// Sending the same envelope again does not help: gossipsub drops a publish
+// of content this node has delivered in the last two minutes, and after that
+// the node's own pool validator ignores it as a duplicate. So if the miner
+// is heard still VALIDATING at this generation in a record received
+// stuckRounds round periods or more after our latest pass, the oracle
+// validates it again in a new round, which signs a new verdict under a new
+// (miner, generation, round): never a second one for a round already judged.
+// Each new pass restarts the wait, and the miner re-signs its record at most
+// once a second while its mesh forms and every record_lifetime/3 after, so
+// this runs at most once per stuckRounds rounds and per record heard.
 func (o *Oracle) due(m pool.Miner, oracles []peer.ID, round uint64) bool {
 	now := o.d.Now()
 	if m.State != pb.MinerState_VALIDATING || !m.Expires.After(now) || o.d.Pool.Penalized(m.ID) {
@@ -256,13 +276,26 @@ func (o *Oracle) due(m pool.Miner, oracles []peer.ID, round uint64) bool {
 	if _, err := o.d.Store.Get(signedKey(m.ID, m.Generation, round)); err == nil {
 		return false
 	}
+	// Our own verdicts, from the store in case gossip has not brought them
+	// back to the pool.
+	last, passed := o.lastPass(m.ID, m.Generation, now)
 	for _, a := range o.d.Pool.Attestations(m.ID, m.Generation) {
 		if a.Signer == o.self && a.Msg.Pass {
-			return false
+			passed = true
+			last = later(last, protocol.Time(a.Msg.IssuedMs))
 		}
 	}
-	// Our own verdicts, in case gossip has not brought them back to the pool.
-	return !o.passedBefore(m.ID, m.Generation, now)
+	if !passed {
+		return true
+	}
+	return m.LastSeen.After(last.Add(stuckRounds * o.params().RoundPeriod.Std()))
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // Validate runs one validation of miner for (generation, round) now and

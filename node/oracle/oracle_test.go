@@ -487,9 +487,18 @@ func TestSignOnceKeepsTheStoredVerdict(t *testing.T) {
 // addMiner feeds p a record of key's miner in state at generation.
 func addMiner(t testing.TB, p *pool.Pool, key crypto.PrivKey, state pb.MinerState, gen uint64) {
 	t.Helper()
+	if err := p.AddAvailability(minerRecord(t, key, 1, state, gen, nil)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// minerRecord is key's miner's record number seq, in state at generation,
+// carrying atts.
+func minerRecord(t testing.TB, key crypto.PrivKey, seq uint64, state pb.MinerState, gen uint64, atts [][]byte) protocol.Signed[*pb.Availability] {
+	t.Helper()
 	now := time.Now()
 	rec := &pb.Availability{
-		Network: testNet, Miner: []byte(idOf(t, key)), Seq: 1, State: state, Generation: gen,
+		Network: testNet, Miner: []byte(idOf(t, key)), Seq: seq, State: state, Generation: gen, Attestations: atts,
 		Models: []string{inference.BuiltinModel}, IssuedMs: protocol.Ms(now), ExpiresMs: protocol.Ms(now.Add(time.Minute)),
 	}
 	env, err := protocol.Seal(rec, key)
@@ -500,9 +509,7 @@ func addMiner(t testing.TB, p *pool.Pool, key crypto.PrivKey, state pb.MinerStat
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.AddAvailability(s); err != nil {
-		t.Fatal(err)
-	}
+	return s
 }
 
 // penalize makes p hold evidence of a double grant by key's miner.
@@ -635,6 +642,109 @@ func TestRoundLoopValidatesEachGenerationOnce(t *testing.T) {
 		if got := r.pool.PassingOracles(m.id, 1); len(got) != 1 || got[0] != r.host.ID() {
 			t.Errorf("miner %d: passing oracles %v", i, got)
 		}
+	}
+}
+
+// The chaos run's bug: an oracle passes a miner just after it starts, and
+// gossip delivers that attestation to no peer. The miner keeps saying it is
+// validating; the oracle, hearing so, validates it again in a later round,
+// and the new attestation gets the miner its quorum. Every (miner,
+// generation, round) still has one verdict, and a miner not heard from since
+// the pass is left alone.
+func TestLostPassIsReplaced(t *testing.T) {
+	key := newKey(t)
+	p := testParams(idOf(t, key))
+	p.RoundPeriod = duration.Duration(100 * time.Millisecond)
+	r := newRig(t, key, nil, t.TempDir(), p, nil)
+	m := newFakeMiner(t, nil, honest)
+	knows(r.host, m)
+	// The rest of the network: what the miner and every other node see.
+	network, err := pool.New(openStore(t, t.TempDir()), r.check, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Our own pool gets every attestation we publish, as gossip delivers
+	// our messages to our own subscription; the first reaches no peer.
+	var sent atomic.Int32
+	r.pub.onPublish = func(env []byte) {
+		s, err := protocol.Open[pb.Attestation](env)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if _, err := r.pool.AddAttestation(s); err != nil {
+			t.Errorf("our pool refuses our attestation: %v", err)
+		}
+		if sent.Add(1) == 1 {
+			return // lost: the mesh has not formed yet
+		}
+		if _, err := network.AddAttestation(s); err != nil {
+			t.Errorf("the network refuses our attestation: %v", err)
+		}
+	}
+	addMiner(t, r.pool, m.key, pb.MinerState_VALIDATING, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	r.o.Start(ctx)
+	t.Cleanup(r.o.Stop)
+	waitFor(t, "the first pass", func() bool { return r.o.Stats().Passed == 1 })
+
+	// Not heard from since: the pass may yet arrive, nothing is done.
+	start := p.RoundAt(time.Now())
+	waitFor(t, "four more rounds", func() bool { return p.RoundAt(time.Now()) >= start+4 })
+	if got := m.challenges.Load(); got != 1 {
+		t.Fatalf("a miner not heard from since its pass was challenged %d times", got)
+	}
+
+	// The miner re-signs its record, as it does every record_lifetime/3,
+	// still validating: it never got the pass.
+	seq := uint64(2)
+	if err := r.pool.AddAvailability(minerRecord(t, m.key, seq, pb.MinerState_VALIDATING, 1, nil)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the network to hold a pass", func() bool { return len(network.PassingOracles(m.id, 1)) >= p.Quorum })
+	var atts [][]byte
+	for _, a := range network.Attestations(m.id, 1) {
+		atts = append(atts, a.Raw)
+	}
+	seq++
+	available := minerRecord(t, m.key, seq, pb.MinerState_AVAILABLE, 1, atts)
+	if err := r.check.Availability(available); err != nil {
+		t.Fatalf("the miner's record with the new pass: %v", err)
+	}
+	if err := r.pool.AddAvailability(available); err != nil {
+		t.Fatal(err)
+	}
+	challenged := m.challenges.Load()
+	start = p.RoundAt(time.Now())
+	waitFor(t, "three more rounds", func() bool { return p.RoundAt(time.Now()) >= start+3 })
+	r.o.Stop()
+	if got := m.challenges.Load(); got != challenged {
+		t.Errorf("an available miner was challenged %d more times", got-challenged)
+	}
+
+	// One verdict per round, the one in the store, and a pass in each.
+	pubs := r.pub.all()
+	if len(pubs) < 2 {
+		t.Fatalf("published %d attestations, want a second", len(pubs))
+	}
+	rounds := map[uint64][]byte{}
+	for _, env := range pubs {
+		a := openAtt(t, env).Msg
+		if prev, ok := rounds[a.Round]; ok && !bytes.Equal(prev, env) {
+			t.Fatalf("two verdicts for round %d", a.Round)
+		}
+		rounds[a.Round] = env
+		stored, err := r.store.Get(signedKey(m.id, 1, a.Round))
+		if err != nil || !bytes.Equal(stored, env) {
+			t.Errorf("round %d: published a verdict the store does not hold (%v)", a.Round, err)
+		}
+		if !a.Pass || a.Generation != 1 {
+			t.Errorf("round %d: pass=%v generation %d", a.Round, a.Pass, a.Generation)
+		}
+	}
+	if st := r.o.Stats(); st.Signed != len(rounds) || int(m.challenges.Load()) != len(rounds) {
+		t.Errorf("stats %+v, %d challenges, for %d rounds", st, m.challenges.Load(), len(rounds))
 	}
 }
 

@@ -70,10 +70,10 @@ func (o *Oracle) signOnce(key []byte, att *pb.Attestation) (env []byte, fresh bo
 	return env, fresh, nil
 }
 
-// passedBefore reports whether this oracle signed a passing verdict for miner
-// at generation, in any round, that has not expired at now.
-func (o *Oracle) passedBefore(miner peer.ID, generation uint64, now time.Time) bool {
-	found := false
+// lastPass returns when this oracle issued its latest passing verdict for
+// miner at generation, in any round, among those unexpired at now; ok is
+// false if there is none.
+func (o *Oracle) lastPass(miner peer.ID, generation uint64, now time.Time) (issued time.Time, ok bool) {
 	_ = o.d.Store.Scan(signedPrefix(miner, generation), func(_, v []byte) error {
 		// Our own store holds only what this oracle signed: read the
 		// verdict, no need to verify our own signature on every tick.
@@ -83,12 +83,9 @@ func (o *Oracle) passedBefore(miner peer.ID, generation uint64, now time.Time) b
 		}
 		var a pb.Attestation
 		if proto.Unmarshal(env.RawPayload, &a) == nil && a.Pass && protocol.Time(a.ExpiresMs).After(now) {
-			found = true
-			return errStop
+			issued, ok = later(issued, protocol.Time(a.IssuedMs)), true
 		}
 		return nil
 	})
-	return found
+	return issued, ok
 }
-
-var errStop = errors.New("stop")
