@@ -39,13 +39,37 @@ lint:
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
-## bench: run every benchmark beside its baseline; writes bench/RESULTS.md and bench/results.json
+## bench: run every benchmark beside its raw baseline, and the CI-sized simulation; writes bench/RESULTS.md and bench/results.json
 .PHONY: bench
 bench:
 	@mkdir -p bench
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./... | tee bench/raw.txt
-	$(GO) run ./cmd/benchreport -out bench < bench/raw.txt
+	$(GO) test -run '^TestSimulation$$' -count=1 -timeout 30m -v ./testnet/sim -args -sim.size=ci -sim.bench=$(CURDIR)/bench/sim-ci.txt
+	$(MAKE) --no-print-directory bench-report
+
+# bench-report: rebuild the report from the last runs' raw figures
+.PHONY: bench-report
+bench-report:
+	cat bench/raw.txt $(wildcard bench/sim-ci.txt bench/sim.txt) | $(GO) run ./cmd/benchreport -out bench
 	@cat bench/RESULTS.md
+
+## sim: the full simulation, 500 nodes for 10 simulated minutes (long, see README); its figures go into the report
+.PHONY: sim
+sim:
+	@mkdir -p bench
+	$(GO) test -run '^TestSimulation$$' -count=1 -timeout 12h -v ./testnet/sim -args -sim.size=full -sim.bench=$(CURDIR)/bench/sim.txt -sim.out=$(CURDIR)/bench/sim.json
+	$(MAKE) --no-print-directory bench-report
+
+## sim-ci: the CI-sized simulation (about 100 nodes) and the partition test, without the race detector
+.PHONY: sim-ci
+sim-ci:
+	$(GO) test -run '^(TestSimulation|TestPartition)$$' -count=1 -timeout 30m -v ./testnet/sim
+
+## chaos: kill -9 random nodes of a real local testnet during sessions and restart them; then split a simulated network in two for a minute and heal it; check grants, releases and re-convergence
+.PHONY: chaos
+chaos:
+	$(GO) run ./cmd/chaos --cycles 10
+	$(GO) test -run '^TestPartition$$' -count=1 -timeout 30m -v ./testnet/sim
 
 ## testnet: start a local testnet (1 bootstrap, 3 oracles, 5 miners, 1 router) until Ctrl-C
 .PHONY: testnet

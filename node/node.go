@@ -55,8 +55,13 @@ type Options struct {
 	// configuration names: for embedding the node, and for tests.
 	Backend inference.Backend
 	// HostOptions are extra libp2p options for the host, such as a
-	// simulated network's transport (see p2p.Options).
-	HostOptions []libp2p.Option
+	// simulated network's transport; NoNATService is for such a network
+	// too (see p2p.Options).
+	HostOptions  []libp2p.Option
+	NoNATService bool
+	// ObserveReserve, if set, is told of every reservation a router role
+	// attempts: what it got, how long it took, and the error if none.
+	ObserveReserve func(res router.Reservation, took time.Duration, err error)
 }
 
 // Node is one running Ephemera peer.
@@ -154,6 +159,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Validators:      map[string]record.Validator{protocol.AvailabilityNamespace: protocol.AvailabilityValidator{Check: n.check}},
 		ProvideValidity: n.cfg.Params.ProvideValidity.Std(),
 		HostOptions:     n.opts.HostOptions,
+		NoNATService:    n.opts.NoNATService,
 	})
 	if err != nil {
 		return err
@@ -424,3 +430,11 @@ func multiaddrStrings(addrs []ma.Multiaddr) []string {
 	}
 	return out
 }
+
+// PoolView is this node's view of the pool, for tools that watch the
+// network from inside the process (the simulation).
+func (n *Node) PoolView() *pool.Pool { return n.pool }
+
+// GossipCounts are the messages this node received on each topic, by
+// validation outcome, and those it published.
+func (n *Node) GossipCounts() map[string]gossip.TopicCounts { return n.gossip.Counts() }

@@ -142,8 +142,11 @@ func (n *Node) startRoles(ctx context.Context) error {
 		r, err := router.New(router.Deps{
 			Network: n.cfg.Network, Check: n.check, Host: dialer, DHT: n.host.DHT, Key: n.key, Store: n.store,
 			Pool: n.pool, Log: n.log.With("module", "router"),
-			ObserveReserve: func(outcome string, took time.Duration) {
-				reserveSeconds.WithLabelValues(outcome).Observe(took.Seconds())
+			ObserveReserve: func(res router.Reservation, took time.Duration, err error) {
+				reserveSeconds.WithLabelValues(router.Outcome(err)).Observe(took.Seconds())
+				if n.opts.ObserveReserve != nil {
+					n.opts.ObserveReserve(res, took, err)
+				}
 			},
 		})
 		if err != nil {

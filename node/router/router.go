@@ -91,9 +91,9 @@ type Deps struct {
 	Store   *store.Store
 	Pool    *pool.Pool
 	Log     *slog.Logger
-	// ObserveReserve, if set, is told how long each ReserveFor took and
-	// how it ended: "granted", "no_miner" or "error".
-	ObserveReserve func(outcome string, took time.Duration)
+	// ObserveReserve, if set, is told what each ReserveFor returned and
+	// how long it took; Outcome names how it ended.
+	ObserveReserve func(res Reservation, took time.Duration, err error)
 }
 
 // Reservation is one session's hold on a miner.
@@ -332,19 +332,25 @@ type Request struct {
 	Exclude []peer.ID     // miners not to claim, e.g. those that failed the session
 }
 
+// Outcome names how a ReserveFor ended, for metrics: "granted",
+// "no_miner" or "error".
+func Outcome(err error) string {
+	switch {
+	case err == nil:
+		return "granted"
+	case errors.Is(err, ErrNoMiner):
+		return "no_miner"
+	default:
+		return "error"
+	}
+}
+
 // ReserveFor claims an available miner as q asks; see Reserve.
 func (r *Router) ReserveFor(ctx context.Context, q Request) (Reservation, error) {
 	start := time.Now()
 	res, err := r.reserveFor(ctx, q)
 	if r.d.ObserveReserve != nil {
-		outcome := "granted"
-		switch {
-		case errors.Is(err, ErrNoMiner):
-			outcome = "no_miner"
-		case err != nil:
-			outcome = "error"
-		}
-		r.d.ObserveReserve(outcome, time.Since(start))
+		r.d.ObserveReserve(res, time.Since(start), err)
 	}
 	return res, err
 }

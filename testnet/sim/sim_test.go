@@ -1,0 +1,126 @@
+package sim
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+var (
+	simSize  = flag.String("sim.size", "", "the simulated network: race (the default under -race), small, ci (about 100 nodes, the default) or full (500 nodes)")
+	simOut   = flag.String("sim.out", "", "write the report as JSON to this file")
+	simBench = flag.String("sim.bench", "", "write the figures as benchmark lines, for cmd/benchreport, to this file")
+	simLog   = flag.String("sim.log", "", "write the nodes' warnings to this file")
+	simFor   = flag.Duration("sim.duration", 0, "simulated time after the fill, instead of the size's own")
+)
+
+// sizes are the scenarios of TestSimulation.
+var sizes = map[string]Scenario{
+	"race": {Plan: Plan{Bootstraps: 1, Oracles: 2, Miners: 6, Routers: 2, Quorum: 2},
+		Duration: time.Minute, Churn: 0.2, SessionEvery: 15 * time.Second, FillWithin: 3 * time.Minute},
+	"small": {Plan: Plan{Bootstraps: 1, Oracles: 4, Miners: 20, Routers: 3, Quorum: 2},
+		Duration: 2 * time.Minute, Churn: 0.10, SessionEvery: 20 * time.Second, FillWithin: 3 * time.Minute},
+	"ci": {Plan: Plan{Bootstraps: 2, Oracles: 6, Miners: 80, Routers: 8, Quorum: 2},
+		Duration: 70 * time.Second, Churn: 0.10, SessionEvery: 30 * time.Second, FillWithin: 5 * time.Minute},
+	"full": {Plan: Plan{Bootstraps: 3, Oracles: 10, Miners: 450, Routers: 40, Quorum: 2},
+		Duration: 10 * time.Minute, Churn: 0.10, SessionEvery: 30 * time.Second, FillWithin: 10 * time.Minute},
+}
+
+// TestSimulation runs a network of full nodes over simulated links, with
+// churn and a steady stream of sessions, and checks what must hold at any
+// scale: no double booking, every session's miners released. Under the
+// race detector it runs a network of ten; `make sim-ci` runs the CI size
+// and `make sim` the full one.
+func TestSimulation(t *testing.T) {
+	size := *simSize
+	if size == "" {
+		size = "ci"
+		if raceEnabled {
+			size = "race"
+		}
+	}
+	sc, ok := sizes[size]
+	if !ok {
+		t.Fatalf("-sim.size %q: want race, small, ci or full", size)
+	}
+	sc.Seed = 1
+	if *simFor > 0 {
+		sc.Duration = *simFor
+	}
+	run(t, sc)
+}
+
+// TestPartition splits the network in two random halves for a simulated
+// minute while sessions run, then heals it. No miner may be granted twice,
+// every session must end with its miners released, and every router's view
+// must agree with every miner's own state again within 90 s: a miner
+// republishes its record every minute (a third of record_lifetime).
+func TestPartition(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the partition runs without the race detector (make sim-ci); TestSimulation covers the race detector")
+	}
+	run(t, Scenario{
+		Plan:     Plan{Bootstraps: 2, Oracles: 4, Miners: 24, Routers: 4, Quorum: 2},
+		Duration: 4 * time.Minute, Churn: 0.10, SessionEvery: 15 * time.Second,
+		Partition: time.Minute, ConvergeWithin: 90 * time.Second, FillWithin: 3 * time.Minute, Seed: 2,
+	})
+}
+
+func run(t *testing.T, sc Scenario) *Report {
+	dir := homesDir(t)
+	log := slog.New(slog.DiscardHandler)
+	if *simLog != "" {
+		f, err := os.Create(*simLog)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		log = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	var rep *Report
+	var err error
+	synctest.Test(t, func(t *testing.T) {
+		rep, err = Run(context.Background(), dir, sc, log)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep.Print(t.Output())
+	if *simOut != "" {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(filepath.Clean(*simOut), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if *simBench != "" {
+		var b strings.Builder
+		rep.BenchLines(&b)
+		if err := os.WriteFile(filepath.Clean(*simBench), []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rep.Check(); err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
+// homesDir is where the nodes' homes go: in memory (/dev/shm) where there
+// is one, since every node syncs each commit and hundreds of stores'
+// fsyncs would cost real minutes that the simulated clock never sees.
+func homesDir(t *testing.T) string {
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		if dir, err := os.MkdirTemp("/dev/shm", "ephemera-sim-"); err == nil {
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			return dir
+		}
+	}
+	return t.TempDir()
+}
