@@ -53,6 +53,9 @@ type Gossip struct {
 	topics map[string]*Topic
 	wg     sync.WaitGroup
 
+	stopReviver context.CancelFunc
+	reviverDone chan struct{}
+
 	scoreMu sync.Mutex
 	scores  map[peer.ID]float64 // the latest snapshot from the score inspector
 }
@@ -70,7 +73,8 @@ func MessageID(m *pb.Message) string {
 //
 // A peer that is graylisted, or whose REJECTed messages alone would graylist
 // it, is cut off: its connections are closed and, if h is a PeerBlocker (as
-// *p2p.Host is), refused for CutOffPeriod.
+// *p2p.Host is), refused for CutOffPeriod. Any other connected peer that
+// gossipsub has dropped is introduced to it again (see reviver).
 func New(ctx context.Context, h host.Host, network string, cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Gossip, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -106,6 +110,16 @@ func New(ctx context.Context, h host.Host, network string, cfg Config, reg prome
 		return nil, fmt.Errorf("gossipsub: %w", err)
 	}
 	g.ps = ps
+	rv, err := newReviver(h, ps, g.guard, m, log)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: peer reviver: %w", err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	g.stopReviver, g.reviverDone = stop, make(chan struct{})
+	go func() {
+		defer close(g.reviverDone)
+		rv.run(rctx)
+	}()
 	return g, nil
 }
 
@@ -229,8 +243,11 @@ func (t *Topic) deliver(ctx context.Context, handle Handler) {
 	}
 }
 
-// Close leaves every topic and waits for their handlers to return.
+// Close stops reviving peers, leaves every topic and waits for their
+// handlers to return.
 func (g *Gossip) Close() error {
+	g.stopReviver()
+	<-g.reviverDone
 	g.mu.Lock()
 	var errs []error
 	for _, t := range g.topics {

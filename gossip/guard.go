@@ -149,6 +149,14 @@ func (g *guard) cutOff(p peer.ID, reason string, why slog.Attr) bool {
 	return true
 }
 
+// isCut reports whether p's cut-off is in force at now.
+func (g *guard) isCut(p peer.ID, now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	until, ok := g.cut[p]
+	return ok && now.Before(until)
+}
+
 func (g *guard) close(p peer.ID) {
 	if err := g.h.Network().ClosePeer(p); err != nil {
 		g.log.Debug("closing a cut-off peer's connections", "peer", p, "err", err)

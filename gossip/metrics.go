@@ -11,6 +11,7 @@ type metrics struct {
 	validated *prometheus.CounterVec
 	published *prometheus.CounterVec
 	cutOff    *prometheus.CounterVec
+	revived   prometheus.Counter
 }
 
 // newMetrics registers the gossip counters with reg; a nil reg keeps them unexported.
@@ -28,11 +29,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "ephemera", Subsystem: "gossip", Name: "peers_cut_off_total",
 			Help: "Peers whose connections were closed and refused for a while, by reason: graylisted (score below the graylist threshold) or invalid (enough REJECTed messages to graylist it).",
 		}, []string{"reason"}),
+		revived: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ephemera", Subsystem: "gossip", Name: "peers_revived_total",
+			Help: "Connected peers that gossipsub had dropped (it gives up on a peer whose stream died four times in 10 minutes while it stayed connected, as after restarts) and that were introduced to it again.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.validated, m.published, m.cutOff} {
+	for _, c := range []prometheus.Collector{m.validated, m.published, m.cutOff, m.revived} {
 		if err := reg.Register(c); err != nil {
 			return nil, errors.Join(errors.New("gossip metrics"), err)
 		}
