@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -63,8 +64,9 @@ func (s Scenario) Validate() error {
 }
 
 // Run runs sc on a new network under dir. It must run inside a synctest
-// bubble (see sim_test.go); time.Now is the simulated clock there.
-func Run(ctx context.Context, dir string, sc Scenario, log *slog.Logger) (*Report, error) {
+// bubble (see sim_test.go); time.Now is the simulated clock there. Nodes
+// log to log; a line every simulated 30 s goes to progress, if set.
+func Run(ctx context.Context, dir string, sc Scenario, log *slog.Logger, progress io.Writer) (*Report, error) {
 	if err := sc.Validate(); err != nil {
 		return nil, err
 	}
@@ -87,6 +89,21 @@ func Run(ctx context.Context, dir string, sc Scenario, log *slog.Logger) (*Repor
 
 	// Phase 1: every node starts, and the pool fills.
 	t0 := time.Now()
+	if progress != nil {
+		stopProgress := make(chan struct{})
+		defer close(stopProgress)
+		go func() {
+			for {
+				select {
+				case <-stopProgress:
+					return
+				case <-time.After(30 * time.Second):
+				}
+				fmt.Fprintf(progress, "sim: %4.0f s simulated, %5.0f s real: %d nodes running, %d miners available at the emptiest router\n",
+					time.Since(t0).Seconds(), realSince(realStart).Seconds(), len(nw.Running("")), minAvailable(nw))
+			}
+		}()
+	}
 	if err := nw.Start(ctx, sc.Plan, nil); err != nil {
 		return nil, err
 	}

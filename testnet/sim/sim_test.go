@@ -87,7 +87,7 @@ func run(t *testing.T, sc Scenario) *Report {
 	var rep *Report
 	var err error
 	synctest.Test(t, func(t *testing.T) {
-		rep, err = Run(context.Background(), dir, sc, log)
+		rep, err = Run(context.Background(), dir, sc, log, t.Output())
 	})
 	if err != nil {
 		t.Fatal(err)
