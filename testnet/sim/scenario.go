@@ -108,15 +108,13 @@ func Run(ctx context.Context, dir string, sc Scenario, log *slog.Logger, progres
 		return nil, err
 	}
 	rep.StartS = time.Since(t0).Seconds()
-	fill, err := waitFor(ctx, sc.FillWithin, func() bool {
+	if _, err := waitFor(ctx, sc.FillWithin, func() bool {
 		return minAvailable(nw) >= sc.Plan.Miners
-	})
-	if err != nil {
+	}); err != nil {
 		return nil, fmt.Errorf("sim: the pool did not fill within %v: %d of %d miners available at the emptiest router",
 			sc.FillWithin, minAvailable(nw), sc.Plan.Miners)
 	}
-	rep.FillS = (time.Since(t0)).Seconds()
-	_ = fill
+	rep.FillS = time.Since(t0).Seconds()
 	rep.HeapPerNodeMB, rep.RSSPerNodeMB = memoryPerNode(len(nw.Running("")))
 	rep.PeersPerNode = peersPerNode(nw)
 
@@ -269,8 +267,9 @@ func churn(ctx context.Context, nw *Network, sc Scenario, intN func(int) int, re
 		case <-tick.C:
 		}
 		miners := nw.Running(node.RoleMiner)
+		n := min(k, len(miners))
 		var wg sync.WaitGroup
-		for range min(k, len(miners)) {
+		for range n {
 			i := intN(len(miners))
 			m := miners[i]
 			miners = slices.Delete(miners, i, i+1)
@@ -288,8 +287,8 @@ func churn(ctx context.Context, nw *Network, sc Scenario, intN func(int) int, re
 			})
 		}
 		wg.Wait()
-		rep.Left += k
-		rep.Joined += k
+		rep.Left += n
+		rep.Joined += n
 	}
 }
 
