@@ -43,7 +43,8 @@ fmt:
 .PHONY: bench
 bench:
 	@mkdir -p bench
-	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./... | tee bench/raw.txt
+	@# -p 1: one package's benchmarks at a time, so that none measures another's load
+	$(GO) test -p 1 -run '^$$' -bench . -benchtime 2s -count 1 ./... | tee bench/raw.txt
 	$(GO) test -run '^TestSimulation$$' -count=1 -timeout 30m -v ./testnet/sim -args -sim.size=ci -sim.bench=$(CURDIR)/bench/sim-ci.txt
 	$(MAKE) --no-print-directory bench-report
 
