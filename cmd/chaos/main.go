@@ -99,7 +99,7 @@ func parse(args []string, stdout io.Writer) (options, error) {
 	case o.spec.Routers < 1:
 		return o, fmt.Errorf("--routers %d: want at least 1", o.spec.Routers)
 	case o.spec.Oracles+o.spec.Miners+o.spec.Routers > 60:
-		return o, fmt.Errorf("%d nodes: at most 60 for a chaos run on one machine", 1+o.spec.Oracles+o.spec.Miners+o.spec.Routers)
+		return o, fmt.Errorf("%d oracles, miners and routers: at most 60 for a chaos run on one machine", o.spec.Oracles+o.spec.Miners+o.spec.Routers)
 	case o.chaos.ConvergeWithin <= 0:
 		return o, fmt.Errorf("--converge-within %s: want a positive duration", o.chaos.ConvergeWithin)
 	case o.chaos.MaxKills < 1:
