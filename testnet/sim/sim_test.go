@@ -27,8 +27,8 @@ var sizes = map[string]Scenario{
 		Duration: time.Minute, Churn: 0.2, SessionEvery: 15 * time.Second, FillWithin: 3 * time.Minute},
 	"small": {Plan: Plan{Bootstraps: 1, Oracles: 4, Miners: 20, Routers: 3, Quorum: 2},
 		Duration: 2 * time.Minute, Churn: 0.10, SessionEvery: 20 * time.Second, FillWithin: 3 * time.Minute},
-	"ci": {Plan: Plan{Bootstraps: 2, Oracles: 6, Miners: 80, Routers: 8, Quorum: 2},
-		Duration: 70 * time.Second, Churn: 0.10, SessionEvery: 30 * time.Second, FillWithin: 5 * time.Minute},
+	"ci": {Plan: Plan{Bootstraps: 2, Oracles: 6, Miners: 72, Routers: 8, Quorum: 2},
+		Duration: 65 * time.Second, Churn: 0.10, SessionEvery: 30 * time.Second, FillWithin: 5 * time.Minute},
 	"full": {Plan: Plan{Bootstraps: 3, Oracles: 10, Miners: 450, Routers: 40, Quorum: 2},
 		Duration: 10 * time.Minute, Churn: 0.10, SessionEvery: 30 * time.Second, FillWithin: 10 * time.Minute},
 }
