@@ -158,7 +158,16 @@ func TestObserveReservation(t *testing.T) {
 		}
 	}
 
+	// The grant travels on its own topic, so it may reach this node just
+	// after the reserved record did.
+	hasGrant := func(h api.MinerHistory) bool {
+		return slices.ContainsFunc(h.Events, func(e api.Event) bool { return e.Kind == api.EventGrant })
+	}
 	h := getJSON[api.MinerHistory](t, boot.Runtime().APIURL+"/v1/miners/"+minerID)
+	for deadline := time.Now().Add(10 * time.Second); !hasGrant(h) && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		h = getJSON[api.MinerHistory](t, boot.Runtime().APIURL+"/v1/miners/"+minerID)
+	}
 	if h.Miner.PeerID != minerID || h.Miner.State != "reserved" {
 		t.Errorf("miner %+v", h.Miner)
 	}
