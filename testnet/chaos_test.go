@@ -29,16 +29,7 @@ func TestChaos(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 240*time.Second)
 	defer cancel()
-	launcher := testnet.Subprocess{Binary: binary}
-	tn, err := testnet.Start(ctx, t.TempDir(), testnet.Spec{Network: "chaos", Bootstraps: 1, Oracles: 3, Miners: 3, Routers: 1}, launcher)
-	t.Cleanup(func() {
-		sctx, done := context.WithTimeout(context.Background(), 30*time.Second)
-		defer done()
-		tn.Stop(sctx)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tn, launcher := startProcesses(ctx, t, testnet.Spec{Network: "chaos", Bootstraps: 1, Oracles: 3, Miners: 3, Routers: 1})
 	rep, err := tn.Chaos(ctx, testnet.ChaosConfig{
 		Cycles:         2,
 		Seed:           8,

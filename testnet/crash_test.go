@@ -20,16 +20,7 @@ func TestReservedMinerSurvivesKill9(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	launcher := testnet.Subprocess{Binary: binary}
-	tn, err := testnet.Start(ctx, t.TempDir(), testnet.Spec{Network: "crash", Bootstraps: 1, Oracles: 3, Miners: 2, Routers: 1}, launcher)
-	t.Cleanup(func() {
-		sctx, done := context.WithTimeout(context.Background(), 30*time.Second)
-		defer done()
-		tn.Stop(sctx)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tn, launcher := startProcesses(ctx, t, testnet.Spec{Network: "crash", Bootstraps: 1, Oracles: 3, Miners: 2, Routers: 1})
 	if _, err := tn.WaitHealthy(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -90,4 +81,21 @@ func getJSON(ctx context.Context, url string, out any) error {
 	}
 	defer resp.Body.Close()
 	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// startProcesses starts spec as real processes of the test binary, stopped
+// when the test ends.
+func startProcesses(ctx context.Context, t *testing.T, spec testnet.Spec) (*testnet.Testnet, testnet.Subprocess) {
+	t.Helper()
+	launcher := testnet.Subprocess{Binary: binary}
+	tn, err := testnet.Start(ctx, t.TempDir(), spec, launcher)
+	t.Cleanup(func() {
+		sctx, done := context.WithTimeout(context.Background(), 30*time.Second)
+		defer done()
+		tn.Stop(sctx)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tn, launcher
 }

@@ -129,16 +129,7 @@ func TestRouterKill9ResumesSession(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
-	launcher := testnet.Subprocess{Binary: binary}
-	tn, err := testnet.Start(ctx, t.TempDir(), testnet.Spec{Network: "rcrash", Bootstraps: 1, Oracles: 3, Miners: 2, Routers: 1}, launcher)
-	t.Cleanup(func() {
-		sctx, done := context.WithTimeout(context.Background(), 30*time.Second)
-		defer done()
-		tn.Stop(sctx)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tn, launcher := startProcesses(ctx, t, testnet.Spec{Network: "rcrash", Bootstraps: 1, Oracles: 3, Miners: 2, Routers: 1})
 	if _, err := tn.WaitHealthy(ctx); err != nil {
 		t.Fatal(err)
 	}
