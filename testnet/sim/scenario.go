@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +21,9 @@ import (
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
+
+// progressEvery is how often, in simulated time, Run reports its progress.
+const progressEvery = 10 * time.Second
 
 // Scenario is one simulated run.
 type Scenario struct {
@@ -65,7 +70,7 @@ func (s Scenario) Validate() error {
 
 // Run runs sc on a new network under dir. It must run inside a synctest
 // bubble (see sim_test.go); time.Now is the simulated clock there. Nodes
-// log to log; a line every simulated 30 s goes to progress, if set.
+// log to log; a line every progressEvery goes to progress, if set.
 func Run(ctx context.Context, dir string, sc Scenario, log *slog.Logger, progress io.Writer) (*Report, error) {
 	if err := sc.Validate(); err != nil {
 		return nil, err
@@ -92,22 +97,15 @@ func Run(ctx context.Context, dir string, sc Scenario, log *slog.Logger, progres
 	if progress != nil {
 		stopProgress := make(chan struct{})
 		defer close(stopProgress)
-		go func() {
-			for {
-				select {
-				case <-stopProgress:
-					return
-				case <-time.After(30 * time.Second):
-				}
-				fmt.Fprintf(progress, "sim: %4.0f s simulated, %5.0f s real: %d nodes running, %d miners available at the emptiest router\n",
-					time.Since(t0).Seconds(), realSince(realStart).Seconds(), len(nw.Running("")), minAvailable(nw))
-			}
-		}()
+		go reportProgress(nw, t0, realStart, progress, stopProgress)
 	}
 	if err := nw.Start(ctx, sc.Plan, nil); err != nil {
 		return nil, err
 	}
 	rep.StartS = time.Since(t0).Seconds()
+	if progress != nil {
+		fmt.Fprintf(progress, "sim: %d nodes started in %.1f s simulated, %.0f s real\n", sc.Plan.Total(), rep.StartS, realSince(realStart).Seconds())
+	}
 	if _, err := waitFor(ctx, sc.FillWithin, func() bool {
 		return minAvailable(nw) >= sc.Plan.Miners
 	}); err != nil {
@@ -159,6 +157,51 @@ func Run(ctx context.Context, dir string, sc Scenario, log *slog.Logger, progres
 	rep.finish(w, nw)
 	rep.RealS = realSince(realStart).Seconds()
 	return rep, nil
+}
+
+// reportProgress writes a line every progressEvery until stop: where the
+// run is, in simulated and real time, and what the network carries.
+func reportProgress(nw *Network, t0, realStart time.Time, out io.Writer, stop <-chan struct{}) {
+	var last trafficTotals
+	lastAt := t0
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(progressEvery):
+		}
+		now := trafficTotalsOf(nw)
+		running := len(nw.Running(""))
+		perNodeS := float64(running) * time.Since(lastAt).Seconds()
+		var topics []string
+		for _, t := range slices.Sorted(maps.Keys(now.published)) {
+			topics = append(topics, fmt.Sprintf("%s %.0f", t, float64(now.published[t]-last.published[t])/time.Since(lastAt).Seconds()))
+		}
+		fmt.Fprintf(out, "sim: %4.0f s simulated, %5.0f s real: %d nodes, %.0f peers each, %d miners available at the emptiest router; "+
+			"per node and s %.0f packets, %.1f gossip received; published per s: %s; %.1f GB resident, %d goroutines\n",
+			time.Since(t0).Seconds(), realSince(realStart).Seconds(), running, peersPerNode(nw), minAvailable(nw),
+			float64(now.packets-last.packets)/perNodeS, float64(now.received-last.received)/perNodeS, strings.Join(topics, ", "),
+			float64(residentBytes())/1e9, runtime.NumGoroutine())
+		last, lastAt = now, time.Now()
+	}
+}
+
+// trafficTotals sums every member's counters, stopped ones included.
+type trafficTotals struct {
+	packets, received uint64
+	published         map[string]uint64
+}
+
+func trafficTotalsOf(nw *Network) trafficTotals {
+	t := trafficTotals{published: map[string]uint64{}}
+	for _, m := range nw.Members() {
+		t.packets += m.Traffic().SentPackets
+		for topic, c := range m.GossipCounts() {
+			t.received += c.Accept + c.Reject + c.Ignore + c.Throttled
+			t.published[topic] += c.Published
+		}
+	}
+	return t
 }
 
 // waitFor polls cond every simulated second for up to limit.
