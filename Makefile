@@ -58,7 +58,7 @@ bench-report:
 .PHONY: sim
 sim:
 	@mkdir -p bench
-	$(GO) test -run '^TestSimulation$$' -count=1 -timeout 12h -v ./testnet/sim -args -sim.size=full -sim.bench=$(CURDIR)/bench/sim.txt -sim.out=$(CURDIR)/bench/sim.json
+	$(GO) test -run '^TestSimulation$$' -count=1 -timeout 12h -v ./testnet/sim -args -sim.size=full -sim.bench=$(CURDIR)/bench/sim.txt -sim.out=$(CURDIR)/bench/sim.json $(SIM_ARGS)
 	$(MAKE) --no-print-directory bench-report
 
 ## sim-ci: the CI-sized simulation (about 100 nodes) and the partition test, without the race detector

@@ -210,6 +210,12 @@ type Plan struct {
 	Bootstraps, Oracles, Miners, Routers int
 	// Quorum is how many oracles must pass a miner.
 	Quorum int
+	// JoinOver spreads the joins of every node but the bootstrap nodes
+	// evenly over this much time: oracles first, then routers, then
+	// miners, as a network grows. Zero starts them all at once, which
+	// costs the simulation a storm of dials, since every newcomer's first
+	// DHT refresh meets every other newcomer.
+	JoinOver time.Duration
 }
 
 // Validate rejects a plan that cannot form.
@@ -221,6 +227,8 @@ func (p Plan) Validate() error {
 		return errors.New("sim: a network needs oracles, miners and routers")
 	case p.Quorum < 1 || p.Quorum > p.Oracles:
 		return fmt.Errorf("sim: quorum %d is not between 1 and the %d oracles", p.Quorum, p.Oracles)
+	case p.JoinOver < 0:
+		return fmt.Errorf("sim: join_over %v is negative", p.JoinOver)
 	}
 	return nil
 }
@@ -228,8 +236,9 @@ func (p Plan) Validate() error {
 // Total is how many nodes the plan runs at once.
 func (p Plan) Total() int { return p.Bootstraps + p.Oracles + p.Miners + p.Routers }
 
-// Start brings up the plan's nodes: bootstrap nodes first, then the rest
-// together, every one pointed at the bootstrap nodes.
+// Start brings up the plan's nodes: bootstrap nodes first, then the rest,
+// together or over p.JoinOver, every one pointed at the bootstrap nodes.
+// It returns once every node has started.
 func (n *Network) Start(ctx context.Context, p Plan, tune func(*node.Config)) error {
 	if err := p.Validate(); err != nil {
 		return err
@@ -259,24 +268,40 @@ func (n *Network) Start(ctx context.Context, p Plan, tune func(*node.Config)) er
 			n.boot = append(n.boot, a.String())
 		}
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, p.Total())
-	launch := func(role node.Role, count int, homes []node.Home) {
-		for i := range count {
-			var h *node.Home
-			if homes != nil {
-				h = &homes[i]
-			}
-			wg.Go(func() {
-				if _, err := n.launch(ctx, role, h, tuneAll); err != nil {
-					errs <- err
-				}
-			})
-		}
+	type joiner struct {
+		role node.Role
+		home *node.Home
 	}
-	launch(node.RoleOracle, p.Oracles, oracleHomes)
-	launch(node.RoleRouter, p.Routers, nil)
-	launch(node.RoleMiner, p.Miners, nil)
+	var joiners []joiner
+	for i := range oracleHomes {
+		joiners = append(joiners, joiner{node.RoleOracle, &oracleHomes[i]})
+	}
+	for range p.Routers {
+		joiners = append(joiners, joiner{role: node.RoleRouter})
+	}
+	for range p.Miners {
+		joiners = append(joiners, joiner{role: node.RoleMiner})
+	}
+	gap := p.JoinOver / time.Duration(len(joiners))
+	var wg sync.WaitGroup
+	errs := make(chan error, len(joiners))
+	for i, j := range joiners {
+		if i > 0 && gap > 0 {
+			select {
+			case <-ctx.Done():
+				errs <- ctx.Err()
+			case <-time.After(gap):
+			}
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		wg.Go(func() {
+			if _, err := n.launch(ctx, j.role, j.home, tuneAll); err != nil {
+				errs <- err
+			}
+		})
+	}
 	wg.Wait()
 	close(errs)
 	var all []error

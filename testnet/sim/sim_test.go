@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -14,7 +16,7 @@ import (
 )
 
 var (
-	simSize  = flag.String("sim.size", "", "the simulated network: race (the default under -race), small, ci (about 100 nodes, the default) or full (500 nodes)")
+	simSize  = flag.String("sim.size", "", "the simulated network: race (the default under -race), small, ci (about 100 nodes, the default), mid (200) or full (500)")
 	simOut   = flag.String("sim.out", "", "write the report as JSON to this file")
 	simBench = flag.String("sim.bench", "", "write the figures as benchmark lines, for cmd/benchreport, to this file")
 	simLog   = flag.String("sim.log", "", "write the nodes' warnings to this file")
@@ -29,7 +31,9 @@ var sizes = map[string]Scenario{
 		Duration: 2 * time.Minute, Churn: 0.10, SessionEvery: 20 * time.Second, FillWithin: 3 * time.Minute},
 	"ci": {Plan: Plan{Bootstraps: 2, Oracles: 6, Miners: 72, Routers: 8, Quorum: 2},
 		Duration: 65 * time.Second, Churn: 0.10, SessionEvery: 30 * time.Second, FillWithin: 5 * time.Minute},
-	"full": {Plan: Plan{Bootstraps: 3, Oracles: 10, Miners: 450, Routers: 40, Quorum: 2},
+	"mid": {Plan: Plan{Bootstraps: 2, Oracles: 8, Miners: 170, Routers: 20, Quorum: 2, JoinOver: time.Minute},
+		Duration: 2 * time.Minute, Churn: 0.10, SessionEvery: 30 * time.Second, FillWithin: 10 * time.Minute},
+	"full": {Plan: Plan{Bootstraps: 3, Oracles: 10, Miners: 450, Routers: 40, Quorum: 2, JoinOver: 2 * time.Minute},
 		Duration: 10 * time.Minute, Churn: 0.10, SessionEvery: 30 * time.Second, FillWithin: 10 * time.Minute},
 }
 
@@ -48,7 +52,7 @@ func TestSimulation(t *testing.T) {
 	}
 	sc, ok := sizes[size]
 	if !ok {
-		t.Fatalf("-sim.size %q: want race, small, ci or full", size)
+		t.Fatalf("-sim.size %q: want race, small, ci, mid or full", size)
 	}
 	sc.Seed = 1
 	if *simFor > 0 {
@@ -84,6 +88,7 @@ func run(t *testing.T, sc Scenario) *Report {
 		defer f.Close()
 		log = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
+	limitMemory(t)
 	var rep *Report
 	var err error
 	synctest.Test(t, func(t *testing.T) {
@@ -123,4 +128,27 @@ func homesDir(t *testing.T) string {
 		}
 	}
 	return t.TempDir()
+}
+
+// limitMemory caps the heap at three quarters of the machine's memory, unless
+// GOMEMLIMIT says otherwise: hundreds of nodes hold gigabytes, and the
+// collector's default goal of twice the live heap would not fit.
+func limitMemory(t *testing.T) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err == nil && kb > 0 {
+				prev := debug.SetMemoryLimit(kb * 1024 / 4 * 3)
+				t.Cleanup(func() { debug.SetMemoryLimit(prev) })
+			}
+			return
+		}
+	}
 }
