@@ -20,6 +20,7 @@ type Report struct {
 	StartS     float64 `json:"start_s"`     // until every node of the plan had started
 	FillS      float64 `json:"fill_s"`      // until every router saw every miner available
 	SimulatedS float64 `json:"simulated_s"` // the run after the fill
+	CutShort   bool    `json:"cut_short"`   // the load ended early, at the real-time budget
 	RealS      float64 `json:"real_s"`      // what it all took on this machine
 
 	Attestations       int     `json:"attestations"`
@@ -195,6 +196,9 @@ func (r *Report) Print(w io.Writer) {
 	f("scenario:            %s", r.Scenario)
 	f("cost:                %.0f s of this machine for %.0f s simulated (start %.1f s, fill %.1f s)", r.RealS, r.FillS+r.SimulatedS, r.StartS, r.FillS)
 	f("pool filled:         %.1f s after the first node started", r.FillS)
+	if r.CutShort {
+		f("cut short:           the real-time budget ended the load after %.0f simulated s", r.SimulatedS)
+	}
 	f("links (baseline):    one way p50 %.0f ms, p95 %.0f ms, p99 %.0f ms", r.LinkP50Ms, r.LinkP95Ms, r.LinkP99Ms)
 	f("attestations:        %d, delivered to %.2f%% of nodes up throughout, p50 %.0f ms, p99 %.0f ms", r.Attestations, 100*r.AttDeliveryRatio, r.AttP50Ms, r.AttP99Ms)
 	f("reservations:        %d granted, %.1f%% success (failures %v), find+claim p50 %.0f ms, p95 %.0f ms", r.Reservations, 100*r.ReserveSuccess, r.ReserveFailures, r.FindP50Ms, r.FindP95Ms)

@@ -44,6 +44,10 @@ type Scenario struct {
 	// FillWithin bounds how long the first pool may take to fill.
 	FillWithin time.Duration
 	Seed       uint64
+	// RealBudget, if set, ends the load early once the run has taken this
+	// much of the machine's time; the report then says how much it
+	// simulated. The pool must still fill first.
+	RealBudget time.Duration
 }
 
 // Validate rejects a scenario that cannot run.
@@ -62,6 +66,8 @@ func (s Scenario) Validate() error {
 		return fmt.Errorf("sim: partition %v must be between 0 and half the duration", s.Partition)
 	case s.FillWithin <= 0:
 		return errors.New("sim: fill_within must be positive")
+	case s.RealBudget < 0:
+		return fmt.Errorf("sim: real budget %v is negative", s.RealBudget)
 	case s.Partition > 0 && s.ConvergeWithin <= 0:
 		return errors.New("sim: a partition needs a converge_within bound")
 	}
@@ -146,8 +152,17 @@ func Run(ctx context.Context, dir string, sc Scenario, log *slog.Logger, progres
 	if sc.Partition > 0 {
 		load.Go(func() { partition(runCtx, nw, sc, intN, rep) })
 	}
+	if sc.RealBudget > 0 {
+		load.Go(func() {
+			if waitReal(runCtx, realStart.Add(sc.RealBudget)) {
+				rep.CutShort = true
+				stopLoad()
+			}
+		})
+	}
+	loadStart := time.Now()
 	load.Wait()
-	rep.SimulatedS = sc.Duration.Seconds()
+	rep.SimulatedS = time.Since(loadStart).Seconds()
 	rep.PeersAtEnd = peersPerNode(nw)
 	window.close(rep)
 
@@ -157,6 +172,20 @@ func Run(ctx context.Context, dir string, sc Scenario, log *slog.Logger, progres
 	rep.finish(w, nw)
 	rep.RealS = realSince(realStart).Seconds()
 	return rep, nil
+}
+
+// waitReal reports whether the machine's clock reached deadline before ctx
+// ended. It looks once a simulated second: a goroutine of the bubble cannot
+// wait on anything from outside it without stalling the simulated clock.
+func waitReal(ctx context.Context, deadline time.Time) bool {
+	for realNow().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(time.Second):
+		}
+	}
+	return true
 }
 
 // reportProgress writes a line every progressEvery until stop: where the

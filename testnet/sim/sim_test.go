@@ -16,11 +16,12 @@ import (
 )
 
 var (
-	simSize  = flag.String("sim.size", "", "the simulated network: race (the default under -race), small, ci (about 100 nodes, the default), mid (200) or full (500)")
-	simOut   = flag.String("sim.out", "", "write the report as JSON to this file")
-	simBench = flag.String("sim.bench", "", "write the figures as benchmark lines, for cmd/benchreport, to this file")
-	simLog   = flag.String("sim.log", "", "write the nodes' warnings to this file")
-	simFor   = flag.Duration("sim.duration", 0, "simulated time after the fill, instead of the size's own")
+	simSize   = flag.String("sim.size", "", "the simulated network: race (the default under -race), small, ci (about 100 nodes, the default), mid (200) or full (500)")
+	simOut    = flag.String("sim.out", "", "write the report as JSON to this file")
+	simBench  = flag.String("sim.bench", "", "write the figures as benchmark lines, for cmd/benchreport, to this file")
+	simLog    = flag.String("sim.log", "", "write the nodes' warnings to this file")
+	simFor    = flag.Duration("sim.duration", 0, "simulated time after the fill, instead of the size's own")
+	simBudget = flag.Duration("sim.budget", 0, "end the load once the run has taken this much real time, and report what it simulated")
 )
 
 // sizes are the scenarios of TestSimulation.
@@ -58,6 +59,7 @@ func TestSimulation(t *testing.T) {
 	if *simFor > 0 {
 		sc.Duration = *simFor
 	}
+	sc.RealBudget = *simBudget
 	run(t, sc)
 }
 
