@@ -54,7 +54,7 @@ bench-report:
 	cat bench/raw.txt $(wildcard bench/sim-ci.txt bench/sim.txt) | $(GO) run ./cmd/benchreport -out bench
 	@cat bench/RESULTS.md
 
-## sim: the full simulation, 500 nodes for 10 simulated minutes (long, see README); its figures go into the report
+## sim: the full simulation, 500 nodes for 10 simulated minutes (hours on 2 cores; SIM_ARGS=-sim.budget=100m stops the load early, see README); its figures go into the report
 .PHONY: sim
 sim:
 	@mkdir -p bench

@@ -289,10 +289,10 @@ func (n *Network) Start(ctx context.Context, p Plan, tune func(*node.Config)) er
 		if i > 0 && gap > 0 {
 			select {
 			case <-ctx.Done():
-				errs <- ctx.Err()
 			case <-time.After(gap):
 			}
-			if ctx.Err() != nil {
+			if err := ctx.Err(); err != nil {
+				errs <- err
 				break
 			}
 		}
