@@ -216,15 +216,18 @@ func (r *Report) Print(w io.Writer) {
 }
 
 // residentBytes is the process's resident set size, from /proc.
-func residentBytes() uint64 {
-	b, err := os.ReadFile("/proc/self/status")
+func residentBytes() uint64 { return procKB("/proc/self/status", "VmRSS:") * 1024 }
+
+// procKB reads a "Field:   123 kB" line of a /proc file; 0 if it cannot.
+func procKB(path, field string) uint64 {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, field); ok {
 			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb * 1024
+			return kb
 		}
 	}
 	return 0

@@ -201,10 +201,11 @@ func reportProgress(nw *Network, t0, realStart time.Time, out io.Writer, stop <-
 		}
 		now := trafficTotalsOf(nw)
 		running := len(nw.Running(""))
-		perNodeS := float64(running) * time.Since(lastAt).Seconds()
+		seconds := time.Since(lastAt).Seconds()
+		perNodeS := float64(running) * seconds
 		var topics []string
 		for _, t := range slices.Sorted(maps.Keys(now.published)) {
-			topics = append(topics, fmt.Sprintf("%s %.0f", t, float64(now.published[t]-last.published[t])/time.Since(lastAt).Seconds()))
+			topics = append(topics, fmt.Sprintf("%s %.0f", t, float64(now.published[t]-last.published[t])/seconds))
 		}
 		fmt.Fprintf(out, "sim: %4.0f s simulated, %5.0f s real: %d nodes, %.0f peers each, %d miners available at the emptiest router; "+
 			"per node and s %.0f packets, %.1f gossip received; published per s: %s; %.1f GB resident, %d goroutines\n",

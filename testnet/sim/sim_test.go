@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -139,18 +138,8 @@ func limitMemory(t *testing.T) {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return
 	}
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			if err == nil && kb > 0 {
-				prev := debug.SetMemoryLimit(kb * 1024 / 4 * 3)
-				t.Cleanup(func() { debug.SetMemoryLimit(prev) })
-			}
-			return
-		}
+	if kb := procKB("/proc/meminfo", "MemTotal:"); kb > 0 {
+		prev := debug.SetMemoryLimit(int64(kb * 1024 / 4 * 3))
+		t.Cleanup(func() { debug.SetMemoryLimit(prev) })
 	}
 }
