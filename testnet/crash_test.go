@@ -88,6 +88,12 @@ func getJSON(ctx context.Context, url string, out any) error {
 func startProcesses(ctx context.Context, t *testing.T, spec testnet.Spec) (*testnet.Testnet, testnet.Subprocess) {
 	t.Helper()
 	launcher := testnet.Subprocess{Binary: binary}
+	return startTestnet(ctx, t, spec, launcher), launcher
+}
+
+// startTestnet starts spec with launcher, stopped when the test ends.
+func startTestnet(ctx context.Context, t *testing.T, spec testnet.Spec, launcher testnet.Launcher) *testnet.Testnet {
+	t.Helper()
 	tn, err := testnet.Start(ctx, t.TempDir(), spec, launcher)
 	t.Cleanup(func() {
 		sctx, done := context.WithTimeout(context.Background(), 30*time.Second)
@@ -97,5 +103,5 @@ func startProcesses(ctx context.Context, t *testing.T, spec testnet.Spec) (*test
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tn, launcher
+	return tn
 }

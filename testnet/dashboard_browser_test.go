@@ -39,15 +39,7 @@ func TestDashboardBrowser(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	tn, err := testnet.Start(ctx, t.TempDir(), testnet.Spec{Network: "dash", Bootstraps: 1, Oracles: 3, Miners: 3, Routers: 1}, testnet.InProcess{})
-	t.Cleanup(func() {
-		sctx, done := context.WithTimeout(context.Background(), 30*time.Second)
-		defer done()
-		tn.Stop(sctx)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tn := startTestnet(ctx, t, testnet.Spec{Network: "dash", Bootstraps: 1, Oracles: 3, Miners: 3, Routers: 1}, testnet.InProcess{})
 	if _, err := tn.WaitHealthy(ctx); err != nil {
 		t.Fatal(err)
 	}
