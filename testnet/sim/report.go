@@ -29,6 +29,7 @@ type Report struct {
 
 	Reservations       int            `json:"reservations"`
 	ReserveFailures    map[string]int `json:"reserve_failures"`
+	ReserveErrors      []string       `json:"reserve_errors,omitempty"` // the first few failures, as the router said them
 	ReserveSuccess     float64        `json:"reserve_success"`
 	FindP50Ms          float64        `json:"find_p50_ms"`
 	FindP95Ms          float64        `json:"find_p95_ms"`
@@ -101,6 +102,7 @@ func (r *Report) finish(w *watcher, nw *Network) {
 	// Reservations.
 	r.Reservations = len(w.reservations)
 	r.ReserveFailures = w.failures
+	r.ReserveErrors = w.failureTexts
 	failed := 0
 	for _, n := range w.failures {
 		failed += n
@@ -202,6 +204,9 @@ func (r *Report) Print(w io.Writer) {
 	f("links (baseline):    one way p50 %.0f ms, p95 %.0f ms, p99 %.0f ms", r.LinkP50Ms, r.LinkP95Ms, r.LinkP99Ms)
 	f("attestations:        %d, delivered to %.2f%% of nodes up throughout, p50 %.0f ms, p99 %.0f ms", r.Attestations, 100*r.AttDeliveryRatio, r.AttP50Ms, r.AttP99Ms)
 	f("reservations:        %d granted, %.1f%% success (failures %v), find+claim p50 %.0f ms, p95 %.0f ms", r.Reservations, 100*r.ReserveSuccess, r.ReserveFailures, r.FindP50Ms, r.FindP95Ms)
+	for _, e := range r.ReserveErrors {
+		f("  failed:            %s", e)
+	}
 	f("double bookings:     %d (evidence %d)", r.DoubleBookings, r.Evidence)
 	f("staleness:           p50 %.0f ms, p95 %.0f ms, max %.0f ms until no router listed a reserved miner (%d unseen)", r.StaleP50Ms, r.StaleP95Ms, r.StaleMaxMs, r.StaleUnseen)
 	f("sessions:            %d created (%d refused), %d ended; tasks %d done, %d failed; %d reservations unreleased, %d ended with their miner gone",

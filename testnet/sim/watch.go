@@ -33,6 +33,7 @@ type watcher struct {
 
 	reservations []reservation
 	failures     map[string]int // failed reservation attempts by error kind
+	failureTexts []string       // the first few failures' errors, to say why
 	evidence     int            // evidence events, summed over nodes
 }
 
@@ -111,6 +112,9 @@ func (w *watcher) watch(m *Member) {
 	})
 }
 
+// maxFailureTexts is how many failed reservations the report quotes.
+const maxFailureTexts = 5
+
 // reserved is the routers' ObserveReserve hook.
 func (w *watcher) reserved(routerIdx int) func(router.Reservation, time.Duration, error) {
 	return func(res router.Reservation, took time.Duration, err error) {
@@ -118,6 +122,9 @@ func (w *watcher) reserved(routerIdx int) func(router.Reservation, time.Duration
 		defer w.mu.Unlock()
 		if err != nil {
 			w.failures[router.Outcome(err)]++
+			if len(w.failureTexts) < maxFailureTexts {
+				w.failureTexts = append(w.failureTexts, err.Error())
+			}
 			return
 		}
 		id, perr := peer.Decode(res.Miner)
