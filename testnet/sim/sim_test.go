@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -90,6 +91,7 @@ func run(t *testing.T, sc Scenario) *Report {
 		log = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	limitMemory(t)
+	oneProcessor(t)
 	var rep *Report
 	var err error
 	synctest.Test(t, func(t *testing.T) {
@@ -142,4 +144,17 @@ func limitMemory(t *testing.T) {
 		prev := debug.SetMemoryLimit(int64(kb * 1024 / 4 * 3))
 		t.Cleanup(func() { debug.SetMemoryLimit(prev) })
 	}
+}
+
+// oneProcessor runs the simulation on one processor, unless GOMAXPROCS says
+// otherwise. A synctest bubble takes one lock whenever a goroutine in it
+// blocks or wakes, which a simulated network's goroutines do all the time,
+// so a second processor mostly contends for that lock: the CI size took
+// 210 s on one and 246 s on two, and left no core for the other tests.
+func oneProcessor(t *testing.T) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return
+	}
+	prev := runtime.GOMAXPROCS(1)
+	t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
 }
