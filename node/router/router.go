@@ -333,13 +333,16 @@ type Request struct {
 }
 
 // Outcome names how a ReserveFor ended, for metrics: "granted",
-// "no_miner" or "error".
+// "no_miner", "canceled" (its caller gave up first, as a user who hung up)
+// or "error".
 func Outcome(err error) string {
 	switch {
 	case err == nil:
 		return "granted"
 	case errors.Is(err, ErrNoMiner):
 		return "no_miner"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
 	default:
 		return "error"
 	}

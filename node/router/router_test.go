@@ -973,3 +973,20 @@ func BenchmarkClaimGrantBaseline(b *testing.B) {
 		}
 	}
 }
+
+func TestOutcome(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{nil, "granted"},
+		{fmt.Errorf("%w: none is free in the pool", ErrNoMiner), "no_miner"},
+		{fmt.Errorf("reserve: %w (1 tried)", context.Canceled), "canceled"},
+		{fmt.Errorf("reserve: %w (1 tried)", context.DeadlineExceeded), "error"},
+		{ErrNotRunning, "error"},
+	} {
+		if got := Outcome(c.err); got != c.want {
+			t.Errorf("Outcome(%v) = %q, want %q", c.err, got, c.want)
+		}
+	}
+}

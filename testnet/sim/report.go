@@ -103,9 +103,13 @@ func (r *Report) finish(w *watcher, nw *Network) {
 	r.Reservations = len(w.reservations)
 	r.ReserveFailures = w.failures
 	r.ReserveErrors = w.failureTexts
+	// A reservation its caller canceled (the load ending while it was under
+	// way) neither succeeded nor failed.
 	failed := 0
-	for _, n := range w.failures {
-		failed += n
+	for kind, n := range w.failures {
+		if kind != "canceled" {
+			failed += n
+		}
 	}
 	if total := r.Reservations + failed; total > 0 {
 		r.ReserveSuccess = float64(r.Reservations) / float64(total)
@@ -203,7 +207,7 @@ func (r *Report) Print(w io.Writer) {
 	}
 	f("links (baseline):    one way p50 %.0f ms, p95 %.0f ms, p99 %.0f ms", r.LinkP50Ms, r.LinkP95Ms, r.LinkP99Ms)
 	f("attestations:        %d, delivered to %.2f%% of nodes up throughout, p50 %.0f ms, p99 %.0f ms", r.Attestations, 100*r.AttDeliveryRatio, r.AttP50Ms, r.AttP99Ms)
-	f("reservations:        %d granted, %.1f%% success (failures %v), find+claim p50 %.0f ms, p95 %.0f ms", r.Reservations, 100*r.ReserveSuccess, r.ReserveFailures, r.FindP50Ms, r.FindP95Ms)
+	f("reservations:        %d granted, %.1f%% success (not granted %v; canceled ones don't count), find+claim p50 %.0f ms, p95 %.0f ms", r.Reservations, 100*r.ReserveSuccess, r.ReserveFailures, r.FindP50Ms, r.FindP95Ms)
 	for _, e := range r.ReserveErrors {
 		f("  failed:            %s", e)
 	}
