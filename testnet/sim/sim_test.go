@@ -151,6 +151,9 @@ func limitMemory(t *testing.T) {
 // blocks or wakes, which a simulated network's goroutines do all the time,
 // so a second processor mostly contends for that lock: the CI size took
 // 210 s on one and 246 s on two, and left no core for the other tests.
+// `make sim` sets GOMAXPROCS to every core: at 500 nodes the collector's
+// marking of a 14 GB heap, which needs no such lock, gains more from the
+// other cores than the lock costs.
 func oneProcessor(t *testing.T) {
 	if os.Getenv("GOMAXPROCS") != "" {
 		return
