@@ -332,19 +332,25 @@ type Request struct {
 	Exclude []peer.ID     // miners not to claim, e.g. those that failed the session
 }
 
-// Outcome names how a ReserveFor ended, for metrics: "granted",
-// "no_miner", "canceled" (its caller gave up first, as a user who hung up)
-// or "error".
+// The outcomes of a ReserveFor, as Outcome names them for metrics.
+const (
+	OutcomeGranted  = "granted"
+	OutcomeNoMiner  = "no_miner"
+	OutcomeCanceled = "canceled" // its caller gave up first, as a user who hung up
+	OutcomeError    = "error"
+)
+
+// Outcome names how a ReserveFor ended.
 func Outcome(err error) string {
 	switch {
 	case err == nil:
-		return "granted"
+		return OutcomeGranted
 	case errors.Is(err, ErrNoMiner):
-		return "no_miner"
+		return OutcomeNoMiner
 	case errors.Is(err, context.Canceled):
-		return "canceled"
+		return OutcomeCanceled
 	default:
-		return "error"
+		return OutcomeError
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/node"
+	"github.com/ephemera-network/ephemera/node/router"
 )
 
 // Report is what one run measured. Times are simulated unless named real.
@@ -107,7 +108,7 @@ func (r *Report) finish(w *watcher, nw *Network) {
 	// way) neither succeeded nor failed.
 	failed := 0
 	for kind, n := range w.failures {
-		if kind != "canceled" {
+		if kind != router.OutcomeCanceled {
 			failed += n
 		}
 	}
