@@ -28,6 +28,8 @@ type NodeInfo struct {
 	Addrs            []string `json:"addrs"`
 	Roles            []string `json:"roles"`
 	Network          string   `json:"network"`
+	NetworkHash      string   `json:"network_hash"`
+	NetworkID        string   `json:"network_id"`
 	Version          string   `json:"version"`
 	UptimeSeconds    float64  `json:"uptime_seconds"`
 	Peers            int      `json:"peers"`

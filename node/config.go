@@ -8,7 +8,8 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"regexp"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/template"
@@ -28,10 +29,18 @@ const DefaultNetwork = "devnet"
 // DefaultAPIAddr keeps the API on loopback: exposing it is the operator's choice.
 const DefaultAPIAddr = "127.0.0.1:7601"
 
-// Config is a node's whole configuration, as config.toml holds it. Each part
-// owns its own section, defaults and validation.
+// Config is a node's whole configuration: config.toml, which holds this
+// node's own settings, and network.toml, the definition of the network it
+// is a member of. Each part owns its own section, defaults and validation.
 type Config struct {
-	Network         string            `toml:"network"`
+	// Network and Params are the network's name and rules, from
+	// network.toml. A home made before network.toml existed may still
+	// carry them in config.toml.
+	Network string          `toml:"network"`
+	Params  protocol.Params `toml:"params"`
+	// Join is network.toml's advice on joining the network.
+	Join JoinAdvice `toml:"-"`
+
 	Roles           []Role            `toml:"roles"`
 	ShutdownTimeout duration.Duration `toml:"shutdown_timeout"`
 	P2P             p2p.Config        `toml:"p2p"`
@@ -40,7 +49,49 @@ type Config struct {
 	Log             LogConfig         `toml:"log"`
 	Inference       InferenceConfig   `toml:"inference"`
 	Router          RouterConfig      `toml:"router"`
-	Params          protocol.Params   `toml:"params"`
+}
+
+// JoinAdvice is the part of a network's definition that is not a rule:
+// where to join and how members run their DHT by default.
+type JoinAdvice struct {
+	// Bootstrap is dialled beside p2p.bootstrap.
+	Bootstrap []string
+	// DHTMode applies when p2p.dht_mode is "": auto, server or client.
+	DHTMode string
+}
+
+// Definition is the definition of the network this node is a member of.
+func (c Config) Definition() protocol.Definition {
+	return protocol.Definition{Name: c.Network, Bootstrap: slices.Clone(c.Join.Bootstrap), DHTMode: c.Join.DHTMode, Params: c.Params}
+}
+
+// WithDefinition makes c a member of def: its name, rules and advice.
+func (c Config) WithDefinition(def protocol.Definition) Config {
+	c.Network, c.Params = def.Name, def.Params
+	c.Join = JoinAdvice{Bootstrap: slices.Clone(def.Bootstrap), DHTMode: def.DHTMode}
+	if c.Join.Bootstrap == nil {
+		c.Join.Bootstrap = []string{}
+	}
+	return c
+}
+
+// EffectiveP2P is the p2p section the node runs with: the network's
+// bootstrap nodes dialled too, and its DHT mode where p2p.dht_mode is "".
+func (c Config) EffectiveP2P() p2p.Config {
+	p := c.P2P
+	p.Bootstrap = slices.Clone(c.Join.Bootstrap)
+	for _, a := range c.P2P.Bootstrap {
+		if !slices.Contains(p.Bootstrap, a) {
+			p.Bootstrap = append(p.Bootstrap, a)
+		}
+	}
+	if p.DHTMode == "" {
+		p.DHTMode = c.Join.DHTMode
+	}
+	if p.DHTMode == "" {
+		p.DHTMode = p2p.DHTModeAuto
+	}
+	return p
 }
 
 // InferenceConfig chooses the engine a miner answers with, and the one a
@@ -93,9 +144,10 @@ type LogConfig struct {
 func DefaultConfig() Config {
 	return Config{
 		Network:         DefaultNetwork,
+		Join:            JoinAdvice{Bootstrap: []string{}},
 		Roles:           []Role{RoleMiner},
 		ShutdownTimeout: duration.Duration(10 * time.Second),
-		P2P:             p2p.DefaultConfig(),
+		P2P:             defaultP2P(),
 		Gossip:          gossip.DefaultConfig(),
 		API:             APIConfig{Listen: DefaultAPIAddr},
 		Log:             LogConfig{Level: "info", Format: "text"},
@@ -105,12 +157,20 @@ func DefaultConfig() Config {
 	}
 }
 
-var networkName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+// defaultP2P leaves the DHT mode to the network's definition.
+func defaultP2P() p2p.Config {
+	c := p2p.DefaultConfig()
+	c.DHTMode = ""
+	return c
+}
 
 // Validate checks the whole configuration and names the first wrong field.
 func (c Config) Validate() error {
-	if !networkName.MatchString(c.Network) {
-		return fmt.Errorf("network: %q must be 1-32 lowercase letters, digits or dashes", c.Network)
+	if err := protocol.ValidateNetworkName(c.Network); err != nil {
+		return fmt.Errorf("network: %w", err)
+	}
+	if err := c.Definition().Validate(); err != nil {
+		return fmt.Errorf("network definition: %w", err)
 	}
 	if err := ValidateRoles(c.Roles); err != nil {
 		return err
@@ -118,7 +178,7 @@ func (c Config) Validate() error {
 	if c.ShutdownTimeout.Std() <= 0 {
 		return fmt.Errorf("shutdown_timeout: %s, must be positive", c.ShutdownTimeout)
 	}
-	if err := c.P2P.Validate(); err != nil {
+	if err := c.EffectiveP2P().Validate(); err != nil {
 		return err
 	}
 	if err := c.Gossip.Validate(); err != nil {
@@ -142,10 +202,7 @@ func (c Config) Validate() error {
 	if err := c.Inference.Validate(); err != nil {
 		return err
 	}
-	if err := c.Router.Validate(); err != nil {
-		return err
-	}
-	return c.Params.Validate()
+	return c.Router.Validate()
 }
 
 // Validate checks the inference section.
@@ -219,9 +276,10 @@ func ParseLevel(s string) (logging.Spec, error) {
 	return spec, nil
 }
 
-// LoadConfig reads path on top of the defaults. A field the file does not
-// name keeps its default; a field this version does not know is an error,
-// since it is most likely a typo that would otherwise be silently ignored.
+// LoadConfig reads a home's config.toml at path on top of the defaults,
+// and the network.toml beside it. A field the files do not name keeps its
+// default; a field this version does not know is an error, since it is
+// most likely a typo that would otherwise be silently ignored.
 func LoadConfig(path string) (Config, error) {
 	cfg := DefaultConfig()
 	raw, err := os.ReadFile(path)
@@ -231,6 +289,14 @@ func LoadConfig(path string) (Config, error) {
 	if err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
+	defPath := filepath.Join(filepath.Dir(path), protocol.DefinitionFile)
+	def, hasDef, err := ReadDefinition(defPath)
+	if err != nil {
+		return cfg, err
+	}
+	if hasDef {
+		cfg = cfg.WithDefinition(def)
+	}
 	md, err := toml.Decode(string(raw), &cfg)
 	if err != nil {
 		return cfg, fmt.Errorf("config %s: %s", path, oneLine(err))
@@ -238,10 +304,29 @@ func LoadConfig(path string) (Config, error) {
 	if undecoded := md.Undecoded(); len(undecoded) > 0 {
 		return cfg, fmt.Errorf("config %s: unknown field %q", path, undecoded[0].String())
 	}
+	if hasDef && (md.IsDefined("network") || md.IsDefined("params")) {
+		return cfg, fmt.Errorf("config %s: network and [params] belong in %s, which this home has; remove them from config.toml", path, defPath)
+	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
 	return cfg, nil
+}
+
+// ReadDefinition reads a network.toml, and reports whether there is one.
+func ReadDefinition(path string) (protocol.Definition, bool, error) {
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return protocol.Definition{}, false, nil
+	}
+	if err != nil {
+		return protocol.Definition{}, false, fmt.Errorf("network definition %s: %w", path, err)
+	}
+	def, err := protocol.ParseDefinition(raw)
+	if err != nil {
+		return def, false, fmt.Errorf("network definition %s: %w", path, err)
+	}
+	return def, true, nil
 }
 
 // oneLine keeps only the first line of a multi-line parser error.

@@ -45,6 +45,7 @@ func customConfig() node.Config {
 	cfg.P2P.ConnGrace = duration.Duration(time.Minute + 30*time.Second)
 	cfg.P2P.MaxConns = 40
 	cfg.P2P.MaxMemoryMB = 64
+	cfg.Join = node.JoinAdvice{Bootstrap: []string{"/dns4/boot.example/udp/7600/quic-v1/p2p/" + bootstrapPeer}, DHTMode: p2p.DHTModeServer}
 	cfg.Gossip.MaxMessageSize = 1 << 20
 	cfg.Gossip.ValidatorTimeout = duration.Duration(250 * time.Millisecond)
 	cfg.Gossip.ValidatorConcurrency = 8
@@ -89,16 +90,20 @@ func TestRenderLoadRoundTrip(t *testing.T) {
 			if err := tt.cfg.Validate(); err != nil {
 				t.Fatalf("test config is invalid: %v", err)
 			}
-			body, err := tt.cfg.Render()
-			if err != nil {
+			// Init writes both files: config.toml and network.toml.
+			home := node.Home{Dir: t.TempDir()}
+			if _, err := node.Init(home, tt.cfg, false); err != nil {
 				t.Fatal(err)
 			}
-			got, err := node.LoadConfig(writeConfig(t, string(body)))
+			got, err := node.LoadConfig(home.ConfigPath())
 			if err != nil {
+				body, _ := os.ReadFile(home.ConfigPath())
 				t.Fatalf("LoadConfig of rendered config: %v\n%s", err, body)
 			}
 			if !reflect.DeepEqual(got, tt.cfg) {
-				t.Errorf("round trip changed the config\n got %+v\nwant %+v\nrendered:\n%s", got, tt.cfg, body)
+				body, _ := os.ReadFile(home.ConfigPath())
+				def, _ := os.ReadFile(home.DefinitionPath())
+				t.Errorf("round trip changed the config\n got %+v\nwant %+v\nrendered:\n%s\n%s", got, tt.cfg, body, def)
 			}
 		})
 	}
@@ -135,9 +140,12 @@ func TestRenderNamesEveryField(t *testing.T) {
 		for i := range typ.NumField() {
 			f := typ.Field(i)
 			key, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
-			if key == "" || key == "-" {
+			if key == "" {
 				t.Errorf("field %s.%s has no toml tag", typ.Name(), f.Name)
 				continue
+			}
+			if section == "" && (key == "network" || key == "params" || key == "-") {
+				continue // the network's definition: network.toml, not config.toml
 			}
 			if f.Type.Kind() == reflect.Struct {
 				if _, ok := sections[key]; !ok {
@@ -177,6 +185,48 @@ func splitSections(s string) map[string]string {
 		out[cur] += line + "\n"
 	}
 	return out
+}
+
+func TestLoadConfigDefinition(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, node.ConfigFile)
+	defPath := filepath.Join(dir, "network.toml")
+	write := func(path, body string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(cfgPath, "[p2p]\nbootstrap = [\"/ip4/10.0.0.2/tcp/1/p2p/"+bootstrapPeer+"\"]\n")
+	write(defPath, "name = \"lan\"\nbootstrap = [\"/ip4/10.0.0.1/tcp/1/p2p/"+bootstrapPeer+"\"]\ndht_mode = \"server\"\n[params]\nquorum = 1\n")
+	cfg, err := node.LoadConfig(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Network != "lan" || cfg.Params.Quorum != 1 {
+		t.Fatalf("network %q quorum %d: network.toml not read", cfg.Network, cfg.Params.Quorum)
+	}
+	p := cfg.EffectiveP2P()
+	if p.DHTMode != p2p.DHTModeServer || len(p.Bootstrap) != 2 {
+		t.Fatalf("effective p2p: dht %q, bootstrap %v; want the definition's mode and both lists", p.DHTMode, p.Bootstrap)
+	}
+	// The config's own DHT mode wins over the network's advice.
+	write(cfgPath, "[p2p]\ndht_mode = \"client\"\n")
+	if cfg, err = node.LoadConfig(cfgPath); err != nil || cfg.EffectiveP2P().DHTMode != p2p.DHTModeClient {
+		t.Fatalf("config's dht_mode: %v, %v", err, cfg.EffectiveP2P().DHTMode)
+	}
+	// Rules in two places would be two networks in one home.
+	for _, body := range []string{"network = \"lan\"\n", "[params]\nquorum = 1\n"} {
+		write(cfgPath, body)
+		if _, err := node.LoadConfig(cfgPath); err == nil || !strings.Contains(err.Error(), "belong in "+defPath) {
+			t.Errorf("config.toml with %q beside network.toml: err %v", body, err)
+		}
+	}
+	write(cfgPath, "")
+	write(defPath, "name = \"lan\"\n[params]\nquorum = 0\n")
+	if _, err := node.LoadConfig(cfgPath); err == nil || !strings.Contains(err.Error(), defPath) || !strings.Contains(err.Error(), "params.quorum") {
+		t.Errorf("bad network.toml: err %v, want its path and the field", err)
+	}
 }
 
 func TestLoadConfigMissingFile(t *testing.T) {

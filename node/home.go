@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/p2p"
+	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/libp2p/go-libp2p/core/crypto"
 )
 
@@ -36,6 +37,9 @@ func (h Home) path(name string) string { return filepath.Join(h.Dir, name) }
 // ConfigPath is where config.toml lives.
 func (h Home) ConfigPath() string { return h.path(ConfigFile) }
 
+// DefinitionPath is where the network's definition lives.
+func (h Home) DefinitionPath() string { return h.path(protocol.DefinitionFile) }
+
 // KeyPath is where the identity key lives, apart from the config.
 func (h Home) KeyPath() string { return h.path(KeyFile) }
 
@@ -45,10 +49,11 @@ func (h Home) DataPath() string { return h.path(DataDir) }
 // RuntimePath is where a running node publishes its addresses.
 func (h Home) RuntimePath() string { return h.path(RuntimeFile) }
 
-// Init writes a commented config.toml and a new identity key into the home.
-// It refuses a home that already holds a config unless force is set; force
-// rewrites the config but keeps the existing identity and data, because a
-// lost key is a lost peer ID. It refuses, force or not, while a node runs there.
+// Init writes a commented config.toml, the network's definition
+// (network.toml) and a new identity key into the home. It refuses a home
+// that already holds a config unless force is set; force rewrites both files
+// but keeps the existing identity and data, because a lost key is a lost
+// peer ID. It refuses, force or not, while a node runs there.
 func Init(h Home, cfg Config, force bool) (crypto.PrivKey, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -67,6 +72,11 @@ func Init(h Home, cfg Config, force bool) (crypto.PrivKey, error) {
 	body, err := cfg.Render()
 	if err != nil {
 		return nil, err
+	}
+	// The definition first: a config.toml without it would be a home
+	// that runs as a member of the default network.
+	if err := writeFileAtomic(h.DefinitionPath(), cfg.Definition().Render(), 0o644); err != nil {
+		return nil, fmt.Errorf("network definition %s: %w", h.DefinitionPath(), err)
 	}
 	if err := writeFileAtomic(h.ConfigPath(), body, 0o600); err != nil {
 		return nil, fmt.Errorf("config %s: %w", h.ConfigPath(), err)
@@ -128,14 +138,15 @@ func (l *HomeLock) Release() error {
 // Runtime is what a running node writes to node.json so that tools (the CLI,
 // the testnet) can find it: its real addresses once ports are bound.
 type Runtime struct {
-	PID        int       `json:"pid"`
-	PeerID     string    `json:"peer_id"`
-	Network    string    `json:"network"`
-	Roles      []Role    `json:"roles"`
-	Addrs      []string  `json:"addrs"` // full multiaddrs, each ending in /p2p/<peer_id>
-	APIURL     string    `json:"api_url"`
-	MetricsURL string    `json:"metrics_url,omitempty"`
-	StartedAt  time.Time `json:"started_at"`
+	PID         int       `json:"pid"`
+	PeerID      string    `json:"peer_id"`
+	Network     string    `json:"network"`
+	NetworkHash string    `json:"network_hash"`
+	Roles       []Role    `json:"roles"`
+	Addrs       []string  `json:"addrs"` // full multiaddrs, each ending in /p2p/<peer_id>
+	APIURL      string    `json:"api_url"`
+	MetricsURL  string    `json:"metrics_url,omitempty"`
+	StartedAt   time.Time `json:"started_at"`
 }
 
 // ReadRuntime reads node.json. It is only meaningful while the home is

@@ -191,12 +191,12 @@ func TestEquivocatingMinerCaughtByEveryNode(t *testing.T) {
 	grant := func(session string) []byte {
 		rk, _, _ := crypto.GenerateEd25519Key(nil)
 		rid, _ := peer.IDFromPrivateKey(rk)
-		claim, err := protocol.Seal(&pb.Claim{Network: "equiv", Session: session, Router: []byte(rid), Miner: []byte(cheat.ID()),
+		claim, err := protocol.Seal(&pb.Claim{Network: cheat.NetworkID(), Session: session, Router: []byte(rid), Miner: []byte(cheat.ID()),
 			Generation: gen, LeaseMs: 30000, Nonce: []byte("0123456789abcdef"), ExpiresMs: protocol.Ms(time.Now().Add(5 * time.Second))}, rk)
 		if err != nil {
 			t.Fatal(err)
 		}
-		g, err := protocol.Seal(&pb.Grant{Network: "equiv", Miner: []byte(cheat.ID()), Router: []byte(rid), Session: session,
+		g, err := protocol.Seal(&pb.Grant{Network: cheat.NetworkID(), Miner: []byte(cheat.ID()), Router: []byte(rid), Session: session,
 			Generation: gen, LeaseEndMs: protocol.Ms(time.Now().Add(30 * time.Second)), ClaimDigest: protocol.Digest(claim), Claim: claim}, key)
 		if err != nil {
 			t.Fatal(err)

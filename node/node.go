@@ -91,6 +91,9 @@ type Node struct {
 	observer *observe.Observer
 	started  time.Time
 	starts   uint64
+	netID    string // the network's namespace on the wire: name/hash prefix
+	netHash  string
+	watch    *networkWatch
 
 	cancel context.CancelFunc // ends the node's background work
 	stops  []func(context.Context) error
@@ -105,7 +108,9 @@ func New(home Home, cfg Config, opts Options) (*Node, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Node{home: home, cfg: cfg, opts: opts, version: opts.Version, log: log, topics: map[string]*gossip.Topic{}}, nil
+	def := cfg.Definition()
+	return &Node{home: home, cfg: cfg, opts: opts, version: opts.Version, log: log, topics: map[string]*gossip.Topic{},
+		netID: def.ID(), netHash: def.Hash()}, nil
 }
 
 // Start brings the node up in dependency order; Stop takes it down in the
@@ -149,9 +154,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	// 4. The libp2p host and its private DHT, with our record namespace.
-	n.check = protocol.Checker{Network: n.cfg.Network, Params: n.cfg.Params, Cache: protocol.NewSigCache(sigCacheSize)}
-	n.host, err = p2p.New(n.cfg.P2P, p2p.Options{
-		Network:         n.cfg.Network,
+	// Every protocol, topic and message carries the network's ID, which
+	// holds its definition's hash: members of two definitions never share one.
+	n.check = protocol.Checker{Network: n.netID, Params: n.cfg.Params, Cache: protocol.NewSigCache(sigCacheSize)}
+	n.host, err = p2p.New(n.cfg.EffectiveP2P(), p2p.Options{
+		Network:         n.netID,
 		Key:             n.key,
 		UserAgent:       "ephemera/" + n.version,
 		Registerer:      n.reg,
@@ -166,10 +173,15 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.onStop(func(context.Context) error { return n.host.Close() })
 	n.registerMetrics()
+	// Before gossip: a peer of another network is parted with as soon as
+	// identify names its hash.
+	if n.watch, err = n.startNetworkWatch(runCtx); err != nil {
+		return err
+	}
 
 	// 5. Gossip, with every topic's validator in place before the first
 	// message: the pool view judges what the topics carry.
-	if n.gossip, err = gossip.New(runCtx, n.host, n.cfg.Network, n.cfg.Gossip, n.reg, n.log.With("module", "gossip")); err != nil {
+	if n.gossip, err = gossip.New(runCtx, n.host, n.netID, n.cfg.Gossip, n.reg, n.log.With("module", "gossip")); err != nil {
 		return err
 	}
 	n.onStop(func(context.Context) error { return n.gossip.Close() })
@@ -213,7 +225,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("runtime file: %w", err)
 	}
 	n.onStop(func(context.Context) error { return os.Remove(n.home.RuntimePath()) })
-	n.log.Info("node started", "self", n.host.ID(), "network", n.cfg.Network, "roles", n.cfg.Roles,
+	n.log.Info("node started", "self", n.host.ID(), "network", n.cfg.Network, "network_hash", n.netHash, "roles", n.cfg.Roles,
 		"addrs", n.FullAddrs(), "api", n.Runtime().APIURL, "starts", n.starts)
 	return nil
 }
@@ -307,12 +319,13 @@ func (n *Node) Starts() uint64 { return n.starts }
 // Runtime describes the running node for node.json.
 func (n *Node) Runtime() Runtime {
 	rt := Runtime{
-		PID:       os.Getpid(),
-		PeerID:    n.host.ID().String(),
-		Network:   n.cfg.Network,
-		Roles:     slices.Clone(n.cfg.Roles),
-		Addrs:     multiaddrStrings(n.FullAddrs()),
-		StartedAt: n.started.UTC(),
+		PID:         os.Getpid(),
+		PeerID:      n.host.ID().String(),
+		Network:     n.cfg.Network,
+		NetworkHash: n.netHash,
+		Roles:       slices.Clone(n.cfg.Roles),
+		Addrs:       multiaddrStrings(n.FullAddrs()),
+		StartedAt:   n.started.UTC(),
 	}
 	if n.api != nil {
 		rt.APIURL = n.api.URL()
@@ -323,9 +336,19 @@ func (n *Node) Runtime() Runtime {
 	return rt
 }
 
-// Health is nil when the node can take part in the network: it has a peer
-// and knows at least one DHT server.
+// NetworkHash is the hash of the network's definition: its identity.
+func (n *Node) NetworkHash() string { return n.netHash }
+
+// NetworkID is the network's namespace on the wire (protocol.Definition.ID).
+func (n *Node) NetworkID() string { return n.netID }
+
+// Health is nil when the node can take part in the network: it agrees with
+// its bootstrap nodes on the network, has a peer and knows at least one
+// DHT server.
 func (n *Node) Health() error {
+	if err := n.watch.bootstrapDisagreement(); err != nil {
+		return err
+	}
 	if n.host.PeerCount() == 0 {
 		return errors.New("no peers connected")
 	}
@@ -346,6 +369,8 @@ func (n *Node) Info() api.NodeInfo {
 		Addrs:            multiaddrStrings(n.FullAddrs()),
 		Roles:            roles,
 		Network:          n.cfg.Network,
+		NetworkHash:      n.netHash,
+		NetworkID:        n.netID,
 		Version:          n.version,
 		UptimeSeconds:    time.Since(n.started).Seconds(),
 		Peers:            n.host.PeerCount(),
@@ -395,7 +420,7 @@ func (n *Node) registerMetrics() {
 		}, func() float64 { return float64(n.host.RoutingTableSize()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "ephemera", Name: "build_info", Help: "Always 1; the labels say what runs.",
-			ConstLabels: prometheus.Labels{"version": n.version, "network": n.cfg.Network},
+			ConstLabels: prometheus.Labels{"version": n.version, "network": n.cfg.Network, "network_hash": n.netHash},
 		}, func() float64 { return 1 }),
 	)
 }
@@ -406,7 +431,7 @@ func (n *Node) dhtMode() string {
 	if n.host.DHTServing() {
 		now = p2p.DHTModeServer
 	}
-	if n.cfg.P2P.DHTMode == p2p.DHTModeAuto {
+	if n.cfg.EffectiveP2P().DHTMode == p2p.DHTModeAuto {
 		return "auto (" + now + ")"
 	}
 	return now

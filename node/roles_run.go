@@ -117,7 +117,7 @@ func (n *Node) startRoles(ctx context.Context) error {
 			}
 		}
 		o, err := oracle.New(oracle.Deps{
-			Network: n.cfg.Network, Check: n.check, Host: dialer, Key: n.key, Store: n.store, Pool: n.pool,
+			Network: n.netID, Check: n.check, Host: dialer, Key: n.key, Store: n.store, Pool: n.pool,
 			Bank: bank, Embed: backend.Embed, Publish: n.publisher(gossip.Attestations), Log: n.log.With("module", "oracle"),
 		})
 		if err != nil {
@@ -140,7 +140,7 @@ func (n *Node) startRoles(ctx context.Context) error {
 		}, []string{"outcome", "phase"})
 		n.reg.MustRegister(reserveSeconds, taskSeconds)
 		r, err := router.New(router.Deps{
-			Network: n.cfg.Network, Check: n.check, Host: dialer, DHT: n.host.DHT, Key: n.key, Store: n.store,
+			Network: n.netID, Check: n.check, Host: dialer, DHT: n.host.DHT, Key: n.key, Store: n.store,
 			Pool: n.pool, Log: n.log.With("module", "router"),
 			ObserveReserve: func(res router.Reservation, took time.Duration, err error) {
 				reserveSeconds.WithLabelValues(router.Outcome(err)).Observe(took.Seconds())

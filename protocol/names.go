@@ -42,3 +42,21 @@ func PoolCID(network, model string) cid.Cid {
 	}
 	return cid.NewCidV1(cid.Raw, hash)
 }
+
+// DefinitionProtocol serves a node's network definition (network.toml) to
+// whoever asks, a newcomer before it knows the network's name or hash
+// above all: hence no network in the ID.
+const DefinitionProtocol libp2pprotocol.ID = "/ephemera/definition/1.0.0"
+
+// MaxDefinitionSize bounds a served definition: a few hundred oracles'
+// peer IDs and bootstrap addresses fit many times over.
+const MaxDefinitionSize = 256 << 10
+
+// NetworkMarkerPrefix begins the marker protocol of a network hash.
+const NetworkMarkerPrefix = "/ephemera/network/"
+
+// NetworkMarker is a protocol that every member serves and none speaks:
+// through identify it tells a peer which definition this node follows.
+func NetworkMarker(hash string) libp2pprotocol.ID {
+	return libp2pprotocol.ID(NetworkMarkerPrefix + hash)
+}

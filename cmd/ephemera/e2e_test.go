@@ -187,7 +187,8 @@ func sendSignal(t *testing.T, p *proc, sig os.Signal) {
 	}
 }
 
-// peerID runs `id --home` and returns the first line.
+// peerID runs `id --home` and returns the peer ID and the addresses: the
+// lines between the first and the last, which names the network.
 func peerID(t *testing.T, home string) (string, []string) {
 	t.Helper()
 	out, errOut, code := run(t, "id", "--home", home)
@@ -198,7 +199,11 @@ func peerID(t *testing.T, home string) (string, []string) {
 	if !strings.HasPrefix(lines[0], "12D3KooW") {
 		t.Fatalf("id printed %q, want an Ed25519 peer ID first", out)
 	}
-	return lines[0], lines[1:]
+	last := lines[len(lines)-1]
+	if !regexp.MustCompile(`^network [a-z0-9-]+ \(hash [0-9a-f]{64}\)$`).MatchString(last) {
+		t.Fatalf("id printed %q, want the network and its hash last", out)
+	}
+	return lines[0], lines[1 : len(lines)-1]
 }
 
 var httpClient = &http.Client{Timeout: 5 * time.Second}

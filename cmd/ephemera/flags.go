@@ -102,14 +102,13 @@ func homeFlag(fs *flag.FlagSet) *string {
 
 // nodeFlags are the configuration flags shared by init and run.
 type nodeFlags struct {
-	network, roles, api, apiToken, metrics, dhtMode, logLevel, logFormat string
-	logJSON                                                              bool
-	listen, bootstrap                                                    listFlag
+	roles, api, apiToken, metrics, dhtMode, logLevel, logFormat string
+	logJSON                                                     bool
+	listen, bootstrap                                           listFlag
 }
 
 func addNodeFlags(fs *flag.FlagSet) *nodeFlags {
 	f := &nodeFlags{}
-	fs.StringVar(&f.network, "network", "", "network `name` to join (default from config, else "+node.DefaultNetwork+")")
 	fs.StringVar(&f.roles, "roles", "", "comma-separated `roles`: bootstrap, miner, oracle, router")
 	fs.Var(&f.listen, "listen", "`multiaddr` to listen on (repeatable)")
 	fs.Var(&f.bootstrap, "bootstrap", "bootstrap peer `multiaddr` ending in /p2p/<id> (repeatable)")
@@ -125,9 +124,6 @@ func addNodeFlags(fs *flag.FlagSet) *nodeFlags {
 
 // apply writes the flags that were set onto cfg and validates the result.
 func (f *nodeFlags) apply(cfg *node.Config, set map[string]bool) error {
-	if set["network"] {
-		cfg.Network = f.network
-	}
 	if set["roles"] {
 		roles, err := node.ParseRoles(f.roles)
 		if err != nil {

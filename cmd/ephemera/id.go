@@ -28,38 +28,42 @@ func runID(args []string, stdout, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
-	addrs, running, err := dialableAddrs(h, id)
+	cfg, err := node.LoadConfig(h.ConfigPath())
 	if err != nil {
 		return err
 	}
+	addrs, running, err := dialableAddrs(h, id, cfg)
+	if err != nil {
+		return err
+	}
+	def := cfg.Definition()
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(struct {
-			PeerID  string   `json:"peer_id"`
-			Addrs   []string `json:"addrs"`
-			Running bool     `json:"running"`
-		}{id.String(), addrs, running})
+			PeerID      string   `json:"peer_id"`
+			Addrs       []string `json:"addrs"`
+			Running     bool     `json:"running"`
+			Network     string   `json:"network"`
+			NetworkHash string   `json:"network_hash"`
+		}{id.String(), addrs, running, def.Name, def.Hash()})
 	}
 	fmt.Fprintln(stdout, id)
 	for _, a := range addrs {
 		fmt.Fprintln(stdout, a)
 	}
+	fmt.Fprintf(stdout, "network %s (hash %s)\n", def.Name, def.Hash())
 	return nil
 }
 
 // dialableAddrs are the addresses others can dial: the bound ones of a
 // running node, else those of the config with wildcard IPs expanded to this
 // machine's interfaces (a port 0 is only known once the node runs).
-func dialableAddrs(h node.Home, id peer.ID) ([]string, bool, error) {
+func dialableAddrs(h node.Home, id peer.ID, cfg node.Config) ([]string, bool, error) {
 	if node.Running(h) {
 		if rt, err := node.ReadRuntime(h); err == nil && rt.PeerID == id.String() {
 			return rt.Addrs, true, nil
 		}
-	}
-	cfg, err := node.LoadConfig(h.ConfigPath())
-	if err != nil {
-		return nil, false, err
 	}
 	listen, err := p2p.ParseListenAddrs(cfg.P2P.Listen)
 	if err != nil {

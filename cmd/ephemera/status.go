@@ -43,7 +43,7 @@ func runStatus(args []string, stdout, _ io.Writer) error {
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "peer id\t%s\n", info.PeerID)
-	fmt.Fprintf(tw, "network\t%s\n", info.Network)
+	fmt.Fprintf(tw, "network\t%s (hash %s)\n", info.Network, info.NetworkHash)
 	fmt.Fprintf(tw, "roles\t%s\n", strings.Join(info.Roles, ", "))
 	if info.State != "" && info.Generation != nil {
 		fmt.Fprintf(tw, "miner state\t%s (generation %d)\n", info.State, *info.Generation)
