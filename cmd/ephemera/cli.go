@@ -24,6 +24,7 @@ func commands() []command {
 		{"run", "start a node", runNode},
 		{"id", "print a node's peer ID and dialable multiaddrs", runID},
 		{"status", "print a running node's status from its API", runStatus},
+		{"doctor", "tell whether a node can take part in its network, and how to fix what stops it", runDoctor},
 		{"pool", "list the miners a node knows and their states", runPool},
 		{"top", "watch the pool in the terminal: counts, miners, recent transitions", runTop},
 		{"reserve", "reserve an available miner through a router", runReserve},

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/node"
+)
+
+// finding is one thing doctor checked: what, whether it is well, and the
+// line that fixes it when it is not.
+type finding struct {
+	Check  string `json:"check"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+	Fix    string `json:"fix,omitempty"`
+}
+
+// doctorReport is what `ephemera doctor --json` prints.
+type doctorReport struct {
+	Home        string        `json:"home"`
+	Network     string        `json:"network,omitempty"`
+	NetworkHash string        `json:"network_hash,omitempty"`
+	Running     bool          `json:"running"`
+	Findings    []finding     `json:"findings"`
+	Problems    int           `json:"problems"`
+	Node        *api.NodeInfo `json:"node,omitempty"`
+}
+
+func (r *doctorReport) add(f finding) {
+	r.Findings = append(r.Findings, f)
+	if !f.OK {
+		r.Problems++
+	}
+}
+
+func runDoctor(args []string, stdout, _ io.Writer) error {
+	fs := newFlagSet("doctor", "[--home DIR] [--json]", stdout)
+	af := addAPIFlags(fs)
+	timeout := fs.Duration("timeout", 10*time.Second, "how long each bootstrap node may take to answer")
+	set, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	h := node.Home{Dir: *af.home}
+	r := &doctorReport{Home: h.Dir, Findings: []finding{}}
+	diagnose(r, h, af, set, *timeout)
+	if *af.json {
+		if err := printJSON(stdout, r); err != nil {
+			return err
+		}
+	} else {
+		printFindings(stdout, r)
+	}
+	if r.Problems > 0 {
+		return fmt.Errorf("%d problem(s) found; each comes with the line that fixes it", r.Problems)
+	}
+	return nil
+}
+
+func diagnose(r *doctorReport, h node.Home, af apiFlags, set map[string]bool, timeout time.Duration) {
+	join := "ephemera init --home " + h.Dir + " --join <a bootstrap multiaddr>"
+	cfg, err := node.LoadConfig(h.ConfigPath())
+	if err == nil || !errors.Is(err, fs.ErrNotExist) && exists(h.ConfigPath()) {
+		join += " --force" // rewrites config and definition, keeps the identity
+	}
+	if err != nil {
+		r.add(finding{Check: "config", Detail: oneLine(err), Fix: join})
+		return
+	}
+	def := cfg.Definition()
+	r.Network, r.NetworkHash = def.Name, def.Hash()
+	r.add(finding{Check: "config", OK: true, Detail: h.ConfigPath() + " loads"})
+	if _, ok, _ := node.ReadDefinition(h.DefinitionPath()); !ok {
+		r.add(finding{Check: "network definition", Detail: "this home has no " + h.DefinitionPath() + "; its rules are those of config.toml alone, which nobody else checks",
+			Fix: join})
+	} else {
+		r.add(finding{Check: "network definition", OK: true, Detail: fmt.Sprintf("%s, hash %s", def.Name, def.Hash())})
+	}
+	if len(def.Params.Oracles) == 0 {
+		r.add(finding{Check: "oracles", Detail: "the definition names no oracles, so no miner can become available", Fix: join})
+	}
+	checkBootstraps(r, cfg.EffectiveP2P().Bootstrap, r.NetworkHash, timeout)
+
+	r.Running = node.Running(h)
+	if !r.Running && !set["api"] {
+		r.add(finding{Check: "node", Detail: "no node is running in " + h.Dir + "; the checks of a running node (addresses, reachability) were skipped",
+			Fix: "ephemera run --home " + h.Dir})
+		return
+	}
+	c, err := af.client(set)
+	if err != nil {
+		r.add(finding{Check: "node", Detail: oneLine(err), Fix: "ephemera run --home " + h.Dir})
+		return
+	}
+	var info api.NodeInfo
+	if err := c.do(http.MethodGet, "/v1/node", nil, &info); err != nil {
+		r.add(finding{Check: "node", Detail: oneLine(err), Fix: "ephemera run --home " + h.Dir})
+		return
+	}
+	r.Node = &info
+	r.add(finding{Check: "node", OK: true, Detail: fmt.Sprintf("running, %d peers, DHT %s", info.Peers, info.DHTMode)})
+	if info.NetworkHash != "" && info.NetworkHash != r.NetworkHash {
+		r.add(finding{Check: "network hash", Detail: fmt.Sprintf("the running node follows %s, the home's definition %s: it was changed after the node started",
+			info.NetworkHash, r.NetworkHash), Fix: "restart the node: stop it, then ephemera run --home " + h.Dir})
+	}
+	var health api.Health
+	if err := c.do(http.MethodGet, "/healthz", nil, &health, http.StatusServiceUnavailable); err != nil {
+		r.add(finding{Check: "health", Detail: oneLine(err)})
+	} else if health.Status != "ok" {
+		r.add(finding{Check: "health", Detail: "unhealthy: " + health.Reason, Fix: healthFix(health.Reason, join)})
+	} else {
+		r.add(finding{Check: "health", OK: true, Detail: "healthy"})
+	}
+	checkReachability(r, c)
+}
+
+// checkBootstraps asks every bootstrap node for its definition, as a
+// newcomer would: each is reached or not, with the address and the error,
+// and agrees on the network or not.
+func checkBootstraps(r *doctorReport, addrs []string, hash string, timeout time.Duration) {
+	if len(addrs) == 0 {
+		r.add(finding{Check: "bootstrap", OK: true, Detail: "none configured: this node waits for others to dial it (fine for a network's first node)"})
+		return
+	}
+	found := make([]finding, len(addrs))
+	var wg sync.WaitGroup
+	for i, a := range addrs {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			def, _, err := node.FetchDefinition(ctx, []string{a})
+			switch {
+			case err != nil:
+				found[i] = finding{Check: "bootstrap", Detail: a + ": not reached: " + strings.TrimPrefix(oneLine(err), "no bootstrap node answered: "+a+": "),
+					Fix: "check the address (`ephemera id` on that node prints it), and that UDP and TCP to its port are open"}
+			case def.Hash() != hash:
+				found[i] = finding{Check: "bootstrap", Detail: fmt.Sprintf("%s: reached, but on network %s (hash %s), this home on %s", a, def.Name, def.Hash(), hash),
+					Fix: "ephemera init --home <this home> --join " + a + " --force"}
+			default:
+				found[i] = finding{Check: "bootstrap", OK: true, Detail: a + ": reached, same network"}
+			}
+		})
+	}
+	wg.Wait()
+	for _, f := range found {
+		r.add(f)
+	}
+}
+
+// healthFix is the line that fixes an unhealthy node, from its reason.
+func healthFix(reason, join string) string {
+	switch {
+	case strings.Contains(reason, "is on network"):
+		return join
+	case strings.Contains(reason, "no peers"):
+		return "check the bootstrap findings above; a node needs at least one reachable bootstrap node"
+	case strings.Contains(reason, "routing table"):
+		return "set p2p.dht_mode = \"server\" on nodes of a private network, or dht_mode in network.toml for all"
+	}
+	return ""
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+func printFindings(w io.Writer, r *doctorReport) {
+	fmt.Fprintf(w, "home %s", r.Home)
+	if r.Network != "" {
+		fmt.Fprintf(w, ", network %s (hash %s)", r.Network, r.NetworkHash)
+	}
+	fmt.Fprintln(w)
+	for _, f := range r.Findings {
+		mark := "ok  "
+		if !f.OK {
+			mark = "FAIL"
+		}
+		fmt.Fprintf(w, "%s  %-18s %s\n", mark, f.Check, f.Detail)
+		if !f.OK && f.Fix != "" {
+			fmt.Fprintf(w, "      %-18s fix: %s\n", "", f.Fix)
+		}
+	}
+	if r.Problems == 0 {
+		fmt.Fprintln(w, "all well: this node can take part in the network")
+	}
+}
+
+// checkReachability says whether other peers can dial this node: by the
+// addresses it announces.
+func checkReachability(r *doctorReport, _ *apiClient) {
+	if r.Node == nil {
+		return
+	}
+	public := 0
+	for _, a := range r.Node.Addrs {
+		if !strings.HasPrefix(a, "/ip4/127.") && !strings.HasPrefix(a, "/ip6/::1/") {
+			public++
+		}
+	}
+	if public == 0 {
+		r.add(finding{Check: "addresses", Detail: "the node announces only loopback addresses: no other machine can dial it",
+			Fix: "listen on every interface (p2p.listen = [\"/ip4/0.0.0.0/tcp/7600\", \"/ip4/0.0.0.0/udp/7600/quic-v1\"]) or set p2p.announce"})
+		return
+	}
+	r.add(finding{Check: "addresses", OK: true, Detail: strings.Join(r.Node.Addrs, " ")})
+}
