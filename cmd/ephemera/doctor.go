@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
 	"strings"
@@ -69,10 +67,10 @@ func runDoctor(args []string, stdout, _ io.Writer) error {
 
 func diagnose(r *doctorReport, h node.Home, af apiFlags, set map[string]bool, timeout time.Duration) {
 	join := "ephemera init --home " + h.Dir + " --join <a bootstrap multiaddr>"
-	cfg, err := node.LoadConfig(h.ConfigPath())
-	if err == nil || !errors.Is(err, fs.ErrNotExist) && exists(h.ConfigPath()) {
+	if exists(h.ConfigPath()) {
 		join += " --force" // rewrites config and definition, keeps the identity
 	}
+	cfg, err := node.LoadConfig(h.ConfigPath())
 	if err != nil {
 		r.add(finding{Check: "config", Detail: oneLine(err), Fix: join})
 		return
