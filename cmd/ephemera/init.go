@@ -61,6 +61,16 @@ func runInit(args []string, stdout, _ io.Writer) error {
 		cfg = cfg.WithDefinition(def)
 	case set["network-hash"]:
 		return usageError{fmt.Errorf("--network-hash checks a definition from --join or --network; give one of them")}
+	case *force:
+		// Rewriting a member's config keeps its network: only --join or
+		// --network changes that.
+		def, ok, err := node.ReadDefinition(node.Home{Dir: *home}.DefinitionPath())
+		if err != nil {
+			return err
+		}
+		if ok {
+			cfg = cfg.WithDefinition(def)
+		}
 	}
 	if err := nf.apply(&cfg, set); err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ephemera-network/ephemera/node"
 )
@@ -53,9 +54,21 @@ func TestInitJoin(t *testing.T) {
 	if !strings.Contains(strings.Join(cfg.EffectiveP2P().Bootstrap, " "), joinAddr) {
 		t.Errorf("the joiner's bootstrap list %v lacks %s", cfg.EffectiveP2P().Bootstrap, joinAddr)
 	}
-	_, rt := startNode(t, home)
+	joiner, rt := startNode(t, home)
 	if rt.NetworkHash != boot.NetworkHash {
 		t.Errorf("the joiner runs on %s, the bootstrap on %s", rt.NetworkHash, boot.NetworkHash)
+	}
+	sendSignal(t, joiner, os.Interrupt)
+	if code := waitExit(t, joiner, 15*time.Second); code != 0 {
+		t.Fatalf("the joiner exited %d:\n%s", code, joiner.log())
+	}
+
+	// Rewriting the joiner's config keeps its network.
+	if _, errOut, code := run(t, append([]string{"init", "--home", home, "--force", "--roles", "router"}, loopback...)...); code != 0 {
+		t.Fatalf("init --force: exit %d: %s", code, errOut)
+	}
+	if cfg, err := node.LoadConfig(node.Home{Dir: home}.ConfigPath()); err != nil || cfg.Definition().Hash() != boot.NetworkHash {
+		t.Fatalf("init --force without --join: %v; hash %s, want the joined network's %s", err, cfg.Definition().Hash(), boot.NetworkHash)
 	}
 
 	// The file handed over out of band does the same.
