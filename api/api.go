@@ -42,14 +42,20 @@ type NodeInfo struct {
 
 // PoolMiner is one element of GET /v1/pool.
 type PoolMiner struct {
-	PeerID     string    `json:"peer_id"`
-	State      string    `json:"state"`
-	Generation uint64    `json:"generation"`
-	Oracles    []string  `json:"oracles"`
-	Reputation float64   `json:"reputation"`
-	Models     []string  `json:"models"`
-	LastSeen   time.Time `json:"last_seen"`
-	Seq        uint64    `json:"seq"`
+	PeerID     string   `json:"peer_id"`
+	State      string   `json:"state"`
+	Generation uint64   `json:"generation"`
+	Oracles    []string `json:"oracles"`
+	Reputation float64  `json:"reputation"`
+	// Reach is how this node is connected to the miner now: "public" (a
+	// direct connection to an address the miner announces), "hole-punched"
+	// (a direct connection though the miner announces only relayed or
+	// private addresses), "relayed" (through a relay only), or "" (no
+	// connection).
+	Reach    string    `json:"reach"`
+	Models   []string  `json:"models"`
+	LastSeen time.Time `json:"last_seen"`
+	Seq      uint64    `json:"seq"`
 }
 
 // PeerInfo is one element of GET /v1/peers.
@@ -60,6 +66,53 @@ type PeerInfo struct {
 	LatencyMS      float64  `json:"latency_ms"`
 	AgentVersion   string   `json:"agent_version,omitempty"`
 	InRoutingTable bool     `json:"in_routing_table"`
+}
+
+// NetworkInfo answers GET /v1/network: how this node reaches its network
+// and how the network reaches it, what `ephemera doctor` reads.
+type NetworkInfo struct {
+	Network     string `json:"network"`
+	NetworkHash string `json:"network_hash"`
+	DHTMode     string `json:"dht_mode"`
+	// Listen, Announced and Observed are what the node listens on, what it
+	// tells peers, and what peers saw its connections come from.
+	Listen    []string `json:"listen"`
+	Announced []string `json:"announced"`
+	Observed  []string `json:"observed"`
+	// AutoNAT v2's verdicts on the node's public addresses, and AutoNAT's
+	// on the node as a whole: public, private or unknown.
+	Reachable    []string `json:"reachable"`
+	Unreachable  []string `json:"unreachable"`
+	Unknown      []string `json:"unknown"`
+	Reachability string   `json:"reachability"`
+	// RelayAddrs are the node's addresses through relays that hold a
+	// reservation for it; RelayService says whether it relays for others.
+	RelayAddrs   []string `json:"relay_addrs"`
+	RelayService bool     `json:"relay_service"`
+	// Dialable: "yes" (a confirmed address or a relay reservation), "no",
+	// or "unknown" before AutoNAT's first verdict.
+	Dialable   string          `json:"dialable"`
+	Bootstraps []BootstrapInfo `json:"bootstraps"`
+	// Foreign are the peers parted with for following another network
+	// definition.
+	Foreign []ForeignPeer `json:"foreign"`
+}
+
+// BootstrapInfo is one bootstrap peer in NetworkInfo.
+type BootstrapInfo struct {
+	PeerID    string    `json:"peer_id"`
+	Addrs     []string  `json:"addrs"`
+	Connected bool      `json:"connected"`
+	Error     string    `json:"error,omitempty"`
+	Tried     time.Time `json:"tried"`
+	// NetworkHash is set when the peer follows another definition.
+	NetworkHash string `json:"network_hash,omitempty"`
+}
+
+// ForeignPeer is a peer of another network definition.
+type ForeignPeer struct {
+	PeerID      string `json:"peer_id"`
+	NetworkHash string `json:"network_hash"`
 }
 
 // Health is the body of GET /healthz.
@@ -76,6 +129,8 @@ type Source interface {
 	Health() error
 	// Pool lists every miner the node knows.
 	Pool() []PoolMiner
+	// Network says how the node reaches its network and is reached.
+	Network() NetworkInfo
 }
 
 // Reserver is a router's reservation desk; nil on other nodes.
@@ -148,6 +203,9 @@ func Handler(c Config) http.Handler {
 	})
 	mux.HandleFunc("GET /v1/node", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, src.Info())
+	})
+	mux.HandleFunc("GET /v1/network", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, src.Network())
 	})
 	mux.HandleFunc("GET /v1/peers", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, src.Peers())

@@ -24,10 +24,11 @@ type fakeSource struct {
 	health error
 }
 
-func (f *fakeSource) Info() api.NodeInfo    { return f.info }
-func (f *fakeSource) Peers() []api.PeerInfo { return f.peers }
-func (f *fakeSource) Health() error         { return f.health }
-func (f *fakeSource) Pool() []api.PoolMiner { return []api.PoolMiner{} }
+func (f *fakeSource) Info() api.NodeInfo       { return f.info }
+func (f *fakeSource) Peers() []api.PeerInfo    { return f.peers }
+func (f *fakeSource) Health() error            { return f.health }
+func (f *fakeSource) Pool() []api.PoolMiner    { return []api.PoolMiner{} }
+func (f *fakeSource) Network() api.NetworkInfo { return api.NetworkInfo{} }
 
 func newFake() *fakeSource {
 	return &fakeSource{

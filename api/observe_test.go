@@ -24,10 +24,11 @@ import (
 
 type obsSource struct{}
 
-func (obsSource) Info() NodeInfo    { return NodeInfo{PeerID: "self", Roles: []string{"oracle"}} }
-func (obsSource) Peers() []PeerInfo { return []PeerInfo{} }
-func (obsSource) Health() error     { return nil }
-func (obsSource) Pool() []PoolMiner { return []PoolMiner{} }
+func (obsSource) Info() NodeInfo       { return NodeInfo{PeerID: "self", Roles: []string{"oracle"}} }
+func (obsSource) Peers() []PeerInfo    { return []PeerInfo{} }
+func (obsSource) Health() error        { return nil }
+func (obsSource) Pool() []PoolMiner    { return []PoolMiner{} }
+func (obsSource) Network() NetworkInfo { return NetworkInfo{} }
 func testPeerID(t *testing.T, name string) string {
 	t.Helper()
 	seed := sha256.Sum256([]byte(name))

@@ -18,7 +18,9 @@ func (n *Node) Pool() []api.PoolMiner {
 	now := time.Now()
 	out := make([]api.PoolMiner, 0, len(miners))
 	for _, m := range miners {
-		out = append(out, observe.PoolMiner(n.pool, m, now))
+		pm := observe.PoolMiner(n.pool, m, now)
+		pm.Reach = reachOf(n.host, m.ID)
+		out = append(out, pm)
 	}
 	return out
 }

@@ -45,6 +45,14 @@ func customConfig() node.Config {
 	cfg.P2P.ConnGrace = duration.Duration(time.Minute + 30*time.Second)
 	cfg.P2P.MaxConns = 40
 	cfg.P2P.MaxMemoryMB = 64
+	cfg.P2P.Announce = []string{"/ip4/198.51.100.7/udp/7600/quic-v1"}
+	cfg.P2P.AnnounceExtra = []string{"/dns4/miner.example/tcp/7600"}
+	cfg.P2P.NATPortMap = true
+	cfg.P2P.RelayService = true
+	cfg.P2P.RelayMaxReservations = 16
+	cfg.P2P.RelayMaxCircuits = 2
+	cfg.P2P.RelayLimitDuration = duration.Duration(3 * time.Minute)
+	cfg.P2P.RelayLimitDataKB = 512
 	cfg.Join = node.JoinAdvice{Bootstrap: []string{"/dns4/boot.example/udp/7600/quic-v1/p2p/" + bootstrapPeer}, DHTMode: p2p.DHTModeServer}
 	cfg.Gossip.MaxMessageSize = 1 << 20
 	cfg.Gossip.ValidatorTimeout = duration.Duration(250 * time.Millisecond)

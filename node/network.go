@@ -118,6 +118,17 @@ func (w *networkWatch) check(p peer.ID, protos []libp2pprotocol.ID) {
 	w.log.Warn("parted with a peer of another network", "peer", p, "its_hash", theirs, "our_hash", w.hash)
 }
 
+// foreignPeers are the peers parted with, and their hashes.
+func (w *networkWatch) foreignPeers() map[peer.ID]string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[peer.ID]string, len(w.foreign))
+	for p, h := range w.foreign {
+		out[p] = h
+	}
+	return out
+}
+
 // bootstrapDisagreement names a bootstrap node that is on another network.
 func (w *networkWatch) bootstrapDisagreement() error {
 	if w == nil {

@@ -352,10 +352,13 @@ func (n *Node) Health() error {
 	if n.host.PeerCount() == 0 {
 		return errors.New("no peers connected")
 	}
-	if n.host.RoutingTableSize() == 0 {
+	// A DHT server whose peers are all clients (a bootstrap among nodes
+	// behind NAT) answers their queries with an empty table: that is
+	// fine. A client with an empty table can find nothing.
+	if n.host.RoutingTableSize() == 0 && !n.host.DHTServing() {
 		return errors.New("DHT routing table is empty")
 	}
-	return nil
+	return n.dialable()
 }
 
 // Info answers GET /v1/node.

@@ -13,6 +13,7 @@ import (
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/node/router"
 	"github.com/ephemera-network/ephemera/node/session"
+	"github.com/libp2p/go-libp2p/core/peer"
 	routedhost "github.com/libp2p/go-libp2p/p2p/host/routed"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -91,7 +92,8 @@ func (n *Node) startRoles(ctx context.Context) error {
 	}
 	// Oracles and routers dial miners they know only from signed records:
 	// a routed host looks a peer's addresses up in the DHT when it has none.
-	dialer := routedhost.Wrap(n.host, n.host.DHT)
+	// Their request/reply streams may also run over a relay (limitedDialer).
+	dialer := limitedDialer{routedhost.Wrap(n.host, n.host.DHT)}
 	if HasRole(n.cfg.Roles, RoleMiner) {
 		m, err := miner.New(miner.Deps{
 			Check: n.check, Host: n.host, DHT: n.host.DHT, Key: n.key, Store: n.store, Pool: n.pool,
@@ -106,6 +108,7 @@ func (n *Node) startRoles(ctx context.Context) error {
 			return err
 		}
 		n.miner = m
+		go n.watchDialable(ctx)
 		n.onStop(func(context.Context) error { m.Stop(); return nil })
 	}
 	if HasRole(n.cfg.Roles, RoleOracle) {
@@ -142,6 +145,7 @@ func (n *Node) startRoles(ctx context.Context) error {
 		r, err := router.New(router.Deps{
 			Network: n.netID, Check: n.check, Host: dialer, DHT: n.host.DHT, Key: n.key, Store: n.store,
 			Pool: n.pool, Log: n.log.With("module", "router"),
+			Relayed: func(p peer.ID) bool { return relayedOnly(n.host, p) },
 			ObserveReserve: func(res router.Reservation, took time.Duration, err error) {
 				reserveSeconds.WithLabelValues(router.Outcome(err)).Observe(took.Seconds())
 				if n.opts.ObserveReserve != nil {

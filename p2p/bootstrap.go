@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +31,21 @@ type bootstrapper struct {
 	minPeers int
 	interval time.Duration
 	log      *slog.Logger
+
+	mu     sync.Mutex
+	status map[peer.ID]*BootstrapStatus
+}
+
+// BootstrapStatus is what the node knows of one bootstrap peer.
+type BootstrapStatus struct {
+	Peer  string   `json:"peer_id"`
+	Addrs []string `json:"addrs"`
+	// Connected says whether the node has a connection with it now.
+	Connected bool `json:"connected"`
+	// Error is the last dial's error, "" once a dial worked.
+	Error string `json:"error,omitempty"`
+	// Tried is when the node last dialled it; zero if never.
+	Tried time.Time `json:"tried"`
 }
 
 func newBootstrapper(h host.Host, kad *dht.IpfsDHT, peers []peer.AddrInfo, cfg Config, log *slog.Logger) *bootstrapper {
@@ -40,7 +56,57 @@ func newBootstrapper(h host.Host, kad *dht.IpfsDHT, peers []peer.AddrInfo, cfg C
 			others = append(others, p)
 		}
 	}
-	return &bootstrapper{h: h, kad: kad, peers: others, minPeers: cfg.MinPeers, interval: cfg.BootstrapInterval.Std(), log: log}
+	b := &bootstrapper{h: h, kad: kad, peers: others, minPeers: cfg.MinPeers, interval: cfg.BootstrapInterval.Std(), log: log,
+		status: map[peer.ID]*BootstrapStatus{}}
+	for _, p := range others {
+		addrs := make([]string, len(p.Addrs))
+		for i, a := range p.Addrs {
+			addrs[i] = a.String() + "/p2p/" + p.ID.String()
+		}
+		b.status[p.ID] = &BootstrapStatus{Peer: p.ID.String(), Addrs: addrs}
+	}
+	return b
+}
+
+// statuses are the bootstrap peers' statuses, in the configured order.
+func (b *bootstrapper) statuses() []BootstrapStatus {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]BootstrapStatus, 0, len(b.peers))
+	for _, p := range b.peers {
+		st := *b.status[p.ID]
+		st.Connected = b.h.Network().Connectedness(p.ID) == network.Connected
+		out = append(out, st)
+	}
+	return out
+}
+
+// record keeps a dial's outcome and says so in the log when it changes:
+// an unreachable bootstrap peer is named with its addresses and the error,
+// even while another one works.
+func (b *bootstrapper) record(p peer.AddrInfo, err error) {
+	b.mu.Lock()
+	st := b.status[p.ID]
+	was := st.Error
+	st.Tried = time.Now()
+	st.Error = ""
+	if err != nil {
+		st.Error = firstLine(err)
+	}
+	now := st.Error
+	b.mu.Unlock()
+	switch {
+	case now != "" && was == "":
+		b.log.Warn("bootstrap peer unreachable; retrying", "bootstrap", strings.Join(st.Addrs, ","), "err", now)
+	case now == "" && was != "":
+		b.log.Info("bootstrap peer reached", "bootstrap", strings.Join(st.Addrs, ","))
+	}
+}
+
+// firstLine keeps a multi-line dial error (one line per address) short.
+func firstLine(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	return s
 }
 
 func (b *bootstrapper) run(ctx context.Context) {
@@ -81,7 +147,7 @@ func (b *bootstrapper) round(ctx context.Context) bool {
 	}
 	connected := b.dialBootstrapPeers(ctx)
 	if connected == 0 {
-		b.log.Warn("no bootstrap peer reachable; retrying", "bootstrap_peers", len(b.peers))
+		b.log.Debug("no bootstrap peer reachable; retrying", "bootstrap_peers", len(b.peers))
 		return false
 	}
 	// Ask the network for our neighbours so the routing table fills beyond
@@ -114,8 +180,9 @@ func (b *bootstrapper) dialBootstrapPeers(ctx context.Context) int {
 	for _, p := range b.peers {
 		wg.Go(func() {
 			if b.h.Network().Connectedness(p.ID) != network.Connected {
-				if err := b.h.Connect(ctx, p); err != nil {
-					b.log.Debug("dial bootstrap peer", "peer", p.ID, "err", err)
+				err := b.h.Connect(ctx, p)
+				b.record(p, err)
+				if err != nil {
 					return
 				}
 			}

@@ -8,6 +8,7 @@ import (
 	"github.com/ephemera-network/ephemera/internal/duration"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // DHT modes a node can run its Kademlia DHT in.
@@ -39,6 +40,20 @@ type Config struct {
 	// MaxConns caps all connections in the resource manager; MaxMemoryMB caps its memory.
 	MaxConns    int `toml:"max_conns"`
 	MaxMemoryMB int `toml:"max_memory_mb"`
+	// Announce, when set, replaces the listened addresses in what the node
+	// tells its peers (a port forward's public address, say);
+	// AnnounceExtra adds to them.
+	Announce      []string `toml:"announce"`
+	AnnounceExtra []string `toml:"announce_extra"`
+	// NATPortMap asks the home router for a port mapping (UPnP, NAT-PMP).
+	NATPortMap bool `toml:"nat_port_map"`
+	// RelayService runs a circuit relay v2 for nodes behind NAT, within
+	// the limits below.
+	RelayService         bool              `toml:"relay_service"`
+	RelayMaxReservations int               `toml:"relay_max_reservations"`
+	RelayMaxCircuits     int               `toml:"relay_max_circuits"`
+	RelayLimitDuration   duration.Duration `toml:"relay_limit_duration"`
+	RelayLimitDataKB     int               `toml:"relay_limit_data_kb"`
 }
 
 // DefaultConfig listens on every interface on DefaultPort and has no bootstrap peers:
@@ -58,6 +73,18 @@ func DefaultConfig() Config {
 		ConnGrace:         duration.Duration(30 * time.Second),
 		MaxConns:          512,
 		MaxMemoryMB:       256,
+		Announce:          []string{},
+		AnnounceExtra:     []string{},
+		// A relayed connection carries the control plane of a miner behind
+		// NAT until hole punching replaces it: validation exchanges and
+		// claims of a few kB, now and then a session's tasks. libp2p's
+		// 2 min and 128 kB would cut a session's first answers; 10 min and
+		// 4 MB carry a long session of chat answers, and a relay of 128
+		// reservations with 4 circuits each is then bounded at 2 GB.
+		RelayMaxReservations: 128,
+		RelayMaxCircuits:     4,
+		RelayLimitDuration:   duration.Duration(10 * time.Minute),
+		RelayLimitDataKB:     4096,
 	}
 }
 
@@ -95,7 +122,47 @@ func (c Config) Validate() error {
 	if c.MaxMemoryMB < 32 {
 		return fmt.Errorf("p2p.max_memory_mb: %d, must be at least 32", c.MaxMemoryMB)
 	}
+	if _, err := parseAnnounce("p2p.announce", c.Announce); err != nil {
+		return err
+	}
+	if _, err := parseAnnounce("p2p.announce_extra", c.AnnounceExtra); err != nil {
+		return err
+	}
+	switch {
+	case c.RelayMaxReservations < 1 || c.RelayMaxReservations > 100000:
+		return fmt.Errorf("p2p.relay_max_reservations: %d, must be from 1 to 100000", c.RelayMaxReservations)
+	case c.RelayMaxCircuits < 1 || c.RelayMaxCircuits > 1024:
+		return fmt.Errorf("p2p.relay_max_circuits: %d, must be from 1 to 1024", c.RelayMaxCircuits)
+	case c.RelayLimitDuration.Std() < 10*time.Second || c.RelayLimitDuration.Std() > 24*time.Hour:
+		return fmt.Errorf("p2p.relay_limit_duration: %s, must be from 10s to 24h", c.RelayLimitDuration)
+	case c.RelayLimitDataKB < 16 || c.RelayLimitDataKB > 1<<20:
+		return fmt.Errorf("p2p.relay_limit_data_kb: %d, must be from 16 to 1048576", c.RelayLimitDataKB)
+	}
 	return nil
+}
+
+// parseAnnounce parses addresses to announce: TCP or QUIC multiaddrs of
+// this node, without /p2p/ (the host adds its own) and without wildcard
+// IPs, which say nothing to a peer.
+func parseAnnounce(field string, ss []string) ([]ma.Multiaddr, error) {
+	out := make([]ma.Multiaddr, 0, len(ss))
+	for _, s := range ss {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %q is not a multiaddr: %v", field, s, err)
+		}
+		if !isTCP(a) && !isQUIC(a) {
+			return nil, fmt.Errorf("%s: %q: only /tcp and /udp/.../quic-v1 addresses can be announced", field, s)
+		}
+		if _, err := a.ValueForProtocol(ma.P_P2P); err == nil {
+			return nil, fmt.Errorf("%s: %q: leave out /p2p/<id>; the node adds its own", field, s)
+		}
+		if manet.IsIPUnspecified(a) {
+			return nil, fmt.Errorf("%s: %q: a wildcard address can't be dialled; give the address peers reach", field, s)
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 // ParseListenAddrs parses listen multiaddrs and accepts only TCP and QUIC ones,

@@ -65,6 +65,16 @@ func TestValidateNamesBadField(t *testing.T) {
 		{"conn grace negative", func(c *p2p.Config) { c.ConnGrace = duration.Duration(-time.Second) }, "p2p.conn_grace_period"},
 		{"max conns < high", func(c *p2p.Config) { c.MaxConns = c.ConnHighWater - 1 }, "p2p.max_conns"},
 		{"max memory < 32", func(c *p2p.Config) { c.MaxMemoryMB = 31 }, "p2p.max_memory_mb"},
+		{"announce not a multiaddr", func(c *p2p.Config) { c.Announce = []string{"1.2.3.4:7600"} }, "p2p.announce"},
+		{"announce udp", func(c *p2p.Config) { c.Announce = []string{"/ip4/1.2.3.4/udp/7600"} }, "p2p.announce"},
+		{"announce with p2p", func(c *p2p.Config) {
+			c.Announce = []string{"/ip4/1.2.3.4/tcp/7600/p2p/12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK"}
+		}, "leave out /p2p/"},
+		{"announce wildcard", func(c *p2p.Config) { c.AnnounceExtra = []string{"/ip4/0.0.0.0/tcp/7600"} }, "p2p.announce_extra"},
+		{"relay reservations", func(c *p2p.Config) { c.RelayMaxReservations = 0 }, "p2p.relay_max_reservations"},
+		{"relay circuits", func(c *p2p.Config) { c.RelayMaxCircuits = 0 }, "p2p.relay_max_circuits"},
+		{"relay duration", func(c *p2p.Config) { c.RelayLimitDuration = duration.Duration(time.Second) }, "p2p.relay_limit_duration"},
+		{"relay data", func(c *p2p.Config) { c.RelayLimitDataKB = 1 }, "p2p.relay_limit_data_kb"},
 		{"bootstrap interval < 1s", func(c *p2p.Config) { c.BootstrapInterval = duration.Duration(999 * time.Millisecond) }, "p2p.bootstrap_interval"},
 	}
 	for _, tt := range tests {

@@ -23,6 +23,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -70,6 +71,9 @@ type Host struct {
 
 	cfg         Config
 	gater       *Gater
+	relay       *relayv2.Relay // nil unless relay_service
+	reach       reachTracker
+	stopReach   context.CancelFunc
 	kadProtocol protocol.ID
 	bootstrap   *bootstrapper
 	log         *slog.Logger
@@ -103,6 +107,9 @@ func New(cfg Config, opts Options) (*Host, error) {
 		rm.Close()
 		return nil, fmt.Errorf("connection manager: %w", err)
 	}
+	announce, _ := parseAnnounce("p2p.announce", cfg.Announce)
+	extra, _ := parseAnnounce("p2p.announce_extra", cfg.AnnounceExtra)
+	hst := &Host{cfg: cfg, log: log, kadProtocol: ProtocolPrefix(opts.Network) + "/kad/1.0.0"}
 	gater := NewGater()
 	lopts := []libp2p.Option{
 		libp2p.Identity(opts.Key),
@@ -115,11 +122,14 @@ func New(cfg Config, opts Options) (*Host, error) {
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
 		libp2p.ConnectionGater(gater),
+		libp2p.AddrsFactory(announceFactory(announce, extra)),
 	}
 	if !opts.NoNATService {
 		// Answer other nodes' AutoNAT dial-backs, so that nodes in auto DHT
-		// mode can learn they are reachable and become DHT servers.
+		// mode can learn they are reachable and become DHT servers; and
+		// find our own way through NAT.
 		lopts = append(lopts, libp2p.EnableNATService())
+		lopts = append(lopts, natOptions(cfg, peers, hst)...)
 	}
 	if opts.Registerer != nil {
 		lopts = append(lopts, libp2p.PrometheusRegisterer(opts.Registerer))
@@ -132,6 +142,7 @@ func New(cfg Config, opts Options) (*Host, error) {
 		rm.Close()
 		return nil, fmt.Errorf("libp2p host: %w", err)
 	}
+	hst.Host = h
 	for _, a := range listen {
 		if err := h.Network().Listen(a); err != nil {
 			h.Close()
@@ -160,15 +171,21 @@ func New(cfg Config, opts Options) (*Host, error) {
 		h.Close()
 		return nil, fmt.Errorf("dht: %w", err)
 	}
-	return &Host{
-		Host:        h,
-		DHT:         kad,
-		kadProtocol: ProtocolPrefix(opts.Network) + "/kad/1.0.0",
-		cfg:         cfg,
-		gater:       gater,
-		bootstrap:   newBootstrapper(h, kad, peers, cfg, log),
-		log:         log,
-	}, nil
+	if cfg.RelayService && !opts.NoNATService {
+		if hst.relay, err = startRelay(h, cfg); err != nil {
+			kad.Close()
+			h.Close()
+			return nil, fmt.Errorf("relay service: %w", err)
+		}
+	}
+	hst.DHT, hst.gater = kad, gater
+	hst.bootstrap = newBootstrapper(h, kad, peers, cfg, log)
+	reachCtx, stopReach := context.WithCancel(context.Background())
+	hst.stopReach = stopReach
+	if err := hst.reach.run(reachCtx, h); err != nil {
+		log.Warn("reachability events unavailable; /v1/network will not show them", "err", err)
+	}
+	return hst, nil
 }
 
 // Start keeps the host connected: it dials the bootstrap peers with backoff
@@ -177,6 +194,7 @@ func (h *Host) Start(ctx context.Context) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	h.stopRunner = cancel
 	h.done = make(chan struct{})
+
 	go func() {
 		defer close(h.done)
 		h.bootstrap.run(ctx)
@@ -189,7 +207,12 @@ func (h *Host) Close() error {
 		h.stopRunner()
 		<-h.done
 	}
-	return errors.Join(h.DHT.Close(), h.Host.Close())
+	h.stopReach()
+	var relayErr error
+	if h.relay != nil {
+		relayErr = h.relay.Close()
+	}
+	return errors.Join(relayErr, h.DHT.Close(), h.Host.Close())
 }
 
 // BlockPeer closes every connection with p and refuses new ones, dialled or
@@ -204,6 +227,10 @@ func (h *Host) BlockPeer(p peer.ID, d time.Duration) {
 
 // BlockedUntil is when p's block ends, and whether p is blocked now.
 func (h *Host) BlockedUntil(p peer.ID) (time.Time, bool) { return h.gater.BlockedUntil(p) }
+
+// Bootstraps are the configured bootstrap peers: each with its addresses,
+// whether the node is connected to it, and the last dial's error.
+func (h *Host) Bootstraps() []BootstrapStatus { return h.bootstrap.statuses() }
 
 // RoutingTableSize is the number of DHT servers this node knows.
 func (h *Host) RoutingTableSize() int { return h.DHT.RoutingTable().Size() }

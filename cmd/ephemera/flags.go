@@ -103,8 +103,8 @@ func homeFlag(fs *flag.FlagSet) *string {
 // nodeFlags are the configuration flags shared by init and run.
 type nodeFlags struct {
 	roles, api, apiToken, metrics, dhtMode, logLevel, logFormat string
-	logJSON                                                     bool
-	listen, bootstrap                                           listFlag
+	logJSON, natPortMap, relayService                           bool
+	listen, bootstrap, announce, announceExtra                  listFlag
 }
 
 func addNodeFlags(fs *flag.FlagSet) *nodeFlags {
@@ -115,7 +115,11 @@ func addNodeFlags(fs *flag.FlagSet) *nodeFlags {
 	fs.StringVar(&f.api, "api", "", "`host:port` of the HTTP API")
 	fs.StringVar(&f.apiToken, "api-token", "", "bearer `token` the API requires (needed when --api is beyond loopback)")
 	fs.StringVar(&f.metrics, "metrics", "", "`host:port` of a separate Prometheus /metrics listener")
-	fs.StringVar(&f.dhtMode, "dht-mode", "", "DHT `mode`: auto, server or client")
+	fs.StringVar(&f.dhtMode, "dht-mode", "", "DHT `mode`: auto, server or client (default: the network's, else auto)")
+	fs.Var(&f.announce, "announce", "`multiaddr` to announce instead of the listened ones, such as a port forward's public address (repeatable)")
+	fs.Var(&f.announceExtra, "announce-extra", "`multiaddr` to announce besides the listened ones (repeatable)")
+	fs.BoolVar(&f.natPortMap, "nat-port-map", false, "ask the home router for a port mapping (UPnP, NAT-PMP)")
+	fs.BoolVar(&f.relayService, "relay-service", false, "relay for nodes behind NAT (circuit relay v2; on by default for bootstrap nodes)")
 	fs.StringVar(&f.logLevel, "log-level", "", "log `level`: debug, info, warn or error, optionally followed by per-module levels, e.g. info,p2p=debug,libp2p=info")
 	fs.StringVar(&f.logFormat, "log-format", "", "log `format`: text or json")
 	fs.BoolVar(&f.logJSON, "log-json", false, "log as JSON: short for --log-format json")
@@ -130,6 +134,23 @@ func (f *nodeFlags) apply(cfg *node.Config, set map[string]bool) error {
 			return usageError{fmt.Errorf("--%w", err)}
 		}
 		cfg.Roles = roles
+		// Bootstrap nodes are the network's relays unless told otherwise:
+		// they are public, and every newcomer behind NAT meets them first.
+		if node.HasRole(roles, node.RoleBootstrap) && !set["relay-service"] {
+			cfg.P2P.RelayService = true
+		}
+	}
+	if set["announce"] {
+		cfg.P2P.Announce = f.announce
+	}
+	if set["announce-extra"] {
+		cfg.P2P.AnnounceExtra = f.announceExtra
+	}
+	if set["nat-port-map"] {
+		cfg.P2P.NATPortMap = f.natPortMap
+	}
+	if set["relay-service"] {
+		cfg.P2P.RelayService = f.relayService
 	}
 	if set["listen"] {
 		cfg.P2P.Listen = f.listen

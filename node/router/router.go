@@ -94,6 +94,10 @@ type Deps struct {
 	// ObserveReserve, if set, is told what each ReserveFor returned and
 	// how long it took; Outcome names how it ended.
 	ObserveReserve func(res Reservation, took time.Duration, err error)
+	// Relayed, if set, says whether a miner is reached only through a
+	// relay: such a miner is tried after the direct ones, since a relay
+	// limits what a connection may carry and adds a hop to every task.
+	Relayed func(peer.ID) bool
 }
 
 // Reservation is one session's hold on a miner.
@@ -438,7 +442,7 @@ func (r *Router) candidates(ctx context.Context, model string, exclude []peer.ID
 		}
 	}
 	r.mu.Unlock()
-	var fit, rest []pool.Miner
+	var fit, relayed, rest []pool.Miner
 	scores := make(map[peer.ID]float64, len(avail))
 	for _, m := range avail {
 		if gen, ok := held[m.ID]; m.ID == r.self || (ok && gen == m.Generation) || slices.Contains(exclude, m.ID) {
@@ -446,14 +450,17 @@ func (r *Router) candidates(ctx context.Context, model string, exclude []peer.ID
 		}
 		rep := r.d.Pool.Reputation(m.ID).Score()
 		scores[m.ID] = rep * r.latency.factor(m.ID)
-		if rep >= minFit {
-			fit = append(fit, m)
-		} else {
+		switch {
+		case rep < minFit:
 			rest = append(rest, m)
+		case r.d.Relayed != nil && r.d.Relayed(m.ID):
+			relayed = append(relayed, m)
+		default:
+			fit = append(fit, m)
 		}
 	}
 	score := func(id peer.ID) float64 { return scores[id] }
-	return append(order(fit, score), order(rest, score)...)
+	return slices.Concat(order(fit, score), order(relayed, score), order(rest, score))
 }
 
 // minFit is the reputation below which a miner is only a fallback: one that

@@ -1,0 +1,145 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ephemera-network/ephemera/api"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// How this node is connected to a peer (api.PoolMiner.Reach).
+const (
+	reachPublic      = "public"
+	reachHolePunched = "hole-punched"
+	reachRelayed     = "relayed"
+)
+
+// reachOf is how this node is connected to p now. A direct connection to
+// a peer that announces relay addresses (one behind NAT) came from hole
+// punching or from its own dial; one to a peer without them is public.
+func reachOf(h host.Host, p peer.ID) string {
+	direct, limited := false, false
+	for _, c := range h.Network().ConnsToPeer(p) {
+		if c.Stat().Limited || isCircuit(c.RemoteMultiaddr()) {
+			limited = true
+		} else {
+			direct = true
+		}
+	}
+	switch {
+	case direct && slices.ContainsFunc(h.Peerstore().Addrs(p), isCircuit):
+		return reachHolePunched
+	case direct:
+		return reachPublic
+	case limited:
+		return reachRelayed
+	}
+	return ""
+}
+
+// relayedOnly reports whether p can be reached only through a relay: no
+// direct connection, and relay addresses are all it announces that this
+// node could dial.
+func relayedOnly(h host.Host, p peer.ID) bool {
+	switch reachOf(h, p) {
+	case reachRelayed:
+		return true
+	case "":
+		addrs := h.Peerstore().Addrs(p)
+		return len(addrs) > 0 && !slices.ContainsFunc(addrs, func(a ma.Multiaddr) bool { return !isCircuit(a) })
+	}
+	return false
+}
+
+func isCircuit(a ma.Multiaddr) bool {
+	_, err := a.ValueForProtocol(ma.P_CIRCUIT)
+	return err == nil
+}
+
+// limitedDialer lets a role's request/reply streams run over a relayed
+// connection: a miner behind a NAT that hole punching can't cross (a
+// symmetric one) is reached through its relay, within the relay's limits.
+// Gossip does not get it: its steady traffic would exhaust those limits.
+type limitedDialer struct{ host.Host }
+
+func (d limitedDialer) NewStream(ctx context.Context, p peer.ID, pids ...protocol.ID) (network.Stream, error) {
+	return d.Host.NewStream(network.WithAllowLimitedConn(ctx, "ephemera control plane"), p, pids...)
+}
+
+// Network answers GET /v1/network.
+func (n *Node) Network() api.NetworkInfo {
+	r := n.host.Reachability()
+	info := api.NetworkInfo{
+		Network: n.cfg.Network, NetworkHash: n.netHash, DHTMode: n.dhtMode(),
+		Listen: r.Listen, Announced: r.Announced, Observed: r.Observed,
+		Reachable: r.Reachable, Unreachable: r.Unreachable, Unknown: r.Unknown, Reachability: r.Reachability,
+		RelayAddrs: r.RelayAddrs, RelayService: r.RelayService,
+		Dialable: "unknown", Bootstraps: []api.BootstrapInfo{}, Foreign: []api.ForeignPeer{},
+	}
+	if ok, known := r.Dialable(); known {
+		info.Dialable = map[bool]string{true: "yes", false: "no"}[ok]
+	}
+	foreign := n.watch.foreignPeers()
+	for _, b := range n.host.Bootstraps() {
+		bi := api.BootstrapInfo{PeerID: b.Peer, Addrs: b.Addrs, Connected: b.Connected, Error: b.Error, Tried: b.Tried}
+		if id, err := peer.Decode(b.Peer); err == nil {
+			bi.NetworkHash = foreign[id]
+		}
+		info.Bootstraps = append(info.Bootstraps, bi)
+	}
+	for p, h := range foreign {
+		info.Foreign = append(info.Foreign, api.ForeignPeer{PeerID: p.String(), NetworkHash: h})
+	}
+	slices.SortFunc(info.Foreign, func(a, b api.ForeignPeer) int { return strings.Compare(a.PeerID, b.PeerID) })
+	return info
+}
+
+// unreachableGrace is how long a miner waits for AutoNAT and a relay
+// reservation before it calls itself undialable: both need peers first.
+const unreachableGrace = 30 * time.Second
+
+// errUndialable is a miner's health when no peer can dial it.
+var errUndialable = errors.New("no peer can dial this miner: AutoNAT found none of its addresses reachable and it holds no relay reservation; forward port 7600 (TCP and UDP) and set p2p.announce to the public address, or check that the network's bootstrap nodes run relay_service")
+
+// dialable is nil unless the node is a miner that AutoNAT found
+// undialable, with no relay to fall back on.
+func (n *Node) dialable() error {
+	if n.miner == nil || time.Since(n.started) < unreachableGrace {
+		return nil
+	}
+	if ok, known := n.host.Reachability().Dialable(); known && !ok {
+		return errUndialable
+	}
+	return nil
+}
+
+// watchDialable warns, once per change, when the miner becomes undialable.
+func (n *Node) watchDialable(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	var was error
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := n.dialable()
+		switch {
+		case now != nil && was == nil:
+			r := n.host.Reachability()
+			n.log.Warn(now.Error(), "module", "p2p", "unreachable", r.Unreachable, "announced", r.Announced)
+		case now == nil && was != nil:
+			n.log.Info("peers can dial this miner again", "module", "p2p")
+		}
+		was = now
+	}
+}
