@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // How this node is connected to a peer (api.PoolMiner.Reach).
@@ -46,15 +47,19 @@ func reachOf(h host.Host, p peer.ID) string {
 }
 
 // relayedOnly reports whether p can be reached only through a relay: no
-// direct connection, and relay addresses are all it announces that this
-// node could dial.
+// direct connection, and nothing it announces that this node could dial
+// but relay addresses. A private address counts only for a node that has
+// no public one itself: on a LAN or one machine, private is all there is.
 func relayedOnly(h host.Host, p peer.ID) bool {
 	switch reachOf(h, p) {
 	case reachRelayed:
 		return true
 	case "":
+		selfPublic := slices.ContainsFunc(h.Addrs(), manet.IsPublicAddr)
 		addrs := h.Peerstore().Addrs(p)
-		return len(addrs) > 0 && !slices.ContainsFunc(addrs, func(a ma.Multiaddr) bool { return !isCircuit(a) })
+		return len(addrs) > 0 && !slices.ContainsFunc(addrs, func(a ma.Multiaddr) bool {
+			return !isCircuit(a) && (manet.IsPublicAddr(a) || !selfPublic)
+		})
 	}
 	return false
 }

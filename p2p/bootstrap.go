@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
@@ -31,6 +32,8 @@ type bootstrapper struct {
 	minPeers int
 	interval time.Duration
 	log      *slog.Logger
+	// blockedUntil says whether this node refuses a peer for now.
+	blockedUntil func(peer.ID) (time.Time, bool)
 
 	mu     sync.Mutex
 	status map[peer.ID]*BootstrapStatus
@@ -48,7 +51,7 @@ type BootstrapStatus struct {
 	Tried time.Time `json:"tried"`
 }
 
-func newBootstrapper(h host.Host, kad *dht.IpfsDHT, peers []peer.AddrInfo, cfg Config, log *slog.Logger) *bootstrapper {
+func newBootstrapper(h host.Host, kad *dht.IpfsDHT, peers []peer.AddrInfo, cfg Config, gater *Gater, log *slog.Logger) *bootstrapper {
 	self := h.ID()
 	others := make([]peer.AddrInfo, 0, len(peers))
 	for _, p := range peers {
@@ -57,7 +60,7 @@ func newBootstrapper(h host.Host, kad *dht.IpfsDHT, peers []peer.AddrInfo, cfg C
 		}
 	}
 	b := &bootstrapper{h: h, kad: kad, peers: others, minPeers: cfg.MinPeers, interval: cfg.BootstrapInterval.Std(), log: log,
-		status: map[peer.ID]*BootstrapStatus{}}
+		blockedUntil: gater.BlockedUntil, status: map[peer.ID]*BootstrapStatus{}}
 	for _, p := range others {
 		addrs := make([]string, len(p.Addrs))
 		for i, a := range p.Addrs {
@@ -179,6 +182,11 @@ func (b *bootstrapper) dialBootstrapPeers(ctx context.Context) int {
 	)
 	for _, p := range b.peers {
 		wg.Go(func() {
+			if until, blocked := b.blockedUntil(p.ID); blocked {
+				// Dialling would only meet our own gater; say why instead.
+				b.record(p, fmt.Errorf("not dialled until %s: it was cut off (another network definition, or misbehaviour)", until.Format(time.TimeOnly)))
+				return
+			}
 			if b.h.Network().Connectedness(p.ID) != network.Connected {
 				err := b.h.Connect(ctx, p)
 				b.record(p, err)

@@ -179,7 +179,7 @@ func New(cfg Config, opts Options) (*Host, error) {
 		}
 	}
 	hst.DHT, hst.gater = kad, gater
-	hst.bootstrap = newBootstrapper(h, kad, peers, cfg, log)
+	hst.bootstrap = newBootstrapper(h, kad, peers, cfg, gater, log)
 	reachCtx, stopReach := context.WithCancel(context.Background())
 	hst.stopReach = stopReach
 	if err := hst.reach.run(reachCtx, h); err != nil {

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -107,10 +108,46 @@ func (s *shim) Enabled(ctx context.Context, level slog.Level) bool {
 }
 
 func (s *shim) Handle(ctx context.Context, r slog.Record) error {
-	if h := s.resolve(); h != nil {
-		return h.Handle(ctx, r)
+	h := s.resolve()
+	if h == nil {
+		return nil
 	}
-	return nil
+	if r.Level > slog.LevelDebug && routine(s.sub, r.Message, recordText(r)) {
+		if !h.Enabled(ctx, slog.LevelDebug) {
+			return nil
+		}
+		r.Level = slog.LevelDebug
+	}
+	return h.Handle(ctx, r)
+}
+
+// routine reports whether a go-libp2p warning is routine for an Ephemera
+// node, and so only worth a debug line:
+//   - the DHT's routing-table refresh finding no peer, which every node
+//     meets before its bootstrapper has connected (the bootstrapper says
+//     itself when a bootstrap peer can't be reached);
+//   - identify failing with a peer that speaks no identify or hangs up at
+//     once: the dial-back hosts of AutoNAT, which connect only to test an
+//     address.
+func routine(sub, msg, rest string) bool {
+	switch {
+	case sub == "dht/RtRefreshManager" && strings.HasPrefix(msg, "failed when refreshing routing table"):
+		return strings.Contains(msg+rest, "failed to find any peer in table")
+	case sub == "net/identify" && msg == "failed to identify peer":
+		return strings.Contains(rest, "protocols not supported") || strings.Contains(rest, "connection closed")
+	}
+	return false
+}
+
+// recordText is a record's attributes as text, for routine's matching.
+func recordText(r slog.Record) string {
+	var b strings.Builder
+	r.Attrs(func(a slog.Attr) bool {
+		b.WriteString(a.Value.String())
+		b.WriteByte(' ')
+		return true
+	})
+	return b.String()
 }
 
 func (s *shim) WithAttrs(attrs []slog.Attr) slog.Handler {
@@ -166,7 +203,14 @@ func (c zapCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	rec := slog.NewRecord(e.Time, zapToSlog(e.Level), e.Message, e.Caller.PC)
 	rec.AddAttrs(zapAttrs(c.fields)...)
 	rec.AddAttrs(zapAttrs(fields)...)
-	return r.module(e.LoggerName).Handle(context.Background(), rec)
+	h := r.module(e.LoggerName)
+	if rec.Level > slog.LevelDebug && routine(e.LoggerName, e.Message, recordText(rec)) {
+		if !h.Enabled(context.Background(), slog.LevelDebug) {
+			return nil
+		}
+		rec.Level = slog.LevelDebug
+	}
+	return h.Handle(context.Background(), rec)
 }
 
 func (c zapCore) Sync() error { return nil }

@@ -90,3 +90,22 @@ func TestLogRouteLibp2p(t *testing.T) {
 		t.Error("gologshim logger enabled without a route")
 	}
 }
+
+func TestRoutineLibp2pWarnings(t *testing.T) {
+	for _, tt := range []struct {
+		sub, msg, rest string
+		want           bool
+	}{
+		{"dht/RtRefreshManager", "failed when refreshing routing table", "failed to query for self, err=failed to find any peer in table", true},
+		{"dht/RtRefreshManager", "failed when refreshing routing tablefailed to query for self, err=failed to find any peer in table", "", true},
+		{"dht/RtRefreshManager", "failed when refreshing routing table", "context deadline exceeded", false},
+		{"net/identify", "failed to identify peer", "P multistream mux select protocol failed: protocols not supported: [/ipfs/id/1.0.0]", true},
+		{"net/identify", "failed to identify peer", "P failed to open new stream: connection closed (remote)", true},
+		{"net/identify", "failed to identify peer", "P stream reset", false},
+		{"net/swarm", "failed to identify peer", "protocols not supported", false},
+	} {
+		if got := routine(tt.sub, tt.msg, tt.rest); got != tt.want {
+			t.Errorf("routine(%q, %q, %q) = %v, want %v", tt.sub, tt.msg, tt.rest, got, tt.want)
+		}
+	}
+}
