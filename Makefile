@@ -51,7 +51,7 @@ bench:
 # bench-report: rebuild the report from the last runs' raw figures
 .PHONY: bench-report
 bench-report:
-	cat bench/raw.txt $(wildcard bench/sim-ci.txt bench/sim-mid.txt bench/sim.txt) | $(GO) run ./cmd/benchreport -out bench
+	cat bench/raw.txt $(wildcard bench/sim-ci.txt bench/sim-mid.txt bench/sim.txt bench/netns.txt) | $(GO) run ./cmd/benchreport -out bench
 	@cat bench/RESULTS.md
 
 ## sim: the full simulation, 500 nodes for 10 simulated minutes (about 9 hours on 2 cores, and more cores barely help; SIM_ARGS=-sim.budget=100m stops the load early; see README); its figures go into the report
@@ -73,6 +73,12 @@ sim-mid:
 .PHONY: sim-ci
 sim-ci:
 	$(GO) test -run '^(TestSimulation|TestPartition)$$' -count=1 -timeout 30m -v ./testnet/sim
+
+## testnet-netns: the join testbed (root): real nodes in network namespaces, some behind cone and symmetric NATs, joining with init --join; checks the goals and writes bench/netns.txt (about 2 minutes)
+.PHONY: testnet-netns
+testnet-netns: build
+	@mkdir -p bench
+	$(GO) run ./cmd/netbed --binary $(BIN) --bench $(CURDIR)/bench/netns.txt
 
 ## chaos: kill -9 random nodes of a real local testnet during sessions and restart them; then split a simulated network in two for a minute and heal it; check grants, releases and re-convergence
 .PHONY: chaos

@@ -42,6 +42,8 @@ var goals = map[string]string{
 	"SessionTask added-p50-ms":      "< 2 ms",
 	"IdleNode rss-MB":               "< 60 MB",
 	"IdleNode cpu-%core":            "< 1%",
+	"Join/plain run-to-available-s": "≤ 10 s",
+	"Join/cone run-to-available-s":  "≤ 30 s",
 }
 
 // skipped units say nothing about speed that ns/op does not.
