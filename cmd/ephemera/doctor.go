@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -25,13 +26,14 @@ type finding struct {
 
 // doctorReport is what `ephemera doctor --json` prints.
 type doctorReport struct {
-	Home        string        `json:"home"`
-	Network     string        `json:"network,omitempty"`
-	NetworkHash string        `json:"network_hash,omitempty"`
-	Running     bool          `json:"running"`
-	Findings    []finding     `json:"findings"`
-	Problems    int           `json:"problems"`
-	Node        *api.NodeInfo `json:"node,omitempty"`
+	Home        string           `json:"home"`
+	Network     string           `json:"network,omitempty"`
+	NetworkHash string           `json:"network_hash,omitempty"`
+	Running     bool             `json:"running"`
+	Findings    []finding        `json:"findings"`
+	Problems    int              `json:"problems"`
+	Node        *api.NodeInfo    `json:"node,omitempty"`
+	Net         *api.NetworkInfo `json:"network_info,omitempty"`
 }
 
 func (r *doctorReport) add(f finding) {
@@ -194,22 +196,92 @@ func printFindings(w io.Writer, r *doctorReport) {
 	}
 }
 
-// checkReachability says whether other peers can dial this node: by the
-// addresses it announces.
-func checkReachability(r *doctorReport, _ *apiClient) {
-	if r.Node == nil {
+// checkReachability says how the node is reached: its addresses, what
+// AutoNAT found when peers dialled them back, its relay reservations, and
+// each bootstrap peer as the node itself dialled it.
+func checkReachability(r *doctorReport, c *apiClient) {
+	var ni api.NetworkInfo
+	if err := c.do(http.MethodGet, "/v1/network", nil, &ni); err != nil {
+		r.add(finding{Check: "reachability", Detail: oneLine(err)})
 		return
 	}
-	public := 0
-	for _, a := range r.Node.Addrs {
-		if !strings.HasPrefix(a, "/ip4/127.") && !strings.HasPrefix(a, "/ip6/::1/") {
-			public++
+	r.Net = &ni
+	r.add(finding{Check: "listening", OK: true, Detail: strings.Join(ni.Listen, " ")})
+	onlyLoopback := !slices.ContainsFunc(ni.Announced, func(a string) bool {
+		return !strings.HasPrefix(a, "/ip4/127.") && !strings.HasPrefix(a, "/ip6/::1/")
+	})
+	switch {
+	case len(ni.Announced) == 0:
+		r.add(finding{Check: "announced", Detail: "the node announces no address: no peer can dial it",
+			Fix: "set p2p.listen to addresses of this machine, or p2p.announce to the address peers reach"})
+	case onlyLoopback && !allLoopback(r.Node.Addrs, ni.Bootstraps):
+		r.add(finding{Check: "announced", Detail: "only loopback addresses: no other machine can dial this node",
+			Fix: `listen on every interface: p2p.listen = ["/ip4/0.0.0.0/tcp/7600", "/ip4/0.0.0.0/udp/7600/quic-v1"]`})
+	default:
+		r.add(finding{Check: "announced", OK: true, Detail: strings.Join(ni.Announced, " ")})
+	}
+	if len(ni.Observed) > 0 {
+		r.add(finding{Check: "observed", OK: true, Detail: "peers see this node at " + strings.Join(ni.Observed, " ")})
+	}
+	for _, a := range ni.Reachable {
+		r.add(finding{Check: "autonat", OK: true, Detail: a + ": reachable (a peer dialled it back)"})
+	}
+	for _, a := range ni.Unreachable {
+		r.add(finding{Check: "autonat", OK: true, Detail: a + ": unreachable from outside (behind NAT or a firewall); relays and hole punching cover it"})
+	}
+	if len(ni.RelayAddrs) > 0 {
+		r.add(finding{Check: "relay", OK: true, Detail: fmt.Sprintf("reservations on %d relay(s): %s", len(ni.RelayAddrs), strings.Join(ni.RelayAddrs, " "))})
+	}
+	if ni.RelayService {
+		r.add(finding{Check: "relay service", OK: true, Detail: "this node relays for nodes behind NAT"})
+	}
+	switch ni.Dialable {
+	case "yes":
+		how := "at a confirmed address"
+		if len(ni.Reachable) == 0 && len(ni.RelayAddrs) > 0 {
+			how = "through its relays (hole punching upgrades such connections where the NAT allows)"
+		}
+		r.add(finding{Check: "dial-back", OK: true, Detail: "peers can dial this node " + how})
+	case "no":
+		r.add(finding{Check: "dial-back", Detail: "no peer can dial this node: AutoNAT found no address reachable and it holds no relay reservation",
+			Fix: "forward port 7600 (TCP and UDP) on the router and set p2p.announce to the public address, or ask the network to run relay_service on its bootstrap nodes"})
+	default:
+		r.add(finding{Check: "dial-back", OK: true, Detail: "not known yet: AutoNAT has no verdict (it needs a few peers; on one machine or a LAN it never judges private addresses)"})
+	}
+	for _, b := range ni.Bootstraps {
+		addr := b.PeerID
+		if len(b.Addrs) > 0 {
+			addr = strings.Join(b.Addrs, ",")
+		}
+		switch {
+		case b.NetworkHash != "":
+			r.add(finding{Check: "node's bootstrap", Detail: fmt.Sprintf("%s: on network %s, this node on %s", addr, b.NetworkHash, r.NetworkHash),
+				Fix: "ephemera init --home " + r.Home + " --join " + firstOf(b.Addrs) + " --force"})
+		case b.Connected:
+			r.add(finding{Check: "node's bootstrap", OK: true, Detail: addr + ": connected"})
+		case b.Error != "":
+			r.add(finding{Check: "node's bootstrap", Detail: addr + ": not connected: " + b.Error,
+				Fix: "check the address and that its port is open; the node keeps retrying"})
 		}
 	}
-	if public == 0 {
-		r.add(finding{Check: "addresses", Detail: "the node announces only loopback addresses: no other machine can dial it",
-			Fix: "listen on every interface (p2p.listen = [\"/ip4/0.0.0.0/tcp/7600\", \"/ip4/0.0.0.0/udp/7600/quic-v1\"]) or set p2p.announce"})
-		return
+}
+
+// allLoopback: a node whose peers are all on this machine may announce
+// loopback alone (a local testnet).
+func allLoopback(addrs []string, bootstraps []api.BootstrapInfo) bool {
+	for _, b := range bootstraps {
+		for _, a := range b.Addrs {
+			if !strings.HasPrefix(a, "/ip4/127.") && !strings.HasPrefix(a, "/ip6/::1/") {
+				return false
+			}
+		}
 	}
-	r.add(finding{Check: "addresses", OK: true, Detail: strings.Join(r.Node.Addrs, " ")})
+	return len(addrs) > 0
+}
+
+func firstOf(xs []string) string {
+	if len(xs) == 0 {
+		return "<a bootstrap multiaddr>"
+	}
+	return xs[0]
 }

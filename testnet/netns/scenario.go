@@ -136,7 +136,48 @@ func (s *scenario) run(ctx context.Context) error {
 	if err := s.late(ctx); err != nil {
 		return err
 	}
-	return s.misconfigured(ctx)
+	if err := s.misconfigured(ctx); err != nil {
+		return err
+	}
+	return s.doctor(ctx)
+}
+
+// doctor asks `ephemera doctor` about a healthy joiner behind NAT, the
+// misconfigured one, and a home whose only bootstrap address has a typo:
+// it must say all is well, or name the problem with its fix.
+func (s *scenario) doctor(ctx context.Context) error {
+	ask := func(n *Node) (string, bool) {
+		out, err := s.ephemera(ctx, n.Host, "doctor", "--home", n.Home, "--timeout", "3s")
+		return string(out), err == nil
+	}
+	out, ok := ask(s.joiners["sym"])
+	s.rep.check("doctor: all well behind a symmetric NAT", ok && strings.Contains(out, "through its relays"), "exit 0: %v", ok)
+	out, ok = ask(s.joiners["misfit"])
+	s.rep.check("doctor: the misconfigured joiner", !ok && strings.Contains(out, "reached, but on network") && strings.Contains(out, "fix: ephemera init"),
+		"exit 1: %v; names the other network and the fix: %v", !ok, strings.Contains(out, "fix: ephemera init"))
+	h := s.Topo.hosts["plain"]
+	typo := &Node{Host: h, Home: s.Dir + "/typo"}
+	bad := fmt.Sprintf("/ip4/%s/udp/%d/quic-v1/p2p/%s", s.boot.IP, port+1, s.bootID)
+	if _, err := s.ephemera(ctx, h, "init", "--home", typo.Home, "--network", s.Dir+"/network.toml"); err != nil {
+		return err
+	}
+	def, err := protocol.ParseDefinition(mustRead(typo.Home + "/" + protocol.DefinitionFile))
+	if err != nil {
+		return err
+	}
+	def.Bootstrap = []string{bad}
+	if err := os.WriteFile(typo.Home+"/"+protocol.DefinitionFile, def.Render(), 0o644); err != nil {
+		return err
+	}
+	out, ok = ask(typo)
+	s.rep.check("doctor: a bootstrap address with a typo", !ok && strings.Contains(out, bad+": not reached"), "exit 1: %v; names the address and the error: %v", !ok, strings.Contains(out, bad+": not reached"))
+	s.say("  doctor: explains the symmetric-NAT joiner, the misconfigured one and a mistyped bootstrap address")
+	return nil
+}
+
+func mustRead(path string) []byte {
+	b, _ := os.ReadFile(path)
+	return b
 }
 
 // hosts of the testbed, by name.
