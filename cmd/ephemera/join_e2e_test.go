@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -110,4 +111,54 @@ func TestInitJoinBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// doctor checks a running joiner: the bootstrap reached and on the same
+// network, the node up and healthy, and the one problem (a network with no
+// oracles) with its fix; --json carries the same.
+func TestDoctor(t *testing.T) {
+	t.Parallel()
+	bootHome := initHome(t, "--roles", "bootstrap", "--dht-mode", "server")
+	_, boot := startNode(t, bootHome)
+	home := filepath.Join(t.TempDir(), "joiner")
+	bad := "/ip4/127.0.0.1/tcp/1/p2p/" + boot.PeerID
+	if _, errOut, code := run(t, append([]string{"init", "--home", home, "--join", boot.Addrs[0], "--dht-mode", "server"}, loopback...)...); code != 0 {
+		t.Fatalf("init --join: exit %d: %s", code, errOut)
+	}
+	startNode(t, home)
+	var rep doctorReport
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, _, code := run(t, "doctor", "--home", home, "--json", "--timeout", "3s")
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatalf("doctor --json: %v\n%s", err, out)
+		}
+		if code == 1 && rep.Problems == 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	want := map[string]bool{"bootstrap": true, "node": true, "health": true, "network definition": true, "oracles": false}
+	for _, f := range rep.Findings {
+		if ok, listed := want[f.Check]; listed && ok != f.OK {
+			t.Errorf("finding %s: ok %v, want %v (%s)", f.Check, f.OK, ok, f.Detail)
+		}
+		if !f.OK && f.Fix == "" {
+			t.Errorf("finding %s has no fix: %s", f.Check, f.Detail)
+		}
+	}
+	if rep.Problems != 1 || rep.NetworkHash != boot.NetworkHash || rep.Net == nil {
+		t.Fatalf("doctor found %d problems (want 1, no oracles), hash %s (want %s), network info %v", rep.Problems, rep.NetworkHash, boot.NetworkHash, rep.Net != nil)
+	}
+
+	// A mistyped bootstrap address is named with its error.
+	typo := filepath.Join(t.TempDir(), "typo")
+	if _, errOut, code := run(t, append([]string{"init", "--home", typo, "--bootstrap", bad}, loopback...)...); code != 0 {
+		t.Fatalf("init: exit %d: %s", code, errOut)
+	}
+	out, errOut, code := run(t, "doctor", "--home", typo, "--timeout", "2s")
+	if code != 1 || !strings.Contains(out, bad+": not reached") || !strings.Contains(out, "fix: ") {
+		t.Fatalf("doctor on a mistyped bootstrap: exit %d\n%s%s", code, out, errOut)
+	}
+	assertOneLine(t, errOut, "problem(s) found")
 }
