@@ -138,11 +138,21 @@ func printReservation(w io.Writer, raw json.RawMessage, asJSON bool) error {
 		Generation uint64    `json:"generation"`
 		LeaseEnd   time.Time `json:"lease_end"`
 		State      string    `json:"state"`
+		Ended      time.Time `json:"ended"`
+		Detail     string    `json:"detail"`
 	}
 	if asJSON || json.Unmarshal(raw, &r) != nil {
 		return printJSON(w, raw)
 	}
-	fmt.Fprintf(w, "reservation %s: %s\nminer:      %s (generation %d)\nlease ends: %s\n",
-		r.ID, r.State, r.Miner, r.Generation, r.LeaseEnd.Local().Format(time.RFC3339))
+	fmt.Fprintf(w, "reservation %s: %s\nminer:      %s (generation %d)\n", r.ID, r.State, r.Miner, r.Generation)
+	if r.State == "active" || r.Ended.IsZero() {
+		fmt.Fprintf(w, "lease ends: %s\n", r.LeaseEnd.Local().Format(time.RFC3339))
+		return nil
+	}
+	// A released reservation's lease end is moot: say when it ended.
+	fmt.Fprintf(w, "ended:      %s\n", r.Ended.Local().Format(time.RFC3339))
+	if r.Detail != "" {
+		fmt.Fprintf(w, "detail:     %s\n", r.Detail)
+	}
 	return nil
 }
