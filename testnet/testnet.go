@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,12 +21,16 @@ import (
 	"github.com/ephemera-network/ephemera/internal/duration"
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/p2p"
+	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Spec is the shape of a testnet.
 type Spec struct {
-	Network    string
+	Network string
+	// Host is the IP every node's libp2p addresses bind to, so that other
+	// machines can join; "" is 127.0.0.1. APIs stay on loopback.
+	Host       string
 	Bootstraps int
 	Oracles    int
 	Miners     int
@@ -48,7 +53,39 @@ func (s Spec) Validate() error {
 	if total := s.Bootstraps + s.Oracles + s.Miners + s.Routers; total > 200 {
 		return fmt.Errorf("%d nodes is more than one machine should run as processes (at most 200)", total)
 	}
+	if s.Host != "" {
+		return checkHost(s.Host)
+	}
 	return nil
+}
+
+// checkHost accepts an IP address that this machine has.
+func checkHost(host string) error {
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return fmt.Errorf("--host %q is not an IP address", host)
+	}
+	if ip.IsUnspecified() {
+		return fmt.Errorf("--host %s: give the address others dial, not a wildcard", host)
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return fmt.Errorf("--host: this machine's addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return nil
+		}
+	}
+	return fmt.Errorf("--host %s is not an address of this machine (`ip addr` lists them)", host)
+}
+
+// host is the IP the nodes listen on.
+func (s Spec) host() string {
+	if s.Host == "" {
+		return "127.0.0.1"
+	}
+	return s.Host
 }
 
 // member is one planned node: its name, roles and home.
@@ -91,6 +128,8 @@ type Testnet struct {
 	Dir   string
 	Spec  Spec
 	nodes []running
+	// Definition is the network's, as DIR/network.toml holds it.
+	Definition protocol.Definition
 }
 
 // running is a member that was launched.
@@ -113,7 +152,7 @@ func Start(ctx context.Context, dir string, spec Spec, l Launcher) (*Testnet, er
 	// that every node's config names.
 	var oracles []string
 	for _, m := range members {
-		key, err := node.Init(m.home, homeConfig(spec.Network, m.roles, nil, nil), false)
+		key, err := node.Init(m.home, homeConfig(spec, m.roles, protocol.Definition{Name: spec.Network, Params: protocol.DefaultParams()}), false)
 		if err != nil {
 			return t, fmt.Errorf("%s: %w", m.name, err)
 		}
@@ -125,9 +164,15 @@ func Start(ctx context.Context, dir string, spec Spec, l Launcher) (*Testnet, er
 			oracles = append(oracles, id.String())
 		}
 	}
-	var bootstrapAddrs []string
+	// The network: its rules name the oracles; its bootstrap list grows as
+	// the bootstrap nodes come up, which leaves its hash alone. On one
+	// machine or a LAN AutoNAT never finds a node public, so the
+	// definition makes every member a DHT server.
+	t.Definition = protocol.Definition{Name: spec.Network, Bootstrap: []string{}, DHTMode: p2p.DHTModeServer, Params: protocol.DefaultParams()}
+	t.Definition.Params.Oracles = oracles
+	t.Definition.Params.Quorum = min(2, max(1, len(oracles)))
 	initHome := func(m member) error {
-		if _, err := node.Init(m.home, homeConfig(spec.Network, m.roles, bootstrapAddrs, oracles), true); err != nil {
+		if _, err := node.Init(m.home, homeConfig(spec, m.roles, t.Definition), true); err != nil {
 			return fmt.Errorf("%s: %w", m.name, err)
 		}
 		return nil
@@ -149,7 +194,10 @@ func Start(ctx context.Context, dir string, spec Spec, l Launcher) (*Testnet, er
 			return t, err
 		}
 		t.nodes = append(t.nodes, running{m, n})
-		bootstrapAddrs = append(bootstrapAddrs, n.Runtime().Addrs...)
+		t.Definition.Bootstrap = append(t.Definition.Bootstrap, n.Runtime().Addrs...)
+	}
+	if err := os.WriteFile(filepath.Join(dir, protocol.DefinitionFile), t.Definition.Render(), 0o644); err != nil {
+		return t, err
 	}
 	// Every home is written before the rest start: a process forked while
 	// Init held a home's lock would carry the lock until it execs.
@@ -186,19 +234,23 @@ func Start(ctx context.Context, dir string, spec Spec, l Launcher) (*Testnet, er
 	return t, errors.Join(errs...)
 }
 
-// homeConfig is the configuration of one local testnet node.
-func homeConfig(network string, roles []node.Role, bootstrap, oracles []string) node.Config {
-	cfg := node.DefaultConfig()
-	cfg.Params.Oracles = append([]string{}, oracles...)
-	cfg.Params.Quorum = min(2, max(1, len(oracles)))
-	cfg.Network = network
+// homeConfig is the configuration of one testnet node, a member of def.
+func homeConfig(spec Spec, roles []node.Role, def protocol.Definition) node.Config {
+	cfg := node.DefaultConfig().WithDefinition(def)
 	cfg.Roles = roles
-	cfg.P2P.Listen = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
-	cfg.P2P.Bootstrap = append([]string{}, bootstrap...)
-	cfg.P2P.DHTMode = p2p.DHTModeServer // on loopback, auto mode would never see itself as reachable
+	host := spec.host()
+	cfg.P2P.Listen = []string{"/ip4/" + host + "/tcp/0", "/ip4/" + host + "/udp/0/quic-v1"}
+	cfg.P2P.RelayService = node.HasRole(roles, node.RoleBootstrap)
 	cfg.P2P.BootstrapInterval = duration.Duration(5 * time.Second)
 	cfg.API.Listen = "127.0.0.1:0"
 	return cfg
+}
+
+// JoinCommand is what a person on another machine runs to join the
+// testnet as a miner.
+func (t *Testnet) JoinCommand() string {
+	return fmt.Sprintf("ephemera init --home ~/.ephemera --join %s --network-hash %s --roles miner && ephemera run --home ~/.ephemera",
+		strings.Join(t.Definition.Bootstrap, ","), t.Definition.Hash())
 }
 
 // Nodes are the running nodes, bootstrap nodes first.
@@ -288,14 +340,20 @@ func (t *Testnet) WaitHealthy(ctx context.Context) ([]Status, error) {
 
 // Manifest is testnet.json: everything a tool needs to drive the testnet.
 type Manifest struct {
-	Network string   `json:"network"`
-	Dir     string   `json:"dir"`
-	Nodes   []Status `json:"nodes"`
+	Network     string `json:"network"`
+	NetworkHash string `json:"network_hash"`
+	Dir         string `json:"dir"`
+	// Definition is the network's network.toml; Join is the command that
+	// makes a miner of another machine a member.
+	Definition string   `json:"definition"`
+	Join       string   `json:"join"`
+	Nodes      []Status `json:"nodes"`
 }
 
 // WriteManifest writes DIR/testnet.json from the given statuses.
 func (t *Testnet) WriteManifest(st []Status) (string, error) {
-	b, err := json.MarshalIndent(Manifest{Network: t.Spec.Network, Dir: t.Dir, Nodes: st}, "", "  ")
+	b, err := json.MarshalIndent(Manifest{Network: t.Spec.Network, NetworkHash: t.Definition.Hash(), Dir: t.Dir,
+		Definition: filepath.Join(t.Dir, protocol.DefinitionFile), Join: t.JoinCommand(), Nodes: st}, "", "  ")
 	if err != nil {
 		return "", err
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -83,6 +84,23 @@ func TestSubprocessTestnet(t *testing.T) {
 	if roles["bootstrap"] != 1 || roles["oracle"] != 3 || roles["miner"] != 5 || roles["router"] != 1 {
 		t.Fatalf("roles in manifest: %v", roles)
 	}
+	// The network's definition is in the directory, its hash in the
+	// manifest, and the join command names both a bootstrap and the hash.
+	def, err := os.ReadFile(m.Definition)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(def), m.NetworkHash) || len(m.NetworkHash) != 64 {
+		t.Errorf("network.toml does not carry the manifest's hash %q", m.NetworkHash)
+	}
+	if !strings.Contains(m.Join, "--join "+m.Nodes[0].Addrs[0]) || !strings.Contains(m.Join, "--network-hash "+m.NetworkHash) {
+		t.Errorf("join command %q", m.Join)
+	}
+	for _, n := range m.Nodes {
+		if !strings.HasPrefix(n.Home, dir) {
+			t.Errorf("%s: home %q", n.Name, n.Home)
+		}
+	}
 	if err := stop(); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
@@ -98,6 +116,9 @@ func TestSpecValidate(t *testing.T) {
 		{Network: "x", Bootstraps: 0, Miners: 1},
 		{Network: "x", Bootstraps: 1, Miners: -1},
 		{Network: "x", Bootstraps: 1, Miners: 500},
+		{Network: "x", Bootstraps: 1, Host: "not-an-ip"},
+		{Network: "x", Bootstraps: 1, Host: "0.0.0.0"},
+		{Network: "x", Bootstraps: 1, Host: "192.0.2.1"}, // documentation range: no machine has it
 	}
 	for _, s := range bad {
 		if err := s.Validate(); err == nil {
@@ -105,6 +126,11 @@ func TestSpecValidate(t *testing.T) {
 		}
 	}
 	if err := testnet.DefaultSpec().Validate(); err != nil {
+		t.Fatal(err)
+	}
+	local := testnet.DefaultSpec()
+	local.Host = "127.0.0.1"
+	if err := local.Validate(); err != nil {
 		t.Fatal(err)
 	}
 }

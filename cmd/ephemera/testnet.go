@@ -13,13 +13,16 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/testnet"
 )
 
 func runTestnet(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("testnet", "[--dir DIR] [--oracles N] [--miners N] [--routers N] [--check]", stdout)
+	fs := newFlagSet("testnet", "[--dir DIR | --keep] [--host IP] [--oracles N] [--miners N] [--routers N] [--check]", stdout)
 	spec := testnet.DefaultSpec()
-	dir := fs.String("dir", "", "`directory` for the nodes' homes (default: a new temporary one)")
+	dir := fs.String("dir", "", "`directory` for the nodes' homes, kept afterwards (default: a new temporary one, removed on exit unless --keep)")
+	keep := fs.Bool("keep", false, "keep the temporary directory on exit")
+	fs.StringVar(&spec.Host, "host", "", "`IP` of this machine that every node's libp2p addresses bind to, so that other machines can join (default 127.0.0.1; APIs stay on loopback)")
 	fs.StringVar(&spec.Network, "network", spec.Network, "network `name`")
 	fs.IntVar(&spec.Bootstraps, "bootstraps", spec.Bootstraps, "number of bootstrap nodes")
 	fs.IntVar(&spec.Oracles, "oracles", spec.Oracles, "number of oracles")
@@ -47,6 +50,15 @@ func runTestnet(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		*dir = d
+		if !*keep {
+			defer func() {
+				if err := os.RemoveAll(d); err == nil {
+					fmt.Fprintf(stdout, "removed %s (--keep keeps it)\n", d)
+				}
+			}()
+		} else {
+			defer fmt.Fprintf(stdout, "kept %s\n", d)
+		}
 	} else if err := emptyDir(*dir); err != nil {
 		return err
 	}
@@ -69,7 +81,13 @@ func runTestnet(args []string, stdout, stderr io.Writer) error {
 	wdone()
 	manifest, merr := tn.WriteManifest(statuses)
 	printTable(stdout, statuses)
-	fmt.Fprintf(stdout, "\nlogs:     %s\nmanifest: %s\n", filepath.Join(*dir, "<node>", "node.log"), manifest)
+	fmt.Fprintf(stdout, "\nlogs:     %s\nmanifest: %s\nnetwork:  %s (hash %s)\n", filepath.Join(*dir, "<node>", "node.log"), manifest,
+		filepath.Join(*dir, protocol.DefinitionFile), tn.Definition.Hash())
+	where := "on another machine"
+	if spec.Host == "" {
+		where = "on this machine (the nodes listen on 127.0.0.1; --host IP lets other machines in)"
+	}
+	fmt.Fprintf(stdout, "\nto join %s:\n  %s\n", where, tn.JoinCommand())
 	if healthErr != nil || merr != nil {
 		return errors.Join(healthErr, merr, stop())
 	}
@@ -120,13 +138,13 @@ func emptyDir(dir string) error {
 
 func printTable(w io.Writer, statuses []testnet.Status) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tROLE\tPEER ID\tAPI\tHEALTH")
+	fmt.Fprintln(tw, "NAME\tROLE\tPEER ID\tAPI\tHOME\tHEALTH")
 	for _, s := range statuses {
 		health := "healthy"
 		if !s.Healthy {
 			health = "UNHEALTHY: " + s.Reason
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, strings.Join(s.Roles, ","), s.PeerID, s.APIURL, health)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, strings.Join(s.Roles, ","), s.PeerID, s.APIURL, s.Home, health)
 	}
 	tw.Flush()
 }
