@@ -125,3 +125,33 @@ func TestNetworkDefinitionJoinAndPart(t *testing.T) {
 		t.Errorf("the bootstrap still has %d peers", boot.Host().PeerCount())
 	}
 }
+
+// A DHT server whose only peers are DHT clients (a bootstrap among nodes
+// behind NAT) is healthy with an empty routing table; the clients, which
+// know a server, are healthy too.
+func TestHealthyServerAmongClients(t *testing.T) {
+	dir := t.TempDir()
+	bootHome := node.Home{Dir: filepath.Join(dir, "boot")}
+	bootCfg := loopbackConfig()
+	bootCfg.Roles = []node.Role{node.RoleBootstrap}
+	bootCfg.P2P.DHTMode = p2p.DHTModeServer
+	if _, err := node.Init(bootHome, bootCfg, false); err != nil {
+		t.Fatal(err)
+	}
+	boot := start(t, bootHome)
+	defer stop(t, boot)
+	clientHome := node.Home{Dir: filepath.Join(dir, "client")}
+	clientCfg := loopbackConfig()
+	clientCfg.P2P.Bootstrap = []string{boot.FullAddrs()[0].String()}
+	clientCfg.P2P.DHTMode = p2p.DHTModeClient
+	if _, err := node.Init(clientHome, clientCfg, false); err != nil {
+		t.Fatal(err)
+	}
+	client := start(t, clientHome)
+	defer stop(t, client)
+	waitHealthy(t, client, "with a DHT server as its bootstrap")
+	waitHealthy(t, boot, "with only a DHT client as its peer")
+	if n := boot.Host().RoutingTableSize(); n != 0 {
+		t.Fatalf("the bootstrap's routing table holds %d peers; a client must not be in it", n)
+	}
+}

@@ -354,8 +354,9 @@ func (n *Node) Health() error {
 	}
 	// A DHT server whose peers are all clients (a bootstrap among nodes
 	// behind NAT) answers their queries with an empty table: that is
-	// fine. A client with an empty table can find nothing.
-	if n.host.RoutingTableSize() == 0 && !n.host.DHTServing() {
+	// fine. A client with an empty table can find nothing, and a server
+	// with server peers has yet to learn of them.
+	if n.host.RoutingTableSize() == 0 && (!n.host.DHTServing() || n.host.ServerPeers() > 0) {
 		return errors.New("DHT routing table is empty")
 	}
 	return n.dialable()

@@ -242,6 +242,17 @@ func (h *Host) DHTServing() bool {
 	return slices.Contains(h.Mux().Protocols(), h.kadProtocol)
 }
 
+// ServerPeers is the number of connected peers that serve the DHT.
+func (h *Host) ServerPeers() int {
+	n := 0
+	for _, p := range h.Network().Peers() {
+		if ok, _ := h.Peerstore().SupportsProtocols(p, h.kadProtocol); len(ok) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
 // PeerCount is the number of peers this node has a connection with.
 func (h *Host) PeerCount() int { return len(h.Network().Peers()) }
 
