@@ -47,8 +47,8 @@ func TestSimulation(t *testing.T) {
 	size := *simSize
 	if size == "" {
 		size = "ci"
-		if raceEnabled {
-			size = "race"
+		if raceEnabled || testing.Short() {
+			size = "race" // ten nodes: the quick check still runs the whole scenario
 		}
 	}
 	sc, ok := sizes[size]
@@ -71,6 +71,9 @@ func TestSimulation(t *testing.T) {
 func TestPartition(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the partition runs without the race detector (make sim-ci); TestSimulation covers the race detector")
+	}
+	if testing.Short() {
+		t.Skip("a simulated partition of 34 nodes takes over a minute (make sim-ci)")
 	}
 	run(t, Scenario{
 		Plan:     Plan{Bootstraps: 2, Oracles: 4, Miners: 24, Routers: 4, Quorum: 2},
