@@ -79,6 +79,7 @@ sim-ci:
 testnet-netns: build
 	@mkdir -p bench
 	$(GO) run ./cmd/netbed --binary $(BIN) --bench $(CURDIR)/bench/netns.txt
+	$(GO) run ./cmd/benchreport -out bench -merge < bench/netns.txt
 
 ## chaos: kill -9 random nodes of a real local testnet during sessions and restart them; then split a simulated network in two for a minute and heal it; check grants, releases and re-convergence
 .PHONY: chaos

@@ -6,6 +6,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -42,6 +44,7 @@ var goals = map[string]string{
 	"SessionTask added-p50-ms":      "< 2 ms",
 	"IdleNode rss-MB":               "< 60 MB",
 	"IdleNode cpu-%core":            "< 1%",
+	// make testnet-netns: joining from anywhere.
 	"Join/plain run-to-available-s": "≤ 10 s",
 	"Join/cone run-to-available-s":  "≤ 30 s",
 }
@@ -56,6 +59,9 @@ type Report struct {
 	Machine string   `json:"machine"`
 	Go      string   `json:"go"`
 	Figures []Figure `json:"figures"`
+	// Merged says which packages' figures a later run put in with
+	// -merge, and when: the rest are from Date and Commit.
+	Merged []string `json:"merged,omitempty"`
 }
 
 var (
@@ -67,14 +73,66 @@ var (
 
 func main() {
 	out := flag.String("out", "bench", "output `directory`")
+	merge := flag.Bool("merge", false, "replace only the figures of the packages on stdin in the directory's results.json, keeping the rest")
 	flag.Parse()
-	if err := run(os.Stdin, *out); err != nil {
+	var err error
+	if *merge {
+		err = runMerge(os.Stdin, *out)
+	} else {
+		err = run(os.Stdin, *out)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "benchreport:", err)
 		os.Exit(1)
 	}
 }
 
 func run(in io.Reader, dir string) error {
+	rep, err := parse(in)
+	if err != nil {
+		return err
+	}
+	return write(rep, dir)
+}
+
+// runMerge puts the figures on in into dir's report in place of those of
+// the same packages, keeping the others with their date and commit: one
+// suite's run (make testnet-netns) updates the report without rerunning
+// every benchmark.
+func runMerge(in io.Reader, dir string) error {
+	rep, err := parse(in)
+	if err != nil {
+		return err
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return write(rep, dir)
+	}
+	if err != nil {
+		return err
+	}
+	var old Report
+	if err := json.Unmarshal(raw, &old); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Join(dir, "results.json"), err)
+	}
+	pkgs := map[string]bool{}
+	for _, f := range rep.Figures {
+		pkgs[f.Package] = true
+	}
+	figs := slices.DeleteFunc(old.Figures, func(f Figure) bool { return pkgs[f.Package] })
+	old.Figures = append(figs, rep.Figures...)
+	sort.SliceStable(old.Figures, func(i, j int) bool { return old.Figures[i].Package < old.Figures[j].Package })
+	for p := range pkgs {
+		note := fmt.Sprintf("%s: %s, commit %s", shortPkg(p), rep.Date, rep.Commit)
+		old.Merged = slices.DeleteFunc(old.Merged, func(m string) bool { return strings.HasPrefix(m, shortPkg(p)+": ") })
+		old.Merged = append(old.Merged, note)
+	}
+	slices.Sort(old.Merged)
+	return write(old, dir)
+}
+
+// parse reads `go test -bench` output into a report.
+func parse(in io.Reader) (Report, error) {
 	type key struct{ pkg, name, unit string }
 	values := map[key]float64{}
 	var order []key
@@ -95,7 +153,7 @@ func run(in io.Reader, dir string) error {
 				}
 				v, err := strconv.ParseFloat(mm[1], 64)
 				if err != nil {
-					return fmt.Errorf("bad figure in %q", line)
+					return Report{}, fmt.Errorf("bad figure in %q", line)
 				}
 				k := key{pkg, strings.TrimPrefix(m[1], "Benchmark"), mm[2]}
 				if _, seen := values[k]; !seen {
@@ -106,10 +164,10 @@ func run(in io.Reader, dir string) error {
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return err
+		return Report{}, err
 	}
 	if len(order) == 0 {
-		return fmt.Errorf("no benchmark results on stdin")
+		return Report{}, fmt.Errorf("no benchmark results on stdin")
 	}
 	rep := Report{
 		Date:    time.Now().UTC().Format(time.RFC3339),
@@ -128,6 +186,11 @@ func run(in io.Reader, dir string) error {
 		rep.Figures = append(rep.Figures, f)
 	}
 	sort.SliceStable(rep.Figures, func(i, j int) bool { return rep.Figures[i].Package < rep.Figures[j].Package })
+	return rep, nil
+}
+
+// write writes the report as dir/results.json and dir/RESULTS.md.
+func write(rep Report, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -144,6 +207,9 @@ func run(in io.Reader, dir string) error {
 func markdown(r Report) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Benchmark results\n\n%s, commit %s, %s, %s. Written by `make bench`.\n\n", r.Date, r.Commit, r.Machine, r.Go)
+	for _, m := range r.Merged {
+		fmt.Fprintf(&b, "The figures of %s.\n\n", m)
+	}
 	b.WriteString("Ratio is the figure over its raw baseline, measured in the same run: 1.00 means no overhead.\n\n")
 	b.WriteString("| package | benchmark | figure | baseline | ratio | goal |\n|---|---|---:|---:|---:|---|\n")
 	for _, f := range r.Figures {

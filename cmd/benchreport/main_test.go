@@ -178,3 +178,39 @@ BenchmarkPropBaseline-2   	     123	  20721946 ns/op	        10.24 p50-ms	      
 		t.Errorf("p99 = %+v, want ratio 2 against 21.77", p99)
 	}
 }
+
+// TestMerge: -merge replaces one package's figures and keeps the others'.
+func TestMerge(t *testing.T) {
+	dir := t.TempDir()
+	if err := run(strings.NewReader(sample), dir); err != nil {
+		t.Fatal(err)
+	}
+	netns := "pkg: github.com/ephemera-network/ephemera/testnet/netns\nBenchmarkJoin/plain\t1\t4.03 run-to-available-s\n"
+	for range 2 { // a second merge replaces the first's figures
+		if err := runMerge(strings.NewReader(netns), dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep Report
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]int{}
+	for _, f := range rep.Figures {
+		names[f.Name]++
+	}
+	if names["Foo"] != 1 || names["Bar"] != 1 || names["Join/plain"] != 1 {
+		t.Errorf("figures after two merges: %v, want Foo, Bar and Join/plain once each", names)
+	}
+	if len(rep.Merged) != 1 || !strings.HasPrefix(rep.Merged[0], "testnet/netns: ") {
+		t.Errorf("merged = %q, want one note for testnet/netns", rep.Merged)
+	}
+	md, _ := os.ReadFile(filepath.Join(dir, "RESULTS.md"))
+	if !strings.Contains(string(md), "| Join/plain | 4.03 run-to-available-s |") || !strings.Contains(string(md), "≤ 10 s") {
+		t.Errorf("RESULTS.md lacks the merged figure with its goal:\n%s", md)
+	}
+}
