@@ -32,6 +32,19 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// initBootstrap makes the home of a bootstrap node, a DHT server, in dir.
+func initBootstrap(t *testing.T, dir string) node.Home {
+	t.Helper()
+	home := node.Home{Dir: filepath.Join(dir, "boot")}
+	cfg := loopbackConfig()
+	cfg.Roles = []node.Role{node.RoleBootstrap}
+	cfg.P2P.DHTMode = p2p.DHTModeServer
+	if _, err := node.Init(home, cfg, false); err != nil {
+		t.Fatal(err)
+	}
+	return home
+}
+
 func startLogged(t *testing.T, home node.Home, w *syncBuffer) *node.Node {
 	t.Helper()
 	cfg, err := node.LoadConfig(home.ConfigPath())
@@ -53,15 +66,8 @@ func startLogged(t *testing.T, home node.Home, w *syncBuffer) *node.Node {
 // said once in the log, and unhealthy with the reason.
 func TestNetworkDefinitionJoinAndPart(t *testing.T) {
 	dir := t.TempDir()
-	bootHome := node.Home{Dir: filepath.Join(dir, "boot")}
-	bootCfg := loopbackConfig()
-	bootCfg.Roles = []node.Role{node.RoleBootstrap}
-	bootCfg.P2P.DHTMode = p2p.DHTModeServer
-	if _, err := node.Init(bootHome, bootCfg, false); err != nil {
-		t.Fatal(err)
-	}
 	var bootLog syncBuffer
-	boot := startLogged(t, bootHome, &bootLog)
+	boot := startLogged(t, initBootstrap(t, dir), &bootLog)
 	defer stop(t, boot)
 	bootAddr := boot.FullAddrs()[0].String()
 
@@ -131,14 +137,7 @@ func TestNetworkDefinitionJoinAndPart(t *testing.T) {
 // know a server, are healthy too.
 func TestHealthyServerAmongClients(t *testing.T) {
 	dir := t.TempDir()
-	bootHome := node.Home{Dir: filepath.Join(dir, "boot")}
-	bootCfg := loopbackConfig()
-	bootCfg.Roles = []node.Role{node.RoleBootstrap}
-	bootCfg.P2P.DHTMode = p2p.DHTModeServer
-	if _, err := node.Init(bootHome, bootCfg, false); err != nil {
-		t.Fatal(err)
-	}
-	boot := start(t, bootHome)
+	boot := start(t, initBootstrap(t, dir))
 	defer stop(t, boot)
 	clientHome := node.Home{Dir: filepath.Join(dir, "client")}
 	clientCfg := loopbackConfig()

@@ -128,6 +128,7 @@ func (n *Node) dialable() error {
 
 // watchDialable warns, once per change, when the miner becomes undialable.
 func (n *Node) watchDialable(ctx context.Context) {
+	log := n.log.With("module", "p2p")
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	var was error
@@ -141,9 +142,9 @@ func (n *Node) watchDialable(ctx context.Context) {
 		switch {
 		case now != nil && was == nil:
 			r := n.host.Reachability()
-			n.log.Warn(now.Error(), "module", "p2p", "unreachable", r.Unreachable, "announced", r.Announced)
+			log.Warn(now.Error(), "unreachable", r.Unreachable, "announced", r.Announced)
 		case now == nil && was != nil:
-			n.log.Info("peers can dial this miner again", "module", "p2p")
+			log.Info("peers can dial this miner again")
 		}
 		was = now
 	}
