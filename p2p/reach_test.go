@@ -49,3 +49,21 @@ func TestAnnounceFactory(t *testing.T) {
 		})
 	}
 }
+
+func TestDialable(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		r         Reachability
+		ok, known bool
+	}{
+		{"no verdict yet", Reachability{Reachability: "unknown"}, false, false},
+		{"a confirmed address", Reachability{Reachable: []string{"/ip4/192.0.0.70/udp/7600/quic-v1"}, Checked: true}, true, true},
+		{"public by AutoNAT v1", Reachability{Reachability: "public", Checked: true}, true, true},
+		{"behind NAT with a relay", Reachability{Reachability: "private", RelayAddrs: []string{"/p2p-circuit"}, Checked: true}, true, true},
+		{"behind NAT, no relay", Reachability{Reachability: "private", Unreachable: []string{"/ip4/192.0.0.80/udp/7600/quic-v1"}, Checked: true}, false, true},
+	} {
+		if ok, known := tt.r.Dialable(); ok != tt.ok || known != tt.known {
+			t.Errorf("%s: Dialable() = %v, %v; want %v, %v", tt.name, ok, known, tt.ok, tt.known)
+		}
+	}
+}
