@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/p2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -18,15 +19,18 @@ import (
 
 // How this node is connected to a peer (api.PoolMiner.Reach).
 const (
-	reachPublic      = "public"
-	reachHolePunched = "hole-punched"
-	reachRelayed     = "relayed"
+	reachPublic      = "public"       // direct, to a peer that announces no relay address
+	reachHolePunched = "hole-punched" // direct, made by a hole punch
+	reachDirect      = "direct"       // direct, to a peer behind NAT that dialled it itself
+	reachRelayed     = "relayed"      // through a relay only
 )
 
-// reachOf is how this node is connected to p now. A direct connection to
-// a peer that announces relay addresses (one behind NAT) came from hole
-// punching or from its own dial; one to a peer without them is public.
-func reachOf(h host.Host, p peer.ID) string {
+// reachOf is how this node is connected to p now. A peer that announces
+// relay addresses sits behind NAT: a direct connection with it came from a
+// hole punch or from its own dial. The hole punch's tracer says which when
+// this side ran it; when this node sits behind NAT too, only a hole punched
+// in both NATs (by DCUtR, or by two dials crossing) can have made it.
+func reachOf(h *p2p.Host, p peer.ID) string {
 	direct, limited := false, false
 	for _, c := range h.Network().ConnsToPeer(p) {
 		if c.Stat().Limited || isCircuit(c.RemoteMultiaddr()) {
@@ -37,7 +41,10 @@ func reachOf(h host.Host, p peer.ID) string {
 	}
 	switch {
 	case direct && slices.ContainsFunc(h.Peerstore().Addrs(p), isCircuit):
-		return reachHolePunched
+		if h.HolePunched(p) || behindNAT(h) {
+			return reachHolePunched
+		}
+		return reachDirect
 	case direct:
 		return reachPublic
 	case limited:
@@ -46,11 +53,18 @@ func reachOf(h host.Host, p peer.ID) string {
 	return ""
 }
 
+// behindNAT reports whether this node is reached through relays: AutoNAT
+// found it private, or it holds relay reservations.
+func behindNAT(h *p2p.Host) bool {
+	r := h.Reachability()
+	return r.Reachability == "private" || len(r.RelayAddrs) > 0
+}
+
 // relayedOnly reports whether p can be reached only through a relay: no
 // direct connection, and nothing it announces that this node could dial
 // but relay addresses. A private address counts only for a node that has
 // no public one itself: on a LAN or one machine, private is all there is.
-func relayedOnly(h host.Host, p peer.ID) bool {
+func relayedOnly(h *p2p.Host, p peer.ID) bool {
 	switch reachOf(h, p) {
 	case reachRelayed:
 		return true

@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/host/autorelay"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/proto"
 	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 )
@@ -64,7 +65,30 @@ type reachTracker struct {
 	reachability network.Reachability
 	checked      bool
 	observed     map[string]map[peer.ID]bool // address peers saw → who saw it
+	punched      map[peer.ID]bool            // peers a hole punch connected us with, while connected
 	onChange     func()
+}
+
+// Trace records the peers a hole punch succeeded with (holepunch's
+// EventTracer). A direct connection to a peer behind NAT may also be one
+// the peer dialled itself; only this tells the two apart.
+func (t *reachTracker) Trace(evt *holepunch.Event) {
+	if e, ok := evt.Evt.(*holepunch.EndHolePunchEvt); ok && e.Success {
+		t.mu.Lock()
+		if t.punched == nil {
+			t.punched = map[peer.ID]bool{}
+		}
+		t.punched[evt.Remote] = true
+		t.mu.Unlock()
+	}
+}
+
+// HolePunched reports whether the node's direct connection with p came
+// from a hole punch.
+func (h *Host) HolePunched(p peer.ID) bool {
+	h.reach.mu.Lock()
+	defer h.reach.mu.Unlock()
+	return h.reach.punched[p]
 }
 
 // maxObserved bounds the observed addresses kept: a peer could report any.
@@ -76,6 +100,7 @@ func (t *reachTracker) run(ctx context.Context, h host.Host) error {
 		new(event.EvtLocalReachabilityChanged),
 		new(event.EvtAutoRelayAddrsUpdated),
 		new(event.EvtPeerIdentificationCompleted),
+		new(event.EvtPeerConnectednessChanged),
 	})
 	if err != nil {
 		return err
@@ -102,6 +127,10 @@ func (t *reachTracker) run(ctx context.Context, h host.Host) error {
 					t.relayAddrs = e.RelayAddrs
 				case event.EvtPeerIdentificationCompleted:
 					t.observe(e.Peer, e.ObservedAddr)
+				case event.EvtPeerConnectednessChanged:
+					if e.Connectedness == network.NotConnected {
+						delete(t.punched, e.Peer) // a new connection is judged anew
+					}
 				}
 				onChange := t.onChange
 				t.mu.Unlock()
@@ -209,7 +238,7 @@ func natOptions(cfg Config, bootstrap []peer.AddrInfo, h *Host) []libp2p.Option 
 	opts := []libp2p.Option{
 		libp2p.EnableAutoNATv2(),
 		libp2p.EnableRelay(),
-		libp2p.EnableHolePunching(),
+		libp2p.EnableHolePunching(holepunch.WithTracer(&h.reach)),
 		libp2p.EnableAutoRelayWithPeerSource(h.relayCandidates(bootstrap),
 			// One relay is enough to be dialled: don't wait minutes for
 			// four candidates, as libp2p does for the public network.

@@ -85,7 +85,11 @@ func (t *Topology) Public(ctx context.Context, name string, octet int) (*Host, e
 
 // Home adds a host behind its own router: the router on the public
 // network at 192.0.0.<octet>, the host at 192.168.<lan>.2, NAT of the
-// given kind out, and nothing in that the host did not ask for.
+// given kind out, and nothing in that the host did not ask for. The router
+// drops what is sent to itself unasked, as home routers do: a packet it
+// took in would leave a connection-tracking entry on the port its NAT
+// wants for the host, which would then go out from another port and miss
+// the hole a peer punched for it.
 func (t *Topology) Home(ctx context.Context, name string, octet, lan int, nat NAT) (*Host, error) {
 	router, err := t.Public(ctx, name+"-gw", octet)
 	if err != nil {
@@ -126,8 +130,14 @@ table ip filter {
 		iifname "%s" accept
 		ct state established,related accept
 	}
+	chain own {
+		type filter hook input priority 0; policy drop;
+		iifname "lo" accept
+		iifname "%s" accept
+		ct state established,related accept
+	}
 }
-`, "wan", random, out)
+`, "wan", random, out, out)
 	if r := t.exec(ctx, router.NS, []byte(rules), "nft", "-f", "-"); r.err != nil {
 		return nil, r.err
 	}
