@@ -37,8 +37,8 @@ type Joiner struct {
 	// a router behind another NAT is.
 	Reach      string `json:"reach"`
 	RelayReach string `json:"relay_reach,omitempty"`
-	// Punched is when, after its run, a hole punch connected it directly
-	// with the router behind NAT; 0 if none did.
+	// Punched is how long after the router behind NAT first asked for it a
+	// hole punch connected the two directly; 0 if none did.
 	Punched time.Duration `json:"punched_ns,omitempty"`
 }
 
@@ -420,6 +420,7 @@ func (s *scenario) relayed(ctx context.Context) error {
 		}
 		return true
 	})
+	asked := time.Now()
 	out, err := s.ephemera(ctx, hr.Host, "submit", "--home", hr.Home, "--redundancy", "4", "--timeout", "60s", "--json", "What is 2+2?")
 	served := map[string]bool{}
 	if err == nil {
@@ -439,14 +440,14 @@ func (s *scenario) relayed(ctx context.Context) error {
 	// The cone miner's relayed connection is upgraded by a hole punch
 	// during the session; the symmetric one's can't be.
 	cone := &s.rep.Joiners[1]
-	pctx, pcancel := context.WithDeadline(ctx, s.joiners["cone"].started.Add(2*goalCone))
+	pctx, pcancel := context.WithDeadline(ctx, asked.Add(goalCone))
 	waitFor(pctx, func() bool {
 		m, _ := s.poolEntry(pctx, hr, s.ids["cone"])
 		cone.RelayReach = m.Reach
 		return m.Reach == "hole-punched"
 	})
 	pcancel()
-	cone.Punched = time.Since(s.joiners["cone"].started)
+	cone.Punched = time.Since(asked)
 	for i := range s.rep.Joiners {
 		j := &s.rep.Joiners[i]
 		if m, ok := s.poolEntry(ctx, hr, s.ids[j.Name]); ok {
@@ -454,7 +455,7 @@ func (s *scenario) relayed(ctx context.Context) error {
 		}
 	}
 	s.rep.check("cone-NAT joiner reached directly after hole punching", cone.RelayReach == "hole-punched",
-		"the router behind NAT reaches it %s, %s after its run", orDash(cone.RelayReach), fmtDur(cone.Punched))
+		"the router behind NAT reaches it %s, %s after it first asked for it", orDash(cone.RelayReach), fmtDur(cone.Punched))
 	sym := s.rep.Joiners[2]
 	s.rep.check("symmetric-NAT joiner served through a relay", err == nil && served[s.ids["sym"]] && sym.RelayReach == "relayed",
 		"a router behind another NAT got its answer %v, reaching it %s (%v)", served[s.ids["sym"]], orDash(sym.RelayReach), errOrNone(err))
@@ -595,7 +596,7 @@ func (r *Report) Bench(w io.Writer) {
 			fmt.Fprintf(w, "BenchmarkJoin/%s\t1\t%.2f run-to-available-s\n", j.Name, j.Available.Seconds())
 		}
 		if j.RelayReach == "hole-punched" {
-			fmt.Fprintf(w, "BenchmarkJoin/%s\t1\t%.2f run-to-hole-punched-s\n", j.Name, j.Punched.Seconds())
+			fmt.Fprintf(w, "BenchmarkJoin/%s\t1\t%.2f asked-to-hole-punched-s\n", j.Name, j.Punched.Seconds())
 		}
 	}
 }
