@@ -135,7 +135,8 @@ func (t *reachTracker) observe(p peer.ID, a ma.Multiaddr) {
 // Reachability is the node's reachability now.
 func (h *Host) Reachability() Reachability {
 	r := Reachability{
-		Listen:       addrStrings(h.Network().ListenAddresses()),
+		// The relay transport "listens" on /p2p-circuit: no address.
+		Listen:       addrStrings(slices.DeleteFunc(h.Network().ListenAddresses(), isRelayAddr)),
 		Announced:    addrStrings(h.Addrs()),
 		Observed:     []string{},
 		RelayService: h.relay != nil,
