@@ -227,11 +227,20 @@ func natOptions(cfg Config, bootstrap []peer.AddrInfo, h *Host) []libp2p.Option 
 }
 
 // relayCandidates offers AutoRelay the bootstrap nodes, then connected
-// peers that serve the relay protocol. h.Host is set by the time AutoRelay
-// asks: it asks only once the host runs.
+// peers that serve the relay protocol. AutoRelay may ask while libp2p.New
+// is still running (its host starts inside, and an early verdict of
+// AutoNAT's starts AutoRelay), before New has set h.Host: it reads the
+// host New publishes in h.built instead, and gets nothing until then (it
+// asks again after its minimum interval).
 func (h *Host) relayCandidates(bootstrap []peer.AddrInfo) autorelay.PeerSource {
 	return func(ctx context.Context, num int) <-chan peer.AddrInfo {
 		out := make(chan peer.AddrInfo, num)
+		built := h.built.Load()
+		if built == nil {
+			close(out)
+			return out
+		}
+		h := *built
 		go func() {
 			defer close(out)
 			seen := map[peer.ID]bool{}
