@@ -109,8 +109,6 @@ func fetchFrom(ctx context.Context, h host.Host, ai peer.AddrInfo) (protocol.Def
 	return def, nil
 }
 
-// firstLine keeps libp2p's multi-line dial errors to their first line.
-func firstLine(err error) string {
-	s, _, _ := strings.Cut(err.Error(), "\n")
-	return s
-}
+// firstLine keeps libp2p's multi-line dial errors on one line, with the
+// reason each address failed.
+func firstLine(err error) string { return p2p.ErrorLine(err) }

@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -14,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 )
 
 const (
@@ -94,7 +96,7 @@ func (b *bootstrapper) record(p peer.AddrInfo, err error) {
 	st.Tried = time.Now()
 	st.Error = ""
 	if err != nil {
-		st.Error = firstLine(err)
+		st.Error = ErrorLine(err)
 	}
 	now := st.Error
 	b.mu.Unlock()
@@ -106,8 +108,20 @@ func (b *bootstrapper) record(p peer.AddrInfo, err error) {
 	}
 }
 
-// firstLine keeps a multi-line dial error (one line per address) short.
-func firstLine(err error) string {
+// ErrorLine is err on one line, for a log line or a user's error. libp2p
+// puts each address's dial failure on a line of its own under "all dials
+// failed", which alone says nothing: those failures are kept, address by
+// address; any other error keeps its first line.
+func ErrorLine(err error) string {
+	var de *swarm.DialError
+	if errors.As(err, &de) && len(de.DialErrors) > 0 {
+		parts := make([]string, 0, len(de.DialErrors))
+		for _, te := range de.DialErrors {
+			cause, _, _ := strings.Cut(te.Cause.Error(), "\n")
+			parts = append(parts, te.Address.String()+": "+cause)
+		}
+		return "all dials failed: " + strings.Join(parts, "; ")
+	}
 	s, _, _ := strings.Cut(err.Error(), "\n")
 	return s
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -71,7 +72,8 @@ type Host struct {
 
 	cfg         Config
 	gater       *Gater
-	relay       *relayv2.Relay // nil unless relay_service
+	relay       *relayv2.Relay            // nil unless relay_service
+	built       atomic.Pointer[host.Host] // the libp2p host, for AutoRelay's callback
 	reach       reachTracker
 	stopReach   context.CancelFunc
 	kadProtocol protocol.ID
@@ -143,6 +145,7 @@ func New(cfg Config, opts Options) (*Host, error) {
 		return nil, fmt.Errorf("libp2p host: %w", err)
 	}
 	hst.Host = h
+	hst.built.Store(&h)
 	for _, a := range listen {
 		if err := h.Network().Listen(a); err != nil {
 			h.Close()

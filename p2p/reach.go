@@ -164,7 +164,8 @@ func (t *reachTracker) observe(p peer.ID, a ma.Multiaddr) {
 // Reachability is the node's reachability now.
 func (h *Host) Reachability() Reachability {
 	r := Reachability{
-		Listen:       addrStrings(h.Network().ListenAddresses()),
+		// The relay transport "listens" on /p2p-circuit: no address.
+		Listen:       addrStrings(slices.DeleteFunc(h.Network().ListenAddresses(), isRelayAddr)),
 		Announced:    addrStrings(h.Addrs()),
 		Observed:     []string{},
 		RelayService: h.relay != nil,
@@ -255,11 +256,20 @@ func natOptions(cfg Config, bootstrap []peer.AddrInfo, h *Host) []libp2p.Option 
 }
 
 // relayCandidates offers AutoRelay the bootstrap nodes, then connected
-// peers that serve the relay protocol. h.Host is set by the time AutoRelay
-// asks: it asks only once the host runs.
+// peers that serve the relay protocol. AutoRelay may ask while libp2p.New
+// is still running (its host starts inside, and an early verdict of
+// AutoNAT's starts AutoRelay), before New has set h.Host: it reads the
+// host New publishes in h.built instead, and gets nothing until then (it
+// asks again after its minimum interval).
 func (h *Host) relayCandidates(bootstrap []peer.AddrInfo) autorelay.PeerSource {
 	return func(ctx context.Context, num int) <-chan peer.AddrInfo {
 		out := make(chan peer.AddrInfo, num)
+		built := h.built.Load()
+		if built == nil {
+			close(out)
+			return out
+		}
+		h := *built
 		go func() {
 			defer close(out)
 			seen := map[peer.ID]bool{}

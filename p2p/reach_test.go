@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	ma "github.com/multiformats/go-multiaddr"
@@ -65,5 +66,14 @@ func TestDialable(t *testing.T) {
 		if ok, known := tt.r.Dialable(); ok != tt.ok || known != tt.known {
 			t.Errorf("%s: Dialable() = %v, %v; want %v, %v", tt.name, ok, known, tt.ok, tt.known)
 		}
+	}
+}
+
+// What a host listens on is its sockets, not the relay transport's
+// /p2p-circuit.
+func TestReachabilityListensOnSocketsOnly(t *testing.T) {
+	r := testHost(t).Reachability()
+	if len(r.Listen) != 1 || !strings.HasPrefix(r.Listen[0], "/ip4/127.0.0.1/tcp/") {
+		t.Errorf("Listen = %v, want the one loopback listener", r.Listen)
 	}
 }
