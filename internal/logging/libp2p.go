@@ -128,13 +128,17 @@ func (s *shim) Handle(ctx context.Context, r slog.Record) error {
 //     itself when a bootstrap peer can't be reached);
 //   - identify failing with a peer that speaks no identify or hangs up at
 //     once: the dial-back hosts of AutoNAT, which connect only to test an
-//     address.
+//     address, and any peer that shuts down.
 func routine(sub, msg, rest string) bool {
 	switch {
 	case sub == "dht/RtRefreshManager" && strings.HasPrefix(msg, "failed when refreshing routing table"):
 		return strings.Contains(msg+rest, "failed to find any peer in table")
 	case sub == "net/identify" && msg == "failed to identify peer":
-		return strings.Contains(rest, "protocols not supported") || strings.Contains(rest, "connection closed")
+		return strings.Contains(rest, "protocols not supported") || strings.Contains(rest, "connection closed") ||
+			strings.Contains(rest, "connection reset")
+	case sub == "net/identify" && strings.HasPrefix(msg, "error reading identify message"):
+		// A peer that shuts down closes the stream under it.
+		return strings.Contains(msg+rest, "Application error 0x0") || strings.Contains(msg+rest, "connection reset")
 	}
 	return false
 }

@@ -102,6 +102,9 @@ func TestRoutineLibp2pWarnings(t *testing.T) {
 		{"net/identify", "failed to identify peer", "P multistream mux select protocol failed: protocols not supported: [/ipfs/id/1.0.0]", true},
 		{"net/identify", "failed to identify peer", "P failed to open new stream: connection closed (remote)", true},
 		{"net/identify", "failed to identify peer", "P stream reset", false},
+		{"net/identify", "failed to identify peer", "P connection reset", true},
+		{"net/identify", "error reading identify message", "Application error 0x0 (remote)", true},
+		{"net/identify", "error reading identify message", "unexpected EOF", false},
 		{"net/swarm", "failed to identify peer", "protocols not supported", false},
 	} {
 		if got := routine(tt.sub, tt.msg, tt.rest); got != tt.want {
