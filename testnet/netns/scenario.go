@@ -53,6 +53,12 @@ type Check struct {
 type Report struct {
 	Joiners []Joiner `json:"joiners"`
 	Checks  []Check  `json:"checks"`
+	// SymServed says whether the symmetric-NAT joiner answered a router
+	// behind another NAT through a relay; Harmed counts what the
+	// misconfigured joiner changed elsewhere (cut-offs, lost oracle
+	// connections, lower reputations).
+	SymServed bool `json:"sym_served"`
+	Harmed    int  `json:"harmed"`
 }
 
 // Failed are the checks that failed.
@@ -457,6 +463,7 @@ func (s *scenario) relayed(ctx context.Context) error {
 	s.rep.check("cone-NAT joiner reached directly after hole punching", cone.RelayReach == "hole-punched",
 		"the router behind NAT reaches it %s, %s after it first asked for it", orDash(cone.RelayReach), fmtDur(cone.Punched))
 	sym := s.rep.Joiners[2]
+	s.rep.SymServed = err == nil && served[s.ids["sym"]] && sym.RelayReach == "relayed"
 	s.rep.check("symmetric-NAT joiner served through a relay", err == nil && served[s.ids["sym"]] && sym.RelayReach == "relayed",
 		"a router behind another NAT got its answer %v, reaching it %s (%v)", served[s.ids["sym"]], orDash(sym.RelayReach), errOrNone(err))
 	s.say("  a router behind a NAT of its own: session over 4 joiners %s; reaches cone %s, sym %s",
@@ -550,6 +557,7 @@ func (s *scenario) misconfigured(ctx context.Context) error {
 			harmed = append(harmed, fmt.Sprintf("a miner's reputation fell %.3f → %.3f", before, after))
 		}
 	}
+	s.rep.Harmed = len(harmed)
 	detail := "no cut-off, oracles still connected, no reputation lower"
 	if len(harmed) > 0 {
 		detail = strings.Join(harmed, "; ")
@@ -599,6 +607,8 @@ func (r *Report) Bench(w io.Writer) {
 			fmt.Fprintf(w, "BenchmarkJoin/%s\t1\t%.2f asked-to-hole-punched-s\n", j.Name, j.Punched.Seconds())
 		}
 	}
+	fmt.Fprintf(w, "BenchmarkJoin/sym\t1\t%d served-through-relay\n", map[bool]int{true: 1}[r.SymServed])
+	fmt.Fprintf(w, "BenchmarkJoin/misfit\t1\t%d harmed\n", r.Harmed)
 }
 
 func fmtDur(d time.Duration) string {
