@@ -66,7 +66,6 @@ type reachTracker struct {
 	checked      bool
 	observed     map[string]map[peer.ID]bool // address peers saw → who saw it
 	punched      map[peer.ID]bool            // peers a hole punch connected us with, while connected
-	onChange     func()
 }
 
 // Trace records the peers a hole punch succeeded with (holepunch's
@@ -91,7 +90,8 @@ func (h *Host) HolePunched(p peer.ID) bool {
 	return h.reach.punched[p]
 }
 
-// maxObserved bounds the observed addresses kept: a peer could report any.
+// maxObserved bounds the observed addresses kept, and the observers kept
+// for each: a peer could report any address, and peers come and go.
 const maxObserved = 32
 
 func (t *reachTracker) run(ctx context.Context, h host.Host) error {
@@ -132,11 +132,7 @@ func (t *reachTracker) run(ctx context.Context, h host.Host) error {
 						delete(t.punched, e.Peer) // a new connection is judged anew
 					}
 				}
-				onChange := t.onChange
 				t.mu.Unlock()
-				if onChange != nil {
-					onChange()
-				}
 			}
 		}
 	}()
@@ -158,7 +154,9 @@ func (t *reachTracker) observe(p peer.ID, a ma.Multiaddr) {
 		}
 		t.observed[k] = map[peer.ID]bool{}
 	}
-	t.observed[k][p] = true
+	if len(t.observed[k]) < maxObserved {
+		t.observed[k][p] = true
+	}
 }
 
 // Reachability is the node's reachability now.
