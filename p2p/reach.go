@@ -64,7 +64,7 @@ type reachTracker struct {
 	relayAddrs   []ma.Multiaddr
 	reachability network.Reachability
 	checked      bool
-	observed     map[string]map[peer.ID]bool // address peers saw → who saw it
+	observed     map[string]bool // addresses peers saw this node's connections come from
 	punched      map[peer.ID]bool            // peers a hole punch connected us with, while connected
 }
 
@@ -90,8 +90,7 @@ func (h *Host) HolePunched(p peer.ID) bool {
 	return h.reach.punched[p]
 }
 
-// maxObserved bounds the observed addresses kept, and the observers kept
-// for each: a peer could report any address, and peers come and go.
+// maxObserved bounds the observed addresses kept: a peer could report any.
 const maxObserved = 32
 
 func (t *reachTracker) run(ctx context.Context, h host.Host) error {
@@ -126,7 +125,7 @@ func (t *reachTracker) run(ctx context.Context, h host.Host) error {
 				case event.EvtAutoRelayAddrsUpdated:
 					t.relayAddrs = e.RelayAddrs
 				case event.EvtPeerIdentificationCompleted:
-					t.observe(e.Peer, e.ObservedAddr)
+					t.observe(e.ObservedAddr)
 				case event.EvtPeerConnectednessChanged:
 					if e.Connectedness == network.NotConnected {
 						delete(t.punched, e.Peer) // a new connection is judged anew
@@ -139,24 +138,15 @@ func (t *reachTracker) run(ctx context.Context, h host.Host) error {
 	return nil
 }
 
-// observe records that p saw this node at a; call with t.mu held.
-func (t *reachTracker) observe(p peer.ID, a ma.Multiaddr) {
-	if a == nil || manet.IsIPLoopback(a) {
+// observe records that a peer saw this node at a; call with t.mu held.
+func (t *reachTracker) observe(a ma.Multiaddr) {
+	if a == nil || manet.IsIPLoopback(a) || len(t.observed) >= maxObserved {
 		return
 	}
 	if t.observed == nil {
-		t.observed = map[string]map[peer.ID]bool{}
+		t.observed = map[string]bool{}
 	}
-	k := a.String()
-	if t.observed[k] == nil {
-		if len(t.observed) >= maxObserved {
-			return
-		}
-		t.observed[k] = map[peer.ID]bool{}
-	}
-	if len(t.observed[k]) < maxObserved {
-		t.observed[k][p] = true
-	}
+	t.observed[a.String()] = true
 }
 
 // Reachability is the node's reachability now.
