@@ -64,8 +64,8 @@ type reachTracker struct {
 	relayAddrs   []ma.Multiaddr
 	reachability network.Reachability
 	checked      bool
-	observed     map[string]bool // addresses peers saw this node's connections come from
-	punched      map[peer.ID]bool            // peers a hole punch connected us with, while connected
+	observed     map[string]bool  // addresses peers saw this node's connections come from
+	punched      map[peer.ID]bool // peers a hole punch connected us with, while connected
 }
 
 // Trace records the peers a hole punch succeeded with (holepunch's
