@@ -166,8 +166,10 @@ func healthFix(reason, join string) string {
 		return "check the bootstrap findings above; a node needs at least one reachable bootstrap node"
 	case strings.Contains(reason, "routing table"):
 		return "set p2p.dht_mode = \"server\" on nodes of a private network, or dht_mode in network.toml for all"
+	case strings.Contains(reason, "no peer can dial"):
+		return "forward port 7600 (TCP and UDP) and set p2p.announce to the public address, or have the network's bootstrap nodes run relay_service"
 	}
-	return ""
+	return "see the findings below"
 }
 
 func exists(path string) bool {
