@@ -149,8 +149,9 @@ func printReservation(w io.Writer, raw json.RawMessage, asJSON bool) error {
 		fmt.Fprintf(w, "lease ends: %s\n", r.LeaseEnd.Local().Format(time.RFC3339))
 		return nil
 	}
-	// A released reservation's lease end is moot: say when it ended.
-	fmt.Fprintf(w, "ended:      %s\n", r.Ended.Local().Format(time.RFC3339))
+	// An ended reservation says when it ended, and the lease end it had:
+	// the miner's side holds it until then if the release went unconfirmed.
+	fmt.Fprintf(w, "ended:      %s\nlease was:  until %s\n", r.Ended.Local().Format(time.RFC3339), r.LeaseEnd.Local().Format(time.RFC3339))
 	if r.Detail != "" {
 		fmt.Fprintf(w, "detail:     %s\n", r.Detail)
 	}

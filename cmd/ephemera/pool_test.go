@@ -6,8 +6,8 @@ import (
 	"testing"
 )
 
-// A released reservation says when it ended, not a lease end that no
-// longer means anything; an active one says when its lease ends.
+// A released reservation says when it ended and the lease end it had; an
+// active one says when its lease ends.
 func TestPrintReservation(t *testing.T) {
 	for _, tt := range []struct {
 		name, raw string
@@ -16,7 +16,7 @@ func TestPrintReservation(t *testing.T) {
 		{"active", `{"id":"r1","miner":"m","generation":3,"lease_end":"2026-12-04T10:00:30Z","state":"active"}`,
 			[]string{"reservation r1: active", "lease ends:"}, []string{"ended:"}},
 		{"released", `{"id":"r1","miner":"m","generation":3,"lease_end":"2026-12-04T10:00:30Z","state":"released","ended":"2026-12-04T10:00:05Z"}`,
-			[]string{"reservation r1: released", "ended:"}, []string{"lease ends:"}},
+			[]string{"reservation r1: released", "ended:", "lease was:  until "}, []string{"lease ends:"}},
 		{"lost", `{"id":"r1","miner":"m","lease_end":"2026-12-04T10:00:30Z","state":"lost","ended":"2026-12-04T10:00:05Z","detail":"miner refused the release"}`,
 			[]string{"ended:", "detail:     miner refused the release"}, []string{"lease ends:"}},
 	} {
