@@ -68,6 +68,9 @@ func checkHost(host string) error {
 	if ip.IsUnspecified() {
 		return fmt.Errorf("--host %s: give the address others dial, not a wildcard", host)
 	}
+	if ip.IsLinkLocalUnicast() {
+		return fmt.Errorf("--host %s is link-local, which other machines cannot dial without its interface; give a routable address", host)
+	}
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return fmt.Errorf("--host: this machine's addresses: %w", err)
@@ -80,12 +83,17 @@ func checkHost(host string) error {
 	return fmt.Errorf("--host %s is not an address of this machine (`ip addr` lists them)", host)
 }
 
-// host is the IP the nodes listen on.
-func (s Spec) host() string {
-	if s.Host == "" {
-		return "127.0.0.1"
+// listen is the multiaddrs every node listens on: TCP and QUIC on the
+// host's IP, each on a port of its own choosing.
+func (s Spec) listen() []string {
+	proto, host := "ip4", "127.0.0.1"
+	if ip := net.ParseIP(s.Host); ip != nil {
+		host = ip.String()
+		if ip.To4() == nil {
+			proto = "ip6"
+		}
 	}
-	return s.Host
+	return []string{"/" + proto + "/" + host + "/tcp/0", "/" + proto + "/" + host + "/udp/0/quic-v1"}
 }
 
 // member is one planned node: its name, roles and home.
@@ -238,8 +246,7 @@ func Start(ctx context.Context, dir string, spec Spec, l Launcher) (*Testnet, er
 func homeConfig(spec Spec, roles []node.Role, def protocol.Definition) node.Config {
 	cfg := node.DefaultConfig().WithDefinition(def)
 	cfg.Roles = roles
-	host := spec.host()
-	cfg.P2P.Listen = []string{"/ip4/" + host + "/tcp/0", "/ip4/" + host + "/udp/0/quic-v1"}
+	cfg.P2P.Listen = spec.listen()
 	cfg.P2P.RelayService = node.HasRole(roles, node.RoleBootstrap)
 	cfg.P2P.BootstrapInterval = duration.Duration(5 * time.Second)
 	cfg.API.Listen = "127.0.0.1:0"

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/testnet"
 )
 
@@ -119,10 +120,19 @@ func TestSpecValidate(t *testing.T) {
 		{Network: "x", Bootstraps: 1, Host: "not-an-ip"},
 		{Network: "x", Bootstraps: 1, Host: "0.0.0.0"},
 		{Network: "x", Bootstraps: 1, Host: "192.0.2.1"}, // documentation range: no machine has it
+		{Network: "x", Bootstraps: 1, Host: "::"},
+		{Network: "x", Bootstraps: 1, Host: "fe80::1"},
+		{Network: "x", Bootstraps: 1, Host: "2001:db8::1"},
+		{Network: "x", Bootstraps: 1, Host: "127.0.0.1:7600"},
 	}
 	for _, s := range bad {
-		if err := s.Validate(); err == nil {
+		err := s.Validate()
+		if err == nil {
 			t.Errorf("%+v accepted", s)
+			continue
+		}
+		if s.Host != "" && (strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), s.Host)) {
+			t.Errorf("--host %s: want one line naming it, got %q", s.Host, err)
 		}
 	}
 	if err := testnet.DefaultSpec().Validate(); err != nil {
@@ -132,5 +142,20 @@ func TestSpecValidate(t *testing.T) {
 	local.Host = "127.0.0.1"
 	if err := local.Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The join command names every bootstrap address and the network's hash,
+// and makes a home that run starts.
+func TestJoinCommand(t *testing.T) {
+	tn := &testnet.Testnet{Definition: protocol.Definition{Name: "devnet", Params: protocol.DefaultParams(), Bootstrap: []string{
+		"/ip4/192.168.1.20/tcp/40001/p2p/12D3KooWKnDnUDVQGcGKMc4NXt6xyz",
+		"/ip4/192.168.1.20/udp/40002/quic-v1/p2p/12D3KooWKnDnUDVQGcGKMc4NXt6xyz",
+	}}}
+	want := "ephemera init --home ~/.ephemera --join /ip4/192.168.1.20/tcp/40001/p2p/12D3KooWKnDnUDVQGcGKMc4NXt6xyz," +
+		"/ip4/192.168.1.20/udp/40002/quic-v1/p2p/12D3KooWKnDnUDVQGcGKMc4NXt6xyz --network-hash " + tn.Definition.Hash() +
+		" --roles miner && ephemera run --home ~/.ephemera"
+	if got := tn.JoinCommand(); got != want {
+		t.Errorf("join command\n got %s\nwant %s", got, want)
 	}
 }

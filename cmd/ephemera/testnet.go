@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -17,7 +18,7 @@ import (
 	"github.com/ephemera-network/ephemera/testnet"
 )
 
-func runTestnet(args []string, stdout, stderr io.Writer) error {
+func runTestnet(args []string, stdout, stderr io.Writer) (retErr error) {
 	fs := newFlagSet("testnet", "[--dir DIR | --keep] [--host IP] [--oracles N] [--miners N] [--routers N] [--check]", stdout)
 	spec := testnet.DefaultSpec()
 	dir := fs.String("dir", "", "`directory` for the nodes' homes, kept afterwards (default: a new temporary one, removed on exit unless --keep)")
@@ -50,15 +51,9 @@ func runTestnet(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		*dir = d
-		if !*keep {
-			defer func() {
-				if err := os.RemoveAll(d); err == nil {
-					fmt.Fprintf(stdout, "removed %s (--keep keeps it)\n", d)
-				}
-			}()
-		} else {
-			defer fmt.Fprintf(stdout, "kept %s\n", d)
-		}
+		// Deferred first, so it runs last, after every node has stopped. A
+		// testnet that failed keeps its homes: their logs say why.
+		defer func() { removeTemp(stdout, stderr, d, *keep, retErr != nil) }()
 	} else if err := emptyDir(*dir); err != nil {
 		return err
 	}
@@ -83,11 +78,7 @@ func runTestnet(args []string, stdout, stderr io.Writer) error {
 	printTable(stdout, statuses)
 	fmt.Fprintf(stdout, "\nlogs:     %s\nmanifest: %s\nnetwork:  %s (hash %s)\n", filepath.Join(*dir, "<node>", "node.log"), manifest,
 		filepath.Join(*dir, protocol.DefinitionFile), tn.Definition.Hash())
-	where := "on another machine"
-	if spec.Host == "" {
-		where = "on this machine (the nodes listen on 127.0.0.1; --host IP lets other machines in)"
-	}
-	fmt.Fprintf(stdout, "\nto join %s:\n  %s\n", where, tn.JoinCommand())
+	fmt.Fprintf(stdout, "\nto join %s:\n  %s\n", joinWhere(spec.Host), tn.JoinCommand())
 	if healthErr != nil || merr != nil {
 		return errors.Join(healthErr, merr, stop())
 	}
@@ -136,15 +127,50 @@ func emptyDir(dir string) error {
 	return nil
 }
 
+// joinWhere says where the join command works: a testnet on a loopback
+// address can be joined from this machine only.
+func joinWhere(host string) string {
+	if ip := net.ParseIP(host); ip == nil || ip.IsLoopback() {
+		return "from this machine only (the nodes listen on 127.0.0.1; --host IP lets other machines in)"
+	}
+	return "from another machine (this machine's firewall must let in these addresses' ports, TCP and UDP)"
+}
+
+// removeTemp removes the testnet's temporary directory unless keep or
+// failed, and says which it did.
+func removeTemp(stdout, stderr io.Writer, dir string, keep, failed bool) {
+	switch {
+	case keep:
+		fmt.Fprintf(stdout, "kept %s\n", dir)
+		return
+	case failed:
+		fmt.Fprintf(stdout, "kept %s for its logs, since the testnet failed\n", dir)
+		return
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		fmt.Fprintf(stderr, "ephemera: could not remove the testnet's directory: %v\n", err)
+		return
+	}
+	fmt.Fprintf(stdout, "removed %s (--keep keeps it)\n", dir)
+}
+
+// printTable prints one row per node, then each node's home: a home
+// column would push rows past 120 columns.
 func printTable(w io.Writer, statuses []testnet.Status) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tROLE\tPEER ID\tAPI\tHOME\tHEALTH")
+	fmt.Fprintln(tw, "NAME\tROLE\tAPI\tPEER ID\tHEALTH")
 	for _, s := range statuses {
 		health := "healthy"
 		if !s.Healthy {
 			health = "UNHEALTHY: " + s.Reason
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, strings.Join(s.Roles, ","), s.PeerID, s.APIURL, s.Home, health)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, strings.Join(s.Roles, ","), s.APIURL, s.PeerID, health)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\nhomes (--home for status, pool, reserve, submit…; node.log inside):")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, s := range statuses {
+		fmt.Fprintf(tw, "  %s\t%s\n", s.Name, s.Home)
 	}
 	tw.Flush()
 }
