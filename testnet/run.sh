@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # Start a local Ephemera testnet: builds bin/ephemera, then runs
-# `ephemera testnet`, which writes a home per node, starts each node as its
-# own process on 127.0.0.1 (port 0), waits until all are healthy, prints a
-# table and DIR/testnet.json, and stops every node on Ctrl-C.
+# `ephemera testnet`, which writes the network's definition (DIR/network.toml)
+# and a home per node, starts each node as its own process (libp2p on
+# 127.0.0.1, or on --host IP, with ports the kernel picks; every API on
+# 127.0.0.1), waits until all are healthy, prints a table, each node's home,
+# the command another machine runs to join, and DIR/testnet.json, and stops
+# every node on Ctrl-C.
 #
-#   testnet/run.sh [--dir DIR] [--bootstraps N] [--oracles N] [--miners N] [--routers N] [--check]
+#   testnet/run.sh [--dir DIR | --keep] [--host IP] [--bootstraps N] [--oracles N] [--miners N] [--routers N] [--check]
 #
+# --host IP binds every node's libp2p addresses to IP, an address of this
+# machine that others can dial, so that people on other machines can join
+# with the printed command; without it the command works on this machine only.
+# Without --dir the homes go into a temporary directory, removed on exit
+# unless --keep (or the testnet failed: its logs say why).
 # --check waits until every node is healthy and every miner available, walks
 # one miner through reserve and release, runs one session of 3 agreeing
 # miners through the router, streams one chat completion with curl, stops
