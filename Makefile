@@ -22,7 +22,7 @@ build:
 test:
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-## test-short: a quick check of every package, about 46 s on 2 cores (no race detector; the slow multi-process, browser and large simulated tests skipped)
+## test-short: a quick check of every package (no race detector; the slow multi-process, browser and large simulated tests skipped; about 45 s on 2 cores once built)
 .PHONY: test-short
 test-short:
 	$(GO) test -short -count=1 ./...
