@@ -297,6 +297,7 @@ func newResourceManager(cfg Config, reg prometheus.Registerer) (network.Resource
 	} else {
 		ropts = append(ropts, rcmgr.WithMetricsDisabled())
 	}
+	ropts = append(ropts, ownAddrLimits(cfg.Listen)...)
 	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits), ropts...)
 	if err != nil {
 		return nil, fmt.Errorf("resource manager: %w", err)
