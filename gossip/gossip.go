@@ -97,7 +97,7 @@ func New(ctx context.Context, h host.Host, network string, cfg Config, reg prome
 		pubsub.WithNoAuthor(),
 		pubsub.WithMaxMessageSize(cfg.MaxMessageSize),
 		pubsub.WithGossipSubParams(pubsub.DefaultGossipSubParams()),
-		pubsub.WithPeerScore(scoreParams(ids), scoreThresholds()),
+		pubsub.WithPeerScore(scoreParams(ids, ownNets(h.Network().ListenAddresses())...), scoreThresholds()),
 		pubsub.WithPeerScoreInspect(g.keepScores, scoreInspectPeriod),
 		// Our messages are few and matter (attestations, grants): the origin
 		// sends each to every subscribed peer above the publish threshold,

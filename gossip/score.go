@@ -6,6 +6,8 @@ import (
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // Score decay is computed on this beat.
@@ -24,20 +26,23 @@ func scoreThresholds() *pubsub.PeerScoreThresholds {
 	}
 }
 
-// scoreParams builds the peer-score parameters for the given topics. They
-// are built per node and handed to WithPeerScore: nothing changes the
-// library's package variables, so many nodes share one process safely.
-func scoreParams(topics []string) *pubsub.PeerScoreParams {
+// scoreParams builds the peer-score parameters for the given topics; own
+// are the networks of the node's own addresses, where peers are colocated
+// by design. They are built per node and handed to WithPeerScore: nothing
+// changes the library's package variables, so many nodes share one process
+// safely.
+func scoreParams(topics []string, own ...*net.IPNet) *pubsub.PeerScoreParams {
 	p := &pubsub.PeerScoreParams{
 		Topics:            make(map[string]*pubsub.TopicScoreParams, len(topics)),
 		TopicScoreCap:     100,
 		AppSpecificScore:  func(peer.ID) float64 { return 0 },
 		AppSpecificWeight: 1,
 		// Many peers behind one address are suspicious on the internet, but
-		// every peer of a local testnet shares loopback.
+		// every peer of a local testnet shares loopback, or the one address
+		// of the machine it runs on (ephemera testnet --host).
 		IPColocationFactorWeight:    -50,
 		IPColocationFactorThreshold: 10,
-		IPColocationFactorWhitelist: loopbackNets(),
+		IPColocationFactorWhitelist: append(loopbackNets(), own...),
 		BehaviourPenaltyWeight:      -10,
 		BehaviourPenaltyThreshold:   6,
 		BehaviourPenaltyDecay:       pubsub.ScoreParameterDecay(10 * time.Minute),
@@ -72,4 +77,22 @@ func loopbackNets() []*net.IPNet {
 	_, v4, _ := net.ParseCIDR("127.0.0.0/8")
 	_, v6, _ := net.ParseCIDR("::1/128")
 	return []*net.IPNet{v4, v6}
+}
+
+// ownNets are the single-address networks of the IPs a node listens on,
+// wildcards and loopback aside: a peer there runs on the same machine.
+func ownNets(listen []ma.Multiaddr) []*net.IPNet {
+	var out []*net.IPNet
+	for _, a := range listen {
+		ip, err := manet.ToIP(a)
+		if err != nil || ip.IsUnspecified() || ip.IsLoopback() {
+			continue
+		}
+		bits := 8 * len(ip)
+		if v4 := ip.To4(); v4 != nil {
+			ip, bits = v4, 32
+		}
+		out = append(out, &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)})
+	}
+	return out
 }
