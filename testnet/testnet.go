@@ -326,8 +326,15 @@ func checkHealth(ctx context.Context, apiURL string) (bool, string) {
 func (t *Testnet) WaitHealthy(ctx context.Context) ([]Status, error) {
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
+	var prev []Status
 	for {
 		st := t.Statuses(ctx)
+		if ctx.Err() != nil && prev != nil {
+			// ctx ended during this round, failing its requests: the round
+			// before says why the nodes were not healthy.
+			st = prev
+		}
+		prev = st
 		var sick []string
 		for _, s := range st {
 			if !s.Healthy {
