@@ -81,7 +81,7 @@ func (r *Report) check(name string, ok bool, format string, args ...any) {
 // the network's failures are failed checks in the report.
 func Run(ctx context.Context, binary, dir string, progress io.Writer) (*Report, error) {
 	Cleanup(Family)
-	topo, err := NewTopology(ctx, fmt.Sprintf("%s%d-", Family, os.Getpid()%100000))
+	topo, err := NewTopology(ctx, fmt.Sprintf("%s%d-", Family, os.Getpid()))
 	defer topo.Close()
 	if err != nil {
 		return nil, err

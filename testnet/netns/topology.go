@@ -12,7 +12,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -191,8 +193,9 @@ func (t *Topology) Close() {
 	}
 }
 
-// Cleanup removes the namespaces of earlier runs, whose prefix starts
-// with family: a run killed with SIGKILL leaves its namespaces behind.
+// Cleanup removes the namespaces of earlier runs, named family<pid>-…,
+// whose process is gone: a run killed with SIGKILL leaves its namespaces
+// behind. Those of a run still going are left alone.
 func Cleanup(family string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -201,10 +204,16 @@ func Cleanup(family string) {
 		return
 	}
 	for line := range strings.SplitSeq(string(out), "\n") {
-		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], family) {
-			removeNS(ctx, f[0])
-			_ = os.RemoveAll(filepath.Join("/etc/netns", f[0]))
+		f := strings.Fields(line)
+		if len(f) == 0 || !strings.HasPrefix(f[0], family) {
+			continue
 		}
+		pid, _, _ := strings.Cut(strings.TrimPrefix(f[0], family), "-")
+		if n, err := strconv.Atoi(pid); err == nil && syscall.Kill(n, 0) == nil {
+			continue // its run is still going
+		}
+		removeNS(ctx, f[0])
+		_ = os.RemoveAll(filepath.Join("/etc/netns", f[0]))
 	}
 }
 
