@@ -183,6 +183,7 @@ func (b *bootstrapper) round(ctx context.Context) bool {
 }
 
 func (b *bootstrapper) dialBootstrapPeers(ctx context.Context) int {
+	stopping := ctx
 	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	// This loop has its own backoff; the swarm's (5 s growing to 5 min per
@@ -203,6 +204,9 @@ func (b *bootstrapper) dialBootstrapPeers(ctx context.Context) int {
 			}
 			if b.h.Network().Connectedness(p.ID) != network.Connected {
 				err := b.h.Connect(ctx, p)
+				if err != nil && stopping.Err() != nil {
+					return // the node is stopping: not the peer's fault
+				}
 				b.record(p, err)
 				if err != nil {
 					return

@@ -125,14 +125,15 @@ func (s *shim) Handle(ctx context.Context, r slog.Record) error {
 // node, and so only worth a debug line:
 //   - the DHT's routing-table refresh finding no peer, which every node
 //     meets before its bootstrapper has connected (the bootstrapper says
-//     itself when a bootstrap peer can't be reached);
+//     itself when a bootstrap peer can't be reached), or cut short by the
+//     node stopping;
 //   - identify failing with a peer that speaks no identify or hangs up at
 //     once: the dial-back hosts of AutoNAT, which connect only to test an
 //     address, and any peer that shuts down.
 func routine(sub, msg, rest string) bool {
 	switch {
 	case sub == "dht/RtRefreshManager" && strings.HasPrefix(msg, "failed when refreshing routing table"):
-		return strings.Contains(msg+rest, "failed to find any peer in table")
+		return strings.Contains(msg+rest, "failed to find any peer in table") || strings.Contains(msg+rest, "context canceled")
 	case sub == "net/identify" && msg == "failed to identify peer":
 		return strings.Contains(rest, "protocols not supported") || strings.Contains(rest, "connection closed") ||
 			strings.Contains(rest, "connection reset")

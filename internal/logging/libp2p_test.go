@@ -99,6 +99,7 @@ func TestRoutineLibp2pWarnings(t *testing.T) {
 		{"dht/RtRefreshManager", "failed when refreshing routing table", "failed to query for self, err=failed to find any peer in table", true},
 		{"dht/RtRefreshManager", "failed when refreshing routing tablefailed to query for self, err=failed to find any peer in table", "", true},
 		{"dht/RtRefreshManager", "failed when refreshing routing table", "context deadline exceeded", false},
+		{"dht/RtRefreshManager", "failed when refreshing routing table", "failed to query for self, err=context canceled", true},
 		{"net/identify", "failed to identify peer", "P multistream mux select protocol failed: protocols not supported: [/ipfs/id/1.0.0]", true},
 		{"net/identify", "failed to identify peer", "P failed to open new stream: connection closed (remote)", true},
 		{"net/identify", "failed to identify peer", "P stream reset", false},
