@@ -48,10 +48,10 @@ type PoolMiner struct {
 	Oracles    []string `json:"oracles"`
 	Reputation float64  `json:"reputation"`
 	// Reach is how this node is connected to the miner now: "public" (a
-	// direct connection to an address the miner announces), "hole-punched"
-	// (a direct connection though the miner announces only relayed or
-	// private addresses), "relayed" (through a relay only), or "" (no
-	// connection).
+	// direct connection to a miner that announces no relay address),
+	// "hole-punched" (a direct connection to a miner behind NAT that a
+	// hole punch made), "direct" (one the miner behind NAT dialled
+	// itself), "relayed" (through a relay only), or "" (no connection).
 	Reach    string    `json:"reach"`
 	Models   []string  `json:"models"`
 	LastSeen time.Time `json:"last_seen"`
