@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	relayclient "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 )
@@ -51,6 +52,30 @@ func reachOf(h *p2p.Host, p peer.ID) string {
 		return reachRelayed
 	}
 	return ""
+}
+
+// relayLeft is how long the relayed connection that is this node's only
+// way to p may still last under its relay's limit. A relay gives each
+// relayed connection a time (and a data) limit, and resets it then; a
+// reservation that would outlive it must go to another miner. ok is false
+// when p has a direct connection, or none, or its relay set no limit.
+func relayLeft(h *p2p.Host, p peer.ID) (time.Duration, bool) {
+	var best time.Duration
+	found := false
+	for _, c := range h.Network().ConnsToPeer(p) {
+		st := c.Stat()
+		if !st.Limited && !isCircuit(c.RemoteMultiaddr()) {
+			return 0, false // a direct connection: no relay limit applies
+		}
+		limit, ok := st.Extra[relayclient.StatLimitDuration].(time.Duration)
+		if !ok || limit <= 0 {
+			continue
+		}
+		if left := limit - time.Since(st.Opened); !found || left > best {
+			best, found = left, true
+		}
+	}
+	return max(best, 0), found
 }
 
 // behindNAT reports whether this node is reached through relays: AutoNAT

@@ -103,4 +103,12 @@ func TestLimitedDialerReachesAPrivateNodeThroughARelay(t *testing.T) {
 	if !dialer.Network().ConnsToPeer(private.ID())[0].Stat().Limited {
 		t.Error("the reply came over a direct connection; the test proves nothing of the relay")
 	}
+	// The router learns how long the relay lets the connection last.
+	limit := p2p.DefaultConfig().RelayLimitDuration.Std()
+	if left, ok := relayLeft(dialer, private.ID()); !ok || left <= limit-time.Minute || left > limit {
+		t.Errorf("relayLeft = %s, %v; want a little under the relay's %s", left, ok, limit)
+	}
+	if reachOf(dialer, private.ID()) != reachRelayed || !relayedOnly(dialer, private.ID()) {
+		t.Errorf("reach %q, relayed only %v; want relayed", reachOf(dialer, private.ID()), relayedOnly(dialer, private.ID()))
+	}
 }

@@ -145,7 +145,8 @@ func (n *Node) startRoles(ctx context.Context) error {
 		r, err := router.New(router.Deps{
 			Network: n.netID, Check: n.check, Host: dialer, DHT: n.host.DHT, Key: n.key, Store: n.store,
 			Pool: n.pool, Log: n.log.With("module", "router"),
-			Relayed: func(p peer.ID) bool { return relayedOnly(n.host, p) },
+			Relayed:   func(p peer.ID) bool { return relayedOnly(n.host, p) },
+			RelayLeft: func(p peer.ID) (time.Duration, bool) { return relayLeft(n.host, p) },
 			ObserveReserve: func(res router.Reservation, took time.Duration, err error) {
 				reserveSeconds.WithLabelValues(router.Outcome(err)).Observe(took.Seconds())
 				if n.opts.ObserveReserve != nil {

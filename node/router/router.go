@@ -98,7 +98,15 @@ type Deps struct {
 	// relay: such a miner is tried after the direct ones, since a relay
 	// limits what a connection may carry and adds a hop to every task.
 	Relayed func(peer.ID) bool
+	// RelayLeft, if set, is how long the relayed connection that is this
+	// node's only way to a miner may still last under its relay's limit;
+	// ok is false when there is no such connection.
+	RelayLeft func(peer.ID) (left time.Duration, ok bool)
 }
+
+// ErrRelayLimit is a claim not sent because the relay carrying the only
+// connection to the miner would cut it before the lease ends.
+var ErrRelayLimit = errors.New("reached only through a relay whose limit ends the connection before the lease would")
 
 // Reservation is one session's hold on a miner.
 type Reservation struct {
@@ -394,6 +402,12 @@ func (r *Router) reserveFor(ctx context.Context, q Request) (Reservation, error)
 	for _, m := range cands {
 		if err := ctx.Err(); err != nil {
 			return Reservation{}, fmt.Errorf("reserve: %w (%s)", err, summary(failures))
+		}
+		if r.d.RelayLeft != nil {
+			if left, ok := r.d.RelayLeft(m.ID); ok && left < lease {
+				failures = append(failures, fmt.Sprintf("%s: %v (%s left, lease %s)", short(m.ID), ErrRelayLimit, left.Truncate(time.Second), lease))
+				continue
+			}
 		}
 		res, err := r.claim(ctx, m, q, lease)
 		if err == nil {

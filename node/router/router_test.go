@@ -990,3 +990,32 @@ func TestOutcome(t *testing.T) {
 		}
 	}
 }
+
+// A miner whose only connection is relayed, with less left under the
+// relay's limit than the lease, is passed over for another; with no other,
+// the reservation fails saying why.
+func TestRelayLimitPassesOver(t *testing.T) {
+	n := newTestNet(t)
+	relayed, direct := newFakeMiner(t, n), newFakeMiner(t, n)
+	tr := newRouter(t, n, newKey(t), t.TempDir(), relayed, direct)
+	tr.d.RelayLeft = func(p peer.ID) (time.Duration, bool) {
+		if p == relayed.id {
+			return 500 * time.Millisecond, true // the default test lease is 2 s
+		}
+		return 0, false
+	}
+	res, err := tr.Reserve(t.Context(), "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Miner != direct.id.String() {
+		t.Fatalf("reserved %s, want the directly reached miner %s", res.Miner, direct.id)
+	}
+	_, err = tr.Reserve(t.Context(), "", 0)
+	if !errors.Is(err, ErrNoMiner) || !strings.Contains(err.Error(), "relay whose limit ends the connection") {
+		t.Fatalf("second reserve: %v, want ErrNoMiner naming the relay's limit", err)
+	}
+	if state, _, _, _ := relayed.snapshot(); state == pb.MinerState_RESERVED {
+		t.Fatal("the relayed miner was claimed anyway")
+	}
+}
