@@ -88,11 +88,11 @@ func fetchFrom(ctx context.Context, h host.Host, ai peer.AddrInfo) (protocol.Def
 	ctx, cancel := context.WithTimeout(ctx, definitionServeTimeout)
 	defer cancel()
 	if err := h.Connect(ctx, ai); err != nil {
-		return protocol.Definition{}, fmt.Errorf("dial: %s", firstLine(err))
+		return protocol.Definition{}, fmt.Errorf("dial: %s", p2p.ErrorLine(err))
 	}
 	s, err := h.NewStream(ctx, ai.ID, protocol.DefinitionProtocol)
 	if err != nil {
-		return protocol.Definition{}, fmt.Errorf("ask for the definition: %s", firstLine(err))
+		return protocol.Definition{}, fmt.Errorf("ask for the definition: %s", p2p.ErrorLine(err))
 	}
 	defer s.Close()
 	if d, ok := ctx.Deadline(); ok {
@@ -108,7 +108,3 @@ func fetchFrom(ctx context.Context, h host.Host, ai peer.AddrInfo) (protocol.Def
 	}
 	return def, nil
 }
-
-// firstLine keeps libp2p's multi-line dial errors on one line, with the
-// reason each address failed.
-func firstLine(err error) string { return p2p.ErrorLine(err) }

@@ -42,7 +42,7 @@ func reachOf(h *p2p.Host, p peer.ID) string {
 	}
 	switch {
 	case direct && slices.ContainsFunc(h.Peerstore().Addrs(p), isCircuit):
-		if h.HolePunched(p) || behindNAT(h) {
+		if h.HolePunched(p) || h.BehindNAT() {
 			return reachHolePunched
 		}
 		return reachDirect
@@ -76,13 +76,6 @@ func relayLeft(h *p2p.Host, p peer.ID) (time.Duration, bool) {
 		}
 	}
 	return max(best, 0), found
-}
-
-// behindNAT reports whether this node is reached through relays: AutoNAT
-// found it private, or it holds relay reservations.
-func behindNAT(h *p2p.Host) bool {
-	r := h.Reachability()
-	return r.Reachability == "private" || len(r.RelayAddrs) > 0
 }
 
 // relayedOnly reports whether p can be reached only through a relay: no

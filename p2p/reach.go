@@ -82,6 +82,14 @@ func (t *reachTracker) Trace(evt *holepunch.Event) {
 	}
 }
 
+// BehindNAT reports whether the node is reached through relays: AutoNAT
+// found it private, or it holds relay reservations.
+func (h *Host) BehindNAT() bool {
+	h.reach.mu.Lock()
+	defer h.reach.mu.Unlock()
+	return h.reach.reachability == network.ReachabilityPrivate || len(h.reach.relayAddrs) > 0
+}
+
 // HolePunched reports whether the node's direct connection with p came
 // from a hole punch.
 func (h *Host) HolePunched(p peer.ID) bool {

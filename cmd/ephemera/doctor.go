@@ -209,14 +209,12 @@ func checkReachability(r *doctorReport, c *apiClient) {
 	}
 	r.Net = &ni
 	r.add(finding{Check: "listening", OK: true, Detail: strings.Join(ni.Listen, " ")})
-	onlyLoopback := !slices.ContainsFunc(ni.Announced, func(a string) bool {
-		return !strings.HasPrefix(a, "/ip4/127.") && !strings.HasPrefix(a, "/ip6/::1/")
-	})
+	onlyLoopback := !slices.ContainsFunc(ni.Announced, func(a string) bool { return !isLoopback(a) })
 	switch {
 	case len(ni.Announced) == 0:
 		r.add(finding{Check: "announced", Detail: "the node announces no address: no peer can dial it",
 			Fix: "set p2p.listen to addresses of this machine, or p2p.announce to the address peers reach"})
-	case onlyLoopback && !allLoopback(r.Node.Addrs, ni.Bootstraps):
+	case onlyLoopback && !bootstrapsLoopback(ni.Bootstraps):
 		r.add(finding{Check: "announced", Detail: "only loopback addresses: no other machine can dial this node",
 			Fix: `listen on every interface: p2p.listen = ["/ip4/0.0.0.0/tcp/7600", "/ip4/0.0.0.0/udp/7600/quic-v1"]`})
 	default:
@@ -268,17 +266,19 @@ func checkReachability(r *doctorReport, c *apiClient) {
 	}
 }
 
-// allLoopback: a node whose peers are all on this machine may announce
-// loopback alone (a local testnet).
-func allLoopback(addrs []string, bootstraps []api.BootstrapInfo) bool {
+// bootstrapsLoopback: a node whose bootstrap peers are all on this machine
+// may announce loopback alone (a local testnet).
+func bootstrapsLoopback(bootstraps []api.BootstrapInfo) bool {
 	for _, b := range bootstraps {
-		for _, a := range b.Addrs {
-			if !strings.HasPrefix(a, "/ip4/127.") && !strings.HasPrefix(a, "/ip6/::1/") {
-				return false
-			}
+		if slices.ContainsFunc(b.Addrs, func(a string) bool { return !isLoopback(a) }) {
+			return false
 		}
 	}
-	return len(addrs) > 0
+	return true
+}
+
+func isLoopback(addr string) bool {
+	return strings.HasPrefix(addr, "/ip4/127.") || strings.HasPrefix(addr, "/ip6/::1/")
 }
 
 func firstOf(xs []string) string {
