@@ -196,6 +196,17 @@ func TestTwentyNodesFormOneDHT(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
+	// Healthy means connected to a bootstrap; the DHT's tables fill a moment
+	// later, and a put from an empty table fails.
+	for _, n := range nodes {
+		for inProcess(t, n).Host().DHT.RoutingTable().Size() == 0 {
+			if ctx.Err() != nil {
+				t.Fatal("a routing table stayed empty")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
 	// The "pk" namespace holds public keys under /pk/<multihash of peer ID>.
 	putter := inProcess(t, nodes[7])
 	pub := putter.Host().Peerstore().PubKey(putter.ID())
