@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -203,7 +204,33 @@ func write(rep Report, dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(js, '\n'), 0o644); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, "RESULTS.md"), []byte(markdown(rep)), 0o644)
+	md := filepath.Join(dir, "RESULTS.md")
+	notes, err := handWritten(md)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(md, []byte(markdown(rep)+notes), 0o644)
+}
+
+// notesMarker opens the part of RESULTS.md written by hand (what each
+// figure means, goals missed and why), which a new report keeps as it is.
+const notesMarker = "<!-- Written by hand from here on: not by make bench. -->"
+
+// handWritten is the hand-written part of the report at path, from its
+// marker on, or "" if it has none.
+func handWritten(path string) (string, error) {
+	old, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	i := strings.Index(string(old), notesMarker)
+	if i < 0 {
+		return "", nil
+	}
+	return "\n" + string(old[i:]), nil
 }
 
 func markdown(r Report) string {

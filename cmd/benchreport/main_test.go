@@ -83,6 +83,30 @@ func TestRun(t *testing.T) {
 	}
 }
 
+// A new report replaces the table and keeps the notes written by hand below
+// the marker, word for word.
+func TestRunKeepsHandWrittenNotes(t *testing.T) {
+	dir := t.TempDir()
+	notes := notesMarker + "\n\n## Notes\n\nWhy a goal was missed.\n"
+	old := "# Old table\n\n| stale | row |\n\n" + notes
+	if err := os.WriteFile(filepath.Join(dir, "RESULTS.md"), []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(strings.NewReader(sample), dir); err != nil {
+		t.Fatal(err)
+	}
+	md, err := os.ReadFile(filepath.Join(dir, "RESULTS.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(md), "stale") || !strings.Contains(string(md), "| Foo |") {
+		t.Errorf("the table was not replaced:\n%s", md)
+	}
+	if !strings.HasSuffix(string(md), notes) || strings.Count(string(md), notesMarker) != 1 {
+		t.Errorf("the notes were not kept once, as written:\n%s", md)
+	}
+}
+
 func TestRunKeepsPackagesApart(t *testing.T) {
 	in := `pkg: example.com/a
 BenchmarkFoo-8   100   200 ns/op
