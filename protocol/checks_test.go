@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -80,9 +81,9 @@ func TestAttestation(t *testing.T) {
 			if tt.signer != nil {
 				k = tt.signer()
 			}
-			s := open[pb.Attestation](t, seal(t, a, k))
+			s := testkit.Open[pb.Attestation](t, testkit.Seal(t, a, k))
 			err := f.check.Attestation(s)
-			if got := class(err); got != tt.want {
+			if got := testkit.Class(err); got != tt.want {
 				t.Errorf("got %s (%v), want %s", got, err, tt.want)
 			}
 		})
@@ -96,10 +97,10 @@ func TestCheckerRealClock(t *testing.T) {
 	c.Now = nil
 	a := f.att(0)
 	a.IssuedMs, a.ExpiresMs = ms(time.Now().Add(-time.Second)), ms(time.Now().Add(time.Minute))
-	if err := c.Attestation(open[pb.Attestation](t, seal(t, a, f.oracleKeys[0]))); err != nil {
+	if err := c.Attestation(testkit.Open[pb.Attestation](t, testkit.Seal(t, a, f.oracleKeys[0]))); err != nil {
 		t.Errorf("current attestation on the wall clock: %v", err)
 	}
-	if err := c.Attestation(open[pb.Attestation](t, seal(t, f.att(0), f.oracleKeys[0]))); class(err) != "ignore" && class(err) != "reject" {
+	if err := c.Attestation(testkit.Open[pb.Attestation](t, testkit.Seal(t, f.att(0), f.oracleKeys[0]))); testkit.Class(err) != "ignore" && testkit.Class(err) != "reject" {
 		t.Errorf("attestation of %s judged now: %v", testNow, err)
 	}
 }
@@ -111,7 +112,7 @@ func TestQuorum(t *testing.T) {
 		if mutate != nil {
 			mutate(a)
 		}
-		return seal(t, a, f.oracleKeys[i])
+		return testkit.Seal(t, a, f.oracleKeys[i])
 	}
 	pass := func(i int) []byte { return sealAtt(i, nil) }
 	a0 := pass(0)
@@ -140,15 +141,15 @@ func TestQuorum(t *testing.T) {
 			a.ExpiresMs = a.IssuedMs + 1000
 		})}, f.oracles[:2], true},
 		{"other network ignored", [][]byte{pass(0), pass(1), sealAtt(2, func(a *pb.Attestation) { a.Network = "othernet" })}, f.oracles[:2], true},
-		{"forged ignored", [][]byte{pass(0), pass(1), seal(t, f.att(2), f.oracleKeys[3])}, f.oracles[:2], true},
-		{"outsider ignored", [][]byte{pass(0), pass(1), seal(t, func() *pb.Attestation {
+		{"forged ignored", [][]byte{pass(0), pass(1), testkit.Seal(t, f.att(2), f.oracleKeys[3])}, f.oracles[:2], true},
+		{"outsider ignored", [][]byte{pass(0), pass(1), testkit.Seal(t, func() *pb.Attestation {
 			a := f.att(0)
 			a.Oracle = []byte(f.other)
 			return a
 		}(), f.otherKey)}, f.oracles[:2], true},
 		{"quorum despite noise", [][]byte{pass(0), a0, sealAtt(1, func(a *pb.Attestation) { a.Pass = false }), pass(2),
 			sealAtt(3, func(a *pb.Attestation) { a.Generation = 8 }), pass(4)}, []peer.ID{f.oracles[0], f.oracles[2], f.oracles[4]}, false},
-		{"an envelope of another kind spoils the set", [][]byte{pass(0), pass(1), pass(2), seal(t, f.claim(), f.routerKey)}, nil, true},
+		{"an envelope of another kind spoils the set", [][]byte{pass(0), pass(1), pass(2), testkit.Seal(t, f.claim(), f.routerKey)}, nil, true},
 		{"garbage spoils the set", [][]byte{pass(0), pass(1), pass(2), []byte("junk")}, nil, true},
 	}
 	for _, tt := range tests {
@@ -163,7 +164,7 @@ func TestQuorum(t *testing.T) {
 			if tt.name == "expired ignored" || tt.name == "future ignored" {
 				wantClass = "ignore"
 			}
-			if err != nil && class(err) != wantClass {
+			if err != nil && testkit.Class(err) != wantClass {
 				t.Errorf("error %v is not a %s", err, wantClass)
 			}
 			if tt.want != nil && !slices.Equal(got, tt.want) {
@@ -228,9 +229,9 @@ func TestAvailability(t *testing.T) {
 			if tt.signer != nil {
 				k = tt.signer()
 			}
-			s := open[pb.Availability](t, seal(t, a, k))
+			s := testkit.Open[pb.Availability](t, testkit.Seal(t, a, k))
 			err := f.check.Availability(s)
-			if got := class(err); got != tt.want {
+			if got := testkit.Class(err); got != tt.want {
 				t.Errorf("got %s (%v), want %s", got, err, tt.want)
 			}
 		})
@@ -250,7 +251,7 @@ func TestAvailabilityValidator(t *testing.T) {
 		if mutate != nil {
 			mutate(a)
 		}
-		return seal(t, a, k)
+		return testkit.Seal(t, a, k)
 	}
 	valid := withSeq(1, nil, f.minerKey)
 
@@ -273,12 +274,12 @@ func TestAvailabilityValidator(t *testing.T) {
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				err := v.Validate(tt.key, tt.value)
-				if got := class(err); got != tt.want {
+				if got := testkit.Class(err); got != tt.want {
 					t.Errorf("got %s (%v), want %s", got, err, tt.want)
 				}
 			})
 		}
-		for _, junk := range [][]byte{nil, {}, []byte("junk"), seal(t, f.att(0), f.oracleKeys[0])} {
+		for _, junk := range [][]byte{nil, {}, []byte("junk"), testkit.Seal(t, f.att(0), f.oracleKeys[0])} {
 			if err := v.Validate(key, junk); err == nil {
 				t.Errorf("validated %q", junk)
 			}
@@ -369,8 +370,8 @@ func TestClaim(t *testing.T) {
 			if tt.self != nil {
 				self = tt.self()
 			}
-			err := f.check.Claim(open[pb.Claim](t, seal(t, c, k)), self)
-			if got := class(err); got != tt.want {
+			err := f.check.Claim(testkit.Open[pb.Claim](t, testkit.Seal(t, c, k)), self)
+			if got := testkit.Class(err); got != tt.want {
 				t.Errorf("got %s (%v), want %s", got, err, tt.want)
 			}
 		})
@@ -384,7 +385,7 @@ func TestGrant(t *testing.T) {
 		if mutate != nil {
 			mutate(c)
 		}
-		return seal(t, c, k)
+		return testkit.Seal(t, c, k)
 	}
 	claimRaw := claimWith(nil, f.routerKey)
 	tests := []struct {
@@ -406,12 +407,12 @@ func TestGrant(t *testing.T) {
 		{"no claim digest", func() *pb.Grant { g := f.grant(claimRaw); g.ClaimDigest = nil; return g }, nil, "reject"},
 		{"digest of the claim payload, not the envelope", func() *pb.Grant {
 			g := f.grant(claimRaw)
-			g.ClaimDigest = digest32("payload")
+			g.ClaimDigest = testkit.Digest32("payload")
 			return g
 		}, nil, "reject"},
 		{"no claim", func() *pb.Grant { g := f.grant(claimRaw); g.Claim = nil; return g }, nil, "reject"},
 		{"garbage claim", func() *pb.Grant { return f.grant([]byte("not a claim")) }, nil, "reject"},
-		{"claim of another kind", func() *pb.Grant { return f.grant(seal(t, f.att(0), f.oracleKeys[0])) }, nil, "reject"},
+		{"claim of another kind", func() *pb.Grant { return f.grant(testkit.Seal(t, f.att(0), f.oracleKeys[0])) }, nil, "reject"},
 		{"claim of another network", func() *pb.Grant {
 			return f.grant(claimWith(func(c *pb.Claim) { c.Network = "othernet" }, f.routerKey))
 		}, nil, "reject"},
@@ -442,8 +443,8 @@ func TestGrant(t *testing.T) {
 				k = tt.signer()
 			}
 			g := tt.grant()
-			claim, err := f.check.Grant(open[pb.Grant](t, seal(t, g, k)))
-			if got := class(err); got != tt.want {
+			claim, err := f.check.Grant(testkit.Open[pb.Grant](t, testkit.Seal(t, g, k)))
+			if got := testkit.Class(err); got != tt.want {
 				t.Errorf("got %s (%v), want %s", got, err, tt.want)
 			}
 			if err == nil && (claim.Signer != peer.ID(g.Router) || !bytes.Equal(claim.Raw, g.Claim)) {
@@ -493,8 +494,8 @@ func TestRelease(t *testing.T) {
 			if tt.signer != nil {
 				k = tt.signer()
 			}
-			err := f.check.Release(open[pb.Release](t, seal(t, r, k)))
-			if got := class(err); got != tt.want {
+			err := f.check.Release(testkit.Open[pb.Release](t, testkit.Seal(t, r, k)))
+			if got := testkit.Class(err); got != tt.want {
 				t.Errorf("got %s (%v), want %s", got, err, tt.want)
 			}
 		})
@@ -503,17 +504,17 @@ func TestRelease(t *testing.T) {
 
 func TestEvidence(t *testing.T) {
 	f := newFixture(t)
-	claimA := seal(t, f.claim(), f.routerKey)
+	claimA := testkit.Seal(t, f.claim(), f.routerKey)
 	cb := f.claim()
 	cb.Session, cb.Nonce = "session-2", []byte("another-nonce-99")
-	claimB := seal(t, cb, f.routerKey)
+	claimB := testkit.Seal(t, cb, f.routerKey)
 	grantB := f.grant(claimB)
 	grantB.Session = "session-2"
 	grant := func(g *pb.Grant, mutate func(*pb.Grant), k crypto.PrivKey) []byte {
 		if mutate != nil {
 			mutate(g)
 		}
-		return seal(t, g, k)
+		return testkit.Seal(t, g, k)
 	}
 	gA := grant(f.grant(claimA), nil, f.minerKey)
 	gB := grant(grantB, nil, f.minerKey)
@@ -528,7 +529,7 @@ func TestEvidence(t *testing.T) {
 		if mutate != nil {
 			mutate(a)
 		}
-		return seal(t, a, k)
+		return testkit.Seal(t, a, k)
 	}
 	pass0 := verdict(0, nil, f.oracleKeys[0])
 	fail0 := verdict(0, func(a *pb.Attestation) { a.Pass, a.ScoreMilli = false, 100 }, f.oracleKeys[0])
@@ -585,7 +586,7 @@ func TestEvidence(t *testing.T) {
 			e := &pb.Evidence{Network: network, Kind: tt.kind, First: tt.first, Second: tt.second}
 			got, err := f.check.Evidence(e)
 			if tt.want == "" {
-				if err == nil || class(err) != "reject" {
+				if err == nil || testkit.Class(err) != "reject" {
 					t.Errorf("accepted as evidence against %s (err %v)", got, err)
 				}
 				return
@@ -594,7 +595,7 @@ func TestEvidence(t *testing.T) {
 				t.Errorf("offender %s, err %v; want %s", got, err, tt.want)
 			}
 			// Evidence survives sealing by anyone.
-			s := open[pb.Evidence](t, seal(t, e, f.otherKey))
+			s := testkit.Open[pb.Evidence](t, testkit.Seal(t, e, f.otherKey))
 			if again, err := f.check.Evidence(s.Msg); err != nil || again != tt.want {
 				t.Errorf("sealed evidence: %s, %v", again, err)
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -36,16 +37,16 @@ func kc[T any, M protocol.Message[T]](m M) kindCase {
 
 // everyKind is one filled-in message of every signed kind.
 func everyKind(tb testing.TB, f *fixture) []kindCase {
-	claimRaw := seal(tb, f.claim(), f.routerKey)
-	a0 := seal(tb, f.att(0), f.oracleKeys[0])
+	claimRaw := testkit.Seal(tb, f.claim(), f.routerKey)
+	a0 := testkit.Seal(tb, f.att(0), f.oracleKeys[0])
 	failing := f.att(0)
 	failing.Pass = false
-	a1 := seal(tb, failing, f.oracleKeys[0])
+	a1 := testkit.Seal(tb, failing, f.oracleKeys[0])
 	return []kindCase{
 		kc(&pb.Challenge{Network: testNet, Oracle: []byte(f.oracles[0]), Miner: []byte(f.miner), Generation: 7, Round: 100,
 			Nonce: []byte("n"), Tasks: []*pb.Task{{Family: "arith", Seed: 42, Prompt: "1+1?"}, {Family: "echo", Prompt: "hi"}},
 			IssuedMs: ms(testNow), LatencyBudgetMs: 2000}),
-		kc(&pb.Answer{Network: testNet, ChallengeDigest: digest32("c"), Miner: []byte(f.miner), Model: "llama",
+		kc(&pb.Answer{Network: testNet, ChallengeDigest: testkit.Digest32("c"), Miner: []byte(f.miner), Model: "llama",
 			Outputs: []string{"2", "hi"}, LatenciesMs: []uint32{10, 20}}),
 		kc(f.att(0)),
 		kc(f.avail(tb)),
@@ -56,7 +57,7 @@ func everyKind(tb testing.TB, f *fixture) []kindCase {
 		kc(&pb.Renew{Network: testNet, Session: "s", Router: []byte(f.router), Miner: []byte(f.miner), Generation: 7,
 			LeaseMs: 1000, IssuedMs: ms(testNow)}),
 		kc(f.release()),
-		kc(&pb.Receipt{Network: testNet, Miner: []byte(f.miner), RequestDigest: digest32("r"), Ok: true, Detail: "ok",
+		kc(&pb.Receipt{Network: testNet, Miner: []byte(f.miner), RequestDigest: testkit.Digest32("r"), Ok: true, Detail: "ok",
 			LeaseEndMs: ms(testNow), Generation: 7, State: pb.MinerState_RESERVED}),
 		kc(&pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_VERDICT, First: a0, Second: a1}),
 	}
@@ -116,8 +117,8 @@ func TestSealOpenRoundTrip(t *testing.T) {
 
 func TestSignedDigest(t *testing.T) {
 	f := newFixture(t)
-	raw := seal(t, f.att(0), f.oracleKeys[0])
-	s := open[pb.Attestation](t, raw)
+	raw := testkit.Seal(t, f.att(0), f.oracleKeys[0])
+	s := testkit.Open[pb.Attestation](t, raw)
 	want := sha256.Sum256(raw)
 	if !bytes.Equal(s.Digest(), want[:]) || !bytes.Equal(protocol.Digest(raw), want[:]) || !bytes.Equal(s.Raw, raw) {
 		t.Error("digest is not the SHA-256 of the envelope bytes")
@@ -167,7 +168,7 @@ func TestOpenOtherKind(t *testing.T) {
 func TestOpenTampered(t *testing.T) {
 	f := newFixture(t)
 	a := f.att(0)
-	raw := seal(t, a, f.oracleKeys[0])
+	raw := testkit.Seal(t, a, f.oracleKeys[0])
 	payload, err := proto.MarshalOptions{Deterministic: true}.Marshal(a)
 	if err != nil {
 		t.Fatal(err)
@@ -263,7 +264,7 @@ func TestOpenUnknownFields(t *testing.T) {
 
 func TestOpenJunk(t *testing.T) {
 	f := newFixture(t)
-	valid := seal(t, f.att(0), f.oracleKeys[0])
+	valid := testkit.Seal(t, f.att(0), f.oracleKeys[0])
 	huge := make([]byte, 8<<20)
 	for i := range huge {
 		huge[i] = byte(i * 7)
@@ -305,7 +306,7 @@ func TestOpenOtherKeyTypes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			raw := seal(t, f.att(0), k)
+			raw := testkit.Seal(t, f.att(0), k)
 			s, err := protocol.Open[pb.Attestation](raw)
 			if typ != crypto.Ed25519 {
 				if err == nil {
@@ -316,8 +317,8 @@ func TestOpenOtherKeyTypes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if s.Signer != idOf(t, k) {
-				t.Errorf("signer %s, want %s", s.Signer, idOf(t, k))
+			if s.Signer != testkit.ID(t, k) {
+				t.Errorf("signer %s, want %s", s.Signer, testkit.ID(t, k))
 			}
 		})
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/gossip"
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -24,7 +25,7 @@ type published struct {
 func validators(tb testing.TB, e *env, fail bool) (map[string]gossip.Validator, chan published) {
 	tb.Helper()
 	pubs := make(chan published, 64)
-	kinds := e.pool.Kinds(testKey(tb, "node"), func(_ context.Context, topic string, data []byte) error {
+	kinds := e.pool.Kinds(testkit.Key(tb, "node"), func(_ context.Context, topic string, data []byte) error {
 		pubs <- published{topic, data}
 		if fail {
 			return errors.New("no peers")
@@ -70,7 +71,7 @@ func TestKinds(t *testing.T) {
 func testKinds(t *testing.T, failingPublisher bool) {
 	e := newEnv(t)
 	v, pubs := validators(t, e, failingPublisher)
-	node := idOf(t, testKey(t, "node"))
+	node := testkit.ID(t, testkit.Key(t, "node"))
 
 	rec := e.avail(t, e.minerKey, 1, 7, pb.MinerState_AVAILABLE, nil)
 	att := e.sealAtt(t, 3, e.miner, nil)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
@@ -42,7 +43,7 @@ func TestAddAvailability(t *testing.T) {
 		}), "reject", 2, reserve},
 		{"generation goes up", e.avail(t, e.minerKey, 3, 8, valid, nil), "ok", 3, valid},
 		{"generation goes back", e.avail(t, e.minerKey, 4, 7, valid, nil), "reject", 3, valid},
-		{"forged by another key", signed(t, e.avail(t, e.minerKey, 9, 9, valid, nil).Msg, e.otherKey), "reject", 3, valid},
+		{"forged by another key", testkit.Signed(t, e.avail(t, e.minerKey, 9, 9, valid, nil).Msg, e.otherKey), "reject", 3, valid},
 		{"available without quorum", e.avail(t, e.minerKey, 9, 8, avail, func(a *pb.Availability) {
 			a.Attestations = a.Attestations[:2]
 		}), "reject", 3, valid},
@@ -52,7 +53,7 @@ func TestAddAvailability(t *testing.T) {
 	}
 	for _, s := range steps {
 		err := e.pool.AddAvailability(s.rec)
-		if got := class(err); got != s.want {
+		if got := testkit.Class(err); got != s.want {
 			t.Errorf("%s: got %s (%v), want %s", s.name, got, err, s.want)
 		}
 		m, ok := e.pool.Miner(e.miner)
@@ -108,10 +109,10 @@ func TestAvailabilityPersisted(t *testing.T) {
 		t.Error("Miners is not ordered by peer ID")
 	}
 	// The reloaded record still guards against going back.
-	if err := e.pool.AddAvailability(r1); class(err) != "ignore" {
+	if err := e.pool.AddAvailability(r1); testkit.Class(err) != "ignore" {
 		t.Errorf("re-adding the persisted record: %v", err)
 	}
-	if err := e.pool.AddAvailability(e.avail(t, e.minerKey, 5, 7, pb.MinerState_RESERVED, nil)); class(err) != "reject" {
+	if err := e.pool.AddAvailability(e.avail(t, e.minerKey, 5, 7, pb.MinerState_RESERVED, nil)); testkit.Class(err) != "reject" {
 		t.Errorf("same seq, other content after reopening: %v", err)
 	}
 	if got := e.pool.Available("llama"); len(got) != 1 || got[0].ID != e.miner {
@@ -140,8 +141,8 @@ func TestAddAttestation(t *testing.T) {
 		{"conflicting verdict", e.sealAtt(t, 0, e.miner, func(a *pb.Attestation) { a.Pass, a.ScoreMilli = false, 200 }), "ok", e.oracles[0], e.oracles[:1], 2},
 		{"same verdict re-signed later", e.sealAtt(t, 0, e.miner, func(a *pb.Attestation) { a.IssuedMs += 1000; a.ExpiresMs += 1000 }), "ignore", "", e.oracles[:1], 2},
 		{"same oracle, next round", e.sealAtt(t, 0, e.miner, func(a *pb.Attestation) { a.Round = 101 }), "ok", "", e.oracles[:1], 3},
-		{"forged", signed(t, e.att(2, e.miner, nil), e.oracleKeys[3]), "reject", "", e.oracles[:1], 3},
-		{"unknown oracle", signed(t, e.att(2, e.miner, func(a *pb.Attestation) { a.Oracle = []byte(e.other) }), e.otherKey), "reject", "", e.oracles[:1], 3},
+		{"forged", testkit.Signed(t, e.att(2, e.miner, nil), e.oracleKeys[3]), "reject", "", e.oracles[:1], 3},
+		{"unknown oracle", testkit.Signed(t, e.att(2, e.miner, func(a *pb.Attestation) { a.Oracle = []byte(e.other) }), e.otherKey), "reject", "", e.oracles[:1], 3},
 		{"expired", e.sealAtt(t, 2, e.miner, func(a *pb.Attestation) {
 			a.IssuedMs, a.ExpiresMs = ms(e.now.Add(-20*time.Minute)), ms(e.now.Add(-time.Second))
 		}), "ignore", "", e.oracles[:1], 3},
@@ -154,7 +155,7 @@ func TestAddAttestation(t *testing.T) {
 	}
 	for _, s := range steps {
 		ev, err := e.pool.AddAttestation(s.att)
-		if got := class(err); got != s.want {
+		if got := testkit.Class(err); got != s.want {
 			t.Errorf("%s: got %s (%v), want %s", s.name, got, err, s.want)
 		}
 		switch {
@@ -212,10 +213,10 @@ func TestRejectedAttestationsNotStored(t *testing.T) {
 		want   string
 	}{
 		{"forged", 0, func(e *env) protocol.Signed[*pb.Attestation] {
-			return signed(t, e.att(1, e.miner, func(a *pb.Attestation) { a.Pass = false }), e.oracleKeys[0])
+			return testkit.Signed(t, e.att(1, e.miner, func(a *pb.Attestation) { a.Pass = false }), e.oracleKeys[0])
 		}, "reject"},
 		{"unknown oracle", 0, func(e *env) protocol.Signed[*pb.Attestation] {
-			return signed(t, e.att(0, e.miner, func(a *pb.Attestation) { a.Oracle, a.Pass = []byte(e.other), false }), e.otherKey)
+			return testkit.Signed(t, e.att(0, e.miner, func(a *pb.Attestation) { a.Oracle, a.Pass = []byte(e.other), false }), e.otherKey)
 		}, "reject"},
 		{"expired", 0, func(e *env) protocol.Signed[*pb.Attestation] {
 			return e.sealAtt(t, 0, e.miner, func(a *pb.Attestation) {
@@ -239,7 +240,7 @@ func TestRejectedAttestationsNotStored(t *testing.T) {
 			e.pool.Subscribe(func(pool.Event) { events++ })
 			a := tt.build(e)
 			ev, err := e.pool.AddAttestation(a)
-			if got := class(err); got != tt.want || ev != nil {
+			if got := testkit.Class(err); got != tt.want || ev != nil {
 				t.Fatalf("got %s (%v), evidence %v; want %s", got, err, ev != nil, tt.want)
 			}
 			if got := e.pool.PassingOracles(e.miner, 7); len(got) != 0 {
@@ -282,8 +283,8 @@ func TestGrantsAndEvidence(t *testing.T) {
 		{"first grant", gA, "ok", false},
 		{"duplicate", gA, "ignore", false},
 		{"same claim re-granted", e.grant(t, "s1", func(g *pb.Grant) { g.LeaseEndMs += 5000 }), "ignore", false},
-		{"forged", signed(t, e.grant(t, "s2", nil).Msg, e.otherKey), "reject", false},
-		{"claim digest mismatch", e.grant(t, "s2", func(g *pb.Grant) { g.ClaimDigest = digest32("x") }), "reject", false},
+		{"forged", testkit.Signed(t, e.grant(t, "s2", nil).Msg, e.otherKey), "reject", false},
+		{"claim digest mismatch", e.grant(t, "s2", func(g *pb.Grant) { g.ClaimDigest = testkit.Digest32("x") }), "reject", false},
 		{"another generation", e.grant(t, "s2", func(g *pb.Grant) {
 			claim := mustSeal(&pb.Claim{Network: testNet, Session: "s2", Router: []byte(e.router), Miner: []byte(e.miner),
 				Generation: 8, LeaseMs: 1000, Nonce: []byte("12345678"), ExpiresMs: ms(e.now.Add(time.Second))}, e.routerKey)
@@ -294,7 +295,7 @@ func TestGrantsAndEvidence(t *testing.T) {
 	var ev *pb.Evidence
 	for _, s := range steps {
 		got, err := e.pool.AddGrant(s.g)
-		if c := class(err); c != s.want || (got != nil) != s.wantEv {
+		if c := testkit.Class(err); c != s.want || (got != nil) != s.wantEv {
 			t.Fatalf("%s: got %s (%v), evidence %v; want %s, evidence %v", s.name, c, err, got != nil, s.want, s.wantEv)
 		}
 		if got != nil {
@@ -354,7 +355,7 @@ func TestGrantsAndEvidence(t *testing.T) {
 		{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_VERDICT, First: ev.First, Second: ev.Second},
 		{},
 	} {
-		if _, isNew, err := e.pool.AddEvidence(bad); class(err) != "reject" || isNew {
+		if _, isNew, err := e.pool.AddEvidence(bad); testkit.Class(err) != "reject" || isNew {
 			t.Errorf("bad evidence: new %v, %v", isNew, err)
 		}
 	}
@@ -384,14 +385,14 @@ func TestAddRelease(t *testing.T) {
 	if _, err := e.pool.AddGrant(e.grantEnding(t, 9, leaseEnd)); err != nil {
 		t.Fatal(err)
 	}
-	early := signed(t, &pb.Release{
+	early := testkit.Signed(t, &pb.Release{
 		Network: testNet, Session: "s1", Signer: []byte(e.miner), Miner: []byte(e.miner), Router: []byte(e.router),
 		Generation: 9, Outcome: pb.Outcome_EXPIRED, IssuedMs: ms(e.now),
 	}, e.minerKey)
-	if err := e.pool.AddRelease(early); class(err) != "reject" {
+	if err := e.pool.AddRelease(early); testkit.Class(err) != "reject" {
 		t.Fatalf("a miner's expiry release before its lease ended: %v, want reject", err)
 	}
-	byMiner := signed(t, &pb.Release{
+	byMiner := testkit.Signed(t, &pb.Release{
 		Network: testNet, Session: "s1", Signer: []byte(e.miner), Miner: []byte(e.miner), Router: []byte(e.router),
 		Generation: 9, Outcome: pb.Outcome_EXPIRED, IssuedMs: ms(leaseEnd),
 	}, e.minerKey)
@@ -407,23 +408,23 @@ func TestAddRelease(t *testing.T) {
 		{"failed", e.release(t, 8, pb.Outcome_FAILED), "ok", pool.Reputation{Completed: 1, Failed: 1}},
 		{"expired, by the miner", byMiner, "ok", pool.Reputation{Completed: 1, Failed: 1, Expired: 1}},
 		{"cancelled counts as completed", e.release(t, 10, pb.Outcome_CANCELLED), "ok", pool.Reputation{Completed: 2, Failed: 1, Expired: 1}},
-		{"by an outsider", signed(t, &pb.Release{
+		{"by an outsider", testkit.Signed(t, &pb.Release{
 			Network: testNet, Session: "s1", Signer: []byte(e.other), Miner: []byte(e.miner), Router: []byte(e.router),
 			Generation: 11, Outcome: pb.Outcome_FAILED, IssuedMs: ms(e.now),
 		}, e.otherKey), "reject", pool.Reputation{Completed: 2, Failed: 1, Expired: 1}},
 		{"a router with no grant to match", e.release(t, 12, pb.Outcome_FAILED), "ignore", pool.Reputation{Completed: 2, Failed: 1, Expired: 1}},
-		{"another router against a held grant", signed(t, &pb.Release{
+		{"another router against a held grant", testkit.Signed(t, &pb.Release{
 			Network: testNet, Session: "s1", Signer: []byte(e.other), Miner: []byte(e.miner), Router: []byte(e.other),
 			Generation: 11, Outcome: pb.Outcome_FAILED, IssuedMs: ms(e.now),
 		}, e.otherKey), "reject", pool.Reputation{Completed: 2, Failed: 1, Expired: 1}},
-		{"garbage miner", signed(t, &pb.Release{
+		{"garbage miner", testkit.Signed(t, &pb.Release{
 			Network: testNet, Session: "s1", Signer: []byte(e.router), Miner: []byte("nobody"), Router: []byte(e.router),
 			Generation: 11, Outcome: pb.Outcome_FAILED, IssuedMs: ms(e.now),
 		}, e.routerKey), "reject", pool.Reputation{Completed: 2, Failed: 1, Expired: 1}},
 	}
 	for _, s := range steps {
 		err := e.pool.AddRelease(s.r)
-		if got := class(err); got != s.want {
+		if got := testkit.Class(err); got != s.want {
 			t.Errorf("%s: got %s (%v), want %s", s.name, got, err, s.want)
 		}
 		if got := e.pool.Reputation(e.miner); got != s.rep {
