@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
@@ -61,7 +62,7 @@ func TestLifecycleRecorded(t *testing.T) {
 		"state:>validating", "attestation", "attestation", "attestation", "state:validating>available",
 		"grant", "state:available>reserved", "release", "state:reserved>cooling_off",
 	}
-	eventually(t, "every event", func() bool { return len(minerEvents(t, o, e)) == len(want) })
+	testkit.Eventually(t, "every event", 5*time.Second, func() bool { return len(minerEvents(t, o, e)) == len(want) })
 	evs := minerEvents(t, o, e)
 	if got := kinds(evs); !slices.Equal(got, want) {
 		t.Fatalf("events %v, want %v", got, want)
@@ -179,7 +180,7 @@ func TestEvidenceRecorded(t *testing.T) {
 	}
 
 	want := []string{"state:>validating", "attestation", "evidence", "grant", "evidence"}
-	eventually(t, "every event", func() bool { return len(minerEvents(t, o, e)) == len(want) })
+	testkit.Eventually(t, "every event", 5*time.Second, func() bool { return len(minerEvents(t, o, e)) == len(want) })
 	evs := minerEvents(t, o, e)
 	if got := kinds(evs); !slices.Equal(got, want) {
 		t.Fatalf("events %v, want %v", got, want)
@@ -204,7 +205,7 @@ func TestPrimedFromPool(t *testing.T) {
 	// The same record again (as a late callback would bring it) is old news.
 	o.handle(input{at: e.now, kind: pool.EventAvailability, miner: e.miner, state: pb.MinerState_VALIDATING, seq: 1})
 	must(t, e.pool.AddAvailability(e.avail(t, 2, 0, pb.MinerState_JOINING)))
-	eventually(t, "the next state", func() bool { return len(minerEvents(t, o, e)) == 2 })
+	testkit.Eventually(t, "the next state", 5*time.Second, func() bool { return len(minerEvents(t, o, e)) == 2 })
 	if got := kinds(minerEvents(t, o, e)); !slices.Equal(got, []string{"state:>validating", "state:validating>joining"}) {
 		t.Fatalf("events %v", got)
 	}
@@ -228,7 +229,7 @@ func TestSampler(t *testing.T) {
 	must(t, e.pool.AddAvailability(e.avail(t, 1, 0, pb.MinerState_VALIDATING)))
 	clk.Add(SampleEvery)
 	ticks <- clk.Now()
-	eventually(t, "a second point", func() bool { return len(o.History().Points) == 2 })
+	testkit.Eventually(t, "a second point", 5*time.Second, func() bool { return len(o.History().Points) == 2 })
 	p := o.History().Points[1]
 	if !p.Time.Equal(e.now.Add(SampleEvery)) || p.Counts["validating"] != 1 || p.Counts["available"] != 0 {
 		t.Errorf("second point %+v", p)
@@ -241,7 +242,7 @@ func TestSampler(t *testing.T) {
 		clk.Add(SampleEvery)
 		ticks <- clk.Now()
 	}
-	eventually(t, "the last point", func() bool {
+	testkit.Eventually(t, "the last point", 5*time.Second, func() bool {
 		pts := o.History().Points
 		return pts[len(pts)-1].Time.Equal(clk.Now())
 	})
