@@ -13,6 +13,7 @@ import (
 
 	"github.com/ephemera-network/ephemera/inference"
 	"github.com/ephemera-network/ephemera/internal/duration"
+	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/node/router"
@@ -32,7 +33,7 @@ func TestSessionRedundancyThree(t *testing.T) {
 	if testing.Short() {
 		t.Skip("8 nodes")
 	}
-	tn := startTestnet(t, testnet.Spec{Network: "sess3", Bootstraps: 1, Oracles: 3, Miners: 3, Routers: 1})
+	tn := localnet.Start(t, testnet.Spec{Network: "sess3", Bootstraps: 1, Oracles: 3, Miners: 3, Routers: 1}, nil)
 	nodes := tn.Nodes()
 	waitPool(t, inProcess(t, nodes[0]), "3 available miners", 60*time.Second, func(v poolView) bool {
 		return v.Count("available") == 3
@@ -124,28 +125,6 @@ func (l tunedLauncher) Launch(ctx context.Context, name string, home node.Home) 
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return testnet.InProcessNode{Node: n}, nil
-}
-
-// startTestnetWith is startTestnet with the launcher l.
-func startTestnetWith(t *testing.T, spec testnet.Spec, l testnet.Launcher) *testnet.Testnet {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	tn, err := testnet.Start(ctx, t.TempDir(), spec, l)
-	t.Cleanup(func() {
-		sctx, done := context.WithTimeout(context.Background(), 30*time.Second)
-		defer done()
-		if err := tn.Stop(sctx); err != nil {
-			t.Error(err)
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tn.WaitHealthy(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return tn
 }
 
 // taskMarker is the system message that tells the tests' engines a task
@@ -378,7 +357,7 @@ func TestHundredTasksOverTenSessions(t *testing.T) {
 		perTask  = 10
 		miners   = 6
 	)
-	tn := startTestnetWith(t, testnet.Spec{Network: "sess100", Bootstraps: 1, Oracles: 3, Miners: miners, Routers: 1},
+	tn := localnet.Start(t, testnet.Spec{Network: "sess100", Bootstraps: 1, Oracles: 3, Miners: miners, Routers: 1},
 		tunedLauncher{round: testRound})
 	r := routersOf(t, tn)[0]
 	start := time.Now()
@@ -498,7 +477,7 @@ func TestSessionSurvivesMinerKilledMidTask(t *testing.T) {
 		t.Skip("8 nodes")
 	}
 	slow := &slowEngine{Builtin: inference.NewBuiltin(), started: make(chan struct{})}
-	tn := startTestnetWith(t, testnet.Spec{Network: "sesskill", Bootstraps: 1, Oracles: 3, Miners: 3, Routers: 1},
+	tn := localnet.Start(t, testnet.Spec{Network: "sesskill", Bootstraps: 1, Oracles: 3, Miners: 3, Routers: 1},
 		tunedLauncher{round: testRound, backend: func(name string) inference.Backend {
 			if name == "miner-0" {
 				return slow
@@ -620,7 +599,7 @@ func TestFaultyMinerOutVoted(t *testing.T) {
 	if testing.Short() {
 		t.Skip("9 nodes")
 	}
-	tn := startTestnetWith(t, testnet.Spec{Network: "sessliar", Bootstraps: 1, Oracles: 3, Miners: 4, Routers: 1},
+	tn := localnet.Start(t, testnet.Spec{Network: "sessliar", Bootstraps: 1, Oracles: 3, Miners: 4, Routers: 1},
 		tunedLauncher{round: testRound, backend: func(name string) inference.Backend {
 			if name == "miner-0" {
 				return liarEngine{inference.NewBuiltin()}
