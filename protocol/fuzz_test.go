@@ -52,7 +52,7 @@ func FuzzOpenAttestation(f *testing.F) {
 	fx := newFixture(f)
 	expired := fx.att(1)
 	expired.ExpiresMs = ms(testNow)
-	addSeeds(f, testkit.Seal(f, fx.att(0), fx.oracleKeys[0]), testkit.Seal(f, expired, fx.oracleKeys[1]), testkit.Seal(f, fx.att(2), fx.otherKey))
+	addSeeds(f, testkit.Seal(f, fx.att(0), fx.Oracles[0].Key), testkit.Seal(f, expired, fx.Oracles[1].Key), testkit.Seal(f, fx.att(2), fx.Other.Key))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := protocol.Open[pb.Attestation](data)
 		if err != nil {
@@ -71,7 +71,7 @@ func FuzzOpenAvailability(f *testing.F) {
 	fx := newFixture(f)
 	noQuorum := fx.avail(f)
 	noQuorum.Attestations = noQuorum.Attestations[:1]
-	addSeeds(f, testkit.Seal(f, fx.avail(f), fx.minerKey), testkit.Seal(f, noQuorum, fx.minerKey), testkit.Seal(f, fx.avail(f), fx.otherKey))
+	addSeeds(f, testkit.Seal(f, fx.avail(f), fx.Miner.Key), testkit.Seal(f, noQuorum, fx.Miner.Key), testkit.Seal(f, fx.avail(f), fx.Other.Key))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := protocol.Open[pb.Availability](data)
 		if err != nil {
@@ -88,14 +88,14 @@ func FuzzOpenAvailability(f *testing.F) {
 
 func FuzzOpenClaim(f *testing.F) {
 	fx := newFixture(f)
-	addSeeds(f, testkit.Seal(f, fx.claim(), fx.routerKey), testkit.Seal(f, fx.claim(), fx.otherKey))
+	addSeeds(f, testkit.Seal(f, fx.claim(), fx.Router.Key), testkit.Seal(f, fx.claim(), fx.Other.Key))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := protocol.Open[pb.Claim](data)
 		if err != nil {
 			return
 		}
 		opened(t, s, data)
-		mustClassify(t, fx.check.Claim(s, fx.miner))
+		mustClassify(t, fx.check.Claim(s, fx.Miner.ID))
 		err = fx.check.Claim(s, "")
 		mustClassify(t, err)
 		if err == nil && s.Signer != peerOf(s.Msg.Router) {
@@ -106,8 +106,8 @@ func FuzzOpenClaim(f *testing.F) {
 
 func FuzzOpenGrant(f *testing.F) {
 	fx := newFixture(f)
-	claim := testkit.Seal(f, fx.claim(), fx.routerKey)
-	addSeeds(f, testkit.Seal(f, fx.grant(claim), fx.minerKey), testkit.Seal(f, fx.grant(testkit.Seal(f, fx.claim(), fx.otherKey)), fx.minerKey))
+	claim := testkit.Seal(f, fx.claim(), fx.Router.Key)
+	addSeeds(f, testkit.Seal(f, fx.grant(claim), fx.Miner.Key), testkit.Seal(f, fx.grant(testkit.Seal(f, fx.claim(), fx.Other.Key)), fx.Miner.Key))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := protocol.Open[pb.Grant](data)
 		if err != nil {
@@ -125,8 +125,8 @@ func FuzzOpenGrant(f *testing.F) {
 func FuzzOpenRelease(f *testing.F) {
 	fx := newFixture(f)
 	byMiner := fx.release()
-	byMiner.Signer = []byte(fx.miner)
-	addSeeds(f, testkit.Seal(f, fx.release(), fx.routerKey), testkit.Seal(f, byMiner, fx.minerKey), testkit.Seal(f, fx.release(), fx.otherKey))
+	byMiner.Signer = []byte(fx.Miner.ID)
+	addSeeds(f, testkit.Seal(f, fx.release(), fx.Router.Key), testkit.Seal(f, byMiner, fx.Miner.Key), testkit.Seal(f, fx.release(), fx.Other.Key))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := protocol.Open[pb.Release](data)
 		if err != nil {
@@ -143,18 +143,18 @@ func FuzzOpenRelease(f *testing.F) {
 
 func FuzzOpenEvidence(f *testing.F) {
 	fx := newFixture(f)
-	pass := testkit.Seal(f, fx.att(0), fx.oracleKeys[0])
+	pass := testkit.Seal(f, fx.att(0), fx.Oracles[0].Key)
 	failing := fx.att(0)
 	failing.Pass = false
-	fail := testkit.Seal(f, failing, fx.oracleKeys[0])
-	claimA := testkit.Seal(f, fx.claim(), fx.routerKey)
+	fail := testkit.Seal(f, failing, fx.Oracles[0].Key)
+	claimA := testkit.Seal(f, fx.claim(), fx.Router.Key)
 	cb := fx.claim()
 	cb.Nonce = []byte("another-nonce-99")
-	gA, gB := testkit.Seal(f, fx.grant(claimA), fx.minerKey), testkit.Seal(f, fx.grant(testkit.Seal(f, cb, fx.routerKey)), fx.minerKey)
+	gA, gB := testkit.Seal(f, fx.grant(claimA), fx.Miner.Key), testkit.Seal(f, fx.grant(testkit.Seal(f, cb, fx.Router.Key)), fx.Miner.Key)
 	addSeeds(f,
-		testkit.Seal(f, &pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_VERDICT, First: pass, Second: fail}, fx.otherKey),
-		testkit.Seal(f, &pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_GRANT, First: gA, Second: gB}, fx.routerKey),
-		testkit.Seal(f, &pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_GRANT, First: gA, Second: gA}, fx.routerKey),
+		testkit.Seal(f, &pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_VERDICT, First: pass, Second: fail}, fx.Other.Key),
+		testkit.Seal(f, &pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_GRANT, First: gA, Second: gB}, fx.Router.Key),
+		testkit.Seal(f, &pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_GRANT, First: gA, Second: gA}, fx.Router.Key),
 	)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := protocol.Open[pb.Evidence](data)
@@ -203,9 +203,9 @@ func FuzzReadMsg(f *testing.F) {
 func FuzzAvailabilityValidator(f *testing.F) {
 	fx := newFixture(f)
 	v := protocol.AvailabilityValidator{Check: fx.check}
-	key := protocol.AvailabilityKey([]byte(fx.miner))
-	valid := testkit.Seal(f, fx.avail(f), fx.minerKey)
-	for _, s := range [][]byte{valid, testkit.Seal(f, fx.avail(f), fx.otherKey), []byte("junk"), nil} {
+	key := protocol.AvailabilityKey([]byte(fx.Miner.ID))
+	valid := testkit.Seal(f, fx.avail(f), fx.Miner.Key)
+	for _, s := range [][]byte{valid, testkit.Seal(f, fx.avail(f), fx.Other.Key), []byte("junk"), nil} {
 		f.Add(s, true)
 		f.Add(s, false)
 	}

@@ -20,28 +20,14 @@ var testNow = time.Date(2031, time.March, 14, 15, 9, 26, 535_000_000, time.UTC)
 // fixture is a network of five oracles (quorum three), a miner, a router and
 // an outsider, judged at testNow.
 type fixture struct {
-	net        *testkit.Network
-	check      protocol.Checker
-	oracleKeys []crypto.PrivKey
-	oracles    []peer.ID
-	minerKey   crypto.PrivKey
-	miner      peer.ID
-	routerKey  crypto.PrivKey
-	router     peer.ID
-	otherKey   crypto.PrivKey
-	other      peer.ID
+	*testkit.Network
+	check protocol.Checker
 }
 
 func newFixture(tb testing.TB) *fixture {
 	tb.Helper()
 	n := testkit.NewNetwork(tb, testNet, testNow)
-	f := &fixture{net: n, check: n.Checker()}
-	for _, o := range n.Oracles {
-		f.oracleKeys, f.oracles = append(f.oracleKeys, o.Key), append(f.oracles, o.ID)
-	}
-	f.minerKey, f.miner = n.Miner.Key, n.Miner.ID
-	f.routerKey, f.router = n.Router.Key, n.Router.ID
-	f.otherKey, f.other = n.Other.Key, n.Other.ID
+	f := &fixture{Network: n, check: n.Checker()}
 	return f
 }
 
@@ -51,30 +37,30 @@ func (f *fixture) skew() time.Duration     { return f.check.Params.ClockSkew.Std
 func ms(t time.Time) int64 { return protocol.Ms(t) }
 
 // att is a valid passing attestation by oracle i of the miner at generation 7, round 100.
-func (f *fixture) att(i int) *pb.Attestation { return f.net.Attestation(i, f.miner) }
+func (f *fixture) att(i int) *pb.Attestation { return f.Attestation(i, f.Miner.ID) }
 
 // sealedAtts seals passing attestations of the miner at generation 7 by the given oracles.
 func (f *fixture) sealedAtts(tb testing.TB, oracles ...int) [][]byte {
 	var out [][]byte
 	for _, i := range oracles {
-		out = append(out, f.net.SealedAttestation(tb, i, f.miner).Raw)
+		out = append(out, f.SealedAttestation(tb, i, f.Miner.ID).Raw)
 	}
 	return out
 }
 
 // avail is a valid AVAILABLE record of the miner at generation 7, attested by a quorum.
 func (f *fixture) avail(tb testing.TB) *pb.Availability {
-	return f.net.Availability(tb, f.net.Miner, 1, 7, pb.MinerState_AVAILABLE)
+	return f.Availability(tb, f.Miner, 1, 7, pb.MinerState_AVAILABLE)
 }
 
 // claim is a valid claim by the router for the miner at generation 7.
-func (f *fixture) claim() *pb.Claim { return f.net.Claim() }
+func (f *fixture) claim() *pb.Claim { return f.Claim() }
 
 // grant is a valid grant by the miner of the sealed claim.
-func (f *fixture) grant(claimRaw []byte) *pb.Grant { return f.net.Grant(claimRaw) }
+func (f *fixture) grant(claimRaw []byte) *pb.Grant { return f.Grant(claimRaw) }
 
 // release is a valid release of the reservation, signed by the router.
-func (f *fixture) release() *pb.Release { return f.net.Release() }
+func (f *fixture) release() *pb.Release { return f.Release() }
 
 // sealRaw seals payload bytes under any domain and payload type, bypassing
 // the protocol's own marshalling.

@@ -154,3 +154,12 @@ func (n *Network) Release(edits ...func(*pb.Release)) *pb.Release {
 		Generation: 7, Outcome: pb.Outcome_COMPLETED, Rating: 5, IssuedMs: ms(n.Now),
 	}, edits)
 }
+
+// OracleIDs are the oracles' peer IDs, in order.
+func (n *Network) OracleIDs() []peer.ID {
+	ids := make([]peer.ID, len(n.Oracles))
+	for i, o := range n.Oracles {
+		ids[i] = o.ID
+	}
+	return ids
+}

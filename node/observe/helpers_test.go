@@ -10,7 +10,6 @@ import (
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -20,26 +19,15 @@ import (
 const testNet = "testnet"
 
 type env struct {
-	net        *testkit.Network
-	now        time.Time
-	check      protocol.Checker
-	oracleKeys []crypto.PrivKey
-	oracles    []peer.ID
-	minerKey   crypto.PrivKey
-	miner      peer.ID
-	routerKey  crypto.PrivKey
-	router     peer.ID
-	pool       *pool.Pool
+	*testkit.Network
+	check protocol.Checker
+	pool  *pool.Pool
 }
 
 func newEnv(tb testing.TB) *env {
 	tb.Helper()
 	n := testkit.NewNetwork(tb, testNet, time.Now().Truncate(time.Millisecond))
-	e := &env{net: n, now: n.Now, check: n.Checker()}
-	for _, o := range n.Oracles {
-		e.oracleKeys, e.oracles = append(e.oracleKeys, o.Key), append(e.oracles, o.ID)
-	}
-	e.minerKey, e.miner, e.routerKey, e.router = n.Miner.Key, n.Miner.ID, n.Router.Key, n.Router.ID
+	e := &env{Network: n, check: n.Checker()}
 	var err error
 	if e.pool, err = pool.New(testkit.Store(tb, ""), e.check, nil); err != nil {
 		tb.Fatal(err)
@@ -49,28 +37,28 @@ func newEnv(tb testing.TB) *env {
 
 // att is oracle i's verdict on miner at gen, round 100.
 func (e *env) att(tb testing.TB, i int, miner peer.ID, gen uint64, pass bool, scoreMilli uint32) protocol.Signed[*pb.Attestation] {
-	return e.net.SealedAttestation(tb, i, miner, func(a *pb.Attestation) {
+	return e.SealedAttestation(tb, i, miner, func(a *pb.Attestation) {
 		a.Generation, a.Pass, a.ScoreMilli = gen, pass, scoreMilli
 	})
 }
 
 // avail is the miner's record; an AVAILABLE one carries three passing attestations.
 func (e *env) avail(tb testing.TB, seq, gen uint64, state pb.MinerState) protocol.Signed[*pb.Availability] {
-	return e.net.SealedAvailability(tb, e.net.Miner, seq, gen, state)
+	return e.SealedAvailability(tb, e.Miner, seq, gen, state)
 }
 
 // grant is the miner's grant to the router of session at gen.
 func (e *env) grant(tb testing.TB, session string, gen uint64) protocol.Signed[*pb.Grant] {
-	claim := testkit.Seal(tb, e.net.Claim(func(c *pb.Claim) {
+	claim := testkit.Seal(tb, e.Claim(func(c *pb.Claim) {
 		c.Session, c.Generation, c.Nonce, c.Model = session, gen, []byte("nonce-"+session+"-0123456"), ""
-	}), e.routerKey)
-	return testkit.Signed(tb, e.net.Grant(claim, func(g *pb.Grant) { g.Session, g.Generation = session, gen }), e.minerKey)
+	}), e.Router.Key)
+	return testkit.Signed(tb, e.Grant(claim, func(g *pb.Grant) { g.Session, g.Generation = session, gen }), e.Miner.Key)
 }
 
 func (e *env) release(tb testing.TB, session string, gen uint64, outcome pb.Outcome) protocol.Signed[*pb.Release] {
-	return testkit.Signed(tb, e.net.Release(func(r *pb.Release) {
+	return testkit.Signed(tb, e.Release(func(r *pb.Release) {
 		r.Session, r.Generation, r.Outcome, r.Rating = session, gen, outcome, 0
-	}), e.routerKey)
+	}), e.Router.Key)
 }
 
 func must(tb testing.TB, err error) {

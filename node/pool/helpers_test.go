@@ -20,19 +20,8 @@ const testNet = "testnet"
 // keeps store TTLs and record expiry on the wall clock, so the fixed time is
 // the real time the test started.
 type env struct {
-	net        *testkit.Network
-	now        time.Time
-	check      protocol.Checker
-	oracleKeys []crypto.PrivKey
-	oracles    []peer.ID
-	minerKey   crypto.PrivKey
-	miner      peer.ID
-	miner2Key  crypto.PrivKey
-	miner2     peer.ID
-	routerKey  crypto.PrivKey
-	router     peer.ID
-	otherKey   crypto.PrivKey
-	other      peer.ID
+	*testkit.Network
+	check protocol.Checker
 
 	dir   string
 	store *store.Store
@@ -42,12 +31,7 @@ type env struct {
 func newEnv(tb testing.TB) *env {
 	tb.Helper()
 	n := testkit.NewNetwork(tb, testNet, time.Now().Truncate(time.Millisecond))
-	e := &env{net: n, now: n.Now, check: n.Checker()}
-	for _, o := range n.Oracles {
-		e.oracleKeys, e.oracles = append(e.oracleKeys, o.Key), append(e.oracles, o.ID)
-	}
-	e.minerKey, e.miner, e.miner2Key, e.miner2 = n.Miner.Key, n.Miner.ID, n.Miner2.Key, n.Miner2.ID
-	e.routerKey, e.router, e.otherKey, e.other = n.Router.Key, n.Router.ID, n.Other.Key, n.Other.ID
+	e := &env{Network: n, check: n.Checker()}
 	e.dir = tb.TempDir()
 	e.open(tb)
 	return e
@@ -87,47 +71,47 @@ func edits[M any](mutate func(M)) []func(M) {
 
 // att is a valid passing attestation by oracle i of miner at generation 7, round 100.
 func (e *env) att(i int, miner peer.ID, mutate func(*pb.Attestation)) *pb.Attestation {
-	return e.net.Attestation(i, miner, edits(mutate)...)
+	return e.Attestation(i, miner, edits(mutate)...)
 }
 
 func (e *env) sealAtt(tb testing.TB, i int, miner peer.ID, mutate func(*pb.Attestation)) protocol.Signed[*pb.Attestation] {
-	return e.net.SealedAttestation(tb, i, miner, edits(mutate)...)
+	return e.SealedAttestation(tb, i, miner, edits(mutate)...)
 }
 
 // avail is a valid record of the miner key's peer: AVAILABLE records carry
 // a quorum of attestations for their generation.
 func (e *env) avail(tb testing.TB, k crypto.PrivKey, seq, gen uint64, state pb.MinerState, mutate func(*pb.Availability)) protocol.Signed[*pb.Availability] {
-	return e.net.SealedAvailability(tb, testkit.Party{Key: k, ID: testkit.ID(tb, k)}, seq, gen, state, edits(mutate)...)
+	return e.SealedAvailability(tb, testkit.Party{Key: k, ID: testkit.ID(tb, k)}, seq, gen, state, edits(mutate)...)
 }
 
 func (e *env) claim(session string) []byte {
-	return mustSeal(e.net.Claim(func(c *pb.Claim) {
+	return mustSeal(e.Claim(func(c *pb.Claim) {
 		c.Session, c.Nonce = session, []byte("nonce-"+session+"-0123")
-	}), e.routerKey)
+	}), e.Router.Key)
 }
 
 // grantAt is the miner's grant of the router's claim for session "s1" at gen.
 func (e *env) grantAt(tb testing.TB, gen uint64) protocol.Signed[*pb.Grant] {
-	return e.grantEnding(tb, gen, e.now.Add(30*time.Second))
+	return e.grantEnding(tb, gen, e.Now.Add(30*time.Second))
 }
 
 // grantEnding is grantAt with its lease ending at end.
 func (e *env) grantEnding(tb testing.TB, gen uint64, end time.Time) protocol.Signed[*pb.Grant] {
-	claim := mustSeal(e.net.Claim(func(c *pb.Claim) { c.Generation, c.Nonce, c.Model = gen, []byte("nonce-s1-0123456"), "" }), e.routerKey)
-	return testkit.Signed(tb, e.net.Grant(claim, func(g *pb.Grant) { g.Generation, g.LeaseEndMs = gen, ms(end) }), e.minerKey)
+	claim := mustSeal(e.Claim(func(c *pb.Claim) { c.Generation, c.Nonce, c.Model = gen, []byte("nonce-s1-0123456"), "" }), e.Router.Key)
+	return testkit.Signed(tb, e.Grant(claim, func(g *pb.Grant) { g.Generation, g.LeaseEndMs = gen, ms(end) }), e.Miner.Key)
 }
 
 // grant is the miner's valid grant of the router's claim for session.
 func (e *env) grant(tb testing.TB, session string, mutate func(*pb.Grant)) protocol.Signed[*pb.Grant] {
-	g := e.net.Grant(e.claim(session), func(g *pb.Grant) { g.Session = session })
+	g := e.Grant(e.claim(session), func(g *pb.Grant) { g.Session = session })
 	if mutate != nil {
 		mutate(g)
 	}
-	return testkit.Signed(tb, g, e.minerKey)
+	return testkit.Signed(tb, g, e.Miner.Key)
 }
 
 func (e *env) release(tb testing.TB, gen uint64, outcome pb.Outcome) protocol.Signed[*pb.Release] {
-	return testkit.Signed(tb, e.net.Release(func(r *pb.Release) { r.Generation, r.Outcome, r.Rating = gen, outcome, 0 }), e.routerKey)
+	return testkit.Signed(tb, e.Release(func(r *pb.Release) { r.Generation, r.Outcome, r.Rating = gen, outcome, 0 }), e.Router.Key)
 }
 
 func mustSeal[T any, M protocol.Message[T]](m M, k crypto.PrivKey) []byte {
