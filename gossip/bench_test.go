@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"testing"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/record"
@@ -65,7 +66,7 @@ func benchEnvelope(b testing.TB) []byte {
 // delivery on another over loopback TCP, through our validators and scoring.
 func BenchmarkGossipDelivery(b *testing.B) {
 	ha, hb := newHost(b), newHost(b)
-	connect(b, ha, hb)
+	testkit.Connect(b, ha, hb)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	got := make(chan struct{}, 1)
@@ -104,7 +105,7 @@ func BenchmarkGossipDelivery(b *testing.B) {
 // options, no validator, messages of the same size.
 func BenchmarkGossipDeliveryBaseline(b *testing.B) {
 	ha, hb := newHost(b), newHost(b)
-	connect(b, ha, hb)
+	testkit.Connect(b, ha, hb)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	psa, err := pubsub.NewGossipSub(ctx, ha, pubsub.WithFloodPublish(true))

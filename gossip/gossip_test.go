@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/p2p"
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -68,19 +69,7 @@ func (h gatedHost) BlockPeer(p peer.ID, d time.Duration) {
 func newHost(t testing.TB) host.Host {
 	t.Helper()
 	gater := p2p.NewGater()
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics(), libp2p.ConnectionGater(gater))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	return gatedHost{h, gater}
-}
-
-func connect(t testing.TB, a, b host.Host) {
-	t.Helper()
-	if err := a.Connect(context.Background(), peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
-		t.Fatal(err)
-	}
+	return gatedHost{testkit.Host(t, nil, libp2p.ConnectionGater(gater)), gater}
 }
 
 type inbox struct {
@@ -132,15 +121,10 @@ func seal(t *testing.T, rec record.Record) []byte {
 	return b
 }
 
+// waitFor gives gossip's meshes and heartbeats 15 s.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(t, what, 15*time.Second, cond)
 }
 
 func TestTopicIDCarriesNetwork(t *testing.T) {
@@ -213,7 +197,7 @@ func TestForgedSignatureRejected(t *testing.T) {
 
 func TestDeliveryAndRejectionAcrossHosts(t *testing.T) {
 	ha, hb := newHost(t), newHost(t)
-	connect(t, ha, hb)
+	testkit.Connect(t, ha, hb)
 	regB := prometheus.NewRegistry()
 	var inA, inB inbox
 	gA, topicA := newGossip(t, ha, nil, &inA)
@@ -247,7 +231,7 @@ func TestDeliveryAndRejectionAcrossHosts(t *testing.T) {
 // A peer that floods invalid messages loses score until it is graylisted.
 func TestInvalidSenderLosesScore(t *testing.T) {
 	honest, attacker := newHost(t), newHost(t)
-	connect(t, attacker, honest)
+	testkit.Connect(t, attacker, honest)
 	reg := prometheus.NewRegistry()
 	var in inbox
 	g, _ := newGossip(t, honest, reg, &in)

@@ -1,15 +1,13 @@
 package gossip
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/p2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -17,24 +15,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 )
-
-// lockedBuffer collects log lines written from many goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) count(s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), s)
-}
 
 // A node hands gossip.New its *p2p.Host, which is how cut-off peers are
 // refused: no other wiring.
@@ -62,13 +42,13 @@ func nodeHost(t *testing.T) *p2p.Host {
 // connected and its messages still arrive.
 func TestFloodingPeerCutOff(t *testing.T) {
 	node, honest, flooder := nodeHost(t), newHost(t), newHost(t)
-	connect(t, honest, node)
-	connect(t, flooder, node)
+	testkit.Connect(t, honest, node)
+	testkit.Connect(t, flooder, node)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
 	reg := prometheus.NewRegistry()
-	var logs lockedBuffer
+	var logs testkit.LogBuffer
 	var in inbox
 	g, err := New(ctx, node, "testnet", DefaultConfig(), reg, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
@@ -134,7 +114,7 @@ func TestFloodingPeerCutOff(t *testing.T) {
 	if n := cutOffs(t, reg); n != 1 {
 		t.Fatalf("cut-off counter = %v, want 1", n)
 	}
-	if n := logs.count("gossip peer cut off"); n != 1 {
+	if n := logs.Count("gossip peer cut off"); n != 1 {
 		t.Fatalf("cut-off logged %d times, want once", n)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/internal/duration"
+	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/node/router"
 	"github.com/ephemera-network/ephemera/protocol"
@@ -82,23 +83,7 @@ type benchNet struct {
 
 func startBenchNet(b *testing.B, network string, l *benchLauncher) benchNet {
 	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	spec := testnet.Spec{Network: network, Bootstraps: 1, Oracles: 3, Miners: 1, Routers: 1}
-	tn, err := testnet.Start(ctx, b.TempDir(), spec, l)
-	b.Cleanup(func() {
-		sctx, done := context.WithTimeout(context.Background(), 30*time.Second)
-		defer done()
-		if err := tn.Stop(sctx); err != nil {
-			b.Error(err)
-		}
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := tn.WaitHealthy(ctx); err != nil {
-		b.Fatal(err)
-	}
+	tn := localnet.Start(b, testnet.Spec{Network: network, Bootstraps: 1, Oracles: 3, Miners: 1, Routers: 1}, l)
 	var net benchNet
 	net.tn = tn
 	for _, tnn := range tn.Nodes() {

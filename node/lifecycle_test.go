@@ -9,6 +9,7 @@ import (
 
 	"github.com/ephemera-network/ephemera/api"
 	"github.com/ephemera-network/ephemera/gossip"
+	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/node/router"
 	"github.com/ephemera-network/ephemera/p2p"
@@ -93,7 +94,7 @@ func TestLifecycle(t *testing.T) {
 	if testing.Short() {
 		t.Skip("16 nodes")
 	}
-	tn := startTestnet(t, testnet.Spec{Network: "life", Bootstraps: 1, Oracles: 3, Miners: 10, Routers: 2})
+	tn := localnet.Start(t, testnet.Spec{Network: "life", Bootstraps: 1, Oracles: 3, Miners: 10, Routers: 2}, nil)
 	miners, routers := minersOf(t, tn), routersOf(t, tn)
 	observer := routers[0]
 
@@ -176,7 +177,7 @@ func TestEquivocatingMinerCaughtByEveryNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("7 nodes")
 	}
-	tn := startTestnet(t, testnet.Spec{Network: "equiv", Bootstraps: 1, Oracles: 3, Miners: 2, Routers: 1})
+	tn := localnet.Start(t, testnet.Spec{Network: "equiv", Bootstraps: 1, Oracles: 3, Miners: 2, Routers: 1}, nil)
 	nodes := tn.Nodes()
 	miners := minersOf(t, tn)
 	waitPool(t, inProcess(t, nodes[0]), "2 available miners", 60*time.Second, func(v poolView) bool {

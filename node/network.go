@@ -59,29 +59,17 @@ func (n *Node) startNetworkWatch(ctx context.Context) (*networkWatch, error) {
 	n.host.SetStreamHandler(protocol.NetworkMarker(n.netHash), func(s network.Stream) { _ = s.Reset() })
 	def := n.cfg.Definition()
 	n.host.SetStreamHandler(protocol.DefinitionProtocol, func(s network.Stream) { serveDefinition(s, def) })
-	sub, err := n.host.EventBus().Subscribe([]any{new(event.EvtPeerIdentificationCompleted), new(event.EvtPeerProtocolsUpdated)})
+	err := p2p.OnEvents(ctx, n.host.EventBus(), []any{new(event.EvtPeerIdentificationCompleted), new(event.EvtPeerProtocolsUpdated)}, func(ev any) {
+		switch e := ev.(type) {
+		case event.EvtPeerIdentificationCompleted:
+			w.check(e.Peer, e.Protocols)
+		case event.EvtPeerProtocolsUpdated:
+			w.check(e.Peer, e.Added)
+		}
+	})
 	if err != nil {
 		return nil, fmt.Errorf("network watch: %w", err)
 	}
-	go func() {
-		defer sub.Close()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev, ok := <-sub.Out():
-				if !ok {
-					return
-				}
-				switch e := ev.(type) {
-				case event.EvtPeerIdentificationCompleted:
-					w.check(e.Peer, e.Protocols)
-				case event.EvtPeerProtocolsUpdated:
-					w.check(e.Peer, e.Added)
-				}
-			}
-		}
-	}()
 	return w, nil
 }
 

@@ -1,36 +1,17 @@
 package node_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/p2p"
 )
-
-// syncBuffer is a log sink that tests read while the node writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // initBootstrap makes the home of a bootstrap node, a DHT server, in dir.
 func initBootstrap(t *testing.T, dir string) node.Home {
@@ -45,7 +26,7 @@ func initBootstrap(t *testing.T, dir string) node.Home {
 	return home
 }
 
-func startLogged(t *testing.T, home node.Home, w *syncBuffer) *node.Node {
+func startLogged(t *testing.T, home node.Home, w *testkit.LogBuffer) *node.Node {
 	t.Helper()
 	cfg, err := node.LoadConfig(home.ConfigPath())
 	if err != nil {
@@ -66,7 +47,7 @@ func startLogged(t *testing.T, home node.Home, w *syncBuffer) *node.Node {
 // said once in the log, and unhealthy with the reason.
 func TestNetworkDefinitionJoinAndPart(t *testing.T) {
 	dir := t.TempDir()
-	var bootLog syncBuffer
+	var bootLog testkit.LogBuffer
 	boot := startLogged(t, initBootstrap(t, dir), &bootLog)
 	defer stop(t, boot)
 	bootAddr := boot.FullAddrs()[0].String()
@@ -94,7 +75,7 @@ func TestNetworkDefinitionJoinAndPart(t *testing.T) {
 	if _, err := node.Init(misHome, misCfg, false); err != nil {
 		t.Fatal(err)
 	}
-	var misLog syncBuffer
+	var misLog testkit.LogBuffer
 	mis := startLogged(t, misHome, &misLog)
 	defer stop(t, mis)
 	if mis.NetworkHash() == boot.NetworkHash() {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/store"
 	"github.com/ephemera-network/ephemera/testnet"
@@ -132,27 +133,6 @@ func TestStoreLockedIsClear(t *testing.T) {
 	}
 }
 
-func startTestnet(t *testing.T, spec testnet.Spec) *testnet.Testnet {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	tn, err := testnet.Start(ctx, t.TempDir(), spec, testnet.InProcess{})
-	t.Cleanup(func() {
-		sctx, done := context.WithTimeout(context.Background(), 30*time.Second)
-		defer done()
-		if err := tn.Stop(sctx); err != nil {
-			t.Error(err)
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tn.WaitHealthy(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return tn
-}
-
 func inProcess(t *testing.T, n testnet.Node) *node.Node {
 	t.Helper()
 	return n.(testnet.InProcessNode).Node
@@ -160,7 +140,7 @@ func inProcess(t *testing.T, n testnet.Node) *node.Node {
 
 // Two nodes that know only the bootstrap node find each other through the DHT.
 func TestTwoNodesFindEachOtherThroughBootstrap(t *testing.T) {
-	tn := startTestnet(t, testnet.Spec{Network: "findnet", Bootstraps: 1, Miners: 2})
+	tn := localnet.Start(t, testnet.Spec{Network: "findnet", Bootstraps: 1, Miners: 2}, nil)
 	a, b := inProcess(t, tn.Nodes()[1]), inProcess(t, tn.Nodes()[2])
 
 	// Forget b entirely, so that only the DHT can tell a where it is.
@@ -188,7 +168,7 @@ func TestTwentyNodesFormOneDHT(t *testing.T) {
 	if testing.Short() {
 		t.Skip("20 nodes")
 	}
-	tn := startTestnet(t, testnet.Spec{Network: "dht20", Bootstraps: 1, Miners: 19})
+	tn := localnet.Start(t, testnet.Spec{Network: "dht20", Bootstraps: 1, Miners: 19}, nil)
 	nodes := tn.Nodes()
 	if len(nodes) != 20 {
 		t.Fatalf("%d nodes running", len(nodes))

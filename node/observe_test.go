@@ -12,6 +12,7 @@ import (
 
 	"github.com/ephemera-network/ephemera/api"
 	"github.com/ephemera-network/ephemera/gossip"
+	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/testnet"
 )
@@ -85,7 +86,7 @@ func TestObserveReservation(t *testing.T) {
 	if testing.Short() {
 		t.Skip("6 nodes")
 	}
-	tn := startTestnet(t, testnet.Spec{Network: "observenet", Bootstraps: 1, Oracles: 3, Miners: 1, Routers: 1})
+	tn := localnet.Start(t, testnet.Spec{Network: "observenet", Bootstraps: 1, Oracles: 3, Miners: 1, Routers: 1}, nil)
 	boot := inProcess(t, tn.Nodes()[0])
 	miner, rt := minersOf(t, tn)[0], routersOf(t, tn)[0]
 	minerID := miner.ID().String()

@@ -18,6 +18,7 @@ import (
 	"github.com/ephemera-network/ephemera/api"
 	"github.com/ephemera-network/ephemera/inference"
 	"github.com/ephemera-network/ephemera/internal/duration"
+	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/node/session"
 	"github.com/ephemera-network/ephemera/protocol"
@@ -229,20 +230,9 @@ func BenchmarkSessionTaskBaseline(b *testing.B) { BenchmarkChatCompletionBaselin
 func BenchmarkSessionsPerSecond(b *testing.B) {
 	const miners, clients, window = 20, 20, 10 * time.Second
 	l := &benchLauncher{round: benchRound}
+	tn := localnet.Start(b, testnet.Spec{Network: "bench-sps", Bootstraps: 1, Oracles: 3, Miners: miners, Routers: 1}, l)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	tn, err := testnet.Start(ctx, b.TempDir(), testnet.Spec{Network: "bench-sps", Bootstraps: 1, Oracles: 3, Miners: miners, Routers: 1}, l)
-	b.Cleanup(func() {
-		sctx, done := context.WithTimeout(context.Background(), time.Minute)
-		defer done()
-		_ = tn.Stop(sctx)
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := tn.WaitHealthy(ctx); err != nil {
-		b.Fatal(err)
-	}
 	var rt *node.Node
 	for _, n := range tn.Nodes() {
 		if nn := n.(testnet.InProcessNode).Node; node.HasRole(nn.Config().Roles, node.RoleRouter) {
@@ -288,21 +278,7 @@ func BenchmarkSessionsPerSecond(b *testing.B) {
 // host, with nothing reserved, signed, stored or validated again.
 func BenchmarkSessionsPerSecondBaseline(b *testing.B) {
 	const miners, clients, window = 20, 20, 10 * time.Second
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	tn, err := testnet.Start(ctx, b.TempDir(), testnet.Spec{Network: "bench-sps", Bootstraps: 1, Oracles: 3, Miners: miners, Routers: 1},
-		&benchLauncher{round: benchRound})
-	b.Cleanup(func() {
-		sctx, done := context.WithTimeout(context.Background(), time.Minute)
-		defer done()
-		_ = tn.Stop(sctx)
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := tn.WaitHealthy(ctx); err != nil {
-		b.Fatal(err)
-	}
+	tn := localnet.Start(b, testnet.Spec{Network: "bench-sps", Bootstraps: 1, Oracles: 3, Miners: miners, Routers: 1}, &benchLauncher{round: benchRound})
 	var rt *node.Node
 	var ms []*node.Node
 	for _, n := range tn.Nodes() {

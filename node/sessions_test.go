@@ -2,22 +2,17 @@ package node_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ephemera-network/ephemera/inference"
-	"github.com/ephemera-network/ephemera/internal/duration"
-	"github.com/ephemera-network/ephemera/node"
-	"github.com/ephemera-network/ephemera/node/pool"
+	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
 	"github.com/ephemera-network/ephemera/node/router"
 	"github.com/ephemera-network/ephemera/node/session"
-	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/ephemera-network/ephemera/testnet"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -32,7 +27,7 @@ func TestSessionRedundancyThree(t *testing.T) {
 	if testing.Short() {
 		t.Skip("8 nodes")
 	}
-	tn := startTestnet(t, testnet.Spec{Network: "sess3", Bootstraps: 1, Oracles: 3, Miners: 3, Routers: 1})
+	tn := localnet.Start(t, testnet.Spec{Network: "sess3", Bootstraps: 1, Oracles: 3, Miners: 3, Routers: 1}, nil)
 	nodes := tn.Nodes()
 	waitPool(t, inProcess(t, nodes[0]), "3 available miners", 60*time.Second, func(v poolView) bool {
 		return v.Count("available") == 3
@@ -89,282 +84,6 @@ func TestSessionRedundancyThree(t *testing.T) {
 	})
 }
 
-// testRound is the validation round of the testnets below, instead of the
-// default 5 s: a released miner is validated again within a few seconds,
-// so a test that waits for that stays short. Only the oracles' schedule
-// depends on it.
-const testRound = time.Second
-
-// tunedLauncher starts nodes in this process, like testnet.InProcess, with
-// every node's params.round_period set to round (when not zero), and gives
-// the node of a name (such as "miner-0") the engine backend returns for it,
-// nil keeping the built-in one.
-type tunedLauncher struct {
-	round   time.Duration
-	backend func(name string) inference.Backend
-}
-
-func (l tunedLauncher) Launch(ctx context.Context, name string, home node.Home) (testnet.Node, error) {
-	cfg, err := node.LoadConfig(home.ConfigPath())
-	if err != nil {
-		return nil, err
-	}
-	if l.round > 0 {
-		cfg.Params.RoundPeriod = duration.Duration(l.round)
-	}
-	opts := node.Options{Version: "test"}
-	if l.backend != nil {
-		opts.Backend = l.backend(name)
-	}
-	n, err := node.New(home, cfg, opts)
-	if err != nil {
-		return nil, err
-	}
-	if err := n.Start(ctx); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	return testnet.InProcessNode{Node: n}, nil
-}
-
-// startTestnetWith is startTestnet with the launcher l.
-func startTestnetWith(t *testing.T, spec testnet.Spec, l testnet.Launcher) *testnet.Testnet {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	tn, err := testnet.Start(ctx, t.TempDir(), spec, l)
-	t.Cleanup(func() {
-		sctx, done := context.WithTimeout(context.Background(), 30*time.Second)
-		defer done()
-		if err := tn.Stop(sctx); err != nil {
-			t.Error(err)
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tn.WaitHealthy(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return tn
-}
-
-// taskMarker is the system message that tells the tests' engines a task
-// comes from a user session. Oracles' challenges carry none, so an engine
-// that misbehaves only on marked tasks still validates.
-const taskMarker = "ephemera test: a user session's task"
-
-func marked(req inference.GenerateRequest) bool {
-	return slices.ContainsFunc(req.Messages, func(m inference.Message) bool {
-		return m.Role == "system" && m.Content == taskMarker
-	})
-}
-
-// askMarked is ask with the marker.
-func askMarked(prompt string) session.TaskRequest {
-	return session.TaskRequest{Messages: []inference.Message{{Role: "system", Content: taskMarker}, {Role: "user", Content: prompt}}}
-}
-
-// slowEngine is the built-in engine, except that a marked task announces
-// itself on started and then runs until its context ends (or a minute has
-// passed): the task is in flight for as long as the test needs.
-type slowEngine struct {
-	*inference.Builtin
-	started chan struct{}
-	once    sync.Once
-}
-
-func (e *slowEngine) hold(ctx context.Context) error {
-	e.once.Do(func() { close(e.started) })
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(time.Minute):
-		return nil
-	}
-}
-
-func (e *slowEngine) Generate(ctx context.Context, req inference.GenerateRequest) (inference.GenerateResponse, error) {
-	if marked(req) {
-		if err := e.hold(ctx); err != nil {
-			return inference.GenerateResponse{}, err
-		}
-	}
-	return e.Builtin.Generate(ctx, req)
-}
-
-func (e *slowEngine) GenerateStream(ctx context.Context, req inference.GenerateRequest, onToken func(string) error) (inference.GenerateResponse, error) {
-	if marked(req) {
-		if err := e.hold(ctx); err != nil {
-			return inference.GenerateResponse{}, err
-		}
-	}
-	return e.Builtin.GenerateStream(ctx, req, onToken)
-}
-
-// liarEngine answers the oracles' challenges as the built-in engine does,
-// so it validates, but every marked task wrongly.
-type liarEngine struct{ *inference.Builtin }
-
-const lie = "I refuse to answer."
-
-func (e liarEngine) Generate(ctx context.Context, req inference.GenerateRequest) (inference.GenerateResponse, error) {
-	if marked(req) {
-		return inference.GenerateResponse{Model: inference.BuiltinModel, Text: lie, CompletionTokens: 4}, nil
-	}
-	return e.Builtin.Generate(ctx, req)
-}
-
-func (e liarEngine) GenerateStream(ctx context.Context, req inference.GenerateRequest, onToken func(string) error) (inference.GenerateResponse, error) {
-	if !marked(req) {
-		return e.Builtin.GenerateStream(ctx, req, onToken)
-	}
-	if onToken != nil {
-		if err := onToken(lie); err != nil {
-			return inference.GenerateResponse{}, err
-		}
-	}
-	return inference.GenerateResponse{Model: inference.BuiltinModel, Text: lie, CompletionTokens: 4}, nil
-}
-
-// nodeNamed is the in-process node of that name in tn ("miner-0").
-func nodeNamed(t *testing.T, tn *testnet.Testnet, name string) *node.Node {
-	t.Helper()
-	for _, n := range tn.Nodes() {
-		if _, got, ok := tn.Find(n.Runtime().PeerID); ok && got == name {
-			return inProcess(t, n)
-		}
-	}
-	t.Fatalf("no node named %s", name)
-	return nil
-}
-
-// reputationOf is the reputation n's pool holds for id, counters included
-// (the pool view shows only its score).
-func reputationOf(t *testing.T, n *node.Node, id peer.ID) pool.Reputation {
-	t.Helper()
-	var r pool.Reputation
-	b, err := n.Store().Get([]byte("rep/" + string(id)))
-	if err != nil {
-		t.Fatalf("reputation of %s: %v", id, err)
-	}
-	if err := json.Unmarshal(b, &r); err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-// waitSession polls the session until cond holds.
-func waitSession(t *testing.T, sm *session.Manager, id, what string, timeout time.Duration, cond func(session.Session) bool) session.Session {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		s, err := sm.Get(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if cond(s) {
-			return s
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; session %+v", what, s)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func activeHoldings(s session.Session) []session.Holding {
-	var out []session.Holding
-	for _, h := range s.Miners {
-		if h.State == session.HoldActive {
-			out = append(out, h)
-		}
-	}
-	return out
-}
-
-// holdAllBut reserves, through r's raw reservation desk, every available
-// miner but keep, so that the next session can only have keep. It returns
-// the reservations, to be given back with giveBack.
-func holdAllBut(t *testing.T, ctx context.Context, r *node.Node, keep peer.ID, n int) []router.Reservation {
-	t.Helper()
-	var out []router.Reservation
-	for range n {
-		res, err := r.Router().ReserveFor(ctx, router.Request{Exclude: []peer.ID{keep}, Lease: 5 * time.Minute})
-		if err != nil {
-			t.Fatalf("reserving the miners other than %s: %v", keep, err)
-		}
-		out = append(out, res)
-	}
-	return out
-}
-
-func giveBack(t *testing.T, ctx context.Context, r *node.Node, held []router.Reservation) {
-	t.Helper()
-	for _, res := range held {
-		if _, err := r.Router().Release(ctx, res.ID, pb.Outcome_CANCELLED); err != nil {
-			t.Fatalf("release %s: %v", res.ID, err)
-		}
-	}
-}
-
-// poolMonitor samples a node's pool view until stopped and finds the one
-// thing that must never be seen: a miner available again at a generation
-// it was seen reserved at (it must be released and validated anew, at the
-// next generation, first), or a miner's generation going back.
-type poolMonitor struct {
-	stop, done chan struct{}
-	reserved   map[string]map[uint64]bool
-	last       map[string]uint64
-	violations []string
-}
-
-func watchPool(n *node.Node) *poolMonitor {
-	pm := &poolMonitor{stop: make(chan struct{}), done: make(chan struct{}),
-		reserved: map[string]map[uint64]bool{}, last: map[string]uint64{}}
-	go func() {
-		defer close(pm.done)
-		tick := time.NewTicker(25 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			pm.sample(poolView(n.Pool()))
-			select {
-			case <-pm.stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	return pm
-}
-
-func (pm *poolMonitor) sample(v poolView) {
-	for _, m := range v {
-		if last, ok := pm.last[m.PeerID]; ok && m.Generation < last {
-			pm.violations = append(pm.violations, fmt.Sprintf("%s went back from generation %d to %d", m.PeerID, last, m.Generation))
-		}
-		pm.last[m.PeerID] = m.Generation
-		switch m.State {
-		case "reserved":
-			if pm.reserved[m.PeerID] == nil {
-				pm.reserved[m.PeerID] = map[uint64]bool{}
-			}
-			pm.reserved[m.PeerID][m.Generation] = true
-		case "available":
-			if pm.reserved[m.PeerID][m.Generation] {
-				pm.violations = append(pm.violations, fmt.Sprintf("%s available again at generation %d, which it was reserved at", m.PeerID, m.Generation))
-				pm.reserved[m.PeerID][m.Generation] = false // said once
-			}
-		}
-	}
-}
-
-// Stop ends the sampling and returns what it saw wrong.
-func (pm *poolMonitor) Stop() []string {
-	close(pm.stop)
-	<-pm.done
-	return pm.violations
-}
-
 // 100 tasks over 10 sessions on 6 miners: the sessions queue for miners,
 // each ends by its task limit and releases its miner, and a released miner
 // serves another session only once it is validated again, at its next
@@ -378,7 +97,7 @@ func TestHundredTasksOverTenSessions(t *testing.T) {
 		perTask  = 10
 		miners   = 6
 	)
-	tn := startTestnetWith(t, testnet.Spec{Network: "sess100", Bootstraps: 1, Oracles: 3, Miners: miners, Routers: 1},
+	tn := localnet.Start(t, testnet.Spec{Network: "sess100", Bootstraps: 1, Oracles: 3, Miners: miners, Routers: 1},
 		tunedLauncher{round: testRound})
 	r := routersOf(t, tn)[0]
 	start := time.Now()
@@ -498,7 +217,7 @@ func TestSessionSurvivesMinerKilledMidTask(t *testing.T) {
 		t.Skip("8 nodes")
 	}
 	slow := &slowEngine{Builtin: inference.NewBuiltin(), started: make(chan struct{})}
-	tn := startTestnetWith(t, testnet.Spec{Network: "sesskill", Bootstraps: 1, Oracles: 3, Miners: 3, Routers: 1},
+	tn := localnet.Start(t, testnet.Spec{Network: "sesskill", Bootstraps: 1, Oracles: 3, Miners: 3, Routers: 1},
 		tunedLauncher{round: testRound, backend: func(name string) inference.Backend {
 			if name == "miner-0" {
 				return slow
@@ -620,7 +339,7 @@ func TestFaultyMinerOutVoted(t *testing.T) {
 	if testing.Short() {
 		t.Skip("9 nodes")
 	}
-	tn := startTestnetWith(t, testnet.Spec{Network: "sessliar", Bootstraps: 1, Oracles: 3, Miners: 4, Routers: 1},
+	tn := localnet.Start(t, testnet.Spec{Network: "sessliar", Bootstraps: 1, Oracles: 3, Miners: 4, Routers: 1},
 		tunedLauncher{round: testRound, backend: func(name string) inference.Backend {
 			if name == "miner-0" {
 				return liarEngine{inference.NewBuiltin()}

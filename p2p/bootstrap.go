@@ -225,30 +225,17 @@ func (b *bootstrapper) dialBootstrapPeers(ctx context.Context) int {
 // so it bootstraps again at once instead of at the next interval.
 func (b *bootstrapper) watchDisconnects(ctx context.Context) <-chan struct{} {
 	lost := make(chan struct{}, 1)
-	sub, err := b.h.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
-	if err != nil {
-		b.log.Warn("peer events unavailable; bootstrapping on the interval only", "err", err)
-		return lost
-	}
-	go func() {
-		defer sub.Close()
-		for {
+	err := OnEvents(ctx, b.h.EventBus(), []any{new(event.EvtPeerConnectednessChanged)}, func(ev any) {
+		e := ev.(event.EvtPeerConnectednessChanged)
+		if e.Connectedness == network.NotConnected && len(b.h.Network().Peers()) < b.minPeers {
 			select {
-			case <-ctx.Done():
-				return
-			case ev, ok := <-sub.Out():
-				if !ok {
-					return
-				}
-				e := ev.(event.EvtPeerConnectednessChanged)
-				if e.Connectedness == network.NotConnected && len(b.h.Network().Peers()) < b.minPeers {
-					select {
-					case lost <- struct{}{}:
-					default:
-					}
-				}
+			case lost <- struct{}{}:
+			default:
 			}
 		}
-	}()
+	})
+	if err != nil {
+		b.log.Warn("peer events unavailable; bootstrapping on the interval only", "err", err)
+	}
 	return lost
 }

@@ -1,35 +1,16 @@
 package p2p
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ephemera-network/ephemera/internal/duration"
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/libp2p/go-libp2p/core/crypto"
 )
-
-// syncBuffer is a log sink the host's goroutines write while the test reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // A wrong bootstrap address beside a right one is recorded with the reason
 // its dial failed, not only that it failed, and logged once with its address.
@@ -50,7 +31,7 @@ func TestBootstrapStatusNamesTheCause(t *testing.T) {
 	cfg.Bootstrap = []string{good.Addrs()[0].String() + "/p2p/" + good.ID().String(), bad}
 	cfg.MinPeers = 3 // never met: the bad address is dialled again and again
 	cfg.BootstrapInterval = duration.Duration(time.Second)
-	var logs syncBuffer
+	var logs testkit.LogBuffer
 	h, err := New(cfg, Options{Network: "test", Key: key, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -102,48 +102,32 @@ func (h *Host) HolePunched(p peer.ID) bool {
 const maxObserved = 32
 
 func (t *reachTracker) run(ctx context.Context, h host.Host) error {
-	sub, err := h.EventBus().Subscribe([]any{
+	return OnEvents(ctx, h.EventBus(), []any{
 		new(event.EvtHostReachableAddrsChanged),
 		new(event.EvtLocalReachabilityChanged),
 		new(event.EvtAutoRelayAddrsUpdated),
 		new(event.EvtPeerIdentificationCompleted),
 		new(event.EvtPeerConnectednessChanged),
-	})
-	if err != nil {
-		return err
-	}
-	go func() {
-		defer sub.Close()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev, ok := <-sub.Out():
-				if !ok {
-					return
-				}
-				t.mu.Lock()
-				switch e := ev.(type) {
-				case event.EvtHostReachableAddrsChanged:
-					t.reachable, t.unreachable, t.unknown = e.Reachable, e.Unreachable, e.Unknown
-					t.checked = t.checked || len(e.Reachable)+len(e.Unreachable) > 0
-				case event.EvtLocalReachabilityChanged:
-					t.reachability = e.Reachability
-					t.checked = t.checked || e.Reachability != network.ReachabilityUnknown
-				case event.EvtAutoRelayAddrsUpdated:
-					t.relayAddrs = e.RelayAddrs
-				case event.EvtPeerIdentificationCompleted:
-					t.observe(e.ObservedAddr)
-				case event.EvtPeerConnectednessChanged:
-					if e.Connectedness == network.NotConnected {
-						delete(t.punched, e.Peer) // a new connection is judged anew
-					}
-				}
-				t.mu.Unlock()
+	}, func(ev any) {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		switch e := ev.(type) {
+		case event.EvtHostReachableAddrsChanged:
+			t.reachable, t.unreachable, t.unknown = e.Reachable, e.Unreachable, e.Unknown
+			t.checked = t.checked || len(e.Reachable)+len(e.Unreachable) > 0
+		case event.EvtLocalReachabilityChanged:
+			t.reachability = e.Reachability
+			t.checked = t.checked || e.Reachability != network.ReachabilityUnknown
+		case event.EvtAutoRelayAddrsUpdated:
+			t.relayAddrs = e.RelayAddrs
+		case event.EvtPeerIdentificationCompleted:
+			t.observe(e.ObservedAddr)
+		case event.EvtPeerConnectednessChanged:
+			if e.Connectedness == network.NotConnected {
+				delete(t.punched, e.Peer) // a new connection is judged anew
 			}
 		}
-	}()
-	return nil
+	})
 }
 
 // observe records that a peer saw this node at a; call with t.mu held.

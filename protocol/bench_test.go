@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"testing"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 )
@@ -13,7 +14,7 @@ import (
 // and run the stateless checks.
 func BenchmarkAttestationVerify(b *testing.B) {
 	f := newFixture(b)
-	raw := seal(b, f.att(0), f.oracleKeys[0])
+	raw := testkit.Seal(b, f.att(0), f.Oracles[0].Key)
 	b.SetBytes(int64(len(raw)))
 	b.ReportAllocs()
 	for b.Loop() {
@@ -32,7 +33,7 @@ func BenchmarkAttestationVerify(b *testing.B) {
 // of a message the size of the attestation envelope.
 func BenchmarkAttestationVerifyBaseline(b *testing.B) {
 	f := newFixture(b)
-	raw := seal(b, f.att(0), f.oracleKeys[0])
+	raw := testkit.Seal(b, f.att(0), f.Oracles[0].Key)
 	seed := [ed25519.SeedSize]byte{1}
 	key := ed25519.NewKeyFromSeed(seed[:])
 	pub := key.Public().(ed25519.PublicKey)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -23,9 +24,9 @@ func TestAttestation(t *testing.T) {
 	}{
 		{"valid", nil, nil, "ok"},
 		{"failing verdict is still valid", func(a *pb.Attestation) { a.Pass, a.ScoreMilli = false, 0 }, nil, "ok"},
-		{"forged: names oracle 1, signed by oracle 0", func(a *pb.Attestation) { a.Oracle = []byte(f.oracles[1]) }, nil, "reject"},
-		{"forged: names oracle 0, signed by an outsider", nil, func() crypto.PrivKey { return f.otherKey }, "reject"},
-		{"unknown oracle", func(a *pb.Attestation) { a.Oracle = []byte(f.other) }, func() crypto.PrivKey { return f.otherKey }, "reject"},
+		{"forged: names oracle 1, signed by oracle 0", func(a *pb.Attestation) { a.Oracle = []byte(f.Oracles[1].ID) }, nil, "reject"},
+		{"forged: names oracle 0, signed by an outsider", nil, func() crypto.PrivKey { return f.Other.Key }, "reject"},
+		{"unknown oracle", func(a *pb.Attestation) { a.Oracle = []byte(f.Other.ID) }, func() crypto.PrivKey { return f.Other.Key }, "reject"},
 		{"another network", func(a *pb.Attestation) { a.Network = "othernet" }, nil, "reject"},
 		{"empty network", func(a *pb.Attestation) { a.Network = "" }, nil, "reject"},
 		{"expired", func(a *pb.Attestation) {
@@ -76,13 +77,13 @@ func TestAttestation(t *testing.T) {
 			if tt.mutate != nil {
 				tt.mutate(a)
 			}
-			k := f.oracleKeys[0]
+			k := f.Oracles[0].Key
 			if tt.signer != nil {
 				k = tt.signer()
 			}
-			s := open[pb.Attestation](t, seal(t, a, k))
+			s := testkit.Open[pb.Attestation](t, testkit.Seal(t, a, k))
 			err := f.check.Attestation(s)
-			if got := class(err); got != tt.want {
+			if got := testkit.Class(err); got != tt.want {
 				t.Errorf("got %s (%v), want %s", got, err, tt.want)
 			}
 		})
@@ -96,10 +97,10 @@ func TestCheckerRealClock(t *testing.T) {
 	c.Now = nil
 	a := f.att(0)
 	a.IssuedMs, a.ExpiresMs = ms(time.Now().Add(-time.Second)), ms(time.Now().Add(time.Minute))
-	if err := c.Attestation(open[pb.Attestation](t, seal(t, a, f.oracleKeys[0]))); err != nil {
+	if err := c.Attestation(testkit.Open[pb.Attestation](t, testkit.Seal(t, a, f.Oracles[0].Key))); err != nil {
 		t.Errorf("current attestation on the wall clock: %v", err)
 	}
-	if err := c.Attestation(open[pb.Attestation](t, seal(t, f.att(0), f.oracleKeys[0]))); class(err) != "ignore" && class(err) != "reject" {
+	if err := c.Attestation(testkit.Open[pb.Attestation](t, testkit.Seal(t, f.att(0), f.Oracles[0].Key))); testkit.Class(err) != "ignore" && testkit.Class(err) != "reject" {
 		t.Errorf("attestation of %s judged now: %v", testNow, err)
 	}
 }
@@ -111,7 +112,7 @@ func TestQuorum(t *testing.T) {
 		if mutate != nil {
 			mutate(a)
 		}
-		return seal(t, a, f.oracleKeys[i])
+		return testkit.Seal(t, a, f.Oracles[i].Key)
 	}
 	pass := func(i int) []byte { return sealAtt(i, nil) }
 	a0 := pass(0)
@@ -121,39 +122,39 @@ func TestQuorum(t *testing.T) {
 		want    []peer.ID
 		wantErr bool
 	}{
-		{"three distinct oracles", [][]byte{pass(0), pass(1), pass(2)}, f.oracles[:3], false},
-		{"all five", [][]byte{pass(4), pass(3), pass(2), pass(1), pass(0)}, []peer.ID{f.oracles[4], f.oracles[3], f.oracles[2], f.oracles[1], f.oracles[0]}, false},
+		{"three distinct oracles", [][]byte{pass(0), pass(1), pass(2)}, f.OracleIDs()[:3], false},
+		{"all five", [][]byte{pass(4), pass(3), pass(2), pass(1), pass(0)}, []peer.ID{f.Oracles[4].ID, f.Oracles[3].ID, f.Oracles[2].ID, f.Oracles[1].ID, f.Oracles[0].ID}, false},
 		{"none", nil, nil, true},
-		{"two", [][]byte{pass(0), pass(1)}, f.oracles[:2], true},
-		{"replayed envelope counts once", [][]byte{a0, a0, a0, pass(1)}, f.oracles[:2], true},
+		{"two", [][]byte{pass(0), pass(1)}, f.OracleIDs()[:2], true},
+		{"replayed envelope counts once", [][]byte{a0, a0, a0, pass(1)}, f.OracleIDs()[:2], true},
 		{"one oracle, three rounds, counts once", [][]byte{
 			a0, sealAtt(0, func(a *pb.Attestation) { a.Round = 101 }), sealAtt(0, func(a *pb.Attestation) { a.Round = 102 }), pass(1),
-		}, f.oracles[:2], true},
-		{"failing verdict ignored", [][]byte{pass(0), pass(1), sealAtt(2, func(a *pb.Attestation) { a.Pass = false })}, f.oracles[:2], true},
-		{"other generation ignored", [][]byte{pass(0), pass(1), sealAtt(2, func(a *pb.Attestation) { a.Generation = 6 })}, f.oracles[:2], true},
-		{"other miner ignored", [][]byte{pass(0), pass(1), sealAtt(2, func(a *pb.Attestation) { a.Miner = []byte(f.router) })}, f.oracles[:2], true},
+		}, f.OracleIDs()[:2], true},
+		{"failing verdict ignored", [][]byte{pass(0), pass(1), sealAtt(2, func(a *pb.Attestation) { a.Pass = false })}, f.OracleIDs()[:2], true},
+		{"other generation ignored", [][]byte{pass(0), pass(1), sealAtt(2, func(a *pb.Attestation) { a.Generation = 6 })}, f.OracleIDs()[:2], true},
+		{"other miner ignored", [][]byte{pass(0), pass(1), sealAtt(2, func(a *pb.Attestation) { a.Miner = []byte(f.Router.ID) })}, f.OracleIDs()[:2], true},
 		{"expired ignored", [][]byte{pass(0), pass(1), sealAtt(2, func(a *pb.Attestation) {
 			a.IssuedMs, a.ExpiresMs = ms(testNow.Add(-f.lifetime()-time.Minute)), ms(testNow.Add(-time.Minute))
-		})}, f.oracles[:2], true},
+		})}, f.OracleIDs()[:2], true},
 		{"future ignored", [][]byte{pass(0), pass(1), sealAtt(2, func(a *pb.Attestation) {
 			a.IssuedMs = ms(testNow.Add(time.Hour))
 			a.ExpiresMs = a.IssuedMs + 1000
-		})}, f.oracles[:2], true},
-		{"other network ignored", [][]byte{pass(0), pass(1), sealAtt(2, func(a *pb.Attestation) { a.Network = "othernet" })}, f.oracles[:2], true},
-		{"forged ignored", [][]byte{pass(0), pass(1), seal(t, f.att(2), f.oracleKeys[3])}, f.oracles[:2], true},
-		{"outsider ignored", [][]byte{pass(0), pass(1), seal(t, func() *pb.Attestation {
+		})}, f.OracleIDs()[:2], true},
+		{"other network ignored", [][]byte{pass(0), pass(1), sealAtt(2, func(a *pb.Attestation) { a.Network = "othernet" })}, f.OracleIDs()[:2], true},
+		{"forged ignored", [][]byte{pass(0), pass(1), testkit.Seal(t, f.att(2), f.Oracles[3].Key)}, f.OracleIDs()[:2], true},
+		{"outsider ignored", [][]byte{pass(0), pass(1), testkit.Seal(t, func() *pb.Attestation {
 			a := f.att(0)
-			a.Oracle = []byte(f.other)
+			a.Oracle = []byte(f.Other.ID)
 			return a
-		}(), f.otherKey)}, f.oracles[:2], true},
+		}(), f.Other.Key)}, f.OracleIDs()[:2], true},
 		{"quorum despite noise", [][]byte{pass(0), a0, sealAtt(1, func(a *pb.Attestation) { a.Pass = false }), pass(2),
-			sealAtt(3, func(a *pb.Attestation) { a.Generation = 8 }), pass(4)}, []peer.ID{f.oracles[0], f.oracles[2], f.oracles[4]}, false},
-		{"an envelope of another kind spoils the set", [][]byte{pass(0), pass(1), pass(2), seal(t, f.claim(), f.routerKey)}, nil, true},
+			sealAtt(3, func(a *pb.Attestation) { a.Generation = 8 }), pass(4)}, []peer.ID{f.Oracles[0].ID, f.Oracles[2].ID, f.Oracles[4].ID}, false},
+		{"an envelope of another kind spoils the set", [][]byte{pass(0), pass(1), pass(2), testkit.Seal(t, f.claim(), f.Router.Key)}, nil, true},
 		{"garbage spoils the set", [][]byte{pass(0), pass(1), pass(2), []byte("junk")}, nil, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := f.check.Quorum(f.miner, 7, tt.envs)
+			got, err := f.check.Quorum(f.Miner.ID, 7, tt.envs)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("err %v, want error %v", err, tt.wantErr)
 			}
@@ -163,7 +164,7 @@ func TestQuorum(t *testing.T) {
 			if tt.name == "expired ignored" || tt.name == "future ignored" {
 				wantClass = "ignore"
 			}
-			if err != nil && class(err) != wantClass {
+			if err != nil && testkit.Class(err) != wantClass {
 				t.Errorf("error %v is not a %s", err, wantClass)
 			}
 			if tt.want != nil && !slices.Equal(got, tt.want) {
@@ -172,10 +173,10 @@ func TestQuorum(t *testing.T) {
 		})
 	}
 	// The miner and generation asked about matter.
-	if _, err := f.check.Quorum(f.router, 7, f.sealedAtts(t, 0, 1, 2)); err == nil {
+	if _, err := f.check.Quorum(f.Router.ID, 7, f.sealedAtts(t, 0, 1, 2)); err == nil {
 		t.Error("quorum for another miner")
 	}
-	if _, err := f.check.Quorum(f.miner, 8, f.sealedAtts(t, 0, 1, 2)); err == nil {
+	if _, err := f.check.Quorum(f.Miner.ID, 8, f.sealedAtts(t, 0, 1, 2)); err == nil {
 		t.Error("quorum for another generation")
 	}
 }
@@ -202,8 +203,8 @@ func TestAvailability(t *testing.T) {
 		{"unspecified state", func(a *pb.Availability) { a.State = pb.MinerState_MINER_STATE_UNSPECIFIED }, nil, "reject"},
 		{"unknown state", func(a *pb.Availability) { a.State = 6 }, nil, "reject"},
 		{"negative state", func(a *pb.Availability) { a.State = -1 }, nil, "reject"},
-		{"signed by another key", nil, func() crypto.PrivKey { return f.otherKey }, "reject"},
-		{"signed by an oracle", nil, func() crypto.PrivKey { return f.oracleKeys[0] }, "reject"},
+		{"signed by another key", nil, func() crypto.PrivKey { return f.Other.Key }, "reject"},
+		{"signed by an oracle", nil, func() crypto.PrivKey { return f.Oracles[0].Key }, "reject"},
 		{"garbage miner", func(a *pb.Availability) { a.Miner = []byte("x") }, nil, "reject"},
 		{"another network", func(a *pb.Availability) { a.Network = "othernet" }, nil, "reject"},
 		{"expired", func(a *pb.Availability) {
@@ -224,13 +225,13 @@ func TestAvailability(t *testing.T) {
 			if tt.mutate != nil {
 				tt.mutate(a)
 			}
-			k := f.minerKey
+			k := f.Miner.Key
 			if tt.signer != nil {
 				k = tt.signer()
 			}
-			s := open[pb.Availability](t, seal(t, a, k))
+			s := testkit.Open[pb.Availability](t, testkit.Seal(t, a, k))
 			err := f.check.Availability(s)
-			if got := class(err); got != tt.want {
+			if got := testkit.Class(err); got != tt.want {
 				t.Errorf("got %s (%v), want %s", got, err, tt.want)
 			}
 		})
@@ -240,8 +241,8 @@ func TestAvailability(t *testing.T) {
 func TestAvailabilityValidator(t *testing.T) {
 	f := newFixture(t)
 	v := protocol.AvailabilityValidator{Check: f.check}
-	key := protocol.AvailabilityKey([]byte(f.miner))
-	if key != "/avail/"+string(f.miner) {
+	key := protocol.AvailabilityKey([]byte(f.Miner.ID))
+	if key != "/avail/"+string(f.Miner.ID) {
 		t.Fatalf("key %q", key)
 	}
 	withSeq := func(seq uint64, mutate func(*pb.Availability), k crypto.PrivKey) []byte {
@@ -250,9 +251,9 @@ func TestAvailabilityValidator(t *testing.T) {
 		if mutate != nil {
 			mutate(a)
 		}
-		return seal(t, a, k)
+		return testkit.Seal(t, a, k)
 	}
-	valid := withSeq(1, nil, f.minerKey)
+	valid := withSeq(1, nil, f.Miner.Key)
 
 	t.Run("Validate", func(t *testing.T) {
 		tests := []struct {
@@ -262,23 +263,23 @@ func TestAvailabilityValidator(t *testing.T) {
 			want  string
 		}{
 			{"valid", key, valid, "ok"},
-			{"key of another peer", protocol.AvailabilityKey([]byte(f.router)), valid, "reject"},
-			{"key in another namespace", "/pk/" + string(f.miner), valid, "reject"},
+			{"key of another peer", protocol.AvailabilityKey([]byte(f.Router.ID)), valid, "reject"},
+			{"key in another namespace", "/pk/" + string(f.Miner.ID), valid, "reject"},
 			{"empty key", "", valid, "reject"},
-			{"record signed by another key under its key", protocol.AvailabilityKey([]byte(f.other)),
-				withSeq(1, nil, f.otherKey), "reject"},
-			{"no quorum", key, withSeq(1, func(a *pb.Availability) { a.Attestations = nil }, f.minerKey), "reject"},
-			{"expired", key, withSeq(1, func(a *pb.Availability) { a.ExpiresMs = ms(testNow) }, f.minerKey), "ignore"},
+			{"record signed by another key under its key", protocol.AvailabilityKey([]byte(f.Other.ID)),
+				withSeq(1, nil, f.Other.Key), "reject"},
+			{"no quorum", key, withSeq(1, func(a *pb.Availability) { a.Attestations = nil }, f.Miner.Key), "reject"},
+			{"expired", key, withSeq(1, func(a *pb.Availability) { a.ExpiresMs = ms(testNow) }, f.Miner.Key), "ignore"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				err := v.Validate(tt.key, tt.value)
-				if got := class(err); got != tt.want {
+				if got := testkit.Class(err); got != tt.want {
 					t.Errorf("got %s (%v), want %s", got, err, tt.want)
 				}
 			})
 		}
-		for _, junk := range [][]byte{nil, {}, []byte("junk"), seal(t, f.att(0), f.oracleKeys[0])} {
+		for _, junk := range [][]byte{nil, {}, []byte("junk"), testkit.Seal(t, f.att(0), f.Oracles[0].Key)} {
 			if err := v.Validate(key, junk); err == nil {
 				t.Errorf("validated %q", junk)
 			}
@@ -286,10 +287,10 @@ func TestAvailabilityValidator(t *testing.T) {
 	})
 
 	t.Run("Select", func(t *testing.T) {
-		seq2, seq3 := withSeq(2, nil, f.minerKey), withSeq(3, nil, f.minerKey)
-		invalid9 := withSeq(9, func(a *pb.Availability) { a.Attestations = nil }, f.minerKey)
-		forged9 := withSeq(9, nil, f.otherKey)
-		expired9 := withSeq(9, func(a *pb.Availability) { a.ExpiresMs = ms(testNow) }, f.minerKey)
+		seq2, seq3 := withSeq(2, nil, f.Miner.Key), withSeq(3, nil, f.Miner.Key)
+		invalid9 := withSeq(9, func(a *pb.Availability) { a.Attestations = nil }, f.Miner.Key)
+		forged9 := withSeq(9, nil, f.Other.Key)
+		expired9 := withSeq(9, func(a *pb.Availability) { a.ExpiresMs = ms(testNow) }, f.Miner.Key)
 		tests := []struct {
 			name    string
 			values  [][]byte
@@ -301,7 +302,7 @@ func TestAvailabilityValidator(t *testing.T) {
 			{"highest seq wins, last", [][]byte{valid, seq2, seq3}, 2, false},
 			{"invalid higher seqs skipped", [][]byte{invalid9, valid, forged9, seq2, expired9, []byte("junk"), nil}, 3, false},
 			{"first of equal seqs", [][]byte{seq2, valid, seq2}, 0, false},
-			{"seq 0 is a valid choice", [][]byte{[]byte("junk"), withSeq(0, nil, f.minerKey)}, 1, false},
+			{"seq 0 is a valid choice", [][]byte{[]byte("junk"), withSeq(0, nil, f.Miner.Key)}, 1, false},
 			{"none valid", [][]byte{invalid9, forged9, []byte("junk")}, 0, true},
 			{"empty", nil, 0, true},
 		}
@@ -330,10 +331,10 @@ func TestClaim(t *testing.T) {
 	}{
 		{"valid", nil, nil, nil, "ok"},
 		{"valid, any miner", nil, nil, func() peer.ID { return "" }, "ok"},
-		{"signed by another key", nil, func() crypto.PrivKey { return f.otherKey }, nil, "reject"},
-		{"names another router", func(c *pb.Claim) { c.Router = []byte(f.other) }, nil, nil, "reject"},
+		{"signed by another key", nil, func() crypto.PrivKey { return f.Other.Key }, nil, "reject"},
+		{"names another router", func(c *pb.Claim) { c.Router = []byte(f.Other.ID) }, nil, nil, "reject"},
 		{"garbage router", func(c *pb.Claim) { c.Router = []byte("r") }, nil, nil, "reject"},
-		{"for another miner", nil, nil, func() peer.ID { return f.other }, "reject"},
+		{"for another miner", nil, nil, func() peer.ID { return f.Other.ID }, "reject"},
 		{"garbage miner", func(c *pb.Claim) { c.Miner = []byte("m") }, nil, func() peer.ID { return "" }, "reject"},
 		{"another network", func(c *pb.Claim) { c.Network = "othernet" }, nil, nil, "reject"},
 		{"no session", func(c *pb.Claim) { c.Session = "" }, nil, nil, "reject"},
@@ -361,16 +362,16 @@ func TestClaim(t *testing.T) {
 			if tt.mutate != nil {
 				tt.mutate(c)
 			}
-			k := f.routerKey
+			k := f.Router.Key
 			if tt.signer != nil {
 				k = tt.signer()
 			}
-			self := f.miner
+			self := f.Miner.ID
 			if tt.self != nil {
 				self = tt.self()
 			}
-			err := f.check.Claim(open[pb.Claim](t, seal(t, c, k)), self)
-			if got := class(err); got != tt.want {
+			err := f.check.Claim(testkit.Open[pb.Claim](t, testkit.Seal(t, c, k)), self)
+			if got := testkit.Class(err); got != tt.want {
 				t.Errorf("got %s (%v), want %s", got, err, tt.want)
 			}
 		})
@@ -384,9 +385,9 @@ func TestGrant(t *testing.T) {
 		if mutate != nil {
 			mutate(c)
 		}
-		return seal(t, c, k)
+		return testkit.Seal(t, c, k)
 	}
-	claimRaw := claimWith(nil, f.routerKey)
+	claimRaw := claimWith(nil, f.Router.Key)
 	tests := []struct {
 		name   string
 		grant  func() *pb.Grant
@@ -394,56 +395,56 @@ func TestGrant(t *testing.T) {
 		want   string
 	}{
 		{"valid", func() *pb.Grant { return f.grant(claimRaw) }, nil, "ok"},
-		{"signed by another key", func() *pb.Grant { return f.grant(claimRaw) }, func() crypto.PrivKey { return f.otherKey }, "reject"},
-		{"signed by the router", func() *pb.Grant { return f.grant(claimRaw) }, func() crypto.PrivKey { return f.routerKey }, "reject"},
+		{"signed by another key", func() *pb.Grant { return f.grant(claimRaw) }, func() crypto.PrivKey { return f.Other.Key }, "reject"},
+		{"signed by the router", func() *pb.Grant { return f.grant(claimRaw) }, func() crypto.PrivKey { return f.Router.Key }, "reject"},
 		{"garbage miner", func() *pb.Grant { g := f.grant(claimRaw); g.Miner = []byte("m"); return g }, nil, "reject"},
 		{"another network", func() *pb.Grant { g := f.grant(claimRaw); g.Network = "othernet"; return g }, nil, "reject"},
 		{"claim digest of another claim", func() *pb.Grant {
 			g := f.grant(claimRaw)
-			g.ClaimDigest = protocol.Digest(claimWith(func(c *pb.Claim) { c.Session = "other" }, f.routerKey))
+			g.ClaimDigest = protocol.Digest(claimWith(func(c *pb.Claim) { c.Session = "other" }, f.Router.Key))
 			return g
 		}, nil, "reject"},
 		{"no claim digest", func() *pb.Grant { g := f.grant(claimRaw); g.ClaimDigest = nil; return g }, nil, "reject"},
 		{"digest of the claim payload, not the envelope", func() *pb.Grant {
 			g := f.grant(claimRaw)
-			g.ClaimDigest = digest32("payload")
+			g.ClaimDigest = testkit.Digest32("payload")
 			return g
 		}, nil, "reject"},
 		{"no claim", func() *pb.Grant { g := f.grant(claimRaw); g.Claim = nil; return g }, nil, "reject"},
 		{"garbage claim", func() *pb.Grant { return f.grant([]byte("not a claim")) }, nil, "reject"},
-		{"claim of another kind", func() *pb.Grant { return f.grant(seal(t, f.att(0), f.oracleKeys[0])) }, nil, "reject"},
+		{"claim of another kind", func() *pb.Grant { return f.grant(testkit.Seal(t, f.att(0), f.Oracles[0].Key)) }, nil, "reject"},
 		{"claim of another network", func() *pb.Grant {
-			return f.grant(claimWith(func(c *pb.Claim) { c.Network = "othernet" }, f.routerKey))
+			return f.grant(claimWith(func(c *pb.Claim) { c.Network = "othernet" }, f.Router.Key))
 		}, nil, "reject"},
 		{"claim for another miner", func() *pb.Grant {
-			return f.grant(claimWith(func(c *pb.Claim) { c.Miner = []byte(f.other) }, f.routerKey))
+			return f.grant(claimWith(func(c *pb.Claim) { c.Miner = []byte(f.Other.ID) }, f.Router.Key))
 		}, nil, "reject"},
 		{"claim for another generation", func() *pb.Grant {
-			return f.grant(claimWith(func(c *pb.Claim) { c.Generation = 8 }, f.routerKey))
+			return f.grant(claimWith(func(c *pb.Claim) { c.Generation = 8 }, f.Router.Key))
 		}, nil, "reject"},
 		{"claim of another session", func() *pb.Grant {
-			return f.grant(claimWith(func(c *pb.Claim) { c.Session = "session-2" }, f.routerKey))
+			return f.grant(claimWith(func(c *pb.Claim) { c.Session = "session-2" }, f.Router.Key))
 		}, nil, "reject"},
-		{"grant names another router", func() *pb.Grant { g := f.grant(claimRaw); g.Router = []byte(f.other); return g }, nil, "reject"},
+		{"grant names another router", func() *pb.Grant { g := f.grant(claimRaw); g.Router = []byte(f.Other.ID); return g }, nil, "reject"},
 		{"grant of another generation", func() *pb.Grant { g := f.grant(claimRaw); g.Generation = 8; return g }, nil, "reject"},
 		{"grant of another session", func() *pb.Grant { g := f.grant(claimRaw); g.Session = "x"; return g }, nil, "reject"},
-		{"claim not signed by its router", func() *pb.Grant { return f.grant(claimWith(nil, f.otherKey)) }, nil, "reject"},
-		{"claim signed by the miner itself", func() *pb.Grant { return f.grant(claimWith(nil, f.minerKey)) }, nil, "reject"},
+		{"claim not signed by its router", func() *pb.Grant { return f.grant(claimWith(nil, f.Other.Key)) }, nil, "reject"},
+		{"claim signed by the miner itself", func() *pb.Grant { return f.grant(claimWith(nil, f.Miner.Key)) }, nil, "reject"},
 		{"claim by another router, consistently named", func() *pb.Grant {
-			g := f.grant(claimWith(func(c *pb.Claim) { c.Router = []byte(f.other) }, f.otherKey))
-			g.Router = []byte(f.other)
+			g := f.grant(claimWith(func(c *pb.Claim) { c.Router = []byte(f.Other.ID) }, f.Other.Key))
+			g.Router = []byte(f.Other.ID)
 			return g
 		}, nil, "ok"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			k := f.minerKey
+			k := f.Miner.Key
 			if tt.signer != nil {
 				k = tt.signer()
 			}
 			g := tt.grant()
-			claim, err := f.check.Grant(open[pb.Grant](t, seal(t, g, k)))
-			if got := class(err); got != tt.want {
+			claim, err := f.check.Grant(testkit.Open[pb.Grant](t, testkit.Seal(t, g, k)))
+			if got := testkit.Class(err); got != tt.want {
 				t.Errorf("got %s (%v), want %s", got, err, tt.want)
 			}
 			if err == nil && (claim.Signer != peer.ID(g.Router) || !bytes.Equal(claim.Raw, g.Claim)) {
@@ -455,7 +456,7 @@ func TestGrant(t *testing.T) {
 
 func TestRelease(t *testing.T) {
 	f := newFixture(t)
-	byMiner := func(r *pb.Release) { r.Signer, r.Outcome = []byte(f.miner), pb.Outcome_EXPIRED }
+	byMiner := func(r *pb.Release) { r.Signer, r.Outcome = []byte(f.Miner.ID), pb.Outcome_EXPIRED }
 	tests := []struct {
 		name   string
 		mutate func(r *pb.Release)
@@ -463,13 +464,13 @@ func TestRelease(t *testing.T) {
 		want   string
 	}{
 		{"by the router", nil, nil, "ok"},
-		{"by the miner", byMiner, func() crypto.PrivKey { return f.minerKey }, "ok"},
+		{"by the miner", byMiner, func() crypto.PrivKey { return f.Miner.Key }, "ok"},
 		{"every outcome", func(r *pb.Release) { r.Outcome = pb.Outcome_CANCELLED }, nil, "ok"},
-		{"by neither", func(r *pb.Release) { r.Signer = []byte(f.other) }, func() crypto.PrivKey { return f.otherKey }, "reject"},
-		{"by an oracle", func(r *pb.Release) { r.Signer = []byte(f.oracles[0]) }, func() crypto.PrivKey { return f.oracleKeys[0] }, "reject"},
-		{"names the router, signed by another", nil, func() crypto.PrivKey { return f.otherKey }, "reject"},
+		{"by neither", func(r *pb.Release) { r.Signer = []byte(f.Other.ID) }, func() crypto.PrivKey { return f.Other.Key }, "reject"},
+		{"by an oracle", func(r *pb.Release) { r.Signer = []byte(f.Oracles[0].ID) }, func() crypto.PrivKey { return f.Oracles[0].Key }, "reject"},
+		{"names the router, signed by another", nil, func() crypto.PrivKey { return f.Other.Key }, "reject"},
 		{"names the miner, signed by the router", byMiner, nil, "reject"},
-		{"the miner vouching for its own session", func(r *pb.Release) { r.Signer = []byte(f.miner) }, func() crypto.PrivKey { return f.minerKey }, "reject"},
+		{"the miner vouching for its own session", func(r *pb.Release) { r.Signer = []byte(f.Miner.ID) }, func() crypto.PrivKey { return f.Miner.Key }, "reject"},
 		{"a router claiming the lease expired", func(r *pb.Release) { r.Outcome = pb.Outcome_EXPIRED }, nil, "reject"},
 		{"garbage signer", func(r *pb.Release) { r.Signer = []byte("s") }, nil, "reject"},
 		{"another network", func(r *pb.Release) { r.Network = "othernet" }, nil, "reject"},
@@ -481,7 +482,7 @@ func TestRelease(t *testing.T) {
 		// reservation it can speak to.
 		{"router's release names a garbage miner", func(r *pb.Release) { r.Miner = []byte("not a peer") }, nil, "reject"},
 		{"router's release names no miner", func(r *pb.Release) { r.Miner = nil }, nil, "reject"},
-		{"miner's release names a garbage router", func(r *pb.Release) { byMiner(r); r.Router = []byte("x") }, func() crypto.PrivKey { return f.minerKey }, "reject"},
+		{"miner's release names a garbage router", func(r *pb.Release) { byMiner(r); r.Router = []byte("x") }, func() crypto.PrivKey { return f.Miner.Key }, "reject"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -489,12 +490,12 @@ func TestRelease(t *testing.T) {
 			if tt.mutate != nil {
 				tt.mutate(r)
 			}
-			k := f.routerKey
+			k := f.Router.Key
 			if tt.signer != nil {
 				k = tt.signer()
 			}
-			err := f.check.Release(open[pb.Release](t, seal(t, r, k)))
-			if got := class(err); got != tt.want {
+			err := f.check.Release(testkit.Open[pb.Release](t, testkit.Seal(t, r, k)))
+			if got := testkit.Class(err); got != tt.want {
 				t.Errorf("got %s (%v), want %s", got, err, tt.want)
 			}
 		})
@@ -503,45 +504,45 @@ func TestRelease(t *testing.T) {
 
 func TestEvidence(t *testing.T) {
 	f := newFixture(t)
-	claimA := seal(t, f.claim(), f.routerKey)
+	claimA := testkit.Seal(t, f.claim(), f.Router.Key)
 	cb := f.claim()
 	cb.Session, cb.Nonce = "session-2", []byte("another-nonce-99")
-	claimB := seal(t, cb, f.routerKey)
+	claimB := testkit.Seal(t, cb, f.Router.Key)
 	grantB := f.grant(claimB)
 	grantB.Session = "session-2"
 	grant := func(g *pb.Grant, mutate func(*pb.Grant), k crypto.PrivKey) []byte {
 		if mutate != nil {
 			mutate(g)
 		}
-		return seal(t, g, k)
+		return testkit.Seal(t, g, k)
 	}
-	gA := grant(f.grant(claimA), nil, f.minerKey)
-	gB := grant(grantB, nil, f.minerKey)
-	gALater := grant(f.grant(claimA), func(g *pb.Grant) { g.LeaseEndMs += 1000 }, f.minerKey)
-	gBGen8 := grant(grantB, func(g *pb.Grant) { g.Generation = 8 }, f.minerKey)
+	gA := grant(f.grant(claimA), nil, f.Miner.Key)
+	gB := grant(grantB, nil, f.Miner.Key)
+	gALater := grant(f.grant(claimA), func(g *pb.Grant) { g.LeaseEndMs += 1000 }, f.Miner.Key)
+	gBGen8 := grant(grantB, func(g *pb.Grant) { g.Generation = 8 }, f.Miner.Key)
 	// An outsider signing grants in the miner's name cannot frame it.
-	framedA := grant(f.grant(claimA), nil, f.otherKey)
-	framedB := grant(f.grant(claimB), func(g *pb.Grant) { g.Session = "session-2" }, f.otherKey)
+	framedA := grant(f.grant(claimA), nil, f.Other.Key)
+	framedB := grant(f.grant(claimB), func(g *pb.Grant) { g.Session = "session-2" }, f.Other.Key)
 
 	verdict := func(i int, mutate func(*pb.Attestation), k crypto.PrivKey) []byte {
 		a := f.att(i)
 		if mutate != nil {
 			mutate(a)
 		}
-		return seal(t, a, k)
+		return testkit.Seal(t, a, k)
 	}
-	pass0 := verdict(0, nil, f.oracleKeys[0])
-	fail0 := verdict(0, func(a *pb.Attestation) { a.Pass, a.ScoreMilli = false, 100 }, f.oracleKeys[0])
-	failSameScore0 := verdict(0, func(a *pb.Attestation) { a.Pass = false }, f.oracleKeys[0])
-	pass0Again := verdict(0, func(a *pb.Attestation) { a.IssuedMs++; a.ExpiresMs++ }, f.oracleKeys[0])
-	pass0OtherScore := verdict(0, func(a *pb.Attestation) { a.ScoreMilli = 950 }, f.oracleKeys[0])
-	fail1 := verdict(1, func(a *pb.Attestation) { a.Pass = false }, f.oracleKeys[1])
-	fail0NextRound := verdict(0, func(a *pb.Attestation) { a.Pass, a.Round = false, 101 }, f.oracleKeys[0])
-	fail0NextGen := verdict(0, func(a *pb.Attestation) { a.Pass, a.Generation = false, 8 }, f.oracleKeys[0])
-	fail0OtherMiner := verdict(0, func(a *pb.Attestation) { a.Pass, a.Miner = false, []byte(f.router) }, f.oracleKeys[0])
-	fail0OtherNet := verdict(0, func(a *pb.Attestation) { a.Pass, a.Network = false, "othernet" }, f.oracleKeys[0])
-	forgedPass0 := verdict(0, nil, f.otherKey)
-	forgedFail0 := verdict(0, func(a *pb.Attestation) { a.Pass = false }, f.otherKey)
+	pass0 := verdict(0, nil, f.Oracles[0].Key)
+	fail0 := verdict(0, func(a *pb.Attestation) { a.Pass, a.ScoreMilli = false, 100 }, f.Oracles[0].Key)
+	failSameScore0 := verdict(0, func(a *pb.Attestation) { a.Pass = false }, f.Oracles[0].Key)
+	pass0Again := verdict(0, func(a *pb.Attestation) { a.IssuedMs++; a.ExpiresMs++ }, f.Oracles[0].Key)
+	pass0OtherScore := verdict(0, func(a *pb.Attestation) { a.ScoreMilli = 950 }, f.Oracles[0].Key)
+	fail1 := verdict(1, func(a *pb.Attestation) { a.Pass = false }, f.Oracles[1].Key)
+	fail0NextRound := verdict(0, func(a *pb.Attestation) { a.Pass, a.Round = false, 101 }, f.Oracles[0].Key)
+	fail0NextGen := verdict(0, func(a *pb.Attestation) { a.Pass, a.Generation = false, 8 }, f.Oracles[0].Key)
+	fail0OtherMiner := verdict(0, func(a *pb.Attestation) { a.Pass, a.Miner = false, []byte(f.Router.ID) }, f.Oracles[0].Key)
+	fail0OtherNet := verdict(0, func(a *pb.Attestation) { a.Pass, a.Network = false, "othernet" }, f.Oracles[0].Key)
+	forgedPass0 := verdict(0, nil, f.Other.Key)
+	forgedFail0 := verdict(0, func(a *pb.Attestation) { a.Pass = false }, f.Other.Key)
 
 	tests := []struct {
 		name          string
@@ -550,8 +551,8 @@ func TestEvidence(t *testing.T) {
 		network       string
 		want          peer.ID // "" for not evidence
 	}{
-		{"double grant", pb.EvidenceKind_DOUBLE_GRANT, gA, gB, "", f.miner},
-		{"double grant, either order", pb.EvidenceKind_DOUBLE_GRANT, gB, gA, "", f.miner},
+		{"double grant", pb.EvidenceKind_DOUBLE_GRANT, gA, gB, "", f.Miner.ID},
+		{"double grant, either order", pb.EvidenceKind_DOUBLE_GRANT, gB, gA, "", f.Miner.ID},
 		{"same claim twice", pb.EvidenceKind_DOUBLE_GRANT, gA, gALater, "", ""},
 		{"one grant twice", pb.EvidenceKind_DOUBLE_GRANT, gA, gA, "", ""},
 		{"grants of two generations", pb.EvidenceKind_DOUBLE_GRANT, gA, gBGen8, "", ""},
@@ -560,9 +561,9 @@ func TestEvidence(t *testing.T) {
 		{"grants as verdicts", pb.EvidenceKind_DOUBLE_VERDICT, gA, gB, "", ""},
 		{"grant and garbage", pb.EvidenceKind_DOUBLE_GRANT, gA, []byte("junk"), "", ""},
 		{"grants on another network", pb.EvidenceKind_DOUBLE_GRANT, gA, gB, "othernet", ""},
-		{"double verdict", pb.EvidenceKind_DOUBLE_VERDICT, pass0, fail0, "", f.oracles[0]},
-		{"double verdict, same score", pb.EvidenceKind_DOUBLE_VERDICT, failSameScore0, pass0, "", f.oracles[0]},
-		{"same pass, another score", pb.EvidenceKind_DOUBLE_VERDICT, pass0, pass0OtherScore, "", f.oracles[0]},
+		{"double verdict", pb.EvidenceKind_DOUBLE_VERDICT, pass0, fail0, "", f.Oracles[0].ID},
+		{"double verdict, same score", pb.EvidenceKind_DOUBLE_VERDICT, failSameScore0, pass0, "", f.Oracles[0].ID},
+		{"same pass, another score", pb.EvidenceKind_DOUBLE_VERDICT, pass0, pass0OtherScore, "", f.Oracles[0].ID},
 		{"same verdict re-signed", pb.EvidenceKind_DOUBLE_VERDICT, pass0, pass0Again, "", ""},
 		{"one verdict twice", pb.EvidenceKind_DOUBLE_VERDICT, pass0, pass0, "", ""},
 		{"mixed signers", pb.EvidenceKind_DOUBLE_VERDICT, pass0, fail1, "", ""},
@@ -585,7 +586,7 @@ func TestEvidence(t *testing.T) {
 			e := &pb.Evidence{Network: network, Kind: tt.kind, First: tt.first, Second: tt.second}
 			got, err := f.check.Evidence(e)
 			if tt.want == "" {
-				if err == nil || class(err) != "reject" {
+				if err == nil || testkit.Class(err) != "reject" {
 					t.Errorf("accepted as evidence against %s (err %v)", got, err)
 				}
 				return
@@ -594,7 +595,7 @@ func TestEvidence(t *testing.T) {
 				t.Errorf("offender %s, err %v; want %s", got, err, tt.want)
 			}
 			// Evidence survives sealing by anyone.
-			s := open[pb.Evidence](t, seal(t, e, f.otherKey))
+			s := testkit.Open[pb.Evidence](t, testkit.Seal(t, e, f.Other.Key))
 			if again, err := f.check.Evidence(s.Msg); err != nil || again != tt.want {
 				t.Errorf("sealed evidence: %s, %v", again, err)
 			}

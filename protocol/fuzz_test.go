@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"testing"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 )
@@ -34,7 +35,7 @@ func addSeeds(f *testing.F, valid ...[]byte) {
 // gossip validators map every error by class.
 func mustClassify(t *testing.T, err error) {
 	t.Helper()
-	if c := class(err); c != "ok" && c != "reject" && c != "ignore" {
+	if c := testkit.Class(err); c != "ok" && c != "reject" && c != "ignore" {
 		t.Fatalf("error %v is %s", err, c)
 	}
 }
@@ -51,7 +52,7 @@ func FuzzOpenAttestation(f *testing.F) {
 	fx := newFixture(f)
 	expired := fx.att(1)
 	expired.ExpiresMs = ms(testNow)
-	addSeeds(f, seal(f, fx.att(0), fx.oracleKeys[0]), seal(f, expired, fx.oracleKeys[1]), seal(f, fx.att(2), fx.otherKey))
+	addSeeds(f, testkit.Seal(f, fx.att(0), fx.Oracles[0].Key), testkit.Seal(f, expired, fx.Oracles[1].Key), testkit.Seal(f, fx.att(2), fx.Other.Key))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := protocol.Open[pb.Attestation](data)
 		if err != nil {
@@ -70,7 +71,7 @@ func FuzzOpenAvailability(f *testing.F) {
 	fx := newFixture(f)
 	noQuorum := fx.avail(f)
 	noQuorum.Attestations = noQuorum.Attestations[:1]
-	addSeeds(f, seal(f, fx.avail(f), fx.minerKey), seal(f, noQuorum, fx.minerKey), seal(f, fx.avail(f), fx.otherKey))
+	addSeeds(f, testkit.Seal(f, fx.avail(f), fx.Miner.Key), testkit.Seal(f, noQuorum, fx.Miner.Key), testkit.Seal(f, fx.avail(f), fx.Other.Key))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := protocol.Open[pb.Availability](data)
 		if err != nil {
@@ -87,14 +88,14 @@ func FuzzOpenAvailability(f *testing.F) {
 
 func FuzzOpenClaim(f *testing.F) {
 	fx := newFixture(f)
-	addSeeds(f, seal(f, fx.claim(), fx.routerKey), seal(f, fx.claim(), fx.otherKey))
+	addSeeds(f, testkit.Seal(f, fx.claim(), fx.Router.Key), testkit.Seal(f, fx.claim(), fx.Other.Key))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := protocol.Open[pb.Claim](data)
 		if err != nil {
 			return
 		}
 		opened(t, s, data)
-		mustClassify(t, fx.check.Claim(s, fx.miner))
+		mustClassify(t, fx.check.Claim(s, fx.Miner.ID))
 		err = fx.check.Claim(s, "")
 		mustClassify(t, err)
 		if err == nil && s.Signer != peerOf(s.Msg.Router) {
@@ -105,8 +106,8 @@ func FuzzOpenClaim(f *testing.F) {
 
 func FuzzOpenGrant(f *testing.F) {
 	fx := newFixture(f)
-	claim := seal(f, fx.claim(), fx.routerKey)
-	addSeeds(f, seal(f, fx.grant(claim), fx.minerKey), seal(f, fx.grant(seal(f, fx.claim(), fx.otherKey)), fx.minerKey))
+	claim := testkit.Seal(f, fx.claim(), fx.Router.Key)
+	addSeeds(f, testkit.Seal(f, fx.grant(claim), fx.Miner.Key), testkit.Seal(f, fx.grant(testkit.Seal(f, fx.claim(), fx.Other.Key)), fx.Miner.Key))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := protocol.Open[pb.Grant](data)
 		if err != nil {
@@ -124,8 +125,8 @@ func FuzzOpenGrant(f *testing.F) {
 func FuzzOpenRelease(f *testing.F) {
 	fx := newFixture(f)
 	byMiner := fx.release()
-	byMiner.Signer = []byte(fx.miner)
-	addSeeds(f, seal(f, fx.release(), fx.routerKey), seal(f, byMiner, fx.minerKey), seal(f, fx.release(), fx.otherKey))
+	byMiner.Signer = []byte(fx.Miner.ID)
+	addSeeds(f, testkit.Seal(f, fx.release(), fx.Router.Key), testkit.Seal(f, byMiner, fx.Miner.Key), testkit.Seal(f, fx.release(), fx.Other.Key))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := protocol.Open[pb.Release](data)
 		if err != nil {
@@ -142,18 +143,18 @@ func FuzzOpenRelease(f *testing.F) {
 
 func FuzzOpenEvidence(f *testing.F) {
 	fx := newFixture(f)
-	pass := seal(f, fx.att(0), fx.oracleKeys[0])
+	pass := testkit.Seal(f, fx.att(0), fx.Oracles[0].Key)
 	failing := fx.att(0)
 	failing.Pass = false
-	fail := seal(f, failing, fx.oracleKeys[0])
-	claimA := seal(f, fx.claim(), fx.routerKey)
+	fail := testkit.Seal(f, failing, fx.Oracles[0].Key)
+	claimA := testkit.Seal(f, fx.claim(), fx.Router.Key)
 	cb := fx.claim()
 	cb.Nonce = []byte("another-nonce-99")
-	gA, gB := seal(f, fx.grant(claimA), fx.minerKey), seal(f, fx.grant(seal(f, cb, fx.routerKey)), fx.minerKey)
+	gA, gB := testkit.Seal(f, fx.grant(claimA), fx.Miner.Key), testkit.Seal(f, fx.grant(testkit.Seal(f, cb, fx.Router.Key)), fx.Miner.Key)
 	addSeeds(f,
-		seal(f, &pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_VERDICT, First: pass, Second: fail}, fx.otherKey),
-		seal(f, &pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_GRANT, First: gA, Second: gB}, fx.routerKey),
-		seal(f, &pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_GRANT, First: gA, Second: gA}, fx.routerKey),
+		testkit.Seal(f, &pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_VERDICT, First: pass, Second: fail}, fx.Other.Key),
+		testkit.Seal(f, &pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_GRANT, First: gA, Second: gB}, fx.Router.Key),
+		testkit.Seal(f, &pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_GRANT, First: gA, Second: gA}, fx.Router.Key),
 	)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := protocol.Open[pb.Evidence](data)
@@ -202,9 +203,9 @@ func FuzzReadMsg(f *testing.F) {
 func FuzzAvailabilityValidator(f *testing.F) {
 	fx := newFixture(f)
 	v := protocol.AvailabilityValidator{Check: fx.check}
-	key := protocol.AvailabilityKey([]byte(fx.miner))
-	valid := seal(f, fx.avail(f), fx.minerKey)
-	for _, s := range [][]byte{valid, seal(f, fx.avail(f), fx.otherKey), []byte("junk"), nil} {
+	key := protocol.AvailabilityKey([]byte(fx.Miner.ID))
+	valid := testkit.Seal(f, fx.avail(f), fx.Miner.Key)
+	for _, s := range [][]byte{valid, testkit.Seal(f, fx.avail(f), fx.Other.Key), []byte("junk"), nil} {
 		f.Add(s, true)
 		f.Add(s, false)
 	}

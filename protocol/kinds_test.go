@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -36,27 +37,27 @@ func kc[T any, M protocol.Message[T]](m M) kindCase {
 
 // everyKind is one filled-in message of every signed kind.
 func everyKind(tb testing.TB, f *fixture) []kindCase {
-	claimRaw := seal(tb, f.claim(), f.routerKey)
-	a0 := seal(tb, f.att(0), f.oracleKeys[0])
+	claimRaw := testkit.Seal(tb, f.claim(), f.Router.Key)
+	a0 := testkit.Seal(tb, f.att(0), f.Oracles[0].Key)
 	failing := f.att(0)
 	failing.Pass = false
-	a1 := seal(tb, failing, f.oracleKeys[0])
+	a1 := testkit.Seal(tb, failing, f.Oracles[0].Key)
 	return []kindCase{
-		kc(&pb.Challenge{Network: testNet, Oracle: []byte(f.oracles[0]), Miner: []byte(f.miner), Generation: 7, Round: 100,
+		kc(&pb.Challenge{Network: testNet, Oracle: []byte(f.Oracles[0].ID), Miner: []byte(f.Miner.ID), Generation: 7, Round: 100,
 			Nonce: []byte("n"), Tasks: []*pb.Task{{Family: "arith", Seed: 42, Prompt: "1+1?"}, {Family: "echo", Prompt: "hi"}},
 			IssuedMs: ms(testNow), LatencyBudgetMs: 2000}),
-		kc(&pb.Answer{Network: testNet, ChallengeDigest: digest32("c"), Miner: []byte(f.miner), Model: "llama",
+		kc(&pb.Answer{Network: testNet, ChallengeDigest: testkit.Digest32("c"), Miner: []byte(f.Miner.ID), Model: "llama",
 			Outputs: []string{"2", "hi"}, LatenciesMs: []uint32{10, 20}}),
 		kc(f.att(0)),
 		kc(f.avail(tb)),
 		kc(f.claim()),
 		kc(f.grant(claimRaw)),
-		kc(&pb.Refusal{Network: testNet, Miner: []byte(f.miner), ClaimDigest: protocol.Digest(claimRaw),
+		kc(&pb.Refusal{Network: testNet, Miner: []byte(f.Miner.ID), ClaimDigest: protocol.Digest(claimRaw),
 			Reason: pb.RefusalReason_BUSY, Detail: "busy", State: pb.MinerState_RESERVED, Generation: 7}),
-		kc(&pb.Renew{Network: testNet, Session: "s", Router: []byte(f.router), Miner: []byte(f.miner), Generation: 7,
+		kc(&pb.Renew{Network: testNet, Session: "s", Router: []byte(f.Router.ID), Miner: []byte(f.Miner.ID), Generation: 7,
 			LeaseMs: 1000, IssuedMs: ms(testNow)}),
 		kc(f.release()),
-		kc(&pb.Receipt{Network: testNet, Miner: []byte(f.miner), RequestDigest: digest32("r"), Ok: true, Detail: "ok",
+		kc(&pb.Receipt{Network: testNet, Miner: []byte(f.Miner.ID), RequestDigest: testkit.Digest32("r"), Ok: true, Detail: "ok",
 			LeaseEndMs: ms(testNow), Generation: 7, State: pb.MinerState_RESERVED}),
 		kc(&pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_VERDICT, First: a0, Second: a1}),
 	}
@@ -90,7 +91,7 @@ func TestSealOpenRoundTrip(t *testing.T) {
 	f := newFixture(t)
 	for _, c := range everyKind(t, f) {
 		t.Run(c.name, func(t *testing.T) {
-			raw, err := c.seal(f.minerKey)
+			raw, err := c.seal(f.Miner.Key)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -98,15 +99,15 @@ func TestSealOpenRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatalf("open: %v", err)
 			}
-			if signer != f.miner {
-				t.Errorf("signer %s, want %s", signer, f.miner)
+			if signer != f.Miner.ID {
+				t.Errorf("signer %s, want %s", signer, f.Miner.ID)
 			}
 			if !proto.Equal(got, c.msg) {
 				t.Errorf("round trip changed the message:\n got %v\nwant %v", got, c.msg)
 			}
 			// Deterministic: sealing again gives the same payload, hence (Ed25519
 			// being deterministic) the same envelope.
-			again, err := c.seal(f.minerKey)
+			again, err := c.seal(f.Miner.Key)
 			if err != nil || !bytes.Equal(again, raw) {
 				t.Errorf("sealing twice gave different envelopes (err %v)", err)
 			}
@@ -116,8 +117,8 @@ func TestSealOpenRoundTrip(t *testing.T) {
 
 func TestSignedDigest(t *testing.T) {
 	f := newFixture(t)
-	raw := seal(t, f.att(0), f.oracleKeys[0])
-	s := open[pb.Attestation](t, raw)
+	raw := testkit.Seal(t, f.att(0), f.Oracles[0].Key)
+	s := testkit.Open[pb.Attestation](t, raw)
 	want := sha256.Sum256(raw)
 	if !bytes.Equal(s.Digest(), want[:]) || !bytes.Equal(protocol.Digest(raw), want[:]) || !bytes.Equal(s.Raw, raw) {
 		t.Error("digest is not the SHA-256 of the envelope bytes")
@@ -130,7 +131,7 @@ func TestOpenOtherKind(t *testing.T) {
 	f := newFixture(t)
 	cases := everyKind(t, f)
 	for _, sealed := range cases {
-		raw, err := sealed.seal(f.minerKey)
+		raw, err := sealed.seal(f.Miner.Key)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -150,12 +151,12 @@ func TestOpenOtherKind(t *testing.T) {
 				}
 				// Signed in the sealed kind's domain but carrying the opened
 				// kind's payload type: the signature must not verify.
-				relabelled := sealRaw(t, sk.Domain, ok.PayloadType, payload, f.minerKey)
+				relabelled := sealRaw(t, sk.Domain, ok.PayloadType, payload, f.Miner.Key)
 				if _, _, err := opened.open(relabelled); err == nil {
 					t.Error("signature of another domain verified")
 				}
 				// Signed in the opened kind's domain under the sealed kind's payload type.
-				mislabelled := sealRaw(t, ok.Domain, sk.PayloadType, payload, f.minerKey)
+				mislabelled := sealRaw(t, ok.Domain, sk.PayloadType, payload, f.Miner.Key)
 				if _, _, err := opened.open(mislabelled); err == nil {
 					t.Error("opened an envelope whose payload type is another kind's")
 				}
@@ -167,7 +168,7 @@ func TestOpenOtherKind(t *testing.T) {
 func TestOpenTampered(t *testing.T) {
 	f := newFixture(t)
 	a := f.att(0)
-	raw := seal(t, a, f.oracleKeys[0])
+	raw := testkit.Seal(t, a, f.Oracles[0].Key)
 	payload, err := proto.MarshalOptions{Deterministic: true}.Marshal(a)
 	if err != nil {
 		t.Fatal(err)
@@ -211,7 +212,7 @@ func TestOpenUnknownFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	challenge := &pb.Challenge{Network: testNet, Oracle: []byte(f.oracles[0]), Miner: []byte(f.miner),
+	challenge := &pb.Challenge{Network: testNet, Oracle: []byte(f.Oracles[0].ID), Miner: []byte(f.Miner.ID),
 		Tasks: []*pb.Task{{Family: "arith", Seed: 1, Prompt: "1+1?"}}}
 	task, err := proto.Marshal(challenge.Tasks[0])
 	if err != nil {
@@ -253,7 +254,7 @@ func TestOpenUnknownFields(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			raw := sealRaw(t, tt.kind.Domain, tt.kind.PayloadType, tt.payload, f.oracleKeys[0])
+			raw := sealRaw(t, tt.kind.Domain, tt.kind.PayloadType, tt.payload, f.Oracles[0].Key)
 			if err := tt.open(raw); (err != nil) != tt.wantErr {
 				t.Errorf("open error %v, want error %v", err, tt.wantErr)
 			}
@@ -263,7 +264,7 @@ func TestOpenUnknownFields(t *testing.T) {
 
 func TestOpenJunk(t *testing.T) {
 	f := newFixture(t)
-	valid := seal(t, f.att(0), f.oracleKeys[0])
+	valid := testkit.Seal(t, f.att(0), f.Oracles[0].Key)
 	huge := make([]byte, 8<<20)
 	for i := range huge {
 		huge[i] = byte(i * 7)
@@ -305,7 +306,7 @@ func TestOpenOtherKeyTypes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			raw := seal(t, f.att(0), k)
+			raw := testkit.Seal(t, f.att(0), k)
 			s, err := protocol.Open[pb.Attestation](raw)
 			if typ != crypto.Ed25519 {
 				if err == nil {
@@ -316,8 +317,8 @@ func TestOpenOtherKeyTypes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if s.Signer != idOf(t, k) {
-				t.Errorf("signer %s, want %s", s.Signer, idOf(t, k))
+			if s.Signer != testkit.ID(t, k) {
+				t.Errorf("signer %s, want %s", s.Signer, testkit.ID(t, k))
 			}
 		})
 	}

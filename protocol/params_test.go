@@ -92,15 +92,15 @@ func TestParamsValidate(t *testing.T) {
 
 func TestOracleIDs(t *testing.T) {
 	f := newFixture(t)
-	if got := f.check.Params.OracleIDs(); !slices.Equal(got, f.oracles) {
-		t.Errorf("OracleIDs %v, want %v", got, f.oracles)
+	if got := f.check.Params.OracleIDs(); !slices.Equal(got, f.OracleIDs()) {
+		t.Errorf("OracleIDs %v, want %v", got, f.OracleIDs())
 	}
-	for _, o := range f.oracles {
+	for _, o := range f.OracleIDs() {
 		if !f.check.Params.IsOracle(o) {
 			t.Errorf("%s is not an oracle", o)
 		}
 	}
-	for _, id := range []peer.ID{f.miner, f.other, ""} {
+	for _, id := range []peer.ID{f.Miner.ID, f.Other.ID, ""} {
 		if f.check.Params.IsOracle(id) {
 			t.Errorf("%q is an oracle", id)
 		}
@@ -216,12 +216,12 @@ func TestBackoff(t *testing.T) {
 
 func TestAssignedOracles(t *testing.T) {
 	f := newFixture(t)
-	oracles := f.oracles
+	oracles := f.OracleIDs()
 	rng := rand.New(rand.NewPCG(1, 2))
 
 	t.Run("size and membership", func(t *testing.T) {
 		for k := 0; k <= 7; k++ {
-			got := protocol.AssignedOracles(oracles, f.miner, 7, 100, k)
+			got := protocol.AssignedOracles(oracles, f.Miner.ID, 7, 100, k)
 			if len(got) != min(k, len(oracles)) {
 				t.Errorf("k=%d: %d oracles", k, len(got))
 			}
@@ -234,23 +234,23 @@ func TestAssignedOracles(t *testing.T) {
 			}
 			// Assignments nest: the top k are the top k+1 minus one.
 			if k > 0 && k <= len(oracles) {
-				if prev := protocol.AssignedOracles(oracles, f.miner, 7, 100, k-1); !slices.Equal(prev, got[:k-1]) {
+				if prev := protocol.AssignedOracles(oracles, f.Miner.ID, 7, 100, k-1); !slices.Equal(prev, got[:k-1]) {
 					t.Errorf("k=%d does not extend k=%d", k, k-1)
 				}
 			}
 		}
-		if got := protocol.AssignedOracles(nil, f.miner, 7, 100, 3); len(got) != 0 {
+		if got := protocol.AssignedOracles(nil, f.Miner.ID, 7, 100, 3); len(got) != 0 {
 			t.Errorf("no oracles gave %v", got)
 		}
 	})
 
 	t.Run("deterministic and independent of input order", func(t *testing.T) {
-		want := protocol.AssignedOracles(oracles, f.miner, 7, 100, 3)
+		want := protocol.AssignedOracles(oracles, f.Miner.ID, 7, 100, 3)
 		for range 20 {
 			shuffled := slices.Clone(oracles)
 			rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
 			before := slices.Clone(shuffled)
-			got := protocol.AssignedOracles(shuffled, f.miner, 7, 100, 3)
+			got := protocol.AssignedOracles(shuffled, f.Miner.ID, 7, 100, 3)
 			if !slices.Equal(got, want) {
 				t.Fatalf("order %v gave %v, want %v", shuffled, got, want)
 			}
@@ -264,7 +264,7 @@ func TestAssignedOracles(t *testing.T) {
 		picked := map[peer.ID]int{}
 		sets := map[string]bool{}
 		for round := uint64(0); round < 100; round++ {
-			got := protocol.AssignedOracles(oracles, f.miner, 7, round, 2)
+			got := protocol.AssignedOracles(oracles, f.Miner.ID, 7, round, 2)
 			for _, o := range got {
 				picked[o]++
 			}
@@ -286,14 +286,14 @@ func TestAssignedOracles(t *testing.T) {
 		}
 		var byMiner, byGen, byRound int
 		for r := range uint64(20) {
-			base := rank(f.miner, 7, r)
-			if !slices.Equal(rank(f.router, 7, r), base) {
+			base := rank(f.Miner.ID, 7, r)
+			if !slices.Equal(rank(f.Router.ID, 7, r), base) {
 				byMiner++
 			}
-			if !slices.Equal(rank(f.miner, 8, r), base) {
+			if !slices.Equal(rank(f.Miner.ID, 8, r), base) {
 				byGen++
 			}
-			if !slices.Equal(rank(f.miner, 7, r+1), base) {
+			if !slices.Equal(rank(f.Miner.ID, 7, r+1), base) {
 				byRound++
 			}
 		}

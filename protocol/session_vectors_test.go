@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -122,8 +123,8 @@ type sessionVectors struct {
 func buildSessionVectors(tb testing.TB) sessionVectors {
 	tb.Helper()
 	rk, mk := seededKey(tb, 3), seededKey(tb, 4)
-	v := sessionVectors{router: idOf(tb, rk), miner: idOf(tb, mk)}
-	v.task = seal(tb, &pb.SessionTask{
+	v := sessionVectors{router: testkit.ID(tb, rk), miner: testkit.ID(tb, mk)}
+	v.task = testkit.Seal(tb, &pb.SessionTask{
 		Network:     "devnet",
 		Session:     "0123456789abcdef0123456789abcdef",
 		Router:      []byte(v.router),
@@ -142,7 +143,7 @@ func buildSessionVectors(tb testing.TB) sessionVectors {
 		DeadlineMs: 1_700_000_060_000,
 	}, rk)
 	taskDigest := protocol.Digest(v.task)
-	v.result = seal(tb, &pb.TaskResult{
+	v.result = testkit.Seal(tb, &pb.TaskResult{
 		Network:          "devnet",
 		Miner:            []byte(v.miner),
 		TaskDigest:       taskDigest,
@@ -152,19 +153,19 @@ func buildSessionVectors(tb testing.TB) sessionVectors {
 		CompletionTokens: 1,
 		LatencyMs:        3,
 	}, mk)
-	v.commit = seal(tb, &pb.TaskCommit{
+	v.commit = testkit.Seal(tb, &pb.TaskCommit{
 		Network:    "devnet",
 		Miner:      []byte(v.miner),
 		TaskDigest: taskDigest,
 		ResultHash: protocol.ResultHash(v.result),
 	}, mk)
-	v.reveal = seal(tb, &pb.Reveal{
+	v.reveal = testkit.Seal(tb, &pb.Reveal{
 		Network:    "devnet",
 		Router:     []byte(v.router),
 		Miner:      []byte(v.miner),
 		TaskDigest: taskDigest,
 	}, rk)
-	v.refusal = seal(tb, &pb.TaskError{
+	v.refusal = testkit.Seal(tb, &pb.TaskError{
 		Network:    "devnet",
 		Miner:      []byte(v.miner),
 		TaskDigest: taskDigest,
@@ -207,27 +208,27 @@ func TestSessionVectors(t *testing.T) {
 func TestSessionVectorsCheck(t *testing.T) {
 	v := buildSessionVectors(t)
 	check := protocol.Checker{Network: "devnet", Params: protocol.DefaultParams(), Now: func() time.Time { return vecNow }}
-	task := open[pb.SessionTask](t, v.task)
+	task := testkit.Open[pb.SessionTask](t, v.task)
 	if err := check.SessionTask(task, v.miner); err != nil {
 		t.Errorf("task: %v", err)
 	}
 	digest := task.Digest()
-	result := open[pb.TaskResult](t, v.result)
+	result := testkit.Open[pb.TaskResult](t, v.result)
 	if err := check.TaskResult(result, v.miner, digest); err != nil {
 		t.Errorf("result: %v", err)
 	}
-	commit := open[pb.TaskCommit](t, v.commit)
+	commit := testkit.Open[pb.TaskCommit](t, v.commit)
 	if err := check.TaskCommit(commit, v.miner, digest); err != nil {
 		t.Errorf("commitment: %v", err)
 	}
 	if !bytes.Equal(commit.Msg.ResultHash, protocol.Digest(v.result)) {
 		t.Error("the commitment's result_hash is not the digest of the result envelope")
 	}
-	reveal := open[pb.Reveal](t, v.reveal)
+	reveal := testkit.Open[pb.Reveal](t, v.reveal)
 	if err := check.Reveal(reveal, v.router, v.miner, digest); err != nil {
 		t.Errorf("reveal: %v", err)
 	}
-	taskErr := open[pb.TaskError](t, v.refusal)
+	taskErr := testkit.Open[pb.TaskError](t, v.refusal)
 	if err := check.TaskError(taskErr, v.miner, digest); err != nil {
 		t.Errorf("task error: %v", err)
 	}
@@ -235,7 +236,7 @@ func TestSessionVectorsCheck(t *testing.T) {
 	// miner answers with TASK_ERROR_EXPIRED.
 	late := check
 	late.Now = func() time.Time { return vecNow.Add(time.Minute) }
-	if err := late.SessionTask(task, v.miner); class(err) != "ignore" {
+	if err := late.SessionTask(task, v.miner); testkit.Class(err) != "ignore" {
 		t.Errorf("task at its deadline: %v, want an IGNORE", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
@@ -22,7 +23,7 @@ func poolEvent(rec protocol.Signed[*pb.Availability]) pool.Event {
 // test ticks.
 func newObserver(t *testing.T, e *env) (*Observer, *clock, chan time.Time) {
 	t.Helper()
-	clk := &clock{t: e.now}
+	clk := &clock{t: e.Now}
 	ticks := make(chan time.Time)
 	o := New(Config{Pool: e.pool, Now: clk.Now, Ticks: ticks})
 	t.Cleanup(o.Stop)
@@ -31,7 +32,7 @@ func newObserver(t *testing.T, e *env) (*Observer, *clock, chan time.Time) {
 
 func minerEvents(t *testing.T, o *Observer, e *env) []api.Event {
 	t.Helper()
-	h, ok := o.Miner(e.miner.String())
+	h, ok := o.Miner(e.Miner.ID.String())
 	if !ok {
 		return nil
 	}
@@ -48,7 +49,7 @@ func TestLifecycleRecorded(t *testing.T) {
 
 	must(t, e.pool.AddAvailability(e.avail(t, 1, 0, pb.MinerState_VALIDATING)))
 	for i := range 3 {
-		accepted(t)(e.pool.AddAttestation(e.att(t, i, e.miner, 0, true, 900)))
+		accepted(t)(e.pool.AddAttestation(e.att(t, i, e.Miner.ID, 0, true, 900)))
 	}
 	must(t, e.pool.AddAvailability(e.avail(t, 2, 0, pb.MinerState_AVAILABLE)))
 	must(t, e.pool.AddAvailability(e.avail(t, 3, 0, pb.MinerState_AVAILABLE))) // a refresh: no transition
@@ -61,23 +62,23 @@ func TestLifecycleRecorded(t *testing.T) {
 		"state:>validating", "attestation", "attestation", "attestation", "state:validating>available",
 		"grant", "state:available>reserved", "release", "state:reserved>cooling_off",
 	}
-	eventually(t, "every event", func() bool { return len(minerEvents(t, o, e)) == len(want) })
+	testkit.Eventually(t, "every event", 5*time.Second, func() bool { return len(minerEvents(t, o, e)) == len(want) })
 	evs := minerEvents(t, o, e)
 	if got := kinds(evs); !slices.Equal(got, want) {
 		t.Fatalf("events %v, want %v", got, want)
 	}
 	for _, ev := range evs {
-		if ev.Miner != e.miner.String() || ev.Time.IsZero() {
+		if ev.Miner != e.Miner.ID.String() || ev.Time.IsZero() {
 			t.Errorf("event %+v: miner or time missing", ev)
 		}
 	}
-	if a := evs[1]; a.Oracle != e.oracles[0].String() || !a.Pass || a.Score != 0.9 || a.Generation != 0 {
+	if a := evs[1]; a.Oracle != e.Oracles[0].ID.String() || !a.Pass || a.Score != 0.9 || a.Generation != 0 {
 		t.Errorf("attestation %+v", a)
 	}
-	if g := evs[5]; g.Router != e.router.String() || g.Session != "s1" || !g.LeaseEnd.Equal(e.now.Add(30*time.Second)) {
+	if g := evs[5]; g.Router != e.Router.ID.String() || g.Session != "s1" || !g.LeaseEnd.Equal(e.Now.Add(30*time.Second)) {
 		t.Errorf("grant %+v", g)
 	}
-	if r := evs[7]; r.Outcome != "completed" || r.Router != e.router.String() || r.Session != "s1" {
+	if r := evs[7]; r.Outcome != "completed" || r.Router != e.Router.ID.String() || r.Session != "s1" {
 		t.Errorf("release %+v", r)
 	}
 	if s := evs[8]; s.Generation != 1 {
@@ -103,7 +104,7 @@ func TestLifecycleRecorded(t *testing.T) {
 			if u.Transition != nil {
 				transitions = append(transitions, *u.Transition)
 			}
-			if u.Miner != nil && u.Miner.State == "reserved" && u.Miner.PeerID == e.miner.String() {
+			if u.Miner != nil && u.Miner.State == "reserved" && u.Miner.PeerID == e.Miner.ID.String() {
 				sawReserved = true
 			}
 		case <-deadline:
@@ -117,7 +118,7 @@ func TestLifecycleRecorded(t *testing.T) {
 		t.Error("subscriber never saw the miner reserved")
 	}
 
-	h, ok := o.Miner(e.miner.String())
+	h, ok := o.Miner(e.Miner.ID.String())
 	if !ok || h.Miner.State != "cooling_off" || h.Miner.Generation != 1 || h.Miner.Seq != 5 {
 		t.Errorf("miner %+v, %v", h.Miner, ok)
 	}
@@ -161,8 +162,8 @@ func TestEvidenceRecorded(t *testing.T) {
 	o, _, _ := newObserver(t, e)
 	must(t, e.pool.AddAvailability(e.avail(t, 1, 0, pb.MinerState_VALIDATING)))
 
-	accepted(t)(e.pool.AddAttestation(e.att(t, 3, e.miner, 0, true, 900)))
-	ev, err := e.pool.AddAttestation(e.att(t, 3, e.miner, 0, false, 100))
+	accepted(t)(e.pool.AddAttestation(e.att(t, 3, e.Miner.ID, 0, true, 900)))
+	ev, err := e.pool.AddAttestation(e.att(t, 3, e.Miner.ID, 0, false, 100))
 	if err != nil || ev == nil {
 		t.Fatalf("double verdict: %v, %v", ev, err)
 	}
@@ -179,13 +180,13 @@ func TestEvidenceRecorded(t *testing.T) {
 	}
 
 	want := []string{"state:>validating", "attestation", "evidence", "grant", "evidence"}
-	eventually(t, "every event", func() bool { return len(minerEvents(t, o, e)) == len(want) })
+	testkit.Eventually(t, "every event", 5*time.Second, func() bool { return len(minerEvents(t, o, e)) == len(want) })
 	evs := minerEvents(t, o, e)
 	if got := kinds(evs); !slices.Equal(got, want) {
 		t.Fatalf("events %v, want %v", got, want)
 	}
 	verdict, grant := evs[2], evs[4]
-	if verdict.Oracle != e.oracles[3].String() || !strings.Contains(verdict.Detail, "two verdicts") {
+	if verdict.Oracle != e.Oracles[3].ID.String() || !strings.Contains(verdict.Detail, "two verdicts") {
 		t.Errorf("double verdict %+v", verdict)
 	}
 	if grant.Oracle != "" || !strings.Contains(grant.Detail, "two grants") || !strings.Contains(grant.Detail, `"s2"`) {
@@ -202,9 +203,9 @@ func TestPrimedFromPool(t *testing.T) {
 		t.Fatalf("primed events %v", got)
 	}
 	// The same record again (as a late callback would bring it) is old news.
-	o.handle(input{at: e.now, kind: pool.EventAvailability, miner: e.miner, state: pb.MinerState_VALIDATING, seq: 1})
+	o.handle(input{at: e.Now, kind: pool.EventAvailability, miner: e.Miner.ID, state: pb.MinerState_VALIDATING, seq: 1})
 	must(t, e.pool.AddAvailability(e.avail(t, 2, 0, pb.MinerState_JOINING)))
-	eventually(t, "the next state", func() bool { return len(minerEvents(t, o, e)) == 2 })
+	testkit.Eventually(t, "the next state", 5*time.Second, func() bool { return len(minerEvents(t, o, e)) == 2 })
 	if got := kinds(minerEvents(t, o, e)); !slices.Equal(got, []string{"state:>validating", "state:validating>joining"}) {
 		t.Fatalf("events %v", got)
 	}
@@ -216,7 +217,7 @@ func TestSampler(t *testing.T) {
 	e := newEnv(t)
 	o, clk, ticks := newObserver(t, e)
 	h := o.History()
-	if h.IntervalSeconds != 10 || len(h.Points) != 1 || !h.Points[0].Time.Equal(e.now) {
+	if h.IntervalSeconds != 10 || len(h.Points) != 1 || !h.Points[0].Time.Equal(e.Now) {
 		t.Fatalf("history at start: %+v", h)
 	}
 	for _, s := range api.States {
@@ -228,9 +229,9 @@ func TestSampler(t *testing.T) {
 	must(t, e.pool.AddAvailability(e.avail(t, 1, 0, pb.MinerState_VALIDATING)))
 	clk.Add(SampleEvery)
 	ticks <- clk.Now()
-	eventually(t, "a second point", func() bool { return len(o.History().Points) == 2 })
+	testkit.Eventually(t, "a second point", 5*time.Second, func() bool { return len(o.History().Points) == 2 })
 	p := o.History().Points[1]
-	if !p.Time.Equal(e.now.Add(SampleEvery)) || p.Counts["validating"] != 1 || p.Counts["available"] != 0 {
+	if !p.Time.Equal(e.Now.Add(SampleEvery)) || p.Counts["validating"] != 1 || p.Counts["available"] != 0 {
 		t.Errorf("second point %+v", p)
 	}
 	if c := o.Counts(); c.Total != 1 || c.Counts["validating"] != 1 {
@@ -241,7 +242,7 @@ func TestSampler(t *testing.T) {
 		clk.Add(SampleEvery)
 		ticks <- clk.Now()
 	}
-	eventually(t, "the last point", func() bool {
+	testkit.Eventually(t, "the last point", 5*time.Second, func() bool {
 		pts := o.History().Points
 		return pts[len(pts)-1].Time.Equal(clk.Now())
 	})
@@ -260,7 +261,7 @@ func TestSampler(t *testing.T) {
 func TestStaleCounted(t *testing.T) {
 	e := newEnv(t)
 	for i := range 3 {
-		accepted(t)(e.pool.AddAttestation(e.att(t, i, e.miner, 0, true, 900)))
+		accepted(t)(e.pool.AddAttestation(e.att(t, i, e.Miner.ID, 0, true, 900)))
 	}
 	must(t, e.pool.AddAvailability(e.avail(t, 1, 0, pb.MinerState_AVAILABLE)))
 	o, clk, _ := newObserver(t, e)
@@ -271,7 +272,7 @@ func TestStaleCounted(t *testing.T) {
 	if c := o.Counts(); c.Counts["available"] != 0 || c.Counts["stale"] != 1 || c.Total != 1 {
 		t.Fatalf("counts after the record lapsed %+v", c)
 	}
-	if h, _ := o.Miner(e.miner.String()); h.Miner.State != "stale" {
+	if h, _ := o.Miner(e.Miner.ID.String()); h.Miner.State != "stale" {
 		t.Errorf("miner %+v", h.Miner)
 	}
 }
@@ -281,12 +282,12 @@ func TestStaleCounted(t *testing.T) {
 func TestBounds(t *testing.T) {
 	e := newEnv(t)
 	o, clk, ticks := newObserver(t, e)
-	stranger := e.oracles[4] // any peer the pool does not list
+	stranger := e.Oracles[4].ID // any peer the pool does not list
 	for i := range MinerEvents + 100 {
-		o.handle(input{at: clk.Now(), kind: pool.EventAttestation, miner: stranger, gen: uint64(i), oracle: e.oracles[0], pass: true})
+		o.handle(input{at: clk.Now(), kind: pool.EventAttestation, miner: stranger, gen: uint64(i), oracle: e.Oracles[0].ID, pass: true})
 	}
 	for range 300 {
-		o.handle(input{at: clk.Now(), kind: pool.EventAttestation, miner: e.miner, oracle: e.oracles[0]})
+		o.handle(input{at: clk.Now(), kind: pool.EventAttestation, miner: e.Miner.ID, oracle: e.Oracles[0].ID})
 	}
 	o.mu.Lock()
 	n := o.miners[stranger].events.len()
@@ -296,7 +297,7 @@ func TestBounds(t *testing.T) {
 		t.Errorf("%d events kept of the stranger, the oldest of generation %d; want %d from 100", n, first, MinerEvents)
 	}
 	recent := o.Transitions(MaxInt)
-	if len(recent) != RecentEvents || recent[0].Miner != e.miner.String() {
+	if len(recent) != RecentEvents || recent[0].Miner != e.Miner.ID.String() {
 		t.Errorf("%d recent events kept, want %d", len(recent), RecentEvents)
 	}
 
@@ -334,7 +335,7 @@ func TestSlowSubscriberDropped(t *testing.T) {
 	defer cancelFast()
 	got := 0
 	for i := range SubscriberBuffer + 10 {
-		o.handle(input{at: clk.Now(), kind: pool.EventAttestation, miner: e.miner, gen: uint64(i), oracle: e.oracles[0]})
+		o.handle(input{at: clk.Now(), kind: pool.EventAttestation, miner: e.Miner.ID, gen: uint64(i), oracle: e.Oracles[0].ID})
 		for len(fast) > 0 {
 			<-fast
 			got++

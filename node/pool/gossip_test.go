@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/gossip"
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -24,7 +25,7 @@ type published struct {
 func validators(tb testing.TB, e *env, fail bool) (map[string]gossip.Validator, chan published) {
 	tb.Helper()
 	pubs := make(chan published, 64)
-	kinds := e.pool.Kinds(testKey(tb, "node"), func(_ context.Context, topic string, data []byte) error {
+	kinds := e.pool.Kinds(testkit.Key(tb, "node"), func(_ context.Context, topic string, data []byte) error {
 		pubs <- published{topic, data}
 		if fail {
 			return errors.New("no peers")
@@ -70,14 +71,14 @@ func TestKinds(t *testing.T) {
 func testKinds(t *testing.T, failingPublisher bool) {
 	e := newEnv(t)
 	v, pubs := validators(t, e, failingPublisher)
-	node := idOf(t, testKey(t, "node"))
+	node := testkit.ID(t, testkit.Key(t, "node"))
 
-	rec := e.avail(t, e.minerKey, 1, 7, pb.MinerState_AVAILABLE, nil)
-	att := e.sealAtt(t, 3, e.miner, nil)
+	rec := e.avail(t, e.Miner.Key, 1, 7, pb.MinerState_AVAILABLE, nil)
+	att := e.sealAtt(t, 3, e.Miner.ID, nil)
 	g1 := e.grant(t, "s1", nil)
-	pass0, fail0 := e.sealAtt(t, 0, e.miner2, nil), e.sealAtt(t, 0, e.miner2, func(a *pb.Attestation) { a.Pass = false })
-	otherEvidence := mustSeal(&pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_VERDICT, First: pass0.Raw, Second: fail0.Raw}, e.otherKey)
-	sameTwice := mustSeal(&pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_VERDICT, First: att.Raw, Second: att.Raw}, e.otherKey)
+	pass0, fail0 := e.sealAtt(t, 0, e.Miner2.ID, nil), e.sealAtt(t, 0, e.Miner2.ID, func(a *pb.Attestation) { a.Pass = false })
+	otherEvidence := mustSeal(&pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_VERDICT, First: pass0.Raw, Second: fail0.Raw}, e.Other.Key)
+	sameTwice := mustSeal(&pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_VERDICT, First: att.Raw, Second: att.Raw}, e.Other.Key)
 
 	steps := []struct {
 		name     string
@@ -88,23 +89,23 @@ func testKinds(t *testing.T, failingPublisher bool) {
 	}{
 		{"availability", gossip.Pool, rec.Raw, "accept", ""},
 		{"availability again", gossip.Pool, rec.Raw, "ignore", ""},
-		{"forged availability", gossip.Pool, mustSeal(rec.Msg, e.otherKey), "reject", ""},
-		{"same seq, other content", gossip.Pool, e.avail(t, e.minerKey, 1, 7, pb.MinerState_RESERVED, nil).Raw, "reject", ""},
-		{"expired availability", gossip.Pool, e.avail(t, e.minerKey, 2, 7, pb.MinerState_VALIDATING, func(a *pb.Availability) {
-			a.ExpiresMs = ms(e.now)
+		{"forged availability", gossip.Pool, mustSeal(rec.Msg, e.Other.Key), "reject", ""},
+		{"same seq, other content", gossip.Pool, e.avail(t, e.Miner.Key, 1, 7, pb.MinerState_RESERVED, nil).Raw, "reject", ""},
+		{"expired availability", gossip.Pool, e.avail(t, e.Miner.Key, 2, 7, pb.MinerState_VALIDATING, func(a *pb.Availability) {
+			a.ExpiresMs = ms(e.Now)
 		}).Raw, "ignore", ""},
 		{"attestation on the pool topic", gossip.Pool, att.Raw, "reject", ""},
 		{"garbage on the pool topic", gossip.Pool, []byte("garbage"), "reject", ""},
 
 		{"attestation", gossip.Attestations, att.Raw, "accept", ""},
 		{"attestation again", gossip.Attestations, att.Raw, "ignore", ""},
-		{"forged attestation", gossip.Attestations, mustSeal(e.att(1, e.miner, nil), e.oracleKeys[2]), "reject", ""},
-		{"attestation of an outsider", gossip.Attestations, mustSeal(e.att(1, e.miner, func(a *pb.Attestation) { a.Oracle = []byte(e.other) }), e.otherKey), "reject", ""},
-		{"expired attestation", gossip.Attestations, e.sealAtt(t, 1, e.miner, func(a *pb.Attestation) {
-			a.IssuedMs, a.ExpiresMs = ms(e.now.Add(-20*time.Minute)), ms(e.now.Add(-time.Second))
+		{"forged attestation", gossip.Attestations, mustSeal(e.att(1, e.Miner.ID, nil), e.Oracles[2].Key), "reject", ""},
+		{"attestation of an outsider", gossip.Attestations, mustSeal(e.att(1, e.Miner.ID, func(a *pb.Attestation) { a.Oracle = []byte(e.Other.ID) }), e.Other.Key), "reject", ""},
+		{"expired attestation", gossip.Attestations, e.sealAtt(t, 1, e.Miner.ID, func(a *pb.Attestation) {
+			a.IssuedMs, a.ExpiresMs = ms(e.Now.Add(-20*time.Minute)), ms(e.Now.Add(-time.Second))
 		}).Raw, "ignore", ""},
-		{"attestation of an older generation", gossip.Attestations, e.sealAtt(t, 1, e.miner, func(a *pb.Attestation) { a.Generation = 6 }).Raw, "ignore", ""},
-		{"conflicting verdict", gossip.Attestations, e.sealAtt(t, 3, e.miner, func(a *pb.Attestation) { a.Pass = false }).Raw, "ignore", e.oracles[3]},
+		{"attestation of an older generation", gossip.Attestations, e.sealAtt(t, 1, e.Miner.ID, func(a *pb.Attestation) { a.Generation = 6 }).Raw, "ignore", ""},
+		{"conflicting verdict", gossip.Attestations, e.sealAtt(t, 3, e.Miner.ID, func(a *pb.Attestation) { a.Pass = false }).Raw, "ignore", e.Oracles[3].ID},
 		{"evidence someone else found", gossip.Attestations, otherEvidence, "accept", ""},
 		{"same evidence again", gossip.Attestations, otherEvidence, "ignore", ""},
 		{"evidence of one message twice", gossip.Attestations, sameTwice, "reject", ""},
@@ -113,16 +114,16 @@ func testKinds(t *testing.T, failingPublisher bool) {
 
 		{"grant", gossip.Reservations, g1.Raw, "accept", ""},
 		{"grant again", gossip.Reservations, g1.Raw, "ignore", ""},
-		{"forged grant", gossip.Reservations, mustSeal(e.grant(t, "s3", nil).Msg, e.otherKey), "reject", ""},
+		{"forged grant", gossip.Reservations, mustSeal(e.grant(t, "s3", nil).Msg, e.Other.Key), "reject", ""},
 		{"release", gossip.Reservations, e.release(t, 7, pb.Outcome_COMPLETED).Raw, "accept", ""},
 		{"release again", gossip.Reservations, e.release(t, 7, pb.Outcome_COMPLETED).Raw, "ignore", ""},
-		{"release by an outsider", gossip.Reservations, mustSeal(&pb.Release{Network: testNet, Session: "s1", Signer: []byte(e.other),
-			Miner: []byte(e.miner), Router: []byte(e.router), Generation: 8, Outcome: pb.Outcome_FAILED, IssuedMs: ms(e.now)}, e.otherKey), "reject", ""},
-		{"double grant", gossip.Reservations, e.grant(t, "s2", nil).Raw, "ignore", e.miner},
+		{"release by an outsider", gossip.Reservations, mustSeal(&pb.Release{Network: testNet, Session: "s1", Signer: []byte(e.Other.ID),
+			Miner: []byte(e.Miner.ID), Router: []byte(e.Router.ID), Generation: 8, Outcome: pb.Outcome_FAILED, IssuedMs: ms(e.Now)}, e.Other.Key), "reject", ""},
+		{"double grant", gossip.Reservations, e.grant(t, "s2", nil).Raw, "ignore", e.Miner.ID},
 		{"availability on the reservations topic", gossip.Reservations, rec.Raw, "reject", ""},
 	}
 	for _, s := range steps {
-		res, err := v[s.topic](context.Background(), e.other, s.data)
+		res, err := v[s.topic](context.Background(), e.Other.ID, s.data)
 		if got := resultName(res); got != s.want {
 			t.Errorf("%s: %s (%v), want %s", s.name, got, err, s.want)
 		}
@@ -155,7 +156,7 @@ func testKinds(t *testing.T, failingPublisher bool) {
 			t.Errorf("%s: offender not penalized", s.name)
 		}
 		// Another copy of a conflict already held travels no further.
-		if res, err := v[s.topic](context.Background(), e.other, p.data); res != pubsub.ValidationIgnore {
+		if res, err := v[s.topic](context.Background(), e.Other.ID, p.data); res != pubsub.ValidationIgnore {
 			t.Errorf("%s: published evidence judged again %s (%v), want ignore", s.name, resultName(res), err)
 		}
 	}
@@ -165,13 +166,13 @@ func testKinds(t *testing.T, failingPublisher bool) {
 		t.Errorf("unexpected publication on %s", p.topic)
 	case <-time.After(100 * time.Millisecond):
 	}
-	if !e.pool.Penalized(e.oracles[0]) {
+	if !e.pool.Penalized(e.Oracles[0].ID) {
 		t.Error("evidence accepted from gossip did not penalize oracle 0")
 	}
-	if e.pool.Penalized(e.oracles[1]) || e.pool.Penalized(e.other) || e.pool.Penalized(e.router) {
+	if e.pool.Penalized(e.Oracles[1].ID) || e.pool.Penalized(e.Other.ID) || e.pool.Penalized(e.Router.ID) {
 		t.Error("an honest peer was penalized")
 	}
-	if r := e.pool.Reputation(e.miner); r.Completed != 1 || r.Equivocations != 1 || r.Score() != 0 {
+	if r := e.pool.Reputation(e.Miner.ID); r.Completed != 1 || r.Equivocations != 1 || r.Score() != 0 {
 		t.Errorf("miner reputation %+v", r)
 	}
 }
@@ -183,15 +184,15 @@ func FuzzGossipValidators(f *testing.F) {
 		for range pubs {
 		}
 	}()
-	att := e.sealAtt(f, 0, e.miner, nil)
+	att := e.sealAtt(f, 0, e.Miner.ID, nil)
 	g1, g2 := e.grant(f, "s1", nil), e.grant(f, "s2", nil)
 	seeds := [][]byte{
-		e.avail(f, e.minerKey, 1, 7, pb.MinerState_AVAILABLE, nil).Raw,
+		e.avail(f, e.Miner.Key, 1, 7, pb.MinerState_AVAILABLE, nil).Raw,
 		att.Raw,
-		e.sealAtt(f, 0, e.miner, func(a *pb.Attestation) { a.Pass = false }).Raw,
+		e.sealAtt(f, 0, e.Miner.ID, func(a *pb.Attestation) { a.Pass = false }).Raw,
 		g1.Raw, g2.Raw,
 		e.release(f, 7, pb.Outcome_COMPLETED).Raw,
-		mustSeal(&pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_GRANT, First: g1.Raw, Second: g2.Raw}, e.otherKey),
+		mustSeal(&pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_GRANT, First: g1.Raw, Second: g2.Raw}, e.Other.Key),
 		nil, {}, []byte("junk"), {0x0a, 0x00}, bytes.Repeat([]byte{0xff}, 32),
 	}
 	for i := range gossip.TopicNames {
@@ -201,7 +202,7 @@ func FuzzGossipValidators(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, topic uint8, data []byte) {
 		name := gossip.TopicNames[int(topic)%len(gossip.TopicNames)]
-		res, err := v[name](context.Background(), e.other, data)
+		res, err := v[name](context.Background(), e.Other.ID, data)
 		switch res {
 		case pubsub.ValidationAccept, pubsub.ValidationReject, pubsub.ValidationIgnore:
 		default:

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
@@ -21,8 +22,8 @@ func TestAddAvailability(t *testing.T) {
 		valid   = pb.MinerState_VALIDATING
 		reserve = pb.MinerState_RESERVED
 	)
-	first := e.avail(t, e.minerKey, 1, 7, avail, nil)
-	second := e.avail(t, e.minerKey, 2, 7, reserve, nil)
+	first := e.avail(t, e.Miner.Key, 1, 7, avail, nil)
+	second := e.avail(t, e.Miner.Key, 2, 7, reserve, nil)
 	steps := []struct {
 		name      string
 		rec       protocol.Signed[*pb.Availability]
@@ -34,34 +35,34 @@ func TestAddAvailability(t *testing.T) {
 		{"same record again", first, "ignore", 1, avail},
 		{"newer seq replaces", second, "ok", 2, reserve},
 		{"older seq ignored", first, "ignore", 2, reserve},
-		{"older seq, other content, ignored", e.avail(t, e.minerKey, 1, 7, valid, nil), "ignore", 2, reserve},
+		{"older seq, other content, ignored", e.avail(t, e.Miner.Key, 1, 7, valid, nil), "ignore", 2, reserve},
 		{"same seq, same bytes, ignored", second, "ignore", 2, reserve},
-		{"same seq, other content, rejected", e.avail(t, e.minerKey, 2, 7, valid, nil), "reject", 2, reserve},
-		{"same seq, other models, rejected", e.avail(t, e.minerKey, 2, 7, reserve, func(a *pb.Availability) {
+		{"same seq, other content, rejected", e.avail(t, e.Miner.Key, 2, 7, valid, nil), "reject", 2, reserve},
+		{"same seq, other models, rejected", e.avail(t, e.Miner.Key, 2, 7, reserve, func(a *pb.Availability) {
 			a.Models = []string{"mistral"}
 		}), "reject", 2, reserve},
-		{"generation goes up", e.avail(t, e.minerKey, 3, 8, valid, nil), "ok", 3, valid},
-		{"generation goes back", e.avail(t, e.minerKey, 4, 7, valid, nil), "reject", 3, valid},
-		{"forged by another key", signed(t, e.avail(t, e.minerKey, 9, 9, valid, nil).Msg, e.otherKey), "reject", 3, valid},
-		{"available without quorum", e.avail(t, e.minerKey, 9, 8, avail, func(a *pb.Availability) {
+		{"generation goes up", e.avail(t, e.Miner.Key, 3, 8, valid, nil), "ok", 3, valid},
+		{"generation goes back", e.avail(t, e.Miner.Key, 4, 7, valid, nil), "reject", 3, valid},
+		{"forged by another key", testkit.Signed(t, e.avail(t, e.Miner.Key, 9, 9, valid, nil).Msg, e.Other.Key), "reject", 3, valid},
+		{"available without quorum", e.avail(t, e.Miner.Key, 9, 8, avail, func(a *pb.Availability) {
 			a.Attestations = a.Attestations[:2]
 		}), "reject", 3, valid},
-		{"expired", e.avail(t, e.minerKey, 9, 8, valid, func(a *pb.Availability) { a.ExpiresMs = ms(e.now) }), "ignore", 3, valid},
-		{"another network", e.avail(t, e.minerKey, 9, 8, valid, func(a *pb.Availability) { a.Network = "othernet" }), "reject", 3, valid},
-		{"skipping sequence numbers is fine", e.avail(t, e.minerKey, 10, 8, avail, nil), "ok", 10, avail},
+		{"expired", e.avail(t, e.Miner.Key, 9, 8, valid, func(a *pb.Availability) { a.ExpiresMs = ms(e.Now) }), "ignore", 3, valid},
+		{"another network", e.avail(t, e.Miner.Key, 9, 8, valid, func(a *pb.Availability) { a.Network = "othernet" }), "reject", 3, valid},
+		{"skipping sequence numbers is fine", e.avail(t, e.Miner.Key, 10, 8, avail, nil), "ok", 10, avail},
 	}
 	for _, s := range steps {
 		err := e.pool.AddAvailability(s.rec)
-		if got := class(err); got != s.want {
+		if got := testkit.Class(err); got != s.want {
 			t.Errorf("%s: got %s (%v), want %s", s.name, got, err, s.want)
 		}
-		m, ok := e.pool.Miner(e.miner)
+		m, ok := e.pool.Miner(e.Miner.ID)
 		if !ok || m.Seq != s.wantSeq || m.State != s.wantState {
 			t.Fatalf("%s: miner %v seq %d state %s, want seq %d state %s", s.name, ok, m.Seq, m.State, s.wantSeq, s.wantState)
 		}
 	}
-	m, _ := e.pool.Miner(e.miner)
-	if m.Generation != 8 || !slices.Equal(m.Models, []string{"llama"}) || m.ID != e.miner {
+	m, _ := e.pool.Miner(e.Miner.ID)
+	if m.Generation != 8 || !slices.Equal(m.Models, []string{"llama"}) || m.ID != e.Miner.ID {
 		t.Errorf("miner %+v", m)
 	}
 	if want := protocol.Time(steps[len(steps)-1].rec.Msg.ExpiresMs); !m.Expires.Equal(want) {
@@ -70,15 +71,15 @@ func TestAddAvailability(t *testing.T) {
 	if len(m.Oracles) != 0 {
 		t.Errorf("oracles %v for generation 8 with no attestations held", m.Oracles)
 	}
-	if _, ok := e.pool.Miner(e.other); ok {
+	if _, ok := e.pool.Miner(e.Other.ID); ok {
 		t.Error("an unknown miner is known")
 	}
 }
 
 func TestAvailabilityPersisted(t *testing.T) {
 	e := newEnv(t)
-	r1 := e.avail(t, e.minerKey, 5, 7, pb.MinerState_AVAILABLE, nil)
-	r2 := e.avail(t, e.miner2Key, 1, 3, pb.MinerState_VALIDATING, nil)
+	r1 := e.avail(t, e.Miner.Key, 5, 7, pb.MinerState_AVAILABLE, nil)
+	r2 := e.avail(t, e.Miner2.Key, 1, 3, pb.MinerState_VALIDATING, nil)
 	for _, r := range []protocol.Signed[*pb.Availability]{r1, r2} {
 		if err := e.pool.AddAvailability(r); err != nil {
 			t.Fatal(err)
@@ -108,23 +109,23 @@ func TestAvailabilityPersisted(t *testing.T) {
 		t.Error("Miners is not ordered by peer ID")
 	}
 	// The reloaded record still guards against going back.
-	if err := e.pool.AddAvailability(r1); class(err) != "ignore" {
+	if err := e.pool.AddAvailability(r1); testkit.Class(err) != "ignore" {
 		t.Errorf("re-adding the persisted record: %v", err)
 	}
-	if err := e.pool.AddAvailability(e.avail(t, e.minerKey, 5, 7, pb.MinerState_RESERVED, nil)); class(err) != "reject" {
+	if err := e.pool.AddAvailability(e.avail(t, e.Miner.Key, 5, 7, pb.MinerState_RESERVED, nil)); testkit.Class(err) != "reject" {
 		t.Errorf("same seq, other content after reopening: %v", err)
 	}
-	if got := e.pool.Available("llama"); len(got) != 1 || got[0].ID != e.miner {
+	if got := e.pool.Available("llama"); len(got) != 1 || got[0].ID != e.Miner.ID {
 		t.Errorf("available after reopening: %v", got)
 	}
 }
 
 func TestAddAttestation(t *testing.T) {
 	e := newEnv(t)
-	if err := e.pool.AddAvailability(e.avail(t, e.minerKey, 1, 7, pb.MinerState_VALIDATING, nil)); err != nil {
+	if err := e.pool.AddAvailability(e.avail(t, e.Miner.Key, 1, 7, pb.MinerState_VALIDATING, nil)); err != nil {
 		t.Fatal(err)
 	}
-	pass0 := e.sealAtt(t, 0, e.miner, nil)
+	pass0 := e.sealAtt(t, 0, e.Miner.ID, nil)
 	steps := []struct {
 		name        string
 		att         protocol.Signed[*pb.Attestation]
@@ -133,28 +134,28 @@ func TestAddAttestation(t *testing.T) {
 		wantPassing []peer.ID
 		wantHeld    int
 	}{
-		{"valid", pass0, "ok", "", e.oracles[:1], 1},
-		{"duplicate", pass0, "ignore", "", e.oracles[:1], 1},
-		{"failing verdict of another oracle", e.sealAtt(t, 1, e.miner, func(a *pb.Attestation) { a.Pass = false }), "ok", "", e.oracles[:1], 2},
-		{"older generation than the record", e.sealAtt(t, 2, e.miner, func(a *pb.Attestation) { a.Generation = 6 }), "ignore", "", e.oracles[:1], 2},
-		{"conflicting verdict", e.sealAtt(t, 0, e.miner, func(a *pb.Attestation) { a.Pass, a.ScoreMilli = false, 200 }), "ok", e.oracles[0], e.oracles[:1], 2},
-		{"same verdict re-signed later", e.sealAtt(t, 0, e.miner, func(a *pb.Attestation) { a.IssuedMs += 1000; a.ExpiresMs += 1000 }), "ignore", "", e.oracles[:1], 2},
-		{"same oracle, next round", e.sealAtt(t, 0, e.miner, func(a *pb.Attestation) { a.Round = 101 }), "ok", "", e.oracles[:1], 3},
-		{"forged", signed(t, e.att(2, e.miner, nil), e.oracleKeys[3]), "reject", "", e.oracles[:1], 3},
-		{"unknown oracle", signed(t, e.att(2, e.miner, func(a *pb.Attestation) { a.Oracle = []byte(e.other) }), e.otherKey), "reject", "", e.oracles[:1], 3},
-		{"expired", e.sealAtt(t, 2, e.miner, func(a *pb.Attestation) {
-			a.IssuedMs, a.ExpiresMs = ms(e.now.Add(-20*time.Minute)), ms(e.now.Add(-time.Second))
-		}), "ignore", "", e.oracles[:1], 3},
-		{"from the future", e.sealAtt(t, 2, e.miner, func(a *pb.Attestation) {
-			a.IssuedMs = ms(e.now.Add(time.Hour))
+		{"valid", pass0, "ok", "", e.OracleIDs()[:1], 1},
+		{"duplicate", pass0, "ignore", "", e.OracleIDs()[:1], 1},
+		{"failing verdict of another oracle", e.sealAtt(t, 1, e.Miner.ID, func(a *pb.Attestation) { a.Pass = false }), "ok", "", e.OracleIDs()[:1], 2},
+		{"older generation than the record", e.sealAtt(t, 2, e.Miner.ID, func(a *pb.Attestation) { a.Generation = 6 }), "ignore", "", e.OracleIDs()[:1], 2},
+		{"conflicting verdict", e.sealAtt(t, 0, e.Miner.ID, func(a *pb.Attestation) { a.Pass, a.ScoreMilli = false, 200 }), "ok", e.Oracles[0].ID, e.OracleIDs()[:1], 2},
+		{"same verdict re-signed later", e.sealAtt(t, 0, e.Miner.ID, func(a *pb.Attestation) { a.IssuedMs += 1000; a.ExpiresMs += 1000 }), "ignore", "", e.OracleIDs()[:1], 2},
+		{"same oracle, next round", e.sealAtt(t, 0, e.Miner.ID, func(a *pb.Attestation) { a.Round = 101 }), "ok", "", e.OracleIDs()[:1], 3},
+		{"forged", testkit.Signed(t, e.att(2, e.Miner.ID, nil), e.Oracles[3].Key), "reject", "", e.OracleIDs()[:1], 3},
+		{"unknown oracle", testkit.Signed(t, e.att(2, e.Miner.ID, func(a *pb.Attestation) { a.Oracle = []byte(e.Other.ID) }), e.Other.Key), "reject", "", e.OracleIDs()[:1], 3},
+		{"expired", e.sealAtt(t, 2, e.Miner.ID, func(a *pb.Attestation) {
+			a.IssuedMs, a.ExpiresMs = ms(e.Now.Add(-20*time.Minute)), ms(e.Now.Add(-time.Second))
+		}), "ignore", "", e.OracleIDs()[:1], 3},
+		{"from the future", e.sealAtt(t, 2, e.Miner.ID, func(a *pb.Attestation) {
+			a.IssuedMs = ms(e.Now.Add(time.Hour))
 			a.ExpiresMs = a.IssuedMs + 60_000
-		}), "ignore", "", e.oracles[:1], 3},
-		{"another network", e.sealAtt(t, 2, e.miner, func(a *pb.Attestation) { a.Network = "othernet" }), "reject", "", e.oracles[:1], 3},
-		{"second passing oracle", e.sealAtt(t, 2, e.miner, nil), "ok", "", []peer.ID{e.oracles[0], e.oracles[2]}, 4},
+		}), "ignore", "", e.OracleIDs()[:1], 3},
+		{"another network", e.sealAtt(t, 2, e.Miner.ID, func(a *pb.Attestation) { a.Network = "othernet" }), "reject", "", e.OracleIDs()[:1], 3},
+		{"second passing oracle", e.sealAtt(t, 2, e.Miner.ID, nil), "ok", "", []peer.ID{e.Oracles[0].ID, e.Oracles[2].ID}, 4},
 	}
 	for _, s := range steps {
 		ev, err := e.pool.AddAttestation(s.att)
-		if got := class(err); got != s.want {
+		if got := testkit.Class(err); got != s.want {
 			t.Errorf("%s: got %s (%v), want %s", s.name, got, err, s.want)
 		}
 		switch {
@@ -172,31 +173,31 @@ func TestAddAttestation(t *testing.T) {
 				t.Errorf("%s: evidence %v does not pair the held and the new attestation", s.name, ev.Kind)
 			}
 		}
-		if got := e.pool.PassingOracles(e.miner, 7); !sameSet(got, s.wantPassing) {
+		if got := e.pool.PassingOracles(e.Miner.ID, 7); !sameSet(got, s.wantPassing) {
 			t.Errorf("%s: passing oracles %v, want %v", s.name, got, s.wantPassing)
 		}
-		if got := len(e.pool.Attestations(e.miner, 7)); got != s.wantHeld {
+		if got := len(e.pool.Attestations(e.Miner.ID, 7)); got != s.wantHeld {
 			t.Errorf("%s: %d attestations held, want %d", s.name, got, s.wantHeld)
 		}
 	}
-	m, _ := e.pool.Miner(e.miner)
-	if !sameSet(m.Oracles, []peer.ID{e.oracles[0], e.oracles[2]}) {
+	m, _ := e.pool.Miner(e.Miner.ID)
+	if !sameSet(m.Oracles, []peer.ID{e.Oracles[0].ID, e.Oracles[2].ID}) {
 		t.Errorf("miner's oracles %v", m.Oracles)
 	}
-	r := e.pool.Reputation(e.miner)
+	r := e.pool.Reputation(e.Miner.ID)
 	if r.Passes != 3 || r.Fails != 1 {
 		t.Errorf("miner reputation %+v, want 3 passes and 1 fail", r)
 	}
-	if r := e.pool.Reputation(e.oracles[0]); r.Verdicts != 2 {
+	if r := e.pool.Reputation(e.Oracles[0].ID); r.Verdicts != 2 {
 		t.Errorf("oracle 0 gave %d verdicts, want 2", r.Verdicts)
 	}
 	// Attestations of a miner not known yet are kept, and so is a newer generation.
-	for _, a := range []protocol.Signed[*pb.Attestation]{e.sealAtt(t, 0, e.miner2, nil), e.sealAtt(t, 0, e.miner, func(a *pb.Attestation) { a.Generation = 8 })} {
+	for _, a := range []protocol.Signed[*pb.Attestation]{e.sealAtt(t, 0, e.Miner2.ID, nil), e.sealAtt(t, 0, e.Miner.ID, func(a *pb.Attestation) { a.Generation = 8 })} {
 		if ev, err := e.pool.AddAttestation(a); err != nil || ev != nil {
 			t.Errorf("attestation of generation %d of %x: %v", a.Msg.Generation, a.Msg.Miner, err)
 		}
 	}
-	if got := e.pool.PassingOracles(e.miner2, 7); !sameSet(got, e.oracles[:1]) {
+	if got := e.pool.PassingOracles(e.Miner2.ID, 7); !sameSet(got, e.OracleIDs()[:1]) {
 		t.Errorf("unknown miner's oracles %v", got)
 	}
 }
@@ -212,24 +213,24 @@ func TestRejectedAttestationsNotStored(t *testing.T) {
 		want   string
 	}{
 		{"forged", 0, func(e *env) protocol.Signed[*pb.Attestation] {
-			return signed(t, e.att(1, e.miner, func(a *pb.Attestation) { a.Pass = false }), e.oracleKeys[0])
+			return testkit.Signed(t, e.att(1, e.Miner.ID, func(a *pb.Attestation) { a.Pass = false }), e.Oracles[0].Key)
 		}, "reject"},
 		{"unknown oracle", 0, func(e *env) protocol.Signed[*pb.Attestation] {
-			return signed(t, e.att(0, e.miner, func(a *pb.Attestation) { a.Oracle, a.Pass = []byte(e.other), false }), e.otherKey)
+			return testkit.Signed(t, e.att(0, e.Miner.ID, func(a *pb.Attestation) { a.Oracle, a.Pass = []byte(e.Other.ID), false }), e.Other.Key)
 		}, "reject"},
 		{"expired", 0, func(e *env) protocol.Signed[*pb.Attestation] {
-			return e.sealAtt(t, 0, e.miner, func(a *pb.Attestation) {
-				a.Pass, a.IssuedMs, a.ExpiresMs = false, ms(e.now.Add(-20*time.Minute)), ms(e.now.Add(-time.Millisecond))
+			return e.sealAtt(t, 0, e.Miner.ID, func(a *pb.Attestation) {
+				a.Pass, a.IssuedMs, a.ExpiresMs = false, ms(e.Now.Add(-20*time.Minute)), ms(e.Now.Add(-time.Millisecond))
 			})
 		}, "ignore"},
 		{"future", 0, func(e *env) protocol.Signed[*pb.Attestation] {
-			return e.sealAtt(t, 0, e.miner, func(a *pb.Attestation) {
-				a.Pass, a.IssuedMs = false, ms(e.now.Add(e.check.Params.ClockSkew.Std()+time.Second))
+			return e.sealAtt(t, 0, e.Miner.ID, func(a *pb.Attestation) {
+				a.Pass, a.IssuedMs = false, ms(e.Now.Add(e.check.Params.ClockSkew.Std()+time.Second))
 				a.ExpiresMs = a.IssuedMs + 60_000
 			})
 		}, "ignore"},
 		{"score over 1000", 0, func(e *env) protocol.Signed[*pb.Attestation] {
-			return e.sealAtt(t, 0, e.miner, func(a *pb.Attestation) { a.ScoreMilli = 1001 })
+			return e.sealAtt(t, 0, e.Miner.ID, func(a *pb.Attestation) { a.ScoreMilli = 1001 })
 		}, "reject"},
 	}
 	for _, tt := range bad {
@@ -239,19 +240,19 @@ func TestRejectedAttestationsNotStored(t *testing.T) {
 			e.pool.Subscribe(func(pool.Event) { events++ })
 			a := tt.build(e)
 			ev, err := e.pool.AddAttestation(a)
-			if got := class(err); got != tt.want || ev != nil {
+			if got := testkit.Class(err); got != tt.want || ev != nil {
 				t.Fatalf("got %s (%v), evidence %v; want %s", got, err, ev != nil, tt.want)
 			}
-			if got := e.pool.PassingOracles(e.miner, 7); len(got) != 0 {
+			if got := e.pool.PassingOracles(e.Miner.ID, 7); len(got) != 0 {
 				t.Errorf("passing oracles %v", got)
 			}
-			if r := e.pool.Reputation(e.miner); r != (pool.Reputation{}) {
+			if r := e.pool.Reputation(e.Miner.ID); r != (pool.Reputation{}) {
 				t.Errorf("reputation changed: %+v", r)
 			}
 			if events != 0 {
 				t.Errorf("%d events", events)
 			}
-			ev, err = e.pool.AddAttestation(e.sealAtt(t, tt.oracle, e.miner, nil))
+			ev, err = e.pool.AddAttestation(e.sealAtt(t, tt.oracle, e.Miner.ID, nil))
 			if err != nil || ev != nil {
 				t.Errorf("valid attestation after the refused one: %v, evidence %v", err, ev != nil)
 			}
@@ -262,14 +263,14 @@ func TestRejectedAttestationsNotStored(t *testing.T) {
 func TestGrantsAndEvidence(t *testing.T) {
 	e := newEnv(t)
 	for _, r := range []protocol.Signed[*pb.Availability]{
-		e.avail(t, e.minerKey, 1, 7, pb.MinerState_AVAILABLE, nil),
-		e.avail(t, e.miner2Key, 1, 7, pb.MinerState_AVAILABLE, nil),
+		e.avail(t, e.Miner.Key, 1, 7, pb.MinerState_AVAILABLE, nil),
+		e.avail(t, e.Miner2.Key, 1, 7, pb.MinerState_AVAILABLE, nil),
 	} {
 		if err := e.pool.AddAvailability(r); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got := ids(e.pool.Available("llama")); !sameSet(got, []peer.ID{e.miner, e.miner2}) {
+	if got := ids(e.pool.Available("llama")); !sameSet(got, []peer.ID{e.Miner.ID, e.Miner2.ID}) {
 		t.Fatalf("available %v", got)
 	}
 	gA := e.grant(t, "s1", nil)
@@ -282,11 +283,11 @@ func TestGrantsAndEvidence(t *testing.T) {
 		{"first grant", gA, "ok", false},
 		{"duplicate", gA, "ignore", false},
 		{"same claim re-granted", e.grant(t, "s1", func(g *pb.Grant) { g.LeaseEndMs += 5000 }), "ignore", false},
-		{"forged", signed(t, e.grant(t, "s2", nil).Msg, e.otherKey), "reject", false},
-		{"claim digest mismatch", e.grant(t, "s2", func(g *pb.Grant) { g.ClaimDigest = digest32("x") }), "reject", false},
+		{"forged", testkit.Signed(t, e.grant(t, "s2", nil).Msg, e.Other.Key), "reject", false},
+		{"claim digest mismatch", e.grant(t, "s2", func(g *pb.Grant) { g.ClaimDigest = testkit.Digest32("x") }), "reject", false},
 		{"another generation", e.grant(t, "s2", func(g *pb.Grant) {
-			claim := mustSeal(&pb.Claim{Network: testNet, Session: "s2", Router: []byte(e.router), Miner: []byte(e.miner),
-				Generation: 8, LeaseMs: 1000, Nonce: []byte("12345678"), ExpiresMs: ms(e.now.Add(time.Second))}, e.routerKey)
+			claim := mustSeal(&pb.Claim{Network: testNet, Session: "s2", Router: []byte(e.Router.ID), Miner: []byte(e.Miner.ID),
+				Generation: 8, LeaseMs: 1000, Nonce: []byte("12345678"), ExpiresMs: ms(e.Now.Add(time.Second))}, e.Router.Key)
 			g.Generation, g.Claim, g.ClaimDigest = 8, claim, protocol.Digest(claim)
 		}), "ok", false},
 		{"another claim, same generation", e.grant(t, "s2", nil), "ok", true},
@@ -294,43 +295,43 @@ func TestGrantsAndEvidence(t *testing.T) {
 	var ev *pb.Evidence
 	for _, s := range steps {
 		got, err := e.pool.AddGrant(s.g)
-		if c := class(err); c != s.want || (got != nil) != s.wantEv {
+		if c := testkit.Class(err); c != s.want || (got != nil) != s.wantEv {
 			t.Fatalf("%s: got %s (%v), evidence %v; want %s, evidence %v", s.name, c, err, got != nil, s.want, s.wantEv)
 		}
 		if got != nil {
 			ev = got
 		}
 	}
-	if held, ok := e.pool.Grant(e.miner, 7); !ok || !bytes.Equal(held.Raw, gA.Raw) {
+	if held, ok := e.pool.Grant(e.Miner.ID, 7); !ok || !bytes.Equal(held.Raw, gA.Raw) {
 		t.Error("the first grant is not the one held")
 	}
-	if _, ok := e.pool.Grant(e.miner2, 7); ok {
+	if _, ok := e.pool.Grant(e.Miner2.ID, 7); ok {
 		t.Error("a grant held for a miner that granted nothing")
 	}
 	if ev.Kind != pb.EvidenceKind_DOUBLE_GRANT || !bytes.Equal(ev.First, gA.Raw) {
 		t.Errorf("evidence %v", ev)
 	}
-	if e.pool.Penalized(e.miner) {
+	if e.pool.Penalized(e.Miner.ID) {
 		t.Fatal("penalized before the evidence is added")
 	}
 
 	var events []pool.Event
 	e.pool.Subscribe(func(ev pool.Event) { events = append(events, ev) })
 	offender, isNew, err := e.pool.AddEvidence(ev)
-	if err != nil || !isNew || offender != e.miner {
+	if err != nil || !isNew || offender != e.Miner.ID {
 		t.Fatalf("AddEvidence: %s, new %v, %v", offender, isNew, err)
 	}
-	if !e.pool.Penalized(e.miner) || e.pool.Penalized(e.miner2) || e.pool.Penalized(e.router) {
+	if !e.pool.Penalized(e.Miner.ID) || e.pool.Penalized(e.Miner2.ID) || e.pool.Penalized(e.Router.ID) {
 		t.Error("penalties on the wrong peers")
 	}
-	r := e.pool.Reputation(e.miner)
+	r := e.pool.Reputation(e.Miner.ID)
 	if r.Score() != 0 || r.Equivocations != 1 {
 		t.Errorf("offender's reputation %+v, score %v", r, r.Score())
 	}
-	if got := ids(e.pool.Available("llama")); !slices.Equal(got, []peer.ID{e.miner2}) {
+	if got := ids(e.pool.Available("llama")); !slices.Equal(got, []peer.ID{e.Miner2.ID}) {
 		t.Errorf("available after the evidence: %v", got)
 	}
-	if got := ids(e.pool.Available("")); !slices.Equal(got, []peer.ID{e.miner2}) {
+	if got := ids(e.pool.Available("")); !slices.Equal(got, []peer.ID{e.Miner2.ID}) {
 		t.Errorf("available, any model, after the evidence: %v", got)
 	}
 	if len(e.pool.Miners()) != 2 {
@@ -340,11 +341,11 @@ func TestGrantsAndEvidence(t *testing.T) {
 	// The same conflict again, in either order: held already, dropped quietly.
 	for _, again := range []*pb.Evidence{ev, {Network: testNet, Kind: ev.Kind, First: ev.Second, Second: ev.First}} {
 		offender, isNew, err = e.pool.AddEvidence(again)
-		if !errors.Is(err, protocol.ErrIgnore) || isNew || offender != e.miner {
+		if !errors.Is(err, protocol.ErrIgnore) || isNew || offender != e.Miner.ID {
 			t.Errorf("repeated evidence: %s, new %v, %v; want ignore", offender, isNew, err)
 		}
 	}
-	if r := e.pool.Reputation(e.miner); r.Equivocations != 1 {
+	if r := e.pool.Reputation(e.Miner.ID); r.Equivocations != 1 {
 		t.Errorf("repeated evidence counted again: %+v", r)
 	}
 	// Not evidence: nothing changes.
@@ -354,20 +355,20 @@ func TestGrantsAndEvidence(t *testing.T) {
 		{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_VERDICT, First: ev.First, Second: ev.Second},
 		{},
 	} {
-		if _, isNew, err := e.pool.AddEvidence(bad); class(err) != "reject" || isNew {
+		if _, isNew, err := e.pool.AddEvidence(bad); testkit.Class(err) != "reject" || isNew {
 			t.Errorf("bad evidence: new %v, %v", isNew, err)
 		}
 	}
-	if len(events) != 1 || events[0].Kind != pool.EventEvidence || events[0].Offender != e.miner || events[0].Evidence != ev {
+	if len(events) != 1 || events[0].Kind != pool.EventEvidence || events[0].Offender != e.Miner.ID || events[0].Evidence != ev {
 		t.Errorf("events %+v, want one evidence event", events)
 	}
 
 	// The penalty outlives a restart.
 	e.reopen(t)
-	if !e.pool.Penalized(e.miner) || e.pool.Reputation(e.miner).Score() != 0 {
+	if !e.pool.Penalized(e.Miner.ID) || e.pool.Reputation(e.Miner.ID).Score() != 0 {
 		t.Error("penalty lost on reopening")
 	}
-	if got := ids(e.pool.Available("llama")); !slices.Equal(got, []peer.ID{e.miner2}) {
+	if got := ids(e.pool.Available("llama")); !slices.Equal(got, []peer.ID{e.Miner2.ID}) {
 		t.Errorf("available after reopening: %v", got)
 	}
 }
@@ -380,21 +381,21 @@ func TestAddRelease(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	leaseEnd := e.now.Add(2 * time.Second)
+	leaseEnd := e.Now.Add(2 * time.Second)
 	if _, err := e.pool.AddGrant(e.grantEnding(t, 9, leaseEnd)); err != nil {
 		t.Fatal(err)
 	}
-	early := signed(t, &pb.Release{
-		Network: testNet, Session: "s1", Signer: []byte(e.miner), Miner: []byte(e.miner), Router: []byte(e.router),
-		Generation: 9, Outcome: pb.Outcome_EXPIRED, IssuedMs: ms(e.now),
-	}, e.minerKey)
-	if err := e.pool.AddRelease(early); class(err) != "reject" {
+	early := testkit.Signed(t, &pb.Release{
+		Network: testNet, Session: "s1", Signer: []byte(e.Miner.ID), Miner: []byte(e.Miner.ID), Router: []byte(e.Router.ID),
+		Generation: 9, Outcome: pb.Outcome_EXPIRED, IssuedMs: ms(e.Now),
+	}, e.Miner.Key)
+	if err := e.pool.AddRelease(early); testkit.Class(err) != "reject" {
 		t.Fatalf("a miner's expiry release before its lease ended: %v, want reject", err)
 	}
-	byMiner := signed(t, &pb.Release{
-		Network: testNet, Session: "s1", Signer: []byte(e.miner), Miner: []byte(e.miner), Router: []byte(e.router),
+	byMiner := testkit.Signed(t, &pb.Release{
+		Network: testNet, Session: "s1", Signer: []byte(e.Miner.ID), Miner: []byte(e.Miner.ID), Router: []byte(e.Router.ID),
 		Generation: 9, Outcome: pb.Outcome_EXPIRED, IssuedMs: ms(leaseEnd),
-	}, e.minerKey)
+	}, e.Miner.Key)
 	steps := []struct {
 		name string
 		r    protocol.Signed[*pb.Release]
@@ -407,26 +408,26 @@ func TestAddRelease(t *testing.T) {
 		{"failed", e.release(t, 8, pb.Outcome_FAILED), "ok", pool.Reputation{Completed: 1, Failed: 1}},
 		{"expired, by the miner", byMiner, "ok", pool.Reputation{Completed: 1, Failed: 1, Expired: 1}},
 		{"cancelled counts as completed", e.release(t, 10, pb.Outcome_CANCELLED), "ok", pool.Reputation{Completed: 2, Failed: 1, Expired: 1}},
-		{"by an outsider", signed(t, &pb.Release{
-			Network: testNet, Session: "s1", Signer: []byte(e.other), Miner: []byte(e.miner), Router: []byte(e.router),
-			Generation: 11, Outcome: pb.Outcome_FAILED, IssuedMs: ms(e.now),
-		}, e.otherKey), "reject", pool.Reputation{Completed: 2, Failed: 1, Expired: 1}},
+		{"by an outsider", testkit.Signed(t, &pb.Release{
+			Network: testNet, Session: "s1", Signer: []byte(e.Other.ID), Miner: []byte(e.Miner.ID), Router: []byte(e.Router.ID),
+			Generation: 11, Outcome: pb.Outcome_FAILED, IssuedMs: ms(e.Now),
+		}, e.Other.Key), "reject", pool.Reputation{Completed: 2, Failed: 1, Expired: 1}},
 		{"a router with no grant to match", e.release(t, 12, pb.Outcome_FAILED), "ignore", pool.Reputation{Completed: 2, Failed: 1, Expired: 1}},
-		{"another router against a held grant", signed(t, &pb.Release{
-			Network: testNet, Session: "s1", Signer: []byte(e.other), Miner: []byte(e.miner), Router: []byte(e.other),
-			Generation: 11, Outcome: pb.Outcome_FAILED, IssuedMs: ms(e.now),
-		}, e.otherKey), "reject", pool.Reputation{Completed: 2, Failed: 1, Expired: 1}},
-		{"garbage miner", signed(t, &pb.Release{
-			Network: testNet, Session: "s1", Signer: []byte(e.router), Miner: []byte("nobody"), Router: []byte(e.router),
-			Generation: 11, Outcome: pb.Outcome_FAILED, IssuedMs: ms(e.now),
-		}, e.routerKey), "reject", pool.Reputation{Completed: 2, Failed: 1, Expired: 1}},
+		{"another router against a held grant", testkit.Signed(t, &pb.Release{
+			Network: testNet, Session: "s1", Signer: []byte(e.Other.ID), Miner: []byte(e.Miner.ID), Router: []byte(e.Other.ID),
+			Generation: 11, Outcome: pb.Outcome_FAILED, IssuedMs: ms(e.Now),
+		}, e.Other.Key), "reject", pool.Reputation{Completed: 2, Failed: 1, Expired: 1}},
+		{"garbage miner", testkit.Signed(t, &pb.Release{
+			Network: testNet, Session: "s1", Signer: []byte(e.Router.ID), Miner: []byte("nobody"), Router: []byte(e.Router.ID),
+			Generation: 11, Outcome: pb.Outcome_FAILED, IssuedMs: ms(e.Now),
+		}, e.Router.Key), "reject", pool.Reputation{Completed: 2, Failed: 1, Expired: 1}},
 	}
 	for _, s := range steps {
 		err := e.pool.AddRelease(s.r)
-		if got := class(err); got != s.want {
+		if got := testkit.Class(err); got != s.want {
 			t.Errorf("%s: got %s (%v), want %s", s.name, got, err, s.want)
 		}
-		if got := e.pool.Reputation(e.miner); got != s.rep {
+		if got := e.pool.Reputation(e.Miner.ID); got != s.rep {
 			t.Errorf("%s: reputation %+v, want %+v", s.name, got, s.rep)
 		}
 	}
@@ -471,16 +472,16 @@ func TestReputationScore(t *testing.T) {
 
 func TestReputationDamaged(t *testing.T) {
 	e := newEnv(t)
-	if err := e.store.Put([]byte("rep/"+string(e.miner)), []byte("garbage")); err != nil {
+	if err := e.store.Put([]byte("rep/"+string(e.Miner.ID)), []byte("garbage")); err != nil {
 		t.Fatal(err)
 	}
-	if r := e.pool.Reputation(e.miner); r != (pool.Reputation{}) {
+	if r := e.pool.Reputation(e.Miner.ID); r != (pool.Reputation{}) {
 		t.Errorf("damaged reputation read as %+v", r)
 	}
-	if _, err := e.pool.AddAttestation(e.sealAtt(t, 0, e.miner, nil)); err != nil {
+	if _, err := e.pool.AddAttestation(e.sealAtt(t, 0, e.Miner.ID, nil)); err != nil {
 		t.Fatal(err)
 	}
-	if r := e.pool.Reputation(e.miner); r.Passes != 1 {
+	if r := e.pool.Reputation(e.Miner.ID); r.Passes != 1 {
 		t.Errorf("reputation after a fresh start %+v", r)
 	}
 }
@@ -491,8 +492,8 @@ func TestSubscribe(t *testing.T) {
 	e.pool.Subscribe(func(ev pool.Event) { got = append(got, ev) })
 	e.pool.Subscribe(func(ev pool.Event) { got2 = append(got2, ev) })
 
-	rec := e.avail(t, e.minerKey, 1, 7, pb.MinerState_AVAILABLE, nil)
-	att := e.sealAtt(t, 3, e.miner, nil)
+	rec := e.avail(t, e.Miner.Key, 1, 7, pb.MinerState_AVAILABLE, nil)
+	att := e.sealAtt(t, 3, e.Miner.ID, nil)
 	g1, g2 := e.grant(t, "s1", nil), e.grant(t, "s2", nil)
 	rel := e.release(t, 7, pb.Outcome_COMPLETED)
 	mustNil := func(err error) {
@@ -534,7 +535,7 @@ func TestSubscribe(t *testing.T) {
 		{"attestation", got[1].Attestation != nil && bytes.Equal(got[1].Attestation.Raw, att.Raw)},
 		{"grant", got[2].Grant != nil && bytes.Equal(got[2].Grant.Raw, g1.Raw)},
 		{"release", got[3].Release != nil && bytes.Equal(got[3].Release.Raw, rel.Raw)},
-		{"evidence", got[4].Evidence == ev && got[4].Offender == e.miner},
+		{"evidence", got[4].Evidence == ev && got[4].Offender == e.Miner.ID},
 	}
 	for _, c := range checks {
 		if !c.ok {
@@ -570,8 +571,8 @@ func TestStateName(t *testing.T) {
 func TestAvailableFilters(t *testing.T) {
 	e := newEnv(t)
 	recs := []protocol.Signed[*pb.Availability]{
-		e.avail(t, e.minerKey, 1, 7, pb.MinerState_AVAILABLE, func(a *pb.Availability) { a.Models = []string{"llama", "mistral"} }),
-		e.avail(t, e.miner2Key, 1, 7, pb.MinerState_RESERVED, nil),
+		e.avail(t, e.Miner.Key, 1, 7, pb.MinerState_AVAILABLE, func(a *pb.Availability) { a.Models = []string{"llama", "mistral"} }),
+		e.avail(t, e.Miner2.Key, 1, 7, pb.MinerState_RESERVED, nil),
 	}
 	for _, r := range recs {
 		if err := e.pool.AddAvailability(r); err != nil {
@@ -582,9 +583,9 @@ func TestAvailableFilters(t *testing.T) {
 		model string
 		want  []peer.ID
 	}{
-		{"", []peer.ID{e.miner}},
-		{"llama", []peer.ID{e.miner}},
-		{"mistral", []peer.ID{e.miner}},
+		{"", []peer.ID{e.Miner.ID}},
+		{"llama", []peer.ID{e.Miner.ID}},
+		{"mistral", []peer.ID{e.Miner.ID}},
 		{"gpt", nil},
 	}
 	for _, tt := range tests {

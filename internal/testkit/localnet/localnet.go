@@ -1,0 +1,38 @@
+// Package localnet starts a test's local testnet with the same wiring as
+// `ephemera testnet`, and stops it when the test ends.
+package localnet
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/ephemera-network/ephemera/testnet"
+)
+
+// Start starts spec's nodes with l (in-process when l is nil) in a fresh
+// temporary directory and waits until every node is healthy, within two
+// minutes. The testnet stops at the test's end.
+func Start(tb testing.TB, spec testnet.Spec, l testnet.Launcher) *testnet.Testnet {
+	tb.Helper()
+	if l == nil {
+		l = testnet.InProcess{}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tn, err := testnet.Start(ctx, tb.TempDir(), spec, l)
+	tb.Cleanup(func() {
+		sctx, done := context.WithTimeout(context.Background(), 30*time.Second)
+		defer done()
+		if err := tn.Stop(sctx); err != nil {
+			tb.Error(err)
+		}
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := tn.WaitHealthy(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	return tn
+}
