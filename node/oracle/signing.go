@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
+	"github.com/ephemera-network/ephemera/store"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
 	"google.golang.org/protobuf/proto"
@@ -42,13 +42,10 @@ func (o *Oracle) signOnce(key []byte, att *pb.Attestation) (env []byte, fresh bo
 	ttl := 2 * o.params().AttestationLifetime.Std()
 	for range 5 {
 		env, fresh = nil, false
-		err = o.d.Store.Update(func(txn *badger.Txn) error {
-			item, err := txn.Get(key)
-			switch {
-			case err == nil:
-				env, err = item.ValueCopy(nil)
-				return err
-			case !errors.Is(err, badger.ErrKeyNotFound):
+		err = o.d.Store.Update(func(txn *store.Txn) error {
+			stored, ok, err := txn.Get(key)
+			if err != nil || ok {
+				env = stored
 				return err
 			}
 			env, err = protocol.Seal(att, o.d.Key)
@@ -56,11 +53,11 @@ func (o *Oracle) signOnce(key []byte, att *pb.Attestation) (env []byte, fresh bo
 				return err
 			}
 			fresh = true
-			return txn.SetEntry(badger.NewEntry(key, env).WithTTL(ttl))
+			return txn.PutWithTTL(key, env, ttl)
 		})
 		// A conflict means another validation of the same key committed
 		// first: read again, and return its envelope.
-		if !errors.Is(err, badger.ErrConflict) {
+		if !errors.Is(err, store.ErrConflict) {
 			break
 		}
 	}

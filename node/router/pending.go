@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/dgraph-io/badger/v4"
 	"time"
 
 	"github.com/ephemera-network/ephemera/internal/logging"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
+	"github.com/ephemera-network/ephemera/store"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -79,7 +79,7 @@ func (r *Router) flushRefused() {
 	if len(ids) == 0 {
 		return
 	}
-	err := r.d.Store.Update(func(txn *badger.Txn) error {
+	err := r.d.Store.Update(func(txn *store.Txn) error {
 		for _, id := range ids {
 			if err := txn.Delete(pendKey(id)); err != nil {
 				return err

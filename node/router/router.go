@@ -23,7 +23,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/ephemera-network/ephemera/internal/logging"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/protocol"
@@ -945,8 +944,8 @@ func (r *Router) saveSettling(e *entry, settled bool) error {
 	if !settled {
 		return r.d.Store.Put(resKey(s.ID), b)
 	}
-	return r.d.Store.Update(func(txn *badger.Txn) error {
-		if err := txn.Set(resKey(s.ID), b); err != nil {
+	return r.d.Store.Update(func(txn *store.Txn) error {
+		if err := txn.Put(resKey(s.ID), b); err != nil {
 			return err
 		}
 		return txn.Delete(pendKey(s.ID))

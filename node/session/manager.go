@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/ephemera-network/ephemera/inference"
 	"github.com/ephemera-network/ephemera/internal/duration"
 	"github.com/ephemera-network/ephemera/node/pool"
@@ -661,9 +660,9 @@ func (m *Manager) save(l *live, lt *liveTask, session bool) error {
 		}
 		writes = append(writes, kv{sessKey(s.ID), b})
 	}
-	err := m.d.Store.Update(func(txn *badger.Txn) error {
+	err := m.d.Store.Update(func(txn *store.Txn) error {
 		for _, w := range writes {
-			if err := txn.Set(w.k, w.v); err != nil {
+			if err := txn.Put(w.k, w.v); err != nil {
 				return err
 			}
 		}
