@@ -9,9 +9,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// stateKey holds the miner's lifecycle state: the one authority over it.
-var stateKey = []byte("self/miner")
-
 // State is what the miner commits on every transition.
 type State struct {
 	State      pb.MinerState `json:"state"`
