@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -29,17 +28,14 @@ type pending struct {
 	LeaseMs int64  `json:"lease_ms"`
 }
 
-func pendKey(id string) []byte { return []byte("pend/" + id) }
-
 func (r *Router) savePending(id string, p pending) error {
-	b, err := json.Marshal(p)
-	if err != nil {
-		return err
-	}
 	r.mu.Lock()
 	r.inflight[id] = true
 	r.mu.Unlock()
-	if err := r.d.Store.Put(pendKey(id), b); err != nil {
+	err := r.d.Store.Update(func(txn *store.Txn) error {
+		return store.PutJSON(txn, pendKey(id), p)
+	})
+	if err != nil {
 		r.mu.Lock()
 		delete(r.inflight, id)
 		r.mu.Unlock()
@@ -133,16 +129,17 @@ func (r *Router) settle(ctx context.Context) {
 		p  pending
 	}
 	var items []item
-	err := r.d.Store.Scan([]byte("pend/"), func(k, v []byte) error {
-		id := string(k[len("pend/"):])
-		var p pending
-		if err := json.Unmarshal(v, &p); err != nil {
-			r.log.Warn("dropping a damaged pending claim", "key", string(k), "err", err)
-			r.dropPending(id)
+	err := r.d.Store.View(func(txn *store.Txn) error {
+		return store.ScanJSON(txn, []byte(pendPrefix), func(k []byte, p pending, err error) error {
+			id := string(k[len(pendPrefix):])
+			if err != nil {
+				r.log.Warn("dropping a damaged pending claim", "key", string(k), "err", err)
+				r.dropPending(id)
+				return nil
+			}
+			items = append(items, item{id, p})
 			return nil
-		}
-		items = append(items, item{id, p})
-		return nil
+		})
 	})
 	if err != nil {
 		r.log.Warn("scan pending claims", "err", err)
