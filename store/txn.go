@@ -35,7 +35,7 @@ func (t *Txn) Get(key []byte) (val []byte, ok bool, err error) {
 
 // value calls fn with the value at key, valid only during fn, or returns an
 // error wrapping ErrNotFound. It is the one place Badger's not-found error
-// becomes the store's.
+// becomes the store's. fn's own error is returned unchanged.
 func (t *Txn) value(key []byte, fn func([]byte) error) error {
 	item, err := t.txn.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
@@ -44,7 +44,15 @@ func (t *Txn) value(key []byte, fn func([]byte) error) error {
 	if err != nil {
 		return fmt.Errorf("store: get %q: %w", key, err)
 	}
-	if err := item.Value(fn); err != nil {
+	var fnErr error
+	err = item.Value(func(v []byte) error {
+		fnErr = fn(v)
+		return fnErr
+	})
+	if fnErr != nil {
+		return fnErr
+	}
+	if err != nil {
 		return fmt.Errorf("store: get %q: %w", key, err)
 	}
 	return nil

@@ -67,7 +67,7 @@ func TestJSONCorrupt(t *testing.T) {
 	}
 	err := s.View(func(txn *Txn) error {
 		_, ok, err := GetJSON[rec](txn, []byte("rep/b"))
-		if !errors.Is(err, ErrCorrupt) || ok || !strings.Contains(err.Error(), `"rep/b"`) {
+		if !errors.Is(err, ErrCorrupt) || ok || strings.Count(err.Error(), `"rep/b"`) != 1 {
 			t.Errorf("GetJSON corrupt: ok %v, err %v; want ErrCorrupt naming the key", ok, err)
 		}
 		return nil
