@@ -1,7 +1,10 @@
 // Package store keeps an Ephemera node's state in one Badger database at
 // HOME/data, with sync writes: a transaction that returned is on disk.
-// It owns opening, locking, the schema check and Badger's tuning; the roles
-// run their own transactions through Update and View.
+// It owns opening, locking, the schema check and Badger's tuning, and is the
+// only package that speaks to Badger. The roles run their own transactions
+// through Update and View, reading and writing with Txn and the typed
+// helpers (GetJSON, PutJSON, ScanJSON). The roles keep the keys they write in
+// a keys.go of their own, under the prefixes below.
 //
 // The keyspace, by prefix (peer IDs in binary form unless said otherwise):
 //

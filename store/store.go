@@ -29,6 +29,11 @@ var (
 	ErrLocked = errors.New("store is in use by another process")
 	// ErrSchema: the database was written with a keyspace layout this binary does not read.
 	ErrSchema = errors.New("unsupported schema version")
+	// ErrCorrupt: a stored value does not decode.
+	ErrCorrupt = errors.New("corrupt value")
+	// ErrConflict: Update did not commit because another transaction
+	// changed what it read first; running it again sees that change.
+	ErrConflict = errors.New("transaction conflict")
 )
 
 var schemaKey = []byte("meta/schema")
@@ -111,20 +116,16 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 // checkSchema stamps an empty database with SchemaVersion and refuses any
 // other layout, so an old binary never misreads a newer keyspace.
 func (s *Store) checkSchema() error {
-	err := s.db.Update(func(txn *badger.Txn) error {
-		item, err := txn.Get(schemaKey)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			if !isEmpty(txn) {
+	err := s.Update(func(txn *Txn) error {
+		val, ok, err := txn.Get(schemaKey)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			if !txn.isEmpty() {
 				return s.schemaErr("(missing, database not empty)")
 			}
-			return txn.Set(schemaKey, []byte(strconv.Itoa(SchemaVersion)))
-		}
-		if err != nil {
-			return err
-		}
-		val, err := item.ValueCopy(nil)
-		if err != nil {
-			return err
+			return txn.Put(schemaKey, []byte(strconv.Itoa(SchemaVersion)))
 		}
 		n, err := strconv.Atoi(string(val))
 		if err != nil || strconv.Itoa(n) != string(val) {
@@ -145,10 +146,10 @@ func (s *Store) schemaErr(found string) error {
 	return fmt.Errorf("store %s: %w %s, this binary reads %d", s.dir, ErrSchema, found, SchemaVersion)
 }
 
-// isEmpty reports whether txn sees no user keys (Badger's internal keys are
+// isEmpty reports whether t sees no user keys (Badger's internal keys are
 // hidden from iterators).
-func isEmpty(txn *badger.Txn) bool {
-	it := txn.NewIterator(badger.IteratorOptions{})
+func (t *Txn) isEmpty() bool {
+	it := t.txn.NewIterator(badger.IteratorOptions{})
 	defer it.Close()
 	it.Rewind()
 	return !it.Valid()
@@ -162,19 +163,14 @@ func (s *Store) Close() error {
 // Get returns a copy of the value at key, or an error wrapping ErrNotFound.
 func (s *Store) Get(key []byte) ([]byte, error) {
 	var val []byte
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(key)
-		if err != nil {
-			return err
-		}
-		val, err = item.ValueCopy(nil)
-		return err
+	err := s.View(func(txn *Txn) error {
+		return txn.value(key, func(v []byte) error {
+			val = append([]byte{}, v...)
+			return nil
+		})
 	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, fmt.Errorf("store: get %q: %w", key, ErrNotFound)
-	}
 	if err != nil {
-		return nil, fmt.Errorf("store: get %q: %w", key, err)
+		return nil, err
 	}
 	return val, nil
 }
@@ -188,10 +184,11 @@ func (s *Store) Put(key, value []byte) error {
 // whole Unix seconds (now+ttl, truncated), so the entry may vanish up to one
 // second early; use ttl of a few seconds or more.
 func (s *Store) PutWithTTL(key, value []byte, ttl time.Duration) error {
-	if ttl <= 0 {
-		return fmt.Errorf("store: put %q: ttl %v is not positive", key, ttl)
+	e, err := ttlEntry(key, value, ttl)
+	if err != nil {
+		return err
 	}
-	return s.set("put", badger.NewEntry(key, value).WithTTL(ttl))
+	return s.set("put", e)
 }
 
 func (s *Store) set(op string, e *badger.Entry) error {
@@ -216,22 +213,24 @@ func (s *Store) Delete(key []byte) error {
 }
 
 // Update runs fn in a read-write transaction and commits it (fsynced) if fn
-// returns nil. fn's own error is returned unchanged.
-func (s *Store) Update(fn func(txn *badger.Txn) error) error {
+// returns nil. fn's own error is returned unchanged. If another transaction
+// changed what fn read before the commit, nothing is written and the error
+// wraps ErrConflict.
+func (s *Store) Update(fn func(txn *Txn) error) error {
 	return s.txn(true, "update", fn)
 }
 
 // View runs fn in a read-only transaction. fn's own error is returned unchanged.
-func (s *Store) View(fn func(txn *badger.Txn) error) error {
+func (s *Store) View(fn func(txn *Txn) error) error {
 	return s.txn(false, "view", fn)
 }
 
 // txn keeps fn's errors as they are, so callers can compare them, and wraps
 // only Badger's own (closed database, commit conflict or failure).
-func (s *Store) txn(update bool, op string, fn func(txn *badger.Txn) error) error {
+func (s *Store) txn(update bool, op string, fn func(txn *Txn) error) error {
 	var fnErr error
 	run := func(txn *badger.Txn) error {
-		fnErr = fn(txn)
+		fnErr = fn(&Txn{txn: txn})
 		return fnErr
 	}
 	var err error
@@ -243,6 +242,9 @@ func (s *Store) txn(update bool, op string, fn func(txn *badger.Txn) error) erro
 	if fnErr != nil {
 		return fnErr
 	}
+	if errors.Is(err, badger.ErrConflict) {
+		return fmt.Errorf("store: %s: %w", op, ErrConflict)
+	}
 	if err != nil {
 		return fmt.Errorf("store: %s: %w", op, err)
 	}
@@ -252,22 +254,8 @@ func (s *Store) txn(update bool, op string, fn func(txn *badger.Txn) error) erro
 // Scan calls fn for every key with the prefix, in key order, with copies of key and value; stops when fn returns an error (returned).
 // All of it runs in one read transaction, so fn sees a consistent snapshot.
 func (s *Store) Scan(prefix []byte, fn func(key, value []byte) error) error {
-	return s.txn(false, "scan", func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = prefix
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			val, err := item.ValueCopy(nil)
-			if err != nil {
-				return fmt.Errorf("store: scan %q: %w", prefix, err)
-			}
-			if err := fn(item.KeyCopy(nil), val); err != nil {
-				return err
-			}
-		}
-		return nil
+	return s.txn(false, "scan", func(txn *Txn) error {
+		return txn.Scan(prefix, fn)
 	})
 }
 

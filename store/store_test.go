@@ -11,8 +11,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/dgraph-io/badger/v4"
 )
 
 func open(t *testing.T, dir string, log *slog.Logger) *Store {
@@ -90,23 +88,21 @@ func TestPutGetDeleteScan(t *testing.T) {
 func TestUpdateView(t *testing.T) {
 	s := open(t, t.TempDir(), nil)
 
-	err := s.Update(func(txn *badger.Txn) error {
-		return txn.Set([]byte("self/state"), []byte("running"))
+	err := s.Update(func(txn *Txn) error {
+		return txn.Put([]byte("self/state"), []byte("running"))
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = s.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte("self/state"))
+	err = s.View(func(txn *Txn) error {
+		v, ok, err := txn.Get([]byte("self/state"))
 		if err != nil {
 			return err
 		}
-		return item.Value(func(v []byte) error {
-			if string(v) != "running" {
-				return fmt.Errorf("value %q", v)
-			}
-			return nil
-		})
+		if !ok || string(v) != "running" {
+			return fmt.Errorf("value %q, %v", v, ok)
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -114,8 +110,8 @@ func TestUpdateView(t *testing.T) {
 
 	// A failing fn rolls back and its error comes back unchanged.
 	boom := errors.New("boom")
-	err = s.Update(func(txn *badger.Txn) error {
-		if err := txn.Set([]byte("self/state"), []byte("stopped")); err != nil {
+	err = s.Update(func(txn *Txn) error {
+		if err := txn.Put([]byte("self/state"), []byte("stopped")); err != nil {
 			return err
 		}
 		return boom

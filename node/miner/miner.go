@@ -16,7 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/ephemera-network/ephemera/inference"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/protocol"
@@ -79,7 +78,7 @@ func New(d Deps) (*Miner, error) {
 	}
 	m := &Miner{d: d, self: d.Host.ID(), log: d.Log, wake: make(chan struct{}, 1), sem: make(chan struct{}, maxValidations),
 		ctx: context.Background()}
-	err := d.Store.View(func(txn *badger.Txn) error {
+	err := d.Store.View(func(txn *store.Txn) error {
 		s, err := loadState(txn)
 		m.state = s
 		return err
@@ -304,7 +303,7 @@ func (m *Miner) apply(f func(State, time.Time) (State, error), announce bool) (S
 	defer m.mu.Unlock()
 	var next State
 	var record []byte
-	err := m.d.Store.Update(func(txn *badger.Txn) error {
+	err := m.d.Store.Update(func(txn *store.Txn) error {
 		cur, err := loadState(txn)
 		if err != nil {
 			return err

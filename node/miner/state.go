@@ -1,18 +1,13 @@
 package miner
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/ephemera-network/ephemera/protocol/pb"
+	"github.com/ephemera-network/ephemera/store"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
-
-// stateKey holds the miner's lifecycle state: the one authority over it.
-var stateKey = []byte("self/miner")
 
 // State is what the miner commits on every transition.
 type State struct {
@@ -36,28 +31,19 @@ type State struct {
 }
 
 // loadState reads the committed state; a fresh miner starts joining.
-func loadState(txn *badger.Txn) (State, error) {
-	item, err := txn.Get(stateKey)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return State{State: pb.MinerState_JOINING, Since: time.Now()}, nil
-	}
-	if err != nil {
-		return State{}, err
-	}
-	var s State
-	err = item.Value(func(v []byte) error { return json.Unmarshal(v, &s) })
+func loadState(txn *store.Txn) (State, error) {
+	s, ok, err := store.GetJSON[State](txn, stateKey)
 	if err != nil {
 		return State{}, fmt.Errorf("miner state: %w", err)
+	}
+	if !ok {
+		return State{State: pb.MinerState_JOINING, Since: time.Now()}, nil
 	}
 	return s, nil
 }
 
-func saveState(txn *badger.Txn, s State) error {
-	b, err := json.Marshal(s)
-	if err != nil {
-		return err
-	}
-	return txn.Set(stateKey, b)
+func saveState(txn *store.Txn, s State) error {
+	return store.PutJSON(txn, stateKey, s)
 }
 
 // enter moves s to a new state, clearing what belonged to the old one.

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
+	"github.com/ephemera-network/ephemera/store"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
 	"google.golang.org/protobuf/proto"
@@ -15,25 +15,11 @@ import (
 
 // Slashing protection, as Ethereum validators keep it: before it signs a
 // verdict, the oracle looks in its store for one it signed for the same
-// (miner, generation, round), in the same Badger transaction that then writes
+// (miner, generation, round), in the same store transaction that then writes
 // the new one. The store syncs every commit, so even across a crash or a
 // restart the oracle never signs two verdicts for one (miner, generation,
 // round), which would be evidence of equivocation against it. The envelope is
-// published only after the commit.
-//
-// Keys: signed/<miner peer ID, base58>/<generation %020d>/<round %020d>,
-// holding the attestation envelope. They live twice the attestation
-// lifetime: long enough to outlast every verdict they guard (an older one
-// has expired everywhere, and a round number never comes back), while
-// bounding the store's growth.
-
-func signedKey(miner peer.ID, generation, round uint64) []byte {
-	return fmt.Appendf(nil, "signed/%s/%020d/%020d", miner, generation, round)
-}
-
-func signedPrefix(miner peer.ID, generation uint64) []byte {
-	return fmt.Appendf(nil, "signed/%s/%020d/", miner, generation)
-}
+// published only after the commit. The keys are in keys.go.
 
 // signOnce returns the envelope stored at key if there is one (fresh false);
 // otherwise it seals att, stores it at key and returns it (fresh true), all
@@ -42,13 +28,10 @@ func (o *Oracle) signOnce(key []byte, att *pb.Attestation) (env []byte, fresh bo
 	ttl := 2 * o.params().AttestationLifetime.Std()
 	for range 5 {
 		env, fresh = nil, false
-		err = o.d.Store.Update(func(txn *badger.Txn) error {
-			item, err := txn.Get(key)
-			switch {
-			case err == nil:
-				env, err = item.ValueCopy(nil)
-				return err
-			case !errors.Is(err, badger.ErrKeyNotFound):
+		err = o.d.Store.Update(func(txn *store.Txn) error {
+			stored, ok, err := txn.Get(key)
+			if err != nil || ok {
+				env = stored
 				return err
 			}
 			env, err = protocol.Seal(att, o.d.Key)
@@ -56,11 +39,11 @@ func (o *Oracle) signOnce(key []byte, att *pb.Attestation) (env []byte, fresh bo
 				return err
 			}
 			fresh = true
-			return txn.SetEntry(badger.NewEntry(key, env).WithTTL(ttl))
+			return txn.PutWithTTL(key, env, ttl)
 		})
 		// A conflict means another validation of the same key committed
 		// first: read again, and return its envelope.
-		if !errors.Is(err, badger.ErrConflict) {
+		if !errors.Is(err, store.ErrConflict) {
 			break
 		}
 	}

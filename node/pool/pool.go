@@ -108,32 +108,13 @@ type minerGen struct {
 // forgetAfter is how long a miner whose record has lapsed stays listed.
 const forgetAfter = time.Hour
 
-// Store keys of the pool, under the prefixes of the store's keyspace.
-func recordKey(m peer.ID) []byte { return []byte("pool/" + string(m)) }
-func attKey(miner peer.ID, gen uint64, oracle peer.ID, round uint64) []byte {
-	return fmt.Appendf(nil, "att/%s/%020d/%s/%020d", miner, gen, oracle, round)
-}
-func grantKey(miner peer.ID, gen uint64) []byte {
-	return fmt.Appendf(nil, "grant/%s/%020d", miner, gen)
-}
-func penaltyKey(p peer.ID) []byte { return []byte("penalty/" + string(p)) }
-
-// evidenceKey names a conflict by its two messages, in either order.
-func evidenceKey(e *pb.Evidence) []byte {
-	a, b := protocol.Digest(e.First), protocol.Digest(e.Second)
-	if bytes.Compare(a, b) > 0 {
-		a, b = b, a
-	}
-	return fmt.Appendf(nil, "evidence/%x%x", a, b)
-}
-
 // New loads the pool view from s.
 func New(s *store.Store, check protocol.Checker, log *slog.Logger) (*Pool, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	p := &Pool{check: check, store: s, log: log, miners: map[peer.ID]*Miner{}, held: map[minerGen][]protocol.Signed[*pb.Attestation]{}}
-	err := s.Scan([]byte("pool/"), func(_, v []byte) error {
+	err := s.Scan([]byte(recordPrefix), func(_, v []byte) error {
 		var saved savedRecord
 		if err := json.Unmarshal(v, &saved); err != nil {
 			return nil // a damaged entry is dropped; the miner republishes
@@ -148,7 +129,7 @@ func New(s *store.Store, check protocol.Checker, log *slog.Logger) (*Pool, error
 	if err != nil {
 		return nil, fmt.Errorf("load pool: %w", err)
 	}
-	err = s.Scan([]byte("att/"), func(_, v []byte) error {
+	err = s.Scan([]byte(attPrefix), func(_, v []byte) error {
 		if a, err := protocol.Open[pb.Attestation](v); err == nil && check.Attestation(a) == nil {
 			p.hold(a)
 		}
@@ -392,7 +373,7 @@ func (p *Pool) AddRelease(r protocol.Signed[*pb.Release]) error {
 	if r.Signer == miner && protocol.Time(r.Msg.IssuedMs).Before(protocol.Time(g.Msg.LeaseEndMs)) {
 		return fmt.Errorf("%w: the miner declared its lease expired before it ended", protocol.ErrReject)
 	}
-	key := fmt.Appendf(nil, "release/%s/%020d", miner, r.Msg.Generation)
+	key := releaseKey(miner, r.Msg.Generation)
 	if _, err := p.store.Get(key); err == nil {
 		return fmt.Errorf("%w: release already held", protocol.ErrIgnore)
 	}

@@ -32,8 +32,6 @@ func (r Reputation) Score() float64 {
 	return validation * sessions
 }
 
-func repKey(p peer.ID) []byte { return []byte("rep/" + string(p)) }
-
 // Reputation returns the reputation held for id.
 func (p *Pool) Reputation(id peer.ID) Reputation {
 	var r Reputation

@@ -2,15 +2,14 @@ package router
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/dgraph-io/badger/v4"
 	"time"
 
 	"github.com/ephemera-network/ephemera/internal/logging"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
+	"github.com/ephemera-network/ephemera/store"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -29,17 +28,14 @@ type pending struct {
 	LeaseMs int64  `json:"lease_ms"`
 }
 
-func pendKey(id string) []byte { return []byte("pend/" + id) }
-
 func (r *Router) savePending(id string, p pending) error {
-	b, err := json.Marshal(p)
-	if err != nil {
-		return err
-	}
 	r.mu.Lock()
 	r.inflight[id] = true
 	r.mu.Unlock()
-	if err := r.d.Store.Put(pendKey(id), b); err != nil {
+	err := r.d.Store.Update(func(txn *store.Txn) error {
+		return store.PutJSON(txn, pendKey(id), p)
+	})
+	if err != nil {
 		r.mu.Lock()
 		delete(r.inflight, id)
 		r.mu.Unlock()
@@ -79,7 +75,7 @@ func (r *Router) flushRefused() {
 	if len(ids) == 0 {
 		return
 	}
-	err := r.d.Store.Update(func(txn *badger.Txn) error {
+	err := r.d.Store.Update(func(txn *store.Txn) error {
 		for _, id := range ids {
 			if err := txn.Delete(pendKey(id)); err != nil {
 				return err
@@ -133,16 +129,17 @@ func (r *Router) settle(ctx context.Context) {
 		p  pending
 	}
 	var items []item
-	err := r.d.Store.Scan([]byte("pend/"), func(k, v []byte) error {
-		id := string(k[len("pend/"):])
-		var p pending
-		if err := json.Unmarshal(v, &p); err != nil {
-			r.log.Warn("dropping a damaged pending claim", "key", string(k), "err", err)
-			r.dropPending(id)
+	err := r.d.Store.View(func(txn *store.Txn) error {
+		return store.ScanJSON(txn, []byte(pendPrefix), func(k []byte, p pending, err error) error {
+			id := string(k[len(pendPrefix):])
+			if err != nil {
+				r.log.Warn("dropping a damaged pending claim", "key", string(k), "err", err)
+				r.dropPending(id)
+				return nil
+			}
+			items = append(items, item{id, p})
 			return nil
-		}
-		items = append(items, item{id, p})
-		return nil
+		})
 	})
 	if err != nil {
 		r.log.Warn("scan pending claims", "err", err)

@@ -23,7 +23,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/ephemera-network/ephemera/internal/logging"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/protocol"
@@ -129,8 +128,6 @@ type saved struct {
 	GrantEnv []byte `json:"grant"`
 	LeaseMs  int64  `json:"lease_ms"`
 }
-
-func resKey(id string) []byte { return []byte("res/" + id) }
 
 // entry is one reservation held in memory.
 type entry struct {
@@ -938,16 +935,12 @@ func (r *Router) saveSettling(e *entry, settled bool) error {
 	r.mu.Lock()
 	s := saved{Reservation: e.res, GrantEnv: e.res.Grant, LeaseMs: e.lease.Milliseconds()}
 	r.mu.Unlock()
-	b, err := json.Marshal(s)
-	if err != nil {
-		return err
-	}
-	if !settled {
-		return r.d.Store.Put(resKey(s.ID), b)
-	}
-	return r.d.Store.Update(func(txn *badger.Txn) error {
-		if err := txn.Set(resKey(s.ID), b); err != nil {
+	return r.d.Store.Update(func(txn *store.Txn) error {
+		if err := store.PutJSON(txn, resKey(s.ID), s); err != nil {
 			return err
+		}
+		if !settled {
+			return nil
 		}
 		return txn.Delete(pendKey(s.ID))
 	})

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/ephemera-network/ephemera/inference"
 	"github.com/ephemera-network/ephemera/internal/duration"
 	"github.com/ephemera-network/ephemera/node/pool"
@@ -127,63 +125,6 @@ func New(d Deps) (*Manager, error) {
 		return nil, fmt.Errorf("session: load: %w", err)
 	}
 	return m, nil
-}
-
-func sessKey(id string) []byte          { return []byte("sess/" + id) }
-func taskKey(session, id string) []byte { return []byte("task/" + session + "/" + id) }
-
-// load reads every session and task. Tasks that were running when the
-// router stopped are queued again: their miners' answers were never stored.
-func (m *Manager) load() error {
-	err := m.d.Store.Scan([]byte("sess/"), func(k, v []byte) error {
-		var s Session
-		if err := json.Unmarshal(v, &s); err != nil || s.ID == "" {
-			m.log.Warn("dropping a damaged session", "key", string(k), "err", err)
-			return nil
-		}
-		m.sessions[s.ID] = &live{s: s, tasks: map[string]*liveTask{}, wake: make(chan struct{}, 1)}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	err = m.d.Store.Scan([]byte("task/"), func(k, v []byte) error {
-		var t Task
-		if err := json.Unmarshal(v, &t); err != nil {
-			m.log.Warn("dropping a damaged task", "key", string(k), "err", err)
-			return nil
-		}
-		l, ok := m.sessions[t.Session]
-		if !ok {
-			return nil // its session was pruned before the task
-		}
-		lt := &liveTask{t: t, done: make(chan struct{})}
-		if t.finished() {
-			close(lt.done)
-		} else {
-			lt.t.State = TaskQueued
-		}
-		l.tasks[t.ID] = lt
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for _, l := range m.sessions {
-		var waiting []*liveTask
-		for _, lt := range l.tasks {
-			if !lt.t.finished() {
-				waiting = append(waiting, lt)
-			}
-		}
-		slices.SortFunc(waiting, func(a, b *liveTask) int { return a.t.Seq - b.t.Seq })
-		if l.s.State == StateOpen {
-			l.queue = waiting
-			m.queued += len(waiting)
-		}
-		l.s.Queued = len(l.queue)
-	}
-	return nil
 }
 
 func (m *Manager) now() time.Time {
@@ -621,60 +562,6 @@ func (m *Manager) Models() []string {
 	return out
 }
 
-// saveSession writes the session as it is now, one synced write.
-func (m *Manager) saveSession(l *live) error { return m.save(l, nil, true) }
-
-// saveTask writes the task as it is now, one synced write.
-func (m *Manager) saveTask(l *live, lt *liveTask) error { return m.save(l, lt, false) }
-
-// saveBoth writes a task and its session together, in one synced
-// transaction: a task's count in its session never disagrees with the
-// tasks stored.
-func (m *Manager) saveBoth(l *live, lt *liveTask) error { return m.save(l, lt, true) }
-
-// save writes lt (if not nil) and, if session, l's session, in one synced
-// transaction.
-func (m *Manager) save(l *live, lt *liveTask, session bool) error {
-	l.saveMu.Lock()
-	defer l.saveMu.Unlock()
-	type kv struct{ k, v []byte }
-	var writes []kv
-	m.mu.Lock()
-	s := l.view()
-	var t Task
-	if lt != nil {
-		t = cloneTask(lt.t)
-	}
-	m.mu.Unlock()
-	if lt != nil {
-		b, err := json.Marshal(t)
-		if err != nil {
-			return err
-		}
-		writes = append(writes, kv{taskKey(t.Session, t.ID), b})
-	}
-	if session {
-		s.MeanAgreement = nil
-		b, err := json.Marshal(s)
-		if err != nil {
-			return err
-		}
-		writes = append(writes, kv{sessKey(s.ID), b})
-	}
-	err := m.d.Store.Update(func(txn *badger.Txn) error {
-		for _, w := range writes {
-			if err := txn.Set(w.k, w.v); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("store session %s: %w", s.ID, err)
-	}
-	return nil
-}
-
 // prune forgets the oldest ended sessions, with their tasks, beyond maxHistory.
 func (m *Manager) prune() {
 	m.mu.Lock()
@@ -697,7 +584,7 @@ func (m *Manager) prune() {
 	for _, l := range drop {
 		l.saveMu.Lock()
 		var keys [][]byte
-		_ = m.d.Store.Scan([]byte("task/"+l.s.ID+"/"), func(k, _ []byte) error {
+		_ = m.d.Store.Scan(sessionTasks(l.s.ID), func(k, _ []byte) error {
 			keys = append(keys, slices.Clone(k))
 			return nil
 		})
