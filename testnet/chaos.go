@@ -456,7 +456,7 @@ func (c *chaos) cycles(ctx context.Context, rep *ChaosReport) (time.Time, error)
 		hctx, hdone := context.WithTimeout(ctx, 30*time.Second)
 		for _, v := range victims {
 			for hctx.Err() == nil {
-				if ok, _ := checkHealth(hctx, c.url(v.name)); ok {
+				if ok, _ := CheckHealth(hctx, c.url(v.name)); ok {
 					break
 				}
 				sleep(hctx, 200*time.Millisecond)
