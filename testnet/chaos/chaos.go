@@ -1,9 +1,9 @@
-package testnet
-
-// The SIGKILL half of `make chaos`: while sessions run through every router,
-// random nodes are killed with SIGKILL at random moments and restarted on
-// their homes; afterwards the run is judged on what the routers' APIs and
-// every node's dashboard data showed during it.
+// Package chaos is the SIGKILL half of `make chaos`: while sessions run
+// through every router of a local testnet, random nodes are killed with
+// SIGKILL at random moments and restarted on their homes; afterwards the run
+// is judged on what the routers' APIs and every node's dashboard data showed
+// during it.
+package chaos
 
 import (
 	"bytes"
@@ -23,11 +23,11 @@ import (
 
 	"github.com/ephemera-network/ephemera/api"
 	"github.com/ephemera-network/ephemera/node"
+	"github.com/ephemera-network/ephemera/testnet"
 )
 
-// ChaosConfig is one chaos run. Zero fields take the defaults of
-// DefaultChaosConfig.
-type ChaosConfig struct {
+// Config is one chaos run. Zero fields take the defaults of DefaultConfig.
+type Config struct {
 	// Cycles is how many rounds of kills and restarts the run has.
 	Cycles int
 	// Seed drives every random choice: which nodes die, when, for how long,
@@ -46,15 +46,15 @@ type ChaosConfig struct {
 	MaxPause time.Duration
 	// Workers is how many session drivers run against each router.
 	Workers int
-	// Launcher restarts the killed nodes; its nodes must be *Process.
-	Launcher Subprocess
+	// Launcher restarts the killed nodes; its nodes must be *testnet.Process.
+	Launcher testnet.Subprocess
 	// Log receives a line per step; nil discards them.
 	Log io.Writer
 }
 
-// DefaultChaosConfig is the run `make chaos` does, for 10 cycles.
-func DefaultChaosConfig() ChaosConfig {
-	return ChaosConfig{
+// DefaultConfig is the run `make chaos` does, for 10 cycles.
+func DefaultConfig() Config {
+	return Config{
 		Cycles:         10,
 		ConvergeWithin: 90 * time.Second,
 		MaxKills:       2,
@@ -65,7 +65,7 @@ func DefaultChaosConfig() ChaosConfig {
 }
 
 // Validate rejects a configuration no run can follow.
-func (c ChaosConfig) Validate() error {
+func (c Config) Validate() error {
 	switch {
 	case c.Cycles < 1:
 		return fmt.Errorf("cycles: %d, want at least 1", c.Cycles)
@@ -85,8 +85,8 @@ func (c ChaosConfig) Validate() error {
 	return nil
 }
 
-func (c ChaosConfig) withDefaults() ChaosConfig {
-	d := DefaultChaosConfig()
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
 	if c.Cycles == 0 {
 		c.Cycles = d.Cycles
 	}
@@ -120,8 +120,8 @@ const (
 	CheckCrash       = "node crash"
 )
 
-// ChaosReport is what a chaos run did and found.
-type ChaosReport struct {
+// Report is what a chaos run did and found.
+type Report struct {
 	Seed   uint64
 	Cycles int
 	// Kills counts the nodes killed, by role.
@@ -161,7 +161,7 @@ type ChaosReport struct {
 }
 
 // Err is nil when every check passed, else one line naming the checks that failed.
-func (r ChaosReport) Err() error {
+func (r Report) Err() error {
 	if len(r.Failed) == 0 {
 		return nil
 	}
@@ -169,7 +169,7 @@ func (r ChaosReport) Err() error {
 }
 
 // Print writes the report for people.
-func (r ChaosReport) Print(w io.Writer) {
+func (r Report) Print(w io.Writer) {
 	roles := make([]string, 0, len(r.Kills))
 	total := 0
 	for _, role := range []node.Role{node.RoleBootstrap, node.RoleOracle, node.RoleMiner, node.RoleRouter} {
@@ -207,20 +207,20 @@ func (r ChaosReport) Print(w io.Writer) {
 	}
 }
 
-// chaosMember is a node of the testnet as the chaos run knows it: what
-// never changes across restarts, and its API while it is up.
-type chaosMember struct {
+// member is a node of the testnet as the chaos run knows it: what never
+// changes across restarts.
+type member struct {
 	name   string
 	role   node.Role
 	peerID string
 }
 
-// chaos is one run.
-type chaos struct {
-	t     *Testnet
-	cfg   ChaosConfig
+// run is one chaos run.
+type run struct {
+	tn    *testnet.Testnet
+	cfg   Config
 	begin time.Time
-	nodes []chaosMember
+	nodes []member
 
 	logMu sync.Mutex
 
@@ -230,7 +230,7 @@ type chaos struct {
 	led ledger
 }
 
-// Chaos runs cfg on the running testnet t, whose nodes must be processes
+// Run runs cfg on the running testnet tn, whose nodes must be processes
 // started with cfg.Launcher, and judges the run: it waits until every node
 // is healthy and every miner available; starts cfg.Workers session drivers
 // per router (open a session, run a few tasks, end it, again) and pollers of
@@ -242,44 +242,44 @@ type chaos struct {
 //
 // The error is for a run that could not be carried out (a node that would
 // not come back, ctx ended); the checks' verdict is the report's Err.
-func (t *Testnet) Chaos(ctx context.Context, cfg ChaosConfig) (ChaosReport, error) {
+func Run(ctx context.Context, tn *testnet.Testnet, cfg Config) (Report, error) {
 	cfg = cfg.withDefaults()
-	rep := ChaosReport{Seed: cfg.Seed, Kills: map[string]int{}, ConvergeWithin: cfg.ConvergeWithin}
+	rep := Report{Seed: cfg.Seed, Kills: map[string]int{}, ConvergeWithin: cfg.ConvergeWithin}
 	if err := cfg.Validate(); err != nil {
 		return rep, err
 	}
-	if t.Spec.Miners < 1 || t.Spec.Routers < 1 || t.Spec.Oracles < 1 {
+	if tn.Spec.Miners < 1 || tn.Spec.Routers < 1 || tn.Spec.Oracles < 1 {
 		return rep, errors.New("a chaos run needs at least one oracle, miner and router")
 	}
-	c := &chaos{t: t, cfg: cfg, begin: time.Now(), urls: map[string]string{}}
+	c := &run{tn: tn, cfg: cfg, begin: time.Now(), urls: map[string]string{}}
 	c.led.init()
-	for _, r := range t.nodes {
-		if _, ok := r.Node.(*Process); !ok {
-			return rep, fmt.Errorf("%s is not a process: chaos kills real processes only", r.name)
+	for _, m := range tn.Members() {
+		if _, ok := m.Node.(*testnet.Process); !ok {
+			return rep, fmt.Errorf("%s is not a process: chaos kills real processes only", m.Name)
 		}
-		if len(r.roles) != 1 {
-			return rep, fmt.Errorf("%s has roles %v: chaos counts kills by a node's one role", r.name, r.roles)
+		if len(m.Roles) != 1 {
+			return rep, fmt.Errorf("%s has roles %v: chaos counts kills by a node's one role", m.Name, m.Roles)
 		}
-		rt := r.Runtime()
-		c.nodes = append(c.nodes, chaosMember{name: r.name, role: r.roles[0], peerID: rt.PeerID})
+		rt := m.Node.Runtime()
+		c.nodes = append(c.nodes, member{name: m.Name, role: m.Roles[0], peerID: rt.PeerID})
 		if err := localURL(rt.APIURL); err != nil {
-			return rep, fmt.Errorf("%s: %w", r.name, err)
+			return rep, fmt.Errorf("%s: %w", m.Name, err)
 		}
-		c.urls[r.name] = rt.APIURL
+		c.urls[m.Name] = rt.APIURL
 	}
 
 	wctx, wdone := context.WithTimeout(ctx, 90*time.Second)
-	_, err := t.WaitHealthy(wctx)
+	_, err := tn.WaitHealthy(wctx)
 	if err == nil {
-		_, err = t.WaitPool(wctx, "every miner available", func(m []api.PoolMiner) bool {
-			return CountState(m, "available") == t.Spec.Miners
+		_, err = tn.WaitPool(wctx, "every miner available", func(m []api.PoolMiner) bool {
+			return testnet.CountState(m, "available") == tn.Spec.Miners
 		})
 	}
 	wdone()
 	if err != nil {
 		return rep, fmt.Errorf("before the chaos: %w", err)
 	}
-	c.logf("all %d nodes healthy, all %d miners available; seed %d", len(c.nodes), t.Spec.Miners, cfg.Seed)
+	c.logf("all %d nodes healthy, all %d miners available; seed %d", len(c.nodes), tn.Spec.Miners, cfg.Seed)
 
 	// The pollers watch until the checks have read their last answers; the
 	// drivers work until the cycles are over.
@@ -331,27 +331,27 @@ func (t *Testnet) Chaos(ctx context.Context, cfg ChaosConfig) (ChaosReport, erro
 	return rep, nil
 }
 
-func (c *chaos) logf(format string, args ...any) {
+func (c *run) logf(format string, args ...any) {
 	c.logMu.Lock()
 	defer c.logMu.Unlock()
 	fmt.Fprintf(c.cfg.Log, "[%6.1fs] %s\n", time.Since(c.begin).Seconds(), fmt.Sprintf(format, args...))
 }
 
 // url is the API of the node named name, "" while it is down.
-func (c *chaos) url(name string) string {
+func (c *run) url(name string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.urls[name]
 }
 
-func (c *chaos) setURL(name, u string) {
+func (c *run) setURL(name, u string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.urls[name] = u
 }
 
-func (c *chaos) named(role node.Role) []chaosMember {
-	var out []chaosMember
+func (c *run) named(role node.Role) []member {
+	var out []member
 	for _, m := range c.nodes {
 		if m.role == role {
 			out = append(out, m)
@@ -361,7 +361,7 @@ func (c *chaos) named(role node.Role) []chaosMember {
 }
 
 // every runs f at once and then every period until ctx ends.
-func (c *chaos) every(ctx context.Context, period time.Duration, f func(context.Context)) {
+func (c *run) every(ctx context.Context, period time.Duration, f func(context.Context)) {
 	tick := time.NewTicker(period)
 	defer tick.Stop()
 	for {
@@ -396,7 +396,7 @@ func between(rng *rand.Rand, lo, hi time.Duration) time.Duration {
 
 // cycles kills and restarts nodes cfg.Cycles times and returns when the
 // last restart was done. Only this goroutine touches the testnet's nodes.
-func (c *chaos) cycles(ctx context.Context, rep *ChaosReport) (time.Time, error) {
+func (c *run) cycles(ctx context.Context, rep *Report) (time.Time, error) {
 	rng := rand.New(rand.NewPCG(c.cfg.Seed, 0))
 	var last time.Time
 	for cycle := 1; cycle <= c.cfg.Cycles; cycle++ {
@@ -418,20 +418,20 @@ func (c *chaos) cycles(ctx context.Context, rep *ChaosReport) (time.Time, error)
 		victims = victims[:k]
 		// Restarted in the testnet's order: a bootstrap node first, so that
 		// the others find it up.
-		slices.SortFunc(victims, func(a, b chaosMember) int {
-			return slices.IndexFunc(c.nodes, func(m chaosMember) bool { return m.name == a.name }) -
-				slices.IndexFunc(c.nodes, func(m chaosMember) bool { return m.name == b.name })
+		slices.SortFunc(victims, func(a, b member) int {
+			return slices.IndexFunc(c.nodes, func(m member) bool { return m.name == a.name }) -
+				slices.IndexFunc(c.nodes, func(m member) bool { return m.name == b.name })
 		})
 		down := between(rng, 200*time.Millisecond, c.cfg.MaxDown)
 		var names []string
 		for _, v := range victims {
-			n, _, ok := c.t.Find(v.peerID)
+			n, _, ok := c.tn.Find(v.peerID)
 			if !ok {
 				return last, fmt.Errorf("cycle %d: %s is not in the testnet", cycle, v.name)
 			}
 			c.setURL(v.name, "")
 			pid := n.Runtime().PID
-			if err := n.(*Process).Kill(); err != nil {
+			if err := n.(*testnet.Process).Kill(); err != nil {
 				return last, fmt.Errorf("cycle %d: kill %s: %w", cycle, v.name, err)
 			}
 			rep.Kills[string(v.role)]++
@@ -456,7 +456,7 @@ func (c *chaos) cycles(ctx context.Context, rep *ChaosReport) (time.Time, error)
 		hctx, hdone := context.WithTimeout(ctx, 30*time.Second)
 		for _, v := range victims {
 			for hctx.Err() == nil {
-				if ok, _ := CheckHealth(hctx, c.url(v.name)); ok {
+				if ok, _ := testnet.CheckHealth(hctx, c.url(v.name)); ok {
 					break
 				}
 				sleep(hctx, 200*time.Millisecond)
@@ -472,20 +472,19 @@ func (c *chaos) cycles(ctx context.Context, rep *ChaosReport) (time.Time, error)
 
 // crashed adds to rep the nodes whose process exited though nobody killed
 // it, and returns their names.
-func (c *chaos) crashed(rep *ChaosReport) []string {
+func (c *run) crashed(rep *Report) []string {
 	var names []string
-	for _, r := range c.t.nodes {
-		p, ok := r.Node.(*Process)
+	for _, m := range c.tn.Members() {
+		p, ok := m.Node.(*testnet.Process)
 		if !ok {
 			continue
 		}
-		select {
-		case <-p.exited:
-			c.setURL(r.name, "")
-			names = append(names, r.name)
-			rep.Crashed = append(rep.Crashed, fmt.Sprintf("%s (pid %d) exited on its own (%v): %s", r.name, p.rt.PID, p.waitErr, lastLine(p.logPath)))
-			c.logf("%s (pid %d) exited on its own", r.name, p.rt.PID)
-		default:
+		if exit, exited := p.Exited(); exited {
+			pid := p.Runtime().PID
+			c.setURL(m.Name, "")
+			names = append(names, m.Name)
+			rep.Crashed = append(rep.Crashed, fmt.Sprintf("%s (pid %d) exited on its own (%v): %s", m.Name, pid, exit.Err, exit.LastLog))
+			c.logf("%s (pid %d) exited on its own", m.Name, pid)
 		}
 	}
 	return names
@@ -493,16 +492,16 @@ func (c *chaos) crashed(rep *ChaosReport) []string {
 
 // restart starts the node named name again, a few times if need be: a port
 // the dead process held may take a moment to be free.
-func (c *chaos) restart(ctx context.Context, name string) (Node, error) {
+func (c *run) restart(ctx context.Context, name string) (testnet.Node, error) {
 	var err error
 	for attempt := range 3 {
 		if attempt > 0 && !sleep(ctx, time.Second) {
 			break
 		}
-		var n Node
-		if n, err = c.t.Restart(ctx, name, c.cfg.Launcher); err == nil {
+		var n testnet.Node
+		if n, err = c.tn.Restart(ctx, name, c.cfg.Launcher); err == nil {
 			if u := n.Runtime().APIURL; localURL(u) != nil {
-				_ = n.(*Process).Kill()
+				_ = n.(*testnet.Process).Kill()
 				return nil, fmt.Errorf("%s came back with API %q, not on 127.0.0.1", name, u)
 			}
 			return n, nil
@@ -531,7 +530,7 @@ var errDown = errors.New("node down or not answering")
 // call sends a JSON request to the node named name and decodes a 2xx answer
 // into out. It returns the status; an error wrapping errDown when the node
 // is down or the request did not get an answer.
-func (c *chaos) call(ctx context.Context, name, method, path string, body, out any) (int, error) {
+func (c *run) call(ctx context.Context, name, method, path string, body, out any) (int, error) {
 	base := c.url(name)
 	if base == "" {
 		return 0, fmt.Errorf("%s: %w", name, errDown)
@@ -603,9 +602,9 @@ type chaosTask struct {
 // redundancy, run one to three tasks one after the other, end it. A router
 // that is down is waited for. Once work ends, the session open is ended at
 // once (its running task abandoned); until ctx ends, the end is retried.
-func (c *chaos) drive(work, ctx context.Context, router string, rng *rand.Rand) {
+func (c *run) drive(work, ctx context.Context, router string, rng *rand.Rand) {
 	for work.Err() == nil {
-		redundancy := 1 + rng.IntN(min(2, c.t.Spec.Miners))
+		redundancy := 1 + rng.IntN(min(2, c.tn.Spec.Miners))
 		req := api.SessionRequest{Redundancy: redundancy, MinNodes: redundancy, MaxTasks: 50, ReservePeriod: "5m", TaskTimeout: "30s"}
 		var s chaosSession
 		status, err := c.call(work, router, http.MethodPost, "/v1/sessions", req, &s)
@@ -632,7 +631,7 @@ func (c *chaos) drive(work, ctx context.Context, router string, rng *rand.Rand) 
 
 // runTask submits "What is a + b?" to session and waits for its outcome. It
 // reports whether the session can take more tasks.
-func (c *chaos) runTask(work context.Context, router, session string, a, b int) bool {
+func (c *run) runTask(work context.Context, router, session string, a, b int) bool {
 	path := "/v1/sessions/" + url.PathEscape(session) + "/tasks"
 	var task chaosTask
 	for {
@@ -674,7 +673,7 @@ func (c *chaos) runTask(work context.Context, router, session string, a, b int) 
 }
 
 // endSession ends a session, retrying while its router is down, until ctx ends.
-func (c *chaos) endSession(ctx context.Context, router, id string) {
+func (c *run) endSession(ctx context.Context, router, id string) {
 	for ctx.Err() == nil {
 		var s chaosSession
 		status, err := c.call(ctx, router, http.MethodDelete, "/v1/sessions/"+url.PathEscape(id), nil, &s)
@@ -694,7 +693,7 @@ func (c *chaos) endSession(ctx context.Context, router, id string) {
 
 // endAll ends every session still open on any router, those whose opening
 // got no answer included.
-func (c *chaos) endAll(ctx context.Context) error {
+func (c *run) endAll(ctx context.Context) error {
 	for _, r := range c.named(node.RoleRouter) {
 		var list []chaosSession
 		deadline := time.Now().Add(60 * time.Second)
@@ -724,7 +723,7 @@ func (c *chaos) endAll(ctx context.Context) error {
 // converge waits until every miner says it is available and is so in the
 // bootstrap nodes' and the routers' views, up to ConvergeWithin after the
 // last restart.
-func (c *chaos) converge(ctx context.Context, lastRestart time.Time, rep *ChaosReport) {
+func (c *run) converge(ctx context.Context, lastRestart time.Time, rep *Report) {
 	var miners []string
 	for _, m := range c.named(node.RoleMiner) {
 		miners = append(miners, m.peerID)
@@ -793,7 +792,7 @@ func (c *chaos) converge(ctx context.Context, lastRestart time.Time, rep *ChaosR
 
 // settle gives the routers up to 20 s to end the reservations they still
 // hold: one whose miner's lease ran out ends at the router's next renewal.
-func (c *chaos) settle(ctx context.Context) {
+func (c *run) settle(ctx context.Context) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		active := 0
@@ -826,7 +825,7 @@ type chaosReservation struct {
 }
 
 // pollReservations records every router's reservations.
-func (c *chaos) pollReservations(ctx context.Context) {
+func (c *run) pollReservations(ctx context.Context) {
 	for _, r := range c.named(node.RoleRouter) {
 		var list []chaosReservation
 		if _, err := c.call(ctx, r.name, http.MethodGet, "/v1/reservations", nil, &list); err != nil {
@@ -839,7 +838,7 @@ func (c *chaos) pollReservations(ctx context.Context) {
 // pollTransitions records the grants, releases and evidence that every node
 // but the miners saw on gossip. The miners see the same gossip; the others
 // are enough, and fewer.
-func (c *chaos) pollTransitions(ctx context.Context) {
+func (c *run) pollTransitions(ctx context.Context) {
 	for _, m := range c.nodes {
 		if m.role == node.RoleMiner {
 			continue
@@ -853,7 +852,7 @@ func (c *chaos) pollTransitions(ctx context.Context) {
 }
 
 // judge reads every router's last word and runs the checks.
-func (c *chaos) judge(ctx context.Context, rep *ChaosReport) error {
+func (c *run) judge(ctx context.Context, rep *Report) error {
 	routers := c.named(node.RoleRouter)
 	final := map[string]map[string]chaosReservation{} // router → id → reservation
 	byPeer := map[string]string{}                     // router peer ID → name
@@ -1028,7 +1027,7 @@ func (l *ledger) events(evs []api.Event) {
 // judge fills in the report's figures and findings from what was seen and
 // the routers' last answers: final[router][id] and the sessions as their
 // routers last showed them; byPeer names the routers by peer ID.
-func (l *ledger) judge(rep *ChaosReport, final map[string]map[string]chaosReservation, byPeer map[string]string, sessions map[string]chaosSession) {
+func (l *ledger) judge(rep *Report, final map[string]map[string]chaosReservation, byPeer map[string]string, sessions map[string]chaosSession) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 
