@@ -5,8 +5,8 @@
 // during it.
 //
 // The run is here; the load it drives is in driver.go, what it records in
-// ledger.go, the checks at the end in checks.go, and its HTTP call and the
-// parts of the API it reads in client.go.
+// ledger.go, the checks at the end in checks.go, and every request it sends
+// to a node in client.go.
 package chaos
 
 import (
@@ -359,7 +359,7 @@ func (c *run) cycles(ctx context.Context, rep *Report) (time.Time, error) {
 		hctx, hdone := context.WithTimeout(ctx, 30*time.Second)
 		for _, v := range victims {
 			for hctx.Err() == nil {
-				if ok, _ := testnet.CheckHealth(hctx, c.url(v.name)); ok {
+				if c.healthy(hctx, v.name) {
 					break
 				}
 				sleep(hctx, 200*time.Millisecond)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"sort"
 	"strings"
 	"time"
@@ -131,7 +129,7 @@ func (c *run) converge(ctx context.Context, lastRestart time.Time, rep *Report) 
 		// miner that has just left it.
 		for _, m := range c.named(node.RoleMiner) {
 			var info api.NodeInfo
-			if _, err := c.call(ctx, m.name, http.MethodGet, "/v1/node", nil, &info); err != nil {
+			if _, err := c.getNode(ctx, m.name, &info); err != nil {
 				missing = append(missing, fmt.Sprintf("%s: %v", m.name, err))
 			} else if info.State != "available" {
 				missing = append(missing, fmt.Sprintf("%s says it is %s", m.name, info.State))
@@ -139,7 +137,7 @@ func (c *run) converge(ctx context.Context, lastRestart time.Time, rep *Report) 
 		}
 		for _, v := range viewers {
 			var pool []api.PoolMiner
-			if _, err := c.call(ctx, v.name, http.MethodGet, "/v1/pool", nil, &pool); err != nil {
+			if _, err := c.getPool(ctx, v.name, &pool); err != nil {
 				missing = append(missing, fmt.Sprintf("%s: no pool view: %v", v.name, err))
 				continue
 			}
@@ -188,7 +186,7 @@ func (c *run) settle(ctx context.Context) {
 		active := 0
 		for _, r := range c.named(node.RoleRouter) {
 			var list []chaosReservation
-			if _, err := c.call(ctx, r.name, http.MethodGet, "/v1/reservations", nil, &list); err != nil {
+			if _, err := c.getReservations(ctx, r.name, &list); err != nil {
 				active++
 				continue
 			}
@@ -212,7 +210,7 @@ func (c *run) judge(ctx context.Context, rep *Report) error {
 	for _, r := range routers {
 		byPeer[r.peerID] = r.name
 		var list []chaosReservation
-		if _, err := c.call(ctx, r.name, http.MethodGet, "/v1/reservations", nil, &list); err != nil {
+		if _, err := c.getReservations(ctx, r.name, &list); err != nil {
 			return fmt.Errorf("the last reservations of %s: %w", r.name, err)
 		}
 		final[r.name] = map[string]chaosReservation{}
@@ -224,7 +222,7 @@ func (c *run) judge(ctx context.Context, rep *Report) error {
 	for _, id := range c.led.sessionIDs() {
 		router := c.led.routerOf(id)
 		var s chaosSession
-		if _, err := c.call(ctx, router, http.MethodGet, "/v1/sessions/"+url.PathEscape(id), nil, &s); err != nil {
+		if _, err := c.getSession(ctx, router, id, &s); err != nil {
 			s = chaosSession{ID: id, State: "unreadable: " + err.Error()}
 		}
 		sessions[id] = s

@@ -1,5 +1,8 @@
 package chaos
 
+// Every request the run sends to a node is here, and every part of the API
+// it reads that it does not take from package api.
+
 import (
 	"bytes"
 	"context"
@@ -10,6 +13,9 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/testnet"
 )
 
 // localURL accepts only an http URL on 127.0.0.1: the chaos run never
@@ -72,6 +78,68 @@ func (c *run) call(ctx context.Context, name, method, path string, body, out any
 		}
 	}
 	return resp.StatusCode, nil
+}
+
+// The requests, one per endpoint. Each returns what call returns: the
+// status, and an error wrapping errDown when the node is down or the request
+// got no answer. A 2xx answer is decoded into out, which keeps any field
+// the answer leaves out.
+
+// postSession opens a session on router.
+func (c *run) postSession(ctx context.Context, router string, req api.SessionRequest, out *chaosSession) (int, error) {
+	return c.call(ctx, router, http.MethodPost, "/v1/sessions", req, out)
+}
+
+// deleteSession ends session id on router.
+func (c *run) deleteSession(ctx context.Context, router, id string, out *chaosSession) (int, error) {
+	return c.call(ctx, router, http.MethodDelete, "/v1/sessions/"+url.PathEscape(id), nil, out)
+}
+
+// getSession reads session id on router.
+func (c *run) getSession(ctx context.Context, router, id string, out *chaosSession) (int, error) {
+	return c.call(ctx, router, http.MethodGet, "/v1/sessions/"+url.PathEscape(id), nil, out)
+}
+
+// getSessions lists every session of router.
+func (c *run) getSessions(ctx context.Context, router string, out *[]chaosSession) (int, error) {
+	return c.call(ctx, router, http.MethodGet, "/v1/sessions", nil, out)
+}
+
+// postTask submits a task to session on router.
+func (c *run) postTask(ctx context.Context, router, session string, req api.TaskRequest, out *chaosTask) (int, error) {
+	return c.call(ctx, router, http.MethodPost, "/v1/sessions/"+url.PathEscape(session)+"/tasks", req, out)
+}
+
+// getTask reads a task of session on router, waiting up to 5 s for its outcome.
+func (c *run) getTask(ctx context.Context, router, session, task string, out *chaosTask) (int, error) {
+	return c.call(ctx, router, http.MethodGet, "/v1/sessions/"+url.PathEscape(session)+"/tasks/"+url.PathEscape(task)+"?wait=5s", nil, out)
+}
+
+// getReservations lists every reservation of router.
+func (c *run) getReservations(ctx context.Context, router string, out *[]chaosReservation) (int, error) {
+	return c.call(ctx, router, http.MethodGet, "/v1/reservations", nil, out)
+}
+
+// getNode reads what the node named name says of itself.
+func (c *run) getNode(ctx context.Context, name string, out *api.NodeInfo) (int, error) {
+	return c.call(ctx, name, http.MethodGet, "/v1/node", nil, out)
+}
+
+// getPool reads the pool as the node named name sees it.
+func (c *run) getPool(ctx context.Context, name string, out *[]api.PoolMiner) (int, error) {
+	return c.call(ctx, name, http.MethodGet, "/v1/pool", nil, out)
+}
+
+// getTransitions reads the last transitions the node named name saw on gossip.
+func (c *run) getTransitions(ctx context.Context, name string, out *[]api.Event) (int, error) {
+	return c.call(ctx, name, http.MethodGet, fmt.Sprintf("/v1/transitions?limit=%d", api.MaxTransitions), nil, out)
+}
+
+// healthy asks the node named name whether it is healthy; a node that is
+// down is not.
+func (c *run) healthy(ctx context.Context, name string) bool {
+	ok, _ := testnet.CheckHealth(ctx, c.url(name))
+	return ok
 }
 
 // chaosSession is the part of a session the run reads.

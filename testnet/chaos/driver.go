@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
@@ -22,7 +21,7 @@ func (c *run) drive(work, ctx context.Context, router string, rng *rand.Rand) {
 		redundancy := 1 + rng.IntN(min(2, c.tn.Spec.Miners))
 		req := api.SessionRequest{Redundancy: redundancy, MinNodes: redundancy, MaxTasks: 50, ReservePeriod: "5m", TaskTimeout: "30s"}
 		var s chaosSession
-		status, err := c.call(work, router, http.MethodPost, "/v1/sessions", req, &s)
+		status, err := c.postSession(work, router, req, &s)
 		if err != nil || s.ID == "" {
 			if work.Err() == nil && status != 0 {
 				c.logf("%s: open session: %v", router, err)
@@ -47,10 +46,9 @@ func (c *run) drive(work, ctx context.Context, router string, rng *rand.Rand) {
 // runTask submits "What is a + b?" to session and waits for its outcome. It
 // reports whether the session can take more tasks.
 func (c *run) runTask(work context.Context, router, session string, a, b int) bool {
-	path := "/v1/sessions/" + url.PathEscape(session) + "/tasks"
 	var task chaosTask
 	for {
-		status, err := c.call(work, router, http.MethodPost, path, api.TaskRequest{Prompt: fmt.Sprintf("What is %d + %d?", a, b)}, &task)
+		status, err := c.postTask(work, router, session, api.TaskRequest{Prompt: fmt.Sprintf("What is %d + %d?", a, b)}, &task)
 		switch {
 		case err == nil && task.ID != "":
 		case status == 0 && work.Err() == nil:
@@ -69,7 +67,7 @@ func (c *run) runTask(work context.Context, router, session string, a, b int) bo
 	}
 	c.led.submitted(session)
 	for work.Err() == nil {
-		status, err := c.call(work, router, http.MethodGet, path+"/"+url.PathEscape(task.ID)+"?wait=5s", nil, &task)
+		status, err := c.getTask(work, router, session, task.ID, &task)
 		switch {
 		case err == nil && (task.State == "done" || task.State == "failed"):
 			c.led.finished(task, a+b)
@@ -91,7 +89,7 @@ func (c *run) runTask(work context.Context, router, session string, a, b int) bo
 func (c *run) endSession(ctx context.Context, router, id string) {
 	for ctx.Err() == nil {
 		var s chaosSession
-		status, err := c.call(ctx, router, http.MethodDelete, "/v1/sessions/"+url.PathEscape(id), nil, &s)
+		status, err := c.deleteSession(ctx, router, id, &s)
 		switch {
 		case err == nil, status == http.StatusConflict:
 			c.led.ended(id)
@@ -113,7 +111,7 @@ func (c *run) endAll(ctx context.Context) error {
 		var list []chaosSession
 		deadline := time.Now().Add(60 * time.Second)
 		for {
-			_, err := c.call(ctx, r.name, http.MethodGet, "/v1/sessions", nil, &list)
+			_, err := c.getSessions(ctx, r.name, &list)
 			if err == nil {
 				break
 			}

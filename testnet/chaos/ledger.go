@@ -3,7 +3,6 @@ package chaos
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -161,7 +160,7 @@ func (l *ledger) events(evs []api.Event) {
 func (c *run) pollReservations(ctx context.Context) {
 	for _, r := range c.named(node.RoleRouter) {
 		var list []chaosReservation
-		if _, err := c.call(ctx, r.name, http.MethodGet, "/v1/reservations", nil, &list); err != nil {
+		if _, err := c.getReservations(ctx, r.name, &list); err != nil {
 			continue
 		}
 		c.led.reservations(r.name, list, time.Now())
@@ -177,7 +176,7 @@ func (c *run) pollTransitions(ctx context.Context) {
 			continue
 		}
 		var evs []api.Event
-		if _, err := c.call(ctx, m.name, http.MethodGet, fmt.Sprintf("/v1/transitions?limit=%d", api.MaxTransitions), nil, &evs); err != nil {
+		if _, err := c.getTransitions(ctx, m.name, &evs); err != nil {
 			continue
 		}
 		c.led.events(evs)
