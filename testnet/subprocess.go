@@ -113,6 +113,24 @@ func (p *Process) Stop(ctx context.Context) error {
 	}
 }
 
+// Exit is how a process ended.
+type Exit struct {
+	// Err is what waiting for the process returned.
+	Err error
+	// LastLog is the last non-empty line of its log, which says why.
+	LastLog string
+}
+
+// Exited reports whether the process has exited, for whatever reason, and how.
+func (p *Process) Exited() (Exit, bool) {
+	select {
+	case <-p.exited:
+		return Exit{Err: p.waitErr, LastLog: lastLine(p.logPath)}, true
+	default:
+		return Exit{}, false
+	}
+}
+
 // Kill ends the process at once with SIGKILL, as a crash would.
 func (p *Process) Kill() error {
 	p.kill()

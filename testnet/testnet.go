@@ -269,6 +269,23 @@ func (t *Testnet) Nodes() []Node {
 	return out
 }
 
+// Member is a running node with the name and roles the testnet gave it.
+type Member struct {
+	Name  string
+	Roles []node.Role
+	Node  Node
+}
+
+// Members are the running nodes with their names and roles, bootstrap nodes
+// first.
+func (t *Testnet) Members() []Member {
+	out := make([]Member, len(t.nodes))
+	for i, r := range t.nodes {
+		out[i] = Member{Name: r.name, Roles: r.roles, Node: r.Node}
+	}
+	return out
+}
+
 // Status is one row of a testnet's health table.
 type Status struct {
 	Name    string   `json:"name"`
@@ -295,7 +312,7 @@ func (t *Testnet) Statuses(ctx context.Context) []Status {
 			}
 			s := Status{Name: n.name, Roles: roles, PeerID: rt.PeerID, APIURL: rt.APIURL,
 				Addrs: rt.Addrs, PID: rt.PID, Home: n.home.Dir}
-			s.Healthy, s.Reason = checkHealth(ctx, rt.APIURL)
+			s.Healthy, s.Reason = CheckHealth(ctx, rt.APIURL)
 			out[i] = s
 		})
 	}
@@ -305,7 +322,9 @@ func (t *Testnet) Statuses(ctx context.Context) []Status {
 
 var healthClient = &http.Client{Timeout: 3 * time.Second}
 
-func checkHealth(ctx context.Context, apiURL string) (bool, string) {
+// CheckHealth asks the node at apiURL for /healthz: whether it is healthy,
+// and if not, why.
+func CheckHealth(ctx context.Context, apiURL string) (bool, string) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, apiURL+"/healthz", nil)
 	if err != nil {
 		return false, err.Error()

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/testnet"
+	"github.com/ephemera-network/ephemera/testnet/chaos"
 )
 
 func main() {
@@ -30,7 +31,7 @@ func main() {
 // options are the command's flags.
 type options struct {
 	spec    testnet.Spec
-	chaos   testnet.ChaosConfig
+	chaos   chaos.Config
 	seed    uint64
 	dir     string
 	bin     string
@@ -50,7 +51,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer cancel()
-	if err := chaos(ctx, o, stdout); err != nil {
+	if err := runChaos(ctx, o, stdout); err != nil {
 		fmt.Fprintf(stderr, "chaos: %v\n", err)
 		return 1
 	}
@@ -58,7 +59,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func parse(args []string, stdout io.Writer) (options, error) {
-	def := testnet.DefaultChaosConfig()
+	def := chaos.DefaultConfig()
 	o := options{spec: testnet.DefaultSpec(), chaos: def}
 	o.spec.Network = "chaos"
 	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
@@ -146,9 +147,9 @@ func emptyDir(dir string) error {
 	return nil
 }
 
-// chaos builds the binary if need be, starts the testnet, runs the chaos
+// runChaos builds the binary if need be, starts the testnet, runs the chaos
 // and stops every node, whatever happened.
-func chaos(ctx context.Context, o options, out io.Writer) error {
+func runChaos(ctx context.Context, o options, out io.Writer) error {
 	fmt.Fprintf(out, "chaos: seed %d (replay with --seed %d)\n", o.seed, o.seed)
 	if o.bin == "" {
 		tmp, err := os.MkdirTemp("", "ephemera-chaos-bin-")
@@ -181,8 +182,8 @@ func chaos(ctx context.Context, o options, out io.Writer) error {
 	tn, err := testnet.Start(sctx, o.dir, o.spec, launcher)
 	sdone()
 	if err == nil {
-		var rep testnet.ChaosReport
-		rep, err = tn.Chaos(ctx, o.chaos)
+		var rep chaos.Report
+		rep, err = chaos.Run(ctx, tn, o.chaos)
 		if err == nil {
 			rep.Print(out)
 			err = rep.Err()
