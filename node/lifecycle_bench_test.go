@@ -84,16 +84,9 @@ type benchNet struct {
 func startBenchNet(b *testing.B, network string, l *benchLauncher) benchNet {
 	b.Helper()
 	tn := localnet.Start(b, testnet.Spec{Network: network, Bootstraps: 1, Oracles: 3, Miners: 1, Routers: 1}, l)
-	var net benchNet
-	net.tn = tn
-	for _, tnn := range tn.Nodes() {
-		n := tnn.(testnet.InProcessNode).Node
-		switch {
-		case node.HasRole(n.Config().Roles, node.RoleMiner):
-			net.miner = n
-		case node.HasRole(n.Config().Roles, node.RoleRouter):
-			net.router = n
-		}
+	net := benchNet{tn: tn}
+	if ms, rs := localnet.WithRole(tn, node.RoleMiner), localnet.WithRole(tn, node.RoleRouter); len(ms) > 0 && len(rs) > 0 {
+		net.miner, net.router = ms[0], rs[0]
 	}
 	if net.miner == nil || net.router == nil {
 		b.Fatal("testnet has no miner or no router")

@@ -65,28 +65,6 @@ func waitPool(t *testing.T, n *node.Node, what string, timeout time.Duration, co
 	}
 }
 
-func minersOf(t *testing.T, tn *testnet.Testnet) []*node.Node {
-	var out []*node.Node
-	for _, n := range tn.Nodes() {
-		nn := inProcess(t, n)
-		if node.HasRole(nn.Config().Roles, node.RoleMiner) {
-			out = append(out, nn)
-		}
-	}
-	return out
-}
-
-func routersOf(t *testing.T, tn *testnet.Testnet) []*node.Node {
-	var out []*node.Node
-	for _, n := range tn.Nodes() {
-		nn := inProcess(t, n)
-		if node.HasRole(nn.Config().Roles, node.RoleRouter) {
-			out = append(out, nn)
-		}
-	}
-	return out
-}
-
 // The whole lifecycle across real nodes: every miner validated and
 // available; reservations from two routers racing never book a miner twice;
 // a released miner is back only after revalidation at the next generation.
@@ -95,7 +73,7 @@ func TestLifecycle(t *testing.T) {
 		t.Skip("16 nodes")
 	}
 	tn := localnet.Start(t, testnet.Spec{Network: "life", Bootstraps: 1, Oracles: 3, Miners: 10, Routers: 2}, nil)
-	miners, routers := minersOf(t, tn), routersOf(t, tn)
+	miners, routers := localnet.WithRole(tn, node.RoleMiner), localnet.WithRole(tn, node.RoleRouter)
 	observer := routers[0]
 
 	waitPool(t, observer, "10 available miners", 60*time.Second, func(v poolView) bool {
@@ -179,7 +157,7 @@ func TestEquivocatingMinerCaughtByEveryNode(t *testing.T) {
 	}
 	tn := localnet.Start(t, testnet.Spec{Network: "equiv", Bootstraps: 1, Oracles: 3, Miners: 2, Routers: 1}, nil)
 	nodes := tn.Nodes()
-	miners := minersOf(t, tn)
+	miners := localnet.WithRole(tn, node.RoleMiner)
 	waitPool(t, inProcess(t, nodes[0]), "2 available miners", 60*time.Second, func(v poolView) bool {
 		return v.Count("available") == 2
 	})
@@ -219,7 +197,7 @@ func TestEquivocatingMinerCaughtByEveryNode(t *testing.T) {
 			return ok && m.Reputation == 0
 		})
 	}
-	r := routersOf(t, tn)[0].Router()
+	r := localnet.WithRole(tn, node.RoleRouter)[0].Router()
 	for range 2 {
 		res, err := r.Reserve(ctx, "", time.Minute)
 		if err == nil && res.Miner == cheat.ID().String() {

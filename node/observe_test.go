@@ -88,7 +88,7 @@ func TestObserveReservation(t *testing.T) {
 	}
 	tn := localnet.Start(t, testnet.Spec{Network: "observenet", Bootstraps: 1, Oracles: 3, Miners: 1, Routers: 1}, nil)
 	boot := inProcess(t, tn.Nodes()[0])
-	miner, rt := minersOf(t, tn)[0], routersOf(t, tn)[0]
+	miner, rt := localnet.WithRole(tn, node.RoleMiner)[0], localnet.WithRole(tn, node.RoleRouter)[0]
 	minerID := miner.ID().String()
 	waitPool(t, boot, "the miner available", 60*time.Second, func(v poolView) bool { return v.Count("available") == 1 })
 	waitPool(t, rt, "the miner available to the router", 30*time.Second, func(v poolView) bool { return v.Count("available") == 1 })

@@ -233,12 +233,7 @@ func BenchmarkSessionsPerSecond(b *testing.B) {
 	tn := localnet.Start(b, testnet.Spec{Network: "bench-sps", Bootstraps: 1, Oracles: 3, Miners: miners, Routers: 1}, l)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var rt *node.Node
-	for _, n := range tn.Nodes() {
-		if nn := n.(testnet.InProcessNode).Node; node.HasRole(nn.Config().Roles, node.RoleRouter) {
-			rt = nn
-		}
-	}
+	rt := localnet.WithRole(tn, node.RoleRouter)[0]
 	if _, err := tn.WaitPool(ctx, "every miner available", func(m []api.PoolMiner) bool { return testnet.CountState(m, "available") == miners }); err != nil {
 		b.Fatal(err)
 	}
@@ -279,17 +274,9 @@ func BenchmarkSessionsPerSecond(b *testing.B) {
 func BenchmarkSessionsPerSecondBaseline(b *testing.B) {
 	const miners, clients, window = 20, 20, 10 * time.Second
 	tn := localnet.Start(b, testnet.Spec{Network: "bench-sps", Bootstraps: 1, Oracles: 3, Miners: miners, Routers: 1}, &benchLauncher{round: benchRound})
-	var rt *node.Node
-	var ms []*node.Node
-	for _, n := range tn.Nodes() {
-		nn := n.(testnet.InProcessNode).Node
-		switch {
-		case node.HasRole(nn.Config().Roles, node.RoleRouter):
-			rt = nn
-		case node.HasRole(nn.Config().Roles, node.RoleMiner):
-			serveDirect(b, nn)
-			ms = append(ms, nn)
-		}
+	rt, ms := localnet.WithRole(tn, node.RoleRouter)[0], localnet.WithRole(tn, node.RoleMiner)
+	for _, m := range ms {
+		serveDirect(b, m)
 	}
 	for _, m := range ms {
 		rt.Host().Peerstore().AddAddrs(m.ID(), m.Host().Addrs(), peerstore.PermanentAddrTTL)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ephemera-network/ephemera/inference"
 	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
+	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/node/router"
 	"github.com/ephemera-network/ephemera/node/session"
 	"github.com/ephemera-network/ephemera/testnet"
@@ -32,7 +33,7 @@ func TestSessionRedundancyThree(t *testing.T) {
 	waitPool(t, inProcess(t, nodes[0]), "3 available miners", 60*time.Second, func(v poolView) bool {
 		return v.Count("available") == 3
 	})
-	r := routersOf(t, tn)[0]
+	r := localnet.WithRole(tn, node.RoleRouter)[0]
 	waitPool(t, r, "the router to see 3 available miners", 30*time.Second, func(v poolView) bool {
 		return v.Count("available") == 3
 	})
@@ -99,7 +100,7 @@ func TestHundredTasksOverTenSessions(t *testing.T) {
 	)
 	tn := localnet.Start(t, testnet.Spec{Network: "sess100", Bootstraps: 1, Oracles: 3, Miners: miners, Routers: 1},
 		tunedLauncher{round: testRound})
-	r := routersOf(t, tn)[0]
+	r := localnet.WithRole(tn, node.RoleRouter)[0]
 	start := time.Now()
 	waitPool(t, r, "the router to see 6 available miners", 60*time.Second, func(v poolView) bool {
 		return v.Count("available") == miners
@@ -224,7 +225,7 @@ func TestSessionSurvivesMinerKilledMidTask(t *testing.T) {
 			}
 			return nil
 		}})
-	r := routersOf(t, tn)[0]
+	r := localnet.WithRole(tn, node.RoleRouter)[0]
 	victim := nodeNamed(t, tn, "miner-0")
 	waitPool(t, r, "the router to see 3 available miners", 60*time.Second, func(v poolView) bool {
 		return v.Count("available") == 3
@@ -346,7 +347,7 @@ func TestFaultyMinerOutVoted(t *testing.T) {
 			}
 			return nil
 		}})
-	r := routersOf(t, tn)[0]
+	r := localnet.WithRole(tn, node.RoleRouter)[0]
 	liar := nodeNamed(t, tn, "miner-0").ID()
 	waitPool(t, r, "the router to see 4 available miners", 60*time.Second, func(v poolView) bool {
 		return v.Count("available") == 4

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
 	"github.com/ephemera-network/ephemera/testnet"
 )
 
@@ -20,10 +21,7 @@ func TestReservedMinerSurvivesKill9(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	tn, launcher := startProcesses(ctx, t, testnet.Spec{Network: "crash", Bootstraps: 1, Oracles: 3, Miners: 2, Routers: 1})
-	if _, err := tn.WaitHealthy(ctx); err != nil {
-		t.Fatal(err)
-	}
+	tn, launcher := startProcesses(t, testnet.Spec{Network: "crash", Bootstraps: 1, Oracles: 3, Miners: 2, Routers: 1})
 	if _, err := tn.WaitPool(ctx, "both miners available", func(m []api.PoolMiner) bool {
 		return testnet.CountState(m, "available") == 2
 	}); err != nil {
@@ -83,25 +81,10 @@ func getJSON(ctx context.Context, url string, out any) error {
 	return json.NewDecoder(resp.Body).Decode(out)
 }
 
-// startProcesses starts spec as real processes of the test binary, stopped
-// when the test ends.
-func startProcesses(ctx context.Context, t *testing.T, spec testnet.Spec) (*testnet.Testnet, testnet.Subprocess) {
+// startProcesses starts spec as real processes of the test binary, healthy,
+// and stopped when the test ends.
+func startProcesses(t *testing.T, spec testnet.Spec) (*testnet.Testnet, testnet.Subprocess) {
 	t.Helper()
 	launcher := testnet.Subprocess{Binary: binary}
-	return startTestnet(ctx, t, spec, launcher), launcher
-}
-
-// startTestnet starts spec with launcher, stopped when the test ends.
-func startTestnet(ctx context.Context, t *testing.T, spec testnet.Spec, launcher testnet.Launcher) *testnet.Testnet {
-	t.Helper()
-	tn, err := testnet.Start(ctx, t.TempDir(), spec, launcher)
-	t.Cleanup(func() {
-		sctx, done := context.WithTimeout(context.Background(), 30*time.Second)
-		defer done()
-		tn.Stop(sctx)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tn
+	return localnet.Start(t, spec, launcher), launcher
 }

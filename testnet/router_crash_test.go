@@ -129,10 +129,7 @@ func TestRouterKill9ResumesSession(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
-	tn, launcher := startProcesses(ctx, t, testnet.Spec{Network: "rcrash", Bootstraps: 1, Oracles: 3, Miners: 2, Routers: 1})
-	if _, err := tn.WaitHealthy(ctx); err != nil {
-		t.Fatal(err)
-	}
+	tn, launcher := startProcesses(t, testnet.Spec{Network: "rcrash", Bootstraps: 1, Oracles: 3, Miners: 2, Routers: 1})
 	if _, err := tn.WaitPool(ctx, "both miners available", func(m []api.PoolMiner) bool {
 		return testnet.CountState(m, "available") == 2
 	}); err != nil {

@@ -4,34 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/testnet"
 )
 
 var binary string // the ephemera binary the tests run, built once
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ephemera-bin-")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "ephemera")
-	if out, err := exec.Command("go", "build", "-o", binary, "../cmd/ephemera").CombinedOutput(); err != nil {
-		os.Stderr.Write(out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testkit.WithBinary(m, &binary)) }
 
 // The default testnet, as real processes of the real binary, all healthy,
 // described in testnet.json, and every process gone after Stop.

@@ -4,33 +4,19 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
+	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
 	"github.com/ephemera-network/ephemera/testnet"
 	"github.com/ephemera-network/ephemera/testnet/chaos"
 )
 
 var binary string // the ephemera binary the run kills and restarts, built once
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ephemera-bin-")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "ephemera")
-	if out, err := exec.Command("go", "build", "-o", binary, "../../cmd/ephemera").CombinedOutput(); err != nil {
-		os.Stderr.Write(out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testkit.WithBinary(m, &binary)) }
 
 // testLog writes each line the chaos run logs to the test's log.
 type testLog struct{ t *testing.T }
@@ -51,7 +37,8 @@ func TestChaos(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 240*time.Second)
 	defer cancel()
-	tn, launcher := startProcesses(ctx, t, testnet.Spec{Network: "chaos", Bootstraps: 1, Oracles: 3, Miners: 3, Routers: 1})
+	launcher := testnet.Subprocess{Binary: binary}
+	tn := localnet.Start(t, testnet.Spec{Network: "chaos", Bootstraps: 1, Oracles: 3, Miners: 3, Routers: 1}, launcher)
 	rep, err := chaos.Run(ctx, tn, chaos.Config{
 		Cycles:         2,
 		Seed:           8,
@@ -85,21 +72,4 @@ func TestChaos(t *testing.T) {
 	case rep.TasksDone == 0:
 		t.Fatal("no task done")
 	}
-}
-
-// startProcesses starts spec as real processes of the ephemera binary,
-// stopped when the test ends.
-func startProcesses(ctx context.Context, t *testing.T, spec testnet.Spec) (*testnet.Testnet, testnet.Subprocess) {
-	t.Helper()
-	launcher := testnet.Subprocess{Binary: binary}
-	tn, err := testnet.Start(ctx, t.TempDir(), spec, launcher)
-	t.Cleanup(func() {
-		sctx, done := context.WithTimeout(context.Background(), 30*time.Second)
-		defer done()
-		tn.Stop(sctx)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tn, launcher
 }

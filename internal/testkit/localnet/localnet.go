@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/testnet"
 )
 
@@ -35,4 +36,16 @@ func Start(tb testing.TB, spec testnet.Spec, l testnet.Launcher) *testnet.Testne
 		tb.Fatal(err)
 	}
 	return tn
+}
+
+// WithRole lists the in-process nodes of tn that run role, in start order.
+func WithRole(tn *testnet.Testnet, role node.Role) []*node.Node {
+	var out []*node.Node
+	for _, m := range tn.Members() {
+		in, ok := m.Node.(testnet.InProcessNode)
+		if ok && node.HasRole(m.Roles, role) {
+			out = append(out, in.Node)
+		}
+	}
+	return out
 }
