@@ -103,7 +103,7 @@ func handleOpenAI(mux *http.ServeMux, s Sessions) {
 				return
 			}
 		}
-		writeError(w, http.StatusNotFound, fmt.Sprintf("model %q is not served on this network", id))
+		writeErr(w, r, fmt.Errorf("%w: %q is not served on this network", ErrModelNotFound, id))
 	})
 	mux.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) {
 		body, err := readBody(r)
@@ -131,7 +131,7 @@ func handleOpenAI(mux *http.ServeMux, s Sessions) {
 			model = req.Model
 		}
 		writeJSON(w, http.StatusOK, chatCompletion{
-			ID: "chatcmpl-" + c.ID, Object: "chat.completion", Created: created, Model: model,
+			ID: completionID(), Object: "chat.completion", Created: created, Model: model,
 			Choices: []chatChoice{{Message: Message{Role: "assistant", Content: c.Text}, FinishReason: "stop"}},
 			Usage:   usageOf(c), Ephemera: ephemeraOf(c),
 		})
@@ -456,7 +456,7 @@ func streamChat(w http.ResponseWriter, r *http.Request, s Sessions, req Completi
 	}
 	st := &chatStream{
 		w: w, rc: http.NewResponseController(w),
-		id: "chatcmpl-" + rand.Text(), created: created, model: model,
+		id: completionID(), created: created, model: model,
 	}
 	c, err := s.Complete(r.Context(), req, st.onDelta)
 	st.mu.Lock()
@@ -499,3 +499,7 @@ func streamChat(w http.ResponseWriter, r *http.Request, s Sessions, req Completi
 	}
 	st.write("data: [DONE]\n\n")
 }
+
+// completionID is a chat completion's id, of one form whether streamed or
+// not: the session and task that served it are in its ephemera block.
+func completionID() string { return "chatcmpl-" + rand.Text() }

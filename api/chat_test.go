@@ -43,7 +43,7 @@ func TestModels(t *testing.T) {
 	if rec.Code != http.StatusOK || !sameJSON(t, rec.Body.String(), `{"id":"org/qwen-2","object":"model","created":0,"owned_by":"ephemera"}`) {
 		t.Errorf("GET /v1/models/org/qwen-2 = %d %s", rec.Code, rec.Body)
 	}
-	wantError(t, call(t, h, http.MethodGet, "/v1/models/gpt-4", ""), http.StatusNotFound, `"gpt-4"`)
+	wantModelNotFound(t, call(t, h, http.MethodGet, "/v1/models/gpt-4", ""), `"gpt-4"`)
 
 	rec = call(t, router(t, &fakeSessions{}, ""), http.MethodGet, "/v1/models", "")
 	if rec.Code != http.StatusOK || !sameJSON(t, rec.Body.String(), `{"object":"list","data":[]}`) {
@@ -76,12 +76,16 @@ func TestChatCompletion(t *testing.T) {
 	if int64(created) < before || int64(created) > time.Now().Unix() {
 		t.Errorf("created = %v, want now", v["created"])
 	}
+	id, _ := v["id"].(string)
+	if !strings.HasPrefix(id, "chatcmpl-") || len(id) < len("chatcmpl-")+8 {
+		t.Errorf("id = %q, want chatcmpl- and a random suffix", id)
+	}
 	want := fmt.Sprintf(`{
-		"id": "chatcmpl-T1", "object": "chat.completion", "created": %d, "model": "m1",
+		"id": %q, "object": "chat.completion", "created": %d, "model": "m1",
 		"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello"}, "finish_reason": "stop"}],
 		"usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
 		"ephemera": {"session": "S1", "task": "T1", "miners": ["miner-a", "miner-b"], "agreement": 1}
-	}`, int64(created))
+	}`, id, int64(created))
 	if !sameJSON(t, rec.Body.String(), want) {
 		t.Errorf("body = %s\nwant %s", rec.Body, want)
 	}
@@ -99,7 +103,7 @@ func TestChatCompletion(t *testing.T) {
 
 func TestChatCompletionDefaults(t *testing.T) {
 	s := &fakeSessions{complete: func(context.Context, api.CompletionRequest, func(string) error) (api.Completion, error) {
-		return api.Completion{ID: "T2", Task: "T2", Text: "ok"}, nil // no model, no miners
+		return api.Completion{Task: "T2", Text: "ok"}, nil // no model, no miners
 	}}
 	rec := call(t, router(t, s, ""), http.MethodPost, "/v1/chat/completions",
 		`{"messages":[{"role":"user","content":"hi"}],"max_tokens":7}`, "Content-Type", "text/plain")
@@ -107,7 +111,7 @@ func TestChatCompletionDefaults(t *testing.T) {
 		t.Fatalf("status = %d; %s", rec.Code, rec.Body)
 	}
 	v := jsonOf(t, rec)
-	if v["model"] != "" || v["id"] != "chatcmpl-T2" {
+	if id, _ := v["id"].(string); v["model"] != "" || !strings.HasPrefix(id, "chatcmpl-") {
 		t.Errorf("body = %v", v)
 	}
 	if eph, _ := v["ephemera"].(map[string]any); eph == nil || !reflect.DeepEqual(eph["miners"], []any{}) {
@@ -334,7 +338,7 @@ func TestChatStream(t *testing.T) {
 				return api.Completion{}, err
 			}
 		}
-		return api.Completion{ID: "T1", Task: "T1", Model: "m1", Text: "Hello, <wörld> \"&\"\n", PromptTokens: 4, CompletionTokens: 6,
+		return api.Completion{Task: "T1", Model: "m1", Text: "Hello, <wörld> \"&\"\n", PromptTokens: 4, CompletionTokens: 6,
 			Session: "S1", Miners: []string{"miner-a"}, Agreement: 1}, nil
 	}}
 	srv := httptest.NewServer(router(t, s, ""))
@@ -362,7 +366,7 @@ func TestChatStream(t *testing.T) {
 
 func TestChatStreamWithoutDeltas(t *testing.T) {
 	s := &fakeSessions{complete: func(ctx context.Context, req api.CompletionRequest, onDelta func(string) error) (api.Completion, error) {
-		return api.Completion{ID: "T1", Task: "T1", Model: "m2", Text: "agreed answer", PromptTokens: 4, CompletionTokens: 2,
+		return api.Completion{Task: "T1", Model: "m2", Text: "agreed answer", PromptTokens: 4, CompletionTokens: 2,
 			Session: "S1", Miners: []string{"miner-a"}, Agreement: 1}, nil
 	}}
 	srv := httptest.NewServer(router(t, s, ""))
@@ -386,7 +390,7 @@ func TestChatStreamRestOfAnswer(t *testing.T) {
 	// The agreed answer goes on from what was streamed: the rest follows.
 	s := &fakeSessions{complete: func(ctx context.Context, req api.CompletionRequest, onDelta func(string) error) (api.Completion, error) {
 		_ = onDelta("Hello")
-		return api.Completion{ID: "T1", Task: "T1", Model: "m1", Text: "Hello world", Session: "S1", Miners: []string{"miner-a"}, Agreement: 1}, nil
+		return api.Completion{Task: "T1", Model: "m1", Text: "Hello world", Session: "S1", Miners: []string{"miner-a"}, Agreement: 1}, nil
 	}}
 	srv := httptest.NewServer(router(t, s, ""))
 	defer srv.Close()
@@ -415,7 +419,7 @@ func TestChatStreamErrorAfterStart(t *testing.T) {
 	checkEvents(t, readAll(t, r),
 		chunk("m1", roleChoice),
 		chunk("m1", contentChoice("Hel")),
-		`{"error":{"message":"no miner available: the miner went away","type":"server_error","code":503}}`,
+		`{"error":{"message":"no miner available: the miner went away","type":"server_error","param":null,"code":503}}`,
 	)
 	// A delta after the answer is refused, not written.
 	if err := late("more"); err == nil {
@@ -472,7 +476,7 @@ func TestChatStreamNamesThePoolsOneModel(t *testing.T) {
 		if err := onDelta("4"); err != nil {
 			return api.Completion{}, err
 		}
-		return api.Completion{ID: "T1", Task: "T1", Model: "only-model", Text: "4", Session: "S1", Miners: []string{"miner-a"}, Agreement: 1}, nil
+		return api.Completion{Task: "T1", Model: "only-model", Text: "4", Session: "S1", Miners: []string{"miner-a"}, Agreement: 1}, nil
 	}}
 	srv := httptest.NewServer(router(t, s, ""))
 	defer srv.Close()
@@ -482,4 +486,39 @@ func TestChatStreamNamesThePoolsOneModel(t *testing.T) {
 		t.Fatalf("first chunk %q does not name the pool's model", first)
 	}
 	readAll(t, r)
+}
+
+// wantModelNotFound checks a 404 in OpenAI's shape for a model no miner
+// serves: invalid_request_error, param "model", code "model_not_found".
+func wantModelNotFound(t *testing.T, rec *httptest.ResponseRecorder, want string) {
+	t.Helper()
+	if rec.Code != http.StatusNotFound {
+		t.Fatalf("status = %d, want 404; body %s", rec.Code, rec.Body)
+	}
+	e := errorOf(t, rec)
+	if e.Type != "invalid_request_error" || e.Param == nil || *e.Param != "model" || e.Code != "model_not_found" || !strings.Contains(e.Message, want) {
+		t.Errorf("error %+v, want model_not_found on param model naming %s", e, want)
+	}
+}
+
+// A chat completion for a model no miner serves is a 404 naming the model
+// parameter, streamed or not; one whose miners stay busy is a 429 that says
+// when to retry.
+func TestChatCompletionErrorsClientsActOn(t *testing.T) {
+	for _, stream := range []string{"false", "true"} {
+		s := &fakeSessions{complete: func(context.Context, api.CompletionRequest, func(string) error) (api.Completion, error) {
+			return api.Completion{}, fmt.Errorf("%w: %q", api.ErrModelNotFound, "gpt-4")
+		}}
+		body := `{"model":"gpt-4","stream":` + stream + `,"messages":[{"role":"user","content":"hi"}]}`
+		wantModelNotFound(t, call(t, router(t, s, ""), http.MethodPost, "/v1/chat/completions", body, "Content-Type", "application/json"), `"gpt-4"`)
+
+		s = &fakeSessions{complete: func(context.Context, api.CompletionRequest, func(string) error) (api.Completion, error) {
+			return api.Completion{}, fmt.Errorf("%w: every miner serving %q is busy", api.ErrTooMany, "m1")
+		}}
+		rec := call(t, router(t, s, ""), http.MethodPost, "/v1/chat/completions", strings.ReplaceAll(body, "gpt-4", "m1"), "Content-Type", "application/json")
+		e := wantError(t, rec, http.StatusTooManyRequests, "busy")
+		if e.Type != "rate_limit_error" || rec.Header().Get("Retry-After") == "" {
+			t.Errorf("stream %s: 429 %+v, Retry-After %q: want rate_limit_error and a Retry-After", stream, e, rec.Header().Get("Retry-After"))
+		}
+	}
 }

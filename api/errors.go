@@ -14,6 +14,9 @@ import (
 var (
 	ErrBadRequest  = errors.New("bad request")        // 400
 	ErrNotFound    = errors.New("not found")          // 404
+	// ErrModelNotFound is a model no miner serves: a 404 in OpenAI's
+	// shape, naming the model parameter.
+	ErrModelNotFound = errors.New("model not found") // 404
 	ErrConflict    = errors.New("conflict")           // 409
 	ErrTooMany     = errors.New("too many requests")  // 429
 	ErrUnavailable = errors.New("no miner available") // 503
@@ -30,8 +33,10 @@ type ErrorBody struct {
 		// Type is OpenAI's error type: invalid_request_error,
 		// authentication_error, rate_limit_error or server_error.
 		Type string `json:"type"`
+		// Param names the request's field at fault, or is null.
+		Param *string `json:"param"`
 		// Code is the HTTP status as a number, or OpenAI's string code
-		// where one exists ("invalid_api_key").
+		// where one exists ("invalid_api_key", "model_not_found").
 		Code any `json:"code"`
 	} `json:"error"`
 }
@@ -83,7 +88,7 @@ func errorStatus(err error) (status int, msg string) {
 		return http.StatusRequestEntityTooLarge, err.Error()
 	case errors.Is(err, ErrBadRequest):
 		return http.StatusBadRequest, err.Error()
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrModelNotFound):
 		return http.StatusNotFound, err.Error()
 	case errors.Is(err, ErrConflict):
 		return http.StatusConflict, err.Error()
@@ -99,14 +104,26 @@ func errorStatus(err error) (status int, msg string) {
 	return http.StatusInternalServerError, "internal error; the node's log has the details"
 }
 
+// retryAfter is the Retry-After of a 429: the queue moves in well under a
+// second on an idle pool, and OpenAI's clients back off from there.
+const retryAfter = "1"
+
 // writeErr answers err with its status (errorStatus); an unknown error is
-// logged and answered with a generic 500.
+// logged and answered with a generic 500. A model no miner serves names
+// the parameter, and a 429 says when to retry.
 func writeErr(w http.ResponseWriter, r *http.Request, err error) {
 	status, msg := errorStatus(err)
-	if status == http.StatusInternalServerError {
+	body := errorBody(status, msg)
+	switch {
+	case status == http.StatusInternalServerError:
 		logf(r, "api: %s %s: %v", r.Method, r.URL.Path, err)
+	case errors.Is(err, ErrModelNotFound):
+		param := "model"
+		body.Error.Param, body.Error.Code = &param, "model_not_found"
+	case status == http.StatusTooManyRequests:
+		w.Header().Set("Retry-After", retryAfter)
 	}
-	writeError(w, status, msg)
+	writeJSON(w, status, body)
 }
 
 // logf logs to the serving http.Server's ErrorLog, as net/http does with

@@ -58,7 +58,6 @@ type CompletionRequest struct {
 
 // Completion is the answer of Complete.
 type Completion struct {
-	ID               string // unique among completions, used as "chatcmpl-<ID>"
 	Task             string // the task's id within its session
 	Model            string
 	Text             string

@@ -99,7 +99,7 @@ func (f *fakeSessions) Complete(ctx context.Context, req api.CompletionRequest, 
 		return complete(ctx, req, onDelta)
 	}
 	return api.Completion{
-		ID: "T1", Task: "T1", Model: "m1", Text: "Hello", PromptTokens: 3, CompletionTokens: 2,
+		Task: "T1", Model: "m1", Text: "Hello", PromptTokens: 3, CompletionTokens: 2,
 		Session: "S1", Miners: []string{"miner-a", "miner-b"}, Agreement: 1,
 	}, nil
 }
@@ -152,12 +152,13 @@ func fetch(t *testing.T, url string) *httptest.ResponseRecorder {
 }
 
 type apiError struct {
-	Message string `json:"message"`
-	Type    string `json:"type"`
-	Code    any    `json:"code"`
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"`
+	Code    any     `json:"code"`
 }
 
-// errorOf decodes an error answer strictly: only {"error":{message,type,code}}.
+// errorOf decodes an error answer strictly: only {"error":{message,type,param,code}}.
 func errorOf(t *testing.T, rec *httptest.ResponseRecorder) apiError {
 	t.Helper()
 	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {

@@ -91,12 +91,12 @@ func (a sessionsAPI) Complete(ctx context.Context, req api.CompletionRequest, on
 	if !req.Stream {
 		onDelta = nil
 	}
-	c, err := a.m.Complete(ctx, req.Model, req.Redundancy, taskRequest("", req.Messages, req.MaxTokens), onDelta)
+	c, err := a.m.Complete(ctx, session.Demand{Model: req.Model, Redundancy: req.Redundancy}, taskRequest("", req.Messages, req.MaxTokens), onDelta)
 	if err != nil {
 		return api.Completion{}, sessionErr(err)
 	}
 	t := c.Task
-	out := api.Completion{ID: c.Session, Task: t.ID, Model: req.Model, Text: t.Answer, Session: c.Session, Agreement: 1}
+	out := api.Completion{Task: t.ID, Model: req.Model, Text: t.Answer, Session: c.Session, Agreement: 1}
 	if t.Agreement != nil {
 		out.Agreement = *t.Agreement
 	}
@@ -132,11 +132,13 @@ func sessionErr(err error) error {
 	switch {
 	case errors.Is(err, session.ErrBadParams):
 		kind = api.ErrBadRequest
+	case errors.Is(err, session.ErrUnknownModel):
+		kind = api.ErrModelNotFound
 	case errors.Is(err, session.ErrNotFound):
 		kind = api.ErrNotFound
 	case errors.Is(err, session.ErrEnded), errors.Is(err, session.ErrTaskLimit):
 		kind = api.ErrConflict
-	case errors.Is(err, session.ErrQueueFull), errors.Is(err, session.ErrTooMany):
+	case errors.Is(err, session.ErrQueueFull), errors.Is(err, session.ErrTooMany), errors.Is(err, session.ErrBusy):
 		kind = api.ErrTooMany
 	case errors.Is(err, session.ErrNoMiner), errors.Is(err, session.ErrNotRunning),
 		errors.Is(err, session.ErrTaskFailed), errors.Is(err, session.ErrStreamBroken):

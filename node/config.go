@@ -115,8 +115,25 @@ type RouterConfig struct {
 	MaxSessions int `toml:"max_sessions"`
 	// MaxQueuedTasks bounds the tasks waiting for miners; more answer 429.
 	MaxQueuedTasks int `toml:"max_queued_tasks"`
-	// QueueTimeout is how long a task may wait for miners before it fails.
+	// QueueTimeout is how long a session's task may wait for miners before
+	// it fails.
 	QueueTimeout duration.Duration `toml:"queue_timeout"`
+	// CompletionWait is how long a chat completion may wait for a busy
+	// model's miners before it answers 429.
+	CompletionWait duration.Duration `toml:"completion_wait"`
+	// IdleRelease is how long the sessions behind the chat endpoint keep a
+	// miner with no work before giving it back to the pool.
+	IdleRelease duration.Duration `toml:"idle_release"`
+	// WarmMaxMiners bounds the miners those sessions hold, per model and
+	// redundancy; WarmMaxTasks and WarmPeriod bound what one reservation
+	// serves before its miner is given back and validated again (the
+	// period at most the network's lease_max).
+	WarmMaxMiners int               `toml:"warm_max_miners"`
+	WarmMaxTasks  int               `toml:"warm_max_tasks"`
+	WarmPeriod    duration.Duration `toml:"warm_period"`
+	// MaxPerToken bounds the chat completions in flight per API token; 0
+	// for no bound.
+	MaxPerToken int `toml:"max_per_token"`
 }
 
 // APIConfig places the HTTP API and the metrics endpoint.
@@ -152,7 +169,7 @@ func DefaultConfig() Config {
 		API:             APIConfig{Listen: DefaultAPIAddr},
 		Log:             LogConfig{Level: "info", Format: "text"},
 		Inference:       InferenceConfig{Backend: "builtin", Timeout: duration.Duration(2 * time.Minute)},
-		Router:          RouterConfig{MaxSessions: 64, MaxQueuedTasks: 256, QueueTimeout: duration.Duration(time.Minute)},
+		Router:          DefaultRouterConfig(),
 		Params:          protocol.DefaultParams(),
 	}
 }
@@ -222,9 +239,30 @@ func (c InferenceConfig) Validate() error {
 	return nil
 }
 
+// DefaultRouterConfig is the router section of a config that sets none.
+func DefaultRouterConfig() RouterConfig {
+	return RouterConfig{
+		MaxSessions: 64, MaxQueuedTasks: 256, QueueTimeout: duration.Duration(time.Minute),
+		CompletionWait: duration.Duration(15 * time.Second), IdleRelease: duration.Duration(3 * time.Second),
+		WarmMaxMiners: 16, WarmMaxTasks: 1000, WarmPeriod: duration.Duration(5 * time.Minute), MaxPerToken: 32,
+	}
+}
+
 // Validate checks the router section.
 func (c RouterConfig) Validate() error {
 	switch {
+	case c.CompletionWait.Std() < 100*time.Millisecond || c.CompletionWait.Std() > time.Hour:
+		return fmt.Errorf("router.completion_wait: %s, must be from 100ms to 1h", c.CompletionWait)
+	case c.IdleRelease.Std() < 100*time.Millisecond || c.IdleRelease.Std() > time.Hour:
+		return fmt.Errorf("router.idle_release: %s, must be from 100ms to 1h", c.IdleRelease)
+	case c.WarmMaxMiners < 1 || c.WarmMaxMiners > 16:
+		return fmt.Errorf("router.warm_max_miners: %d, must be from 1 to 16", c.WarmMaxMiners)
+	case c.WarmMaxTasks < 1 || c.WarmMaxTasks > 1000000:
+		return fmt.Errorf("router.warm_max_tasks: %d, must be from 1 to 1000000", c.WarmMaxTasks)
+	case c.WarmPeriod.Std() < time.Second || c.WarmPeriod.Std() > 24*time.Hour:
+		return fmt.Errorf("router.warm_period: %s, must be from 1s to 24h", c.WarmPeriod)
+	case c.MaxPerToken < 0 || c.MaxPerToken > 100000:
+		return fmt.Errorf("router.max_per_token: %d, must be from 0 to 100000", c.MaxPerToken)
 	case c.MaxSessions < 1 || c.MaxSessions > 100000:
 		return fmt.Errorf("router.max_sessions: %d, must be from 1 to 100000", c.MaxSessions)
 	case c.MaxQueuedTasks < 1 || c.MaxQueuedTasks > 1000000:

@@ -163,7 +163,13 @@ func (n *Node) startRoles(ctx context.Context) error {
 		rc := n.cfg.Router
 		sm, err := session.New(session.Deps{
 			Check: n.check, Host: dialer, Key: n.key, Store: n.store, Router: r, Pool: n.pool, Embed: backend.Embed,
-			Config: session.Config{MaxSessions: rc.MaxSessions, MaxQueued: rc.MaxQueuedTasks, QueueTimeout: rc.QueueTimeout.Std()},
+			Config: session.Config{
+				MaxSessions: rc.MaxSessions, MaxQueued: rc.MaxQueuedTasks, QueueTimeout: rc.QueueTimeout.Std(),
+				CompletionWait: rc.CompletionWait.Std(), IdleRelease: rc.IdleRelease.Std(),
+				WarmMaxMiners: rc.WarmMaxMiners, WarmMaxTasks: rc.WarmMaxTasks,
+				WarmPeriod:   min(rc.WarmPeriod.Std(), n.cfg.Params.LeaseMax.Std()),
+				MaxPerClient: rc.MaxPerToken,
+			},
 			Log:    n.log.With("module", "sessions"),
 			ObserveTask: func(outcome string, queued, ran time.Duration) {
 				taskSeconds.WithLabelValues(outcome, "queued").Observe(queued.Seconds())

@@ -12,10 +12,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ephemera-network/ephemera/inference"
-	"github.com/ephemera-network/ephemera/internal/duration"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/node/router"
 	"github.com/ephemera-network/ephemera/protocol"
@@ -27,18 +27,59 @@ import (
 
 // Config bounds what a router takes on.
 type Config struct {
-	// MaxSessions bounds the sessions open at once; more answer ErrTooMany.
+	// MaxSessions bounds the users' sessions open at once; more answer ErrTooMany.
 	MaxSessions int
 	// MaxQueued bounds the tasks waiting for miners over every session;
 	// more answer ErrQueueFull.
 	MaxQueued int
-	// QueueTimeout is how long a task may wait for miners before it fails.
+	// QueueTimeout is how long a session's task may wait for miners before
+	// it fails.
 	QueueTimeout time.Duration
+	// CompletionWait is how long a chat completion may wait for a miner
+	// before it answers ErrBusy.
+	CompletionWait time.Duration
+	// IdleRelease is how long a warm session keeps a miner with no work.
+	IdleRelease time.Duration
+	// WarmMaxMiners bounds the miners one warm session holds.
+	WarmMaxMiners int
+	// WarmMaxTasks and WarmPeriod bound what one reservation of a warm
+	// session serves: so many tasks, for so long; then the miner is given
+	// back and validated again.
+	WarmMaxTasks int
+	WarmPeriod   time.Duration
+	// MaxPerClient bounds one API client's chat completions in flight;
+	// 0 for no bound. Only requests with a token count as a client's.
+	MaxPerClient int
 }
 
 // DefaultConfig is the configuration of a router that sets none.
 func DefaultConfig() Config {
-	return Config{MaxSessions: 64, MaxQueued: 256, QueueTimeout: time.Minute}
+	return Config{
+		MaxSessions: 64, MaxQueued: 256, QueueTimeout: time.Minute,
+		CompletionWait: 15 * time.Second, IdleRelease: 3 * time.Second,
+		WarmMaxMiners: 16, WarmMaxTasks: 1000, WarmPeriod: 5 * time.Minute, MaxPerClient: 32,
+	}
+}
+
+// withDefaults fills the warm sessions' settings a config leaves unset.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	c.CompletionWait = cmp.Or(c.CompletionWait, d.CompletionWait)
+	c.IdleRelease = cmp.Or(c.IdleRelease, d.IdleRelease)
+	c.WarmMaxMiners = cmp.Or(c.WarmMaxMiners, d.WarmMaxMiners)
+	c.WarmMaxTasks = cmp.Or(c.WarmMaxTasks, d.WarmMaxTasks)
+	c.WarmPeriod = cmp.Or(c.WarmPeriod, d.WarmPeriod)
+	return c
+}
+
+func (c Config) check() error {
+	switch {
+	case c.MaxSessions < 1 || c.MaxQueued < 1 || c.QueueTimeout <= 0 || c.CompletionWait <= 0:
+		return fmt.Errorf("session: config %+v", c)
+	case c.IdleRelease <= 0 || c.WarmMaxMiners < 1 || c.WarmMaxMiners > MaxNodes || c.WarmMaxTasks < 1 || c.WarmPeriod <= 0 || c.MaxPerClient < 0:
+		return fmt.Errorf("session: warm session config %+v", c)
+	}
+	return nil
 }
 
 // Deps are what a session manager works with.
@@ -61,47 +102,31 @@ type Deps struct {
 // maxHistory is how many ended sessions are kept with their tasks.
 const maxHistory = 500
 
-// Manager runs a router's sessions. It is safe for concurrent use.
+// Manager keeps a router's sessions: the list of them and their storage.
+// Each session runs on a worker of its own (worker.go). It is safe for
+// concurrent use.
 type Manager struct {
 	d    Deps
 	self peer.ID
 	log  *slog.Logger
 
 	mu       sync.Mutex
-	sessions map[string]*live
-	queued   int // tasks waiting for miners, over every session
+	sessions map[string]*worker
+	warm     map[warmKey]*worker
+	clients  map[string]int // completions in flight, by client
+	warmMu   sync.Mutex     // one warm session opened at a time
 	running  bool
 	ctx      context.Context // the workers' parent while running
 	cancel   context.CancelFunc
-	wg       sync.WaitGroup // workers, releases and the reconcile loop
-	stats    Stats
-}
+	wg       sync.WaitGroup // workers, tasks, releases and the reconcile loop
 
-// live is a session in memory. Its fields are guarded by Manager.mu.
-type live struct {
-	s      Session
-	tasks  map[string]*liveTask
-	queue  []*liveTask
-	held   []*held // miners reserved and serving
-	wake   chan struct{}
-	cancel context.CancelFunc // stops the worker; nil when none runs
-	done   chan struct{}      // closed when the worker has returned
-	ending string             // why the worker is asked to stop
-
-	saveMu sync.Mutex // orders the store writes of this session and its tasks
-}
-
-type liveTask struct {
-	t       Task
-	done    chan struct{} // closed when the task has finished
-	onDelta func(string) error
-}
-
-// held is one reservation a session serves with.
-type held struct {
-	res   router.Reservation
-	miner peer.ID
-	idx   int // its entry in Session.Miners
+	queued       atomic.Int64 // tasks waiting for miners, over every session
+	ended        atomic.Int64
+	tasksDone    atomic.Int64
+	tasksFailed  atomic.Int64
+	requests     atomic.Int64 // chat completions asked for
+	idleReleases atomic.Int64 // miners warm sessions gave back for want of work
+	use          usage
 }
 
 // New checks d and loads the sessions in the store; the open ones resume
@@ -110,8 +135,10 @@ func New(d Deps) (*Manager, error) {
 	switch {
 	case d.Host == nil || d.Key == nil || d.Store == nil || d.Router == nil || d.Pool == nil || d.Embed == nil:
 		return nil, errors.New("session: host, key, store, router, pool and embed are required")
-	case d.Config.MaxSessions < 1 || d.Config.MaxQueued < 1 || d.Config.QueueTimeout <= 0:
-		return nil, fmt.Errorf("session: config %+v", d.Config)
+	}
+	d.Config = d.Config.withDefaults()
+	if err := d.Config.check(); err != nil {
+		return nil, err
 	}
 	self, err := peer.IDFromPrivateKey(d.Key)
 	if err != nil {
@@ -120,7 +147,10 @@ func New(d Deps) (*Manager, error) {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{d: d, self: self, log: d.Log, sessions: map[string]*live{}}
+	m := &Manager{
+		d: d, self: self, log: d.Log,
+		sessions: map[string]*worker{}, warm: map[warmKey]*worker{}, clients: map[string]int{},
+	}
 	if err := m.load(); err != nil {
 		return nil, fmt.Errorf("session: load: %w", err)
 	}
@@ -150,36 +180,47 @@ func (m *Manager) Start(ctx context.Context) {
 			byID[res.Session] = append(byID[res.Session], res)
 		}
 	}
-	for _, l := range m.sessions {
-		if l.s.State != StateOpen {
-			continue
-		}
-		// A session resumes with the reservations that still serve it.
-		l.held = nil
-		for i := range l.s.Miners {
-			h := &l.s.Miners[i]
-			if h.State != HoldActive {
-				continue
+	for _, w := range m.sessions {
+		switch {
+		case w.s.State != StateOpen:
+		case w.s.Warm:
+			// Demand does not outlive the router: its reservations go back
+			// to the pool (see reconcile).
+			w.s.State, w.s.EndReason, w.s.Ended = StateEnded, EndShutdown, m.now()
+			for i := range w.s.Miners {
+				if w.s.Miners[i].State == HoldActive {
+					w.s.Miners[i].State, w.s.Miners[i].Until = HoldLost, w.s.Ended
+				}
 			}
-			idx := slices.IndexFunc(byID[l.s.ID], func(r router.Reservation) bool { return r.ID == h.Reservation })
-			id, err := peer.Decode(h.Miner)
-			if idx < 0 || err != nil {
-				h.State, h.Until, h.Detail = HoldLost, m.now(), "not held after the router restarted"
-				continue
-			}
-			l.held = append(l.held, &held{res: byID[l.s.ID][idx], miner: id, idx: i})
+			w.publish()
+			w.saveSessionLogged()
+		default:
+			w.resume(byID[w.id], m.now())
+			w.start(m.ctx)
 		}
-		m.startWorkerLocked(l)
 	}
 	m.wg.Add(1)
 	go m.reconcileLoop(m.ctx)
 }
 
-func (m *Manager) startWorkerLocked(l *live) {
-	ctx, cancel := context.WithCancel(m.ctx)
-	l.cancel, l.done = cancel, make(chan struct{})
-	m.wg.Add(1)
-	go m.work(ctx, l)
+// resume takes back the reservations that still serve the session after a
+// restart, before its worker starts.
+func (w *worker) resume(kept []router.Reservation, now time.Time) {
+	for i := range w.s.Miners {
+		h := &w.s.Miners[i]
+		if h.State != HoldActive {
+			continue
+		}
+		idx := slices.IndexFunc(kept, func(r router.Reservation) bool { return r.ID == h.Reservation })
+		id, err := peer.Decode(h.Miner)
+		if idx < 0 || err != nil {
+			h.State, h.Until, h.Detail = HoldLost, now, "not held after the router restarted"
+			continue
+		}
+		w.held = append(w.held, &held{res: kept[idx], miner: id, idx: i, since: h.Since, idleSince: now})
+		w.m.noteHeld(w, 1)
+	}
+	w.publish()
 }
 
 // Stop ends every open session, as a router shutting down must: its
@@ -192,23 +233,10 @@ func (m *Manager) Stop(ctx context.Context) error {
 		return nil
 	}
 	m.running = false
-	var open []*live
-	for _, l := range m.sessions {
-		if l.s.State == StateOpen && l.cancel != nil {
-			if l.ending == "" {
-				l.ending = EndShutdown
-			}
-			l.cancel()
-			open = append(open, l)
-		}
-	}
 	m.mu.Unlock()
+	m.cancel() // every worker ends its session
 	done := make(chan struct{})
 	go func() {
-		for _, l := range open {
-			<-l.done
-		}
-		m.cancel()
 		m.wg.Wait()
 		close(done)
 	}()
@@ -216,7 +244,6 @@ func (m *Manager) Stop(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		m.cancel()
 		return fmt.Errorf("session: stop: %w", ctx.Err())
 	}
 }
@@ -230,76 +257,95 @@ func newID() (string, error) {
 }
 
 // Create opens a session with p (defaults filled in) and starts reserving
-// its min_nodes miners.
+// its min_nodes miners. A session for a model no miner of the pool serves
+// is refused at once.
 func (m *Manager) Create(ctx context.Context, p Params) (Session, error) {
 	p, err := p.WithDefaults()
 	if err != nil {
 		return Session{}, err
 	}
-	id, err := newID()
+	if err := m.checkModel(p.Model); err != nil {
+		return Session{}, err
+	}
+	w, err := m.openSession(p, nil)
 	if err != nil {
 		return Session{}, err
 	}
-	now := m.now()
-	l := &live{
-		s: Session{
-			ID: id, Params: p, State: StateOpen, Created: now, Ends: now.Add(p.ReservePeriod.Std()),
-			Miners: []Holding{},
-		},
-		tasks: map[string]*liveTask{},
-		wake:  make(chan struct{}, 1),
+	m.log.Info("session opened", "session", w.id, "model", p.Model, "redundancy", p.Redundancy, "min_nodes", p.MinNodes, "max_nodes", p.MaxNodes)
+	return w.view(), nil
+}
+
+// openSession stores a new session and starts its worker. Warm sessions do not
+// count against max_sessions: there is at most one per kind of demand.
+func (m *Manager) openSession(p Params, warm *warmSpec) (*worker, error) {
+	id, err := newID()
+	if err != nil {
+		return nil, err
 	}
+	now := m.now()
+	s := Session{ID: id, Params: p, State: StateOpen, Created: now, Ends: now.Add(p.ReservePeriod.Std()), Miners: []Holding{}}
+	if warm != nil {
+		s.Warm = true
+	}
+	w := newWorker(m, s, warm)
 	m.mu.Lock()
 	if !m.running {
 		m.mu.Unlock()
-		return Session{}, ErrNotRunning
+		return nil, ErrNotRunning
 	}
-	open := 0
-	for _, o := range m.sessions {
-		if o.s.State == StateOpen {
-			open++
+	if warm == nil {
+		if open := m.openLocked(); open >= m.d.Config.MaxSessions {
+			m.mu.Unlock()
+			return nil, fmt.Errorf("%w: %d are open, the most this router runs", ErrTooMany, open)
 		}
 	}
-	if open >= m.d.Config.MaxSessions {
-		m.mu.Unlock()
-		return Session{}, fmt.Errorf("%w: %d are open, the most this router runs", ErrTooMany, open)
-	}
-	m.sessions[id] = l
+	m.sessions[id] = w
 	m.mu.Unlock()
-	if err := m.saveSession(l); err != nil {
+	if err := w.save(nil, true); err != nil {
 		m.mu.Lock()
 		delete(m.sessions, id)
 		m.mu.Unlock()
-		return Session{}, err
+		return nil, err
 	}
 	m.mu.Lock()
-	if m.running {
-		m.startWorkerLocked(l)
+	defer m.mu.Unlock()
+	if !m.running {
+		delete(m.sessions, id)
+		return nil, ErrNotRunning
 	}
-	s := l.view()
-	m.mu.Unlock()
-	m.log.Info("session opened", "session", id, "model", p.Model, "redundancy", p.Redundancy, "min_nodes", p.MinNodes, "max_nodes", p.MaxNodes)
-	return s, nil
+	w.start(m.ctx)
+	return w, nil
 }
 
-// view copies the session for a caller; m.mu is held.
-func (l *live) view() Session {
-	s := l.s
-	s.Miners = slices.Clone(l.s.Miners)
-	s.Queued = len(l.queue)
-	if s.AgreementN > 0 {
-		a := s.AgreementSum / float64(s.AgreementN)
-		s.MeanAgreement = &a
+// openLocked counts the users' open sessions; m.mu is held.
+func (m *Manager) openLocked() int {
+	n := 0
+	for _, w := range m.sessions {
+		if s := w.view(); s.State == StateOpen && !s.Warm {
+			n++
+		}
 	}
-	return s
+	return n
+}
+
+// sessionEnded is told by a worker that its session has ended.
+func (m *Manager) sessionEnded(w *worker) {
+	m.mu.Lock()
+	for k, x := range m.warm {
+		if x == w {
+			delete(m.warm, k)
+		}
+	}
+	m.mu.Unlock()
+	m.prune()
 }
 
 // Sessions lists every session, newest first.
 func (m *Manager) Sessions() []Session {
 	m.mu.Lock()
 	out := make([]Session, 0, len(m.sessions))
-	for _, l := range m.sessions {
-		out = append(out, l.view())
+	for _, w := range m.sessions {
+		out = append(out, w.view())
 	}
 	m.mu.Unlock()
 	slices.SortFunc(out, func(a, b Session) int {
@@ -308,50 +354,45 @@ func (m *Manager) Sessions() []Session {
 	return out
 }
 
-// Get returns one session.
-func (m *Manager) Get(id string) (Session, error) {
+func (m *Manager) worker(id string) (*worker, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	l, ok := m.sessions[id]
+	w, ok := m.sessions[id]
 	if !ok {
-		return Session{}, fmt.Errorf("%w: session %q", ErrNotFound, id)
+		return nil, fmt.Errorf("%w: session %q", ErrNotFound, id)
 	}
-	return l.view(), nil
+	return w, nil
+}
+
+// Get returns one session.
+func (m *Manager) Get(id string) (Session, error) {
+	w, err := m.worker(id)
+	if err != nil {
+		return Session{}, err
+	}
+	return w.view(), nil
 }
 
 // End ends a session on the user's request: its queued tasks fail, the
-// running one is abandoned and every miner is released.
+// running ones are cut short and every miner is released.
 func (m *Manager) End(ctx context.Context, id string) (Session, error) {
-	return m.end(ctx, id, EndClosed)
-}
-
-func (m *Manager) end(ctx context.Context, id, reason string) (Session, error) {
-	m.mu.Lock()
-	l, ok := m.sessions[id]
-	switch {
-	case !ok:
-		m.mu.Unlock()
-		return Session{}, fmt.Errorf("%w: session %q", ErrNotFound, id)
-	case l.s.State != StateOpen:
-		s := l.view()
-		m.mu.Unlock()
+	w, err := m.worker(id)
+	if err != nil {
+		return Session{}, err
+	}
+	if s := w.view(); s.State != StateOpen {
 		return s, fmt.Errorf("%w: %s", ErrEnded, s.EndReason)
-	case l.cancel == nil:
-		m.mu.Unlock()
+	}
+	if w.stop == nil {
 		return Session{}, ErrNotRunning
 	}
-	if l.ending == "" {
-		l.ending = reason
-	}
-	l.cancel()
-	done := l.done
-	m.mu.Unlock()
+	w.post(func() { w.endFor(EndClosed) })
 	select {
-	case <-done:
+	case <-w.done:
 	case <-ctx.Done():
 		return Session{}, ctx.Err()
 	}
-	return m.Get(id)
+	return w.view(), nil
 }
 
 // TaskRequest is one prompt for a session.
@@ -377,74 +418,86 @@ func (q TaskRequest) check() error {
 
 // Submit queues a task on a session; it runs once miners are free.
 func (m *Manager) Submit(ctx context.Context, id string, q TaskRequest) (Task, error) {
-	return m.submit(id, q, nil)
-}
-
-func (m *Manager) submit(id string, q TaskRequest, onDelta func(string) error) (Task, error) {
-	if err := q.check(); err != nil {
+	w, err := m.worker(id)
+	if err != nil {
 		return Task{}, err
 	}
-	m.mu.Lock()
-	l, ok := m.sessions[id]
-	switch {
-	case !ok:
-		m.mu.Unlock()
-		return Task{}, fmt.Errorf("%w: session %q", ErrNotFound, id)
-	case l.s.State != StateOpen || l.ending != "":
-		m.mu.Unlock()
-		return Task{}, fmt.Errorf("%w: %s", ErrEnded, cmp.Or(l.s.EndReason, l.ending))
-	case l.s.Submitted >= l.s.Params.MaxTasks:
-		m.mu.Unlock()
-		return Task{}, fmt.Errorf("%w: it accepts %d", ErrTaskLimit, l.s.Params.MaxTasks)
-	case m.queued >= m.d.Config.MaxQueued:
-		m.mu.Unlock()
-		return Task{}, fmt.Errorf("%w: %d tasks wait for miners", ErrQueueFull, m.queued)
+	lt, err := w.submit(ctx, q, nil, m.d.Config.QueueTimeout)
+	if err != nil {
+		return Task{}, err
 	}
-	l.s.Submitted++
+	return *lt.snap.Load(), nil
+}
+
+// submit queues a task, stored with the session's count before the caller
+// learns its id (so a restart neither loses nor renumbers it), unless the
+// session is warm. It may wait for miners for wait.
+func (w *worker) submit(ctx context.Context, q TaskRequest, onDelta func(string) error, wait time.Duration) (*liveTask, error) {
+	if err := q.check(); err != nil {
+		return nil, err
+	}
+	var lt *liveTask
+	var err error
+	cerr := w.call(ctx, func() {
+		lt, err = w.enqueue(q, onDelta, wait)
+	})
+	if cerr != nil {
+		if errors.Is(cerr, ErrEnded) {
+			s := w.view()
+			return nil, fmt.Errorf("%w: %s", ErrEnded, s.EndReason)
+		}
+		return nil, cerr
+	}
+	return lt, err
+}
+
+// enqueue runs on the worker.
+func (w *worker) enqueue(q TaskRequest, onDelta func(string) error, wait time.Duration) (*liveTask, error) {
+	m := w.m
+	switch {
+	case w.s.State != StateOpen || w.finishing:
+		return nil, fmt.Errorf("%w: %s", ErrEnded, cmp.Or(w.s.EndReason, w.ending))
+	case w.warm == nil && w.s.Submitted >= w.s.Params.MaxTasks:
+		return nil, fmt.Errorf("%w: it accepts %d", ErrTaskLimit, w.s.Params.MaxTasks)
+	case m.queued.Load() >= int64(m.d.Config.MaxQueued):
+		return nil, fmt.Errorf("%w: %d tasks wait for miners", ErrQueueFull, m.queued.Load())
+	}
+	w.s.Submitted++
+	now := m.now()
 	lt := &liveTask{
 		t: Task{
-			ID: strconv.Itoa(l.s.Submitted), Session: id, Seq: l.s.Submitted, State: TaskQueued,
-			Model: l.s.Params.Model, Messages: slices.Clone(q.Messages), MaxTokens: q.MaxTokens,
-			Created: m.now(), Answers: []Answer{},
+			ID: strconv.Itoa(w.s.Submitted), Session: w.id, Seq: w.s.Submitted, State: TaskQueued,
+			Model: w.s.Params.Model, Messages: slices.Clone(q.Messages), MaxTokens: q.MaxTokens,
+			Created: now, Answers: []Answer{},
 		},
 		done:    make(chan struct{}),
 		onDelta: onDelta,
+		until:   now.Add(wait),
 	}
-	l.tasks[lt.t.ID] = lt
-	l.queue = append(l.queue, lt)
-	m.queued++
-	t := lt.t
-	m.mu.Unlock()
-	// The task is stored before the caller learns its id, and with the
-	// session's count, so a restart neither loses nor renumbers it.
-	if err := m.saveBoth(l, lt); err != nil {
-		m.mu.Lock()
-		delete(l.tasks, lt.t.ID)
-		if i := slices.Index(l.queue, lt); i >= 0 {
-			l.queue = slices.Delete(l.queue, i, i+1)
-			m.queued--
+	lt.publish()
+	if w.warm == nil {
+		if err := w.save(lt, true); err != nil {
+			w.s.Submitted--
+			return nil, err
 		}
-		l.s.Submitted--
-		m.mu.Unlock()
-		return Task{}, err
 	}
-	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
-	return t, nil
+	w.tasksMu.Lock()
+	w.tasks[lt.t.ID] = lt
+	w.tasksMu.Unlock()
+	w.queue = append(w.queue, lt)
+	m.queued.Add(1)
+	return lt, nil
 }
 
 // Task returns one task of a session; with wait > 0 it first waits that
 // long, or until ctx ends, for the task to finish.
 func (m *Manager) Task(ctx context.Context, session, id string, wait time.Duration) (Task, error) {
-	m.mu.Lock()
-	l, ok := m.sessions[session]
+	w, err := m.worker(session)
 	var lt *liveTask
+	ok := err == nil
 	if ok {
-		lt, ok = l.tasks[id]
+		lt, ok = w.task(id)
 	}
-	m.mu.Unlock()
 	if !ok {
 		return Task{}, fmt.Errorf("%w: task %q of session %q", ErrNotFound, id, session)
 	}
@@ -457,9 +510,7 @@ func (m *Manager) Task(ctx context.Context, session, id string, wait time.Durati
 		case <-ctx.Done():
 		}
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return cloneTask(lt.t), nil
+	return *lt.snap.Load(), nil
 }
 
 func cloneTask(t Task) Task {
@@ -470,129 +521,51 @@ func cloneTask(t Task) Task {
 
 // Tasks lists the tasks of a session in submission order.
 func (m *Manager) Tasks(session string) ([]Task, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	l, ok := m.sessions[session]
-	if !ok {
-		return nil, fmt.Errorf("%w: session %q", ErrNotFound, session)
+	w, err := m.worker(session)
+	if err != nil {
+		return nil, err
 	}
-	out := make([]Task, 0, len(l.tasks))
-	for _, lt := range l.tasks {
-		out = append(out, cloneTask(lt.t))
+	w.tasksMu.Lock()
+	out := make([]Task, 0, len(w.tasks))
+	for _, lt := range w.tasks {
+		out = append(out, *lt.snap.Load())
 	}
+	w.tasksMu.Unlock()
 	slices.SortFunc(out, func(a, b Task) int { return a.Seq - b.Seq })
 	return out, nil
-}
-
-// Completion is a one-task session's outcome.
-type Completion struct {
-	Session string
-	Task    Task
-}
-
-// Complete runs one prompt as a session of its own, as the OpenAI-compatible
-// endpoint does for every request: redundancy miners answer it, then are
-// released. onDelta, when set and one miner answers, receives the answer as
-// the miner produces it. If ctx ends first, the session is cancelled.
-func (m *Manager) Complete(ctx context.Context, model string, redundancy int, q TaskRequest, onDelta func(string) error) (Completion, error) {
-	if redundancy == 0 {
-		redundancy = 1
-	}
-	if err := q.check(); err != nil {
-		return Completion{}, err
-	}
-	s, err := m.Create(ctx, Params{
-		Model: model, Redundancy: redundancy, MinNodes: redundancy, MaxNodes: redundancy, MaxTasks: 1,
-		ReservePeriod: duration.Duration(m.d.Config.QueueTimeout + DefaultTaskTimeout + 10*time.Second),
-		TaskTimeout:   duration.Duration(DefaultTaskTimeout),
-	})
-	if err != nil {
-		return Completion{}, err
-	}
-	if redundancy > 1 {
-		onDelta = nil
-	}
-	t, err := m.submit(s.ID, q, onDelta)
-	if err != nil {
-		_, _ = m.end(context.WithoutCancel(ctx), s.ID, EndCancelled)
-		return Completion{}, err
-	}
-	t, err = m.Task(ctx, s.ID, t.ID, m.d.Config.QueueTimeout+DefaultTaskTimeout+20*time.Second)
-	if err != nil {
-		return Completion{}, err
-	}
-	if !t.finished() {
-		_, _ = m.end(context.WithoutCancel(ctx), s.ID, EndCancelled)
-		if ctx.Err() != nil {
-			return Completion{}, ctx.Err()
-		}
-		return Completion{Session: s.ID, Task: t}, fmt.Errorf("%w: it did not finish in time", ErrTaskFailed)
-	}
-	if t.State == TaskFailed {
-		return Completion{Session: s.ID, Task: t}, taskError(t)
-	}
-	return Completion{Session: s.ID, Task: t}, nil
-}
-
-// taskError is the error of a failed task, wrapping ErrNoMiner when no
-// miner could be had.
-func taskError(t Task) error {
-	if strings.HasPrefix(t.Error, ErrNoMiner.Error()) {
-		return fmt.Errorf("%w%s", ErrNoMiner, strings.TrimPrefix(t.Error, ErrNoMiner.Error()))
-	}
-	if t.Error == ErrStreamBroken.Error() {
-		return ErrStreamBroken
-	}
-	return fmt.Errorf("%w: %s", ErrTaskFailed, t.Error)
-}
-
-// Models lists the models the available miners of the pool serve.
-func (m *Manager) Models() []string {
-	seen := map[string]bool{}
-	for _, mi := range m.d.Pool.Available("") {
-		for _, model := range mi.Models {
-			seen[model] = true
-		}
-	}
-	out := make([]string, 0, len(seen))
-	for model := range seen {
-		out = append(out, model)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // prune forgets the oldest ended sessions, with their tasks, beyond maxHistory.
 func (m *Manager) prune() {
 	m.mu.Lock()
-	var ended []*live
-	for _, l := range m.sessions {
-		if l.s.State == StateEnded {
-			ended = append(ended, l)
+	var ended []*worker
+	for _, w := range m.sessions {
+		if w.view().State == StateEnded {
+			ended = append(ended, w)
 		}
 	}
 	if len(ended) <= maxHistory {
 		m.mu.Unlock()
 		return
 	}
-	slices.SortFunc(ended, func(a, b *live) int { return a.s.Ended.Compare(b.s.Ended) })
+	slices.SortFunc(ended, func(a, b *worker) int { return a.view().Ended.Compare(b.view().Ended) })
 	drop := ended[:len(ended)-maxHistory]
-	for _, l := range drop {
-		delete(m.sessions, l.s.ID)
+	for _, w := range drop {
+		delete(m.sessions, w.id)
 	}
 	m.mu.Unlock()
-	for _, l := range drop {
-		l.saveMu.Lock()
+	for _, w := range drop {
+		w.saveMu.Lock()
 		var keys [][]byte
-		_ = m.d.Store.Scan(sessionTasks(l.s.ID), func(k, _ []byte) error {
+		_ = m.d.Store.Scan(sessionTasks(w.id), func(k, _ []byte) error {
 			keys = append(keys, slices.Clone(k))
 			return nil
 		})
-		for _, k := range append(keys, sessKey(l.s.ID)) {
+		for _, k := range append(keys, sessKey(w.id)) {
 			if err := m.d.Store.Delete(k); err != nil {
-				m.log.Warn("delete old session", "session", l.s.ID, "err", err)
+				m.log.Warn("delete old session", "session", w.id, "err", err)
 			}
 		}
-		l.saveMu.Unlock()
+		w.saveMu.Unlock()
 	}
 }

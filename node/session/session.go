@@ -157,6 +157,8 @@ type Session struct {
 	AgreementSum  float64   `json:"agreement_sum,omitempty"`
 	AgreementN    int       `json:"agreement_n,omitempty"`
 	Miners        []Holding `json:"miners"`
+	// Warm marks a session the router keeps for its chat completions.
+	Warm bool `json:"warm,omitempty"`
 }
 
 // Task states.

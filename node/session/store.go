@@ -16,7 +16,7 @@ func (m *Manager) load() error {
 				m.log.Warn("dropping a damaged session", "key", string(k), "err", err)
 				return nil
 			}
-			m.sessions[s.ID] = &live{s: s, tasks: map[string]*liveTask{}, wake: make(chan struct{}, 1)}
+			m.sessions[s.ID] = newWorker(m, s, nil)
 			return nil
 		})
 		if err != nil {
@@ -27,7 +27,7 @@ func (m *Manager) load() error {
 				m.log.Warn("dropping a damaged task", "key", string(k), "err", err)
 				return nil
 			}
-			l, ok := m.sessions[t.Session]
+			w, ok := m.sessions[t.Session]
 			if !ok {
 				return nil // its session was pruned before the task
 			}
@@ -35,59 +35,44 @@ func (m *Manager) load() error {
 			if t.finished() {
 				close(lt.done)
 			} else {
-				lt.t.State = TaskQueued
+				lt.t.State, lt.until = TaskQueued, m.now().Add(m.d.Config.QueueTimeout)
 			}
-			l.tasks[t.ID] = lt
+			lt.publish()
+			w.tasks[t.ID] = lt
 			return nil
 		})
 	})
 	if err != nil {
 		return err
 	}
-	for _, l := range m.sessions {
+	for _, w := range m.sessions {
 		var waiting []*liveTask
-		for _, lt := range l.tasks {
+		for _, lt := range w.tasks {
 			if !lt.t.finished() {
 				waiting = append(waiting, lt)
 			}
 		}
 		slices.SortFunc(waiting, func(a, b *liveTask) int { return a.t.Seq - b.t.Seq })
-		if l.s.State == StateOpen {
-			l.queue = waiting
-			m.queued += len(waiting)
+		if w.s.State == StateOpen {
+			w.queue = waiting
+			m.queued.Add(int64(len(waiting)))
 		}
-		l.s.Queued = len(l.queue)
+		w.publish()
 	}
 	return nil
 }
 
-// saveSession writes the session as it is now, one synced write.
-func (m *Manager) saveSession(l *live) error { return m.save(l, nil, true) }
-
-// saveTask writes the task as it is now, one synced write.
-func (m *Manager) saveTask(l *live, lt *liveTask) error { return m.save(l, lt, false) }
-
-// saveBoth writes a task and its session together, in one synced
+// save writes lt (if not nil) and, if session, the session, in one synced
 // transaction: a task's count in its session never disagrees with the
-// tasks stored.
-func (m *Manager) saveBoth(l *live, lt *liveTask) error { return m.save(l, lt, true) }
-
-// save writes lt (if not nil) and, if session, l's session, in one synced
-// transaction.
-func (m *Manager) save(l *live, lt *liveTask, session bool) error {
-	l.saveMu.Lock()
-	defer l.saveMu.Unlock()
-	m.mu.Lock()
-	s := l.view()
-	var t Task
-	if lt != nil {
-		t = cloneTask(lt.t)
-	}
-	m.mu.Unlock()
-	s.MeanAgreement = nil
-	err := m.d.Store.Update(func(txn *store.Txn) error {
+// tasks stored. It runs on the worker.
+func (w *worker) save(lt *liveTask, session bool) error {
+	w.saveMu.Lock()
+	defer w.saveMu.Unlock()
+	s := w.s
+	s.Queued = len(w.queue)
+	err := w.m.d.Store.Update(func(txn *store.Txn) error {
 		if lt != nil {
-			if err := store.PutJSON(txn, taskKey(t.Session, t.ID), t); err != nil {
+			if err := store.PutJSON(txn, taskKey(lt.t.Session, lt.t.ID), lt.t); err != nil {
 				return err
 			}
 		}
@@ -100,4 +85,10 @@ func (m *Manager) save(l *live, lt *liveTask, session bool) error {
 		return fmt.Errorf("store session %s: %w", s.ID, err)
 	}
 	return nil
+}
+
+func (w *worker) saveSessionLogged() {
+	if err := w.save(nil, true); err != nil {
+		w.m.log.Error("store session", "session", w.id, "err", err)
+	}
 }

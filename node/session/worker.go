@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ephemera-network/ephemera/internal/logging"
@@ -15,551 +16,524 @@ import (
 )
 
 const (
-	// topUpEvery is how often a session short of min_nodes tries to reserve.
-	topUpEvery = time.Second
-	// reserveWaitMax caps the wait between reservation attempts of a task
-	// that finds no miner.
+	// tickEvery is how often a worker looks at its clock-driven duties: the
+	// queue's deadlines, idle miners, a reservation to retry.
+	tickEvery = 250 * time.Millisecond
+	// reserveWaitMin and reserveWaitMax bound the wait between reservation
+	// attempts while the pool has no miner to give.
+	reserveWaitMin = 100 * time.Millisecond
 	reserveWaitMax = 2 * time.Second
 	// maxRounds bounds the dispatch rounds of one task: the first and its retries.
 	maxRounds = 4
 	// releaseTimeout bounds releasing one miner.
 	releaseTimeout = 10 * time.Second
-	// reconcileEvery is how often reservations serving no session are looked for.
-	reconcileEvery = 5 * time.Second
-	// orphanAge is how old a reservation serving no session must be before
-	// it is released: younger ones may be on their way into a session.
-	orphanAge = 30 * time.Second
+	// keepHoldings is how many ended holdings a warm session keeps on show;
+	// it holds many miners over its life.
+	keepHoldings = 32
 )
 
-// work is a session's worker: it keeps min_nodes miners reserved, runs the
-// queued tasks one after another, and ends the session when it is asked to,
-// when its task limit is reached or when its reservation period is over.
-func (m *Manager) work(ctx context.Context, l *live) {
-	defer m.wg.Done()
-	defer close(l.done)
-	reason := m.loop(ctx, l)
-	m.finish(l, reason)
+// worker runs one session. Its goroutine owns the session's state: every
+// change happens there, as a closure sent on inbox, and the worker then
+// publishes a copy that readers take without waiting (see snapshot). Tasks
+// run on goroutines of their own, which report back through inbox.
+type worker struct {
+	m     *Manager
+	id    string
+	warm  *warmSpec // nil for a user's session
+	inbox chan func()
+	done  chan struct{} // closed when the goroutine has returned
+	stop  context.CancelFunc
+
+	snap atomic.Pointer[Session]
+
+	// Owned by the goroutine.
+	s          Session
+	queue      []*liveTask
+	running    map[*liveTask]context.CancelFunc
+	waiters    []*minerWait
+	held       []*held
+	reserving  bool
+	nextTry    time.Time     // no reservation before this, after a failed one
+	tryWait    time.Duration // the wait after the next failure
+	ending     string
+	finishing  bool
+	taskCtx    context.Context // parent of every task's context; ends with the session
+	cancelRuns context.CancelFunc
+
+	tasksMu sync.Mutex // guards tasks, the index API calls look tasks up in
+	tasks   map[string]*liveTask
+	saveMu  sync.Mutex // orders the store writes of this session and its tasks
 }
 
-func (m *Manager) loop(ctx context.Context, l *live) string {
-	m.mu.Lock()
-	ends := l.s.Ends
-	m.mu.Unlock()
-	periodEnd := time.NewTimer(time.Until(ends))
-	defer periodEnd.Stop()
-	topUp := time.NewTicker(topUpEvery)
-	defer topUp.Stop()
-	for {
-		if reason := m.endReason(ctx, l); reason != "" {
-			return reason
-		}
-		if !m.now().Before(ends) {
-			return EndReservePeriod
-		}
-		m.topUp(ctx, l)
-		if lt := m.next(l); lt != nil {
-			m.execute(ctx, l, lt)
-			m.mu.Lock()
-			limit := l.s.Completed+l.s.Failed >= l.s.Params.MaxTasks
-			m.mu.Unlock()
-			if limit {
-				return EndMaxTasks
-			}
-			continue
-		}
-		select {
-		case <-ctx.Done():
-		case <-l.wake:
-		case <-periodEnd.C:
-		case <-topUp.C:
-		}
+type liveTask struct {
+	snap    atomic.Pointer[Task] // the task as last published
+	done    chan struct{}        // closed when the task has finished
+	onDelta func(string) error
+
+	// Owned by the worker goroutine.
+	t        Task
+	until    time.Time               // fails with ErrNoMiner if still queued then
+	deadline time.Time               // the task timeout, once started
+	cancel   context.CancelCauseFunc // cuts the running task short
+}
+
+func (lt *liveTask) publish() {
+	t := cloneTask(lt.t)
+	lt.snap.Store(&t)
+}
+
+// held is one reservation a session serves with.
+type held struct {
+	res       router.Reservation
+	miner     peer.ID
+	idx       int // its entry in Session.Miners
+	busy      bool
+	since     time.Time // reserved
+	idleSince time.Time
+	tasks     int // tasks it took part in
+}
+
+// minerWait is a running task's request for miners to retry on.
+type minerWait struct {
+	lt      *liveTask
+	n       int
+	exclude []peer.ID
+	reply   chan []*held // buffered: the worker never blocks on it
+}
+
+func newWorker(m *Manager, s Session, warm *warmSpec) *worker {
+	w := &worker{
+		m: m, id: s.ID, warm: warm, s: s,
+		inbox:   make(chan func(), 64),
+		done:    make(chan struct{}),
+		running: map[*liveTask]context.CancelFunc{},
+		tasks:   map[string]*liveTask{},
+		tryWait: reserveWaitMin,
+	}
+	w.publish()
+	return w
+}
+
+// post runs f on the worker's goroutine; false if the worker has returned.
+func (w *worker) post(f func()) bool {
+	select {
+	case w.inbox <- f:
+		return true
+	case <-w.done:
+		return false
 	}
 }
 
-// endReason is why the worker must stop, or "".
-func (m *Manager) endReason(ctx context.Context, l *live) string {
-	if ctx.Err() == nil {
-		return ""
+// call runs f on the worker's goroutine and waits for it to have run.
+func (w *worker) call(ctx context.Context, f func()) error {
+	ran := make(chan struct{})
+	if !w.post(func() { f(); close(ran) }) {
+		return ErrEnded
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if l.ending == "" {
-		l.ending = EndShutdown
-	}
-	return l.ending
-}
-
-// next returns the first queued task. It stays queued, and counts against
-// MaxQueued, until it has its miners (see dequeueLocked).
-func (m *Manager) next(l *live) *liveTask {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if len(l.queue) == 0 {
+	select {
+	case <-ran:
 		return nil
+	case <-w.done:
+		select {
+		case <-ran:
+			return nil
+		default:
+			return ErrEnded
+		}
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return l.queue[0]
 }
 
-// dequeueLocked takes lt out of the queue; m.mu is held.
-func (m *Manager) dequeueLocked(l *live, lt *liveTask) {
-	if i := slices.Index(l.queue, lt); i >= 0 {
-		l.queue = slices.Delete(l.queue, i, i+1)
-		m.queued--
+// view is the session as last published.
+func (w *worker) view() Session { return *w.snap.Load() }
+
+// publish makes the state readable by everyone.
+func (w *worker) publish() {
+	s := w.s
+	s.Miners = slices.Clone(w.s.Miners)
+	s.Queued = len(w.queue)
+	if s.AgreementN > 0 {
+		a := s.AgreementSum / float64(s.AgreementN)
+		s.MeanAgreement = &a
 	}
+	w.snap.Store(&s)
 }
 
-// topUp reserves miners until the session holds min_nodes, one attempt
-// each; a pool with none free is tried again later.
-func (m *Manager) topUp(ctx context.Context, l *live) {
-	m.mu.Lock()
-	missing := l.s.Params.MinNodes - len(l.held)
-	m.mu.Unlock()
-	for range missing {
-		if _, err := m.reserve(ctx, l, nil); err != nil {
+func (w *worker) task(id string) (*liveTask, bool) {
+	w.tasksMu.Lock()
+	defer w.tasksMu.Unlock()
+	lt, ok := w.tasks[id]
+	return lt, ok
+}
+
+// start runs the worker until the session ends.
+func (w *worker) start(ctx context.Context) {
+	ctx, w.stop = context.WithCancel(ctx)
+	w.taskCtx, w.cancelRuns = context.WithCancel(ctx)
+	w.m.wg.Add(1)
+	go func() {
+		defer w.m.wg.Done()
+		defer close(w.done)
+		w.run(ctx)
+	}()
+}
+
+func (w *worker) run(ctx context.Context) {
+	tick := time.NewTicker(tickEvery)
+	defer tick.Stop()
+	var periodEnd <-chan time.Time
+	if w.warm == nil {
+		t := time.NewTimer(time.Until(w.s.Ends))
+		defer t.Stop()
+		periodEnd = t.C
+	}
+	stopped := ctx.Done()
+	for {
+		w.step()
+		w.publish()
+		if w.finishing && len(w.running) == 0 && !w.reserving {
+			w.finish()
 			return
 		}
+		select {
+		case f := <-w.inbox:
+			f()
+		case <-tick.C:
+		case <-periodEnd:
+			w.endFor(EndReservePeriod)
+		case <-stopped:
+			stopped = nil
+			w.endFor(EndShutdown)
+		}
 	}
 }
 
-// reserve adds one miner to the session, never one it already holds or
-// that failed it.
-func (m *Manager) reserve(ctx context.Context, l *live, exclude []peer.ID) (*held, error) {
-	m.mu.Lock()
-	for _, h := range l.s.Miners {
+// endFor starts ending the session for reason: running tasks are cut short,
+// and once they and any reservation on its way are back, finish releases
+// every miner.
+func (w *worker) endFor(reason string) {
+	if w.finishing {
+		return
+	}
+	if w.ending == "" {
+		w.ending = reason
+	}
+	w.finishing = true
+	w.cancelRuns()
+}
+
+// step does what the state asks for now: fail tasks that waited too long,
+// give miners to retries and queued tasks, give back idle or used-up ones,
+// and reserve more when tasks wait.
+func (w *worker) step() {
+	if w.finishing {
+		return
+	}
+	now := w.m.now()
+	if now.After(w.s.Ends) && w.warm == nil {
+		w.endFor(EndReservePeriod)
+		return
+	}
+	w.dropLost()
+	w.expire(now)
+	w.serveWaiters()
+	w.dispatchQueue(now)
+	w.retire(now)
+	w.grow(now)
+	if w.warm == nil && w.s.Completed+w.s.Failed >= w.s.Params.MaxTasks {
+		w.endFor(EndMaxTasks)
+	}
+}
+
+// free lists the held miners that can take a task now, never one in exclude.
+func (w *worker) free(exclude []peer.ID) []*held {
+	var out []*held
+	for _, h := range w.held {
+		if !h.busy && !slices.Contains(exclude, h.miner) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+func (w *worker) take(hs []*held) {
+	for _, h := range hs {
+		h.busy = true
+		w.m.noteBusy(w, h, true)
+	}
+}
+
+// give makes miners free again after a task round.
+func (w *worker) give(hs []*held) {
+	now := w.m.now()
+	for _, h := range hs {
+		if h.busy && slices.Contains(w.held, h) {
+			h.busy, h.idleSince = false, now
+			w.m.noteBusy(w, h, false)
+		}
+	}
+}
+
+// expire fails the queued tasks that have waited as long as they may.
+func (w *worker) expire(now time.Time) {
+	w.queue = slices.DeleteFunc(w.queue, func(lt *liveTask) bool {
+		if now.Before(lt.until) {
+			return false
+		}
+		w.m.queued.Add(-1)
+		why := fmt.Sprintf("%s within %s", ErrNoMiner, lt.until.Sub(lt.t.Created).Round(time.Millisecond))
+		if w.s.Params.Model != "" {
+			why += fmt.Sprintf(": every miner serving %q is busy", w.s.Params.Model)
+		}
+		w.fail(lt, why)
+		return true
+	})
+	w.waiters = slices.DeleteFunc(w.waiters, func(mw *minerWait) bool {
+		if now.Before(mw.lt.deadline) {
+			return false
+		}
+		close(mw.reply)
+		return true
+	})
+}
+
+// serveWaiters gives free miners to running tasks that retry, first.
+func (w *worker) serveWaiters() {
+	w.waiters = slices.DeleteFunc(w.waiters, func(mw *minerWait) bool {
+		free := w.free(mw.exclude)
+		if len(free) < mw.n {
+			return false
+		}
+		w.take(free[:mw.n])
+		mw.reply <- free[:mw.n]
+		return true
+	})
+}
+
+// dispatchQueue starts queued tasks, in order, while miners are free: a
+// session holding k miners with redundancy r runs up to k/r tasks at once.
+func (w *worker) dispatchQueue(now time.Time) {
+	need := w.s.Params.Redundancy
+	for len(w.queue) > 0 && len(w.waiters) == 0 {
+		free := w.free(nil)
+		if len(free) < need {
+			return
+		}
+		lt := w.queue[0]
+		w.queue = w.queue[1:]
+		w.m.queued.Add(-1)
+		miners := free[:need]
+		w.take(miners)
+		lt.t.State, lt.t.Started = TaskRunning, now
+		lt.t.QueueMs = now.Sub(lt.t.Created).Milliseconds()
+		lt.deadline = now.Add(w.s.Params.TaskTimeout.Std())
+		ctx, cancel := context.WithCancelCause(w.taskCtx)
+		ctx, stop := context.WithDeadline(ctx, lt.deadline)
+		w.running[lt] = stop
+		lt.cancel = cancel
+		lt.publish()
+		// Not stored: a task found running after a crash is queued again,
+		// as one found queued is.
+		go w.runTask(ctx, lt, w.s.Params, miners)
+	}
+}
+
+// retire gives back the miners a warm session no longer needs: idle for
+// idle_release, or at the end of their reservation's bounds.
+func (w *worker) retire(now time.Time) {
+	if w.warm == nil {
+		return
+	}
+	for _, h := range slices.Clone(w.held) {
+		if h.busy {
+			continue
+		}
+		switch {
+		case h.tasks >= w.warm.maxTasks:
+			w.drop(h, HoldReleased, fmt.Sprintf("served its %d tasks", h.tasks), pb.Outcome_COMPLETED)
+		case now.Sub(h.since) >= w.warm.period:
+			w.drop(h, HoldReleased, "reserved for "+w.warm.period.String(), pb.Outcome_COMPLETED)
+		case len(w.queue) == 0 && len(w.waiters) == 0 && now.Sub(h.idleSince) >= w.warm.idle:
+			w.m.idleReleases.Add(1)
+			w.drop(h, HoldReleased, "idle for "+w.warm.idle.String(), pb.Outcome_COMPLETED)
+		}
+	}
+}
+
+// wanted is how many more miners the session could use now: to keep
+// min_nodes, and for the tasks and retries that wait.
+func (w *worker) wanted() int {
+	missing := w.s.Params.MinNodes - len(w.held)
+	short := 0
+	for _, mw := range w.waiters {
+		short += mw.n
+	}
+	short += len(w.queue) * w.s.Params.Redundancy
+	short -= len(w.free(nil))
+	return min(max(missing, short), w.s.Params.MaxNodes-len(w.held))
+}
+
+// grow reserves one more miner when the session wants one; one at a time,
+// so that two attempts never race for the same miner.
+func (w *worker) grow(now time.Time) {
+	if w.reserving || w.wanted() <= 0 || now.Before(w.nextTry) {
+		return
+	}
+	var exclude []peer.ID
+	for _, h := range w.s.Miners {
 		if id, err := peer.Decode(h.Miner); err == nil && (h.State == HoldActive || h.State == HoldFailed) {
 			exclude = append(exclude, id)
 		}
 	}
-	model, sessionID := l.s.Params.Model, l.s.ID
-	m.mu.Unlock()
-	res, err := m.d.Router.ReserveFor(ctx, router.Request{Model: model, Session: sessionID, Exclude: exclude})
-	if err != nil {
-		return nil, err
+	for _, mw := range w.waiters {
+		exclude = append(exclude, mw.exclude...)
 	}
-	id, err := peer.Decode(res.Miner)
-	if err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	h := &held{res: res, miner: id, idx: len(l.s.Miners)}
-	l.s.Miners = append(l.s.Miners, Holding{
-		Reservation: res.ID, Miner: res.Miner, Generation: res.Generation, State: HoldActive, Since: m.now(),
-	})
-	l.held = append(l.held, h)
-	m.mu.Unlock()
-	if err := m.saveSession(l); err != nil {
-		m.log.Error("store session", "session", l.s.ID, "err", err)
-	}
-	return h, nil
+	w.reserving = true
+	req := router.Request{Model: w.s.Params.Model, Session: w.id, Exclude: exclude}
+	ctx := w.taskCtx
+	go func() {
+		res, err := w.m.d.Router.ReserveFor(ctx, req)
+		if !w.post(func() { w.reserved(res, err) }) && err == nil {
+			w.m.release(res, pb.Outcome_CANCELLED)
+		}
+	}()
 }
 
-// acquire returns n miners of the session not in tried, reserving more (up
-// to max_nodes) when it holds too few, and waiting for the pool until
-// deadline when it has none to give.
-func (m *Manager) acquire(ctx context.Context, l *live, n int, tried []peer.ID, deadline time.Time) ([]*held, error) {
-	wait := 100 * time.Millisecond
-	var lastErr error
-	for {
-		m.dropLost(l)
-		m.mu.Lock()
-		var free []*held
-		for _, h := range l.held {
-			if !slices.Contains(tried, h.miner) {
-				free = append(free, h)
-			}
+// reserved takes in the outcome of a reservation attempt.
+func (w *worker) reserved(res router.Reservation, err error) {
+	w.reserving = false
+	now := w.m.now()
+	if err != nil {
+		w.nextTry = now.Add(w.tryWait)
+		w.tryWait = min(2*w.tryWait, reserveWaitMax)
+		return
+	}
+	w.tryWait = reserveWaitMin
+	id, derr := peer.Decode(res.Miner)
+	if w.finishing || derr != nil {
+		w.m.releaseLater(res, pb.Outcome_CANCELLED)
+		return
+	}
+	h := &held{res: res, miner: id, idx: len(w.s.Miners), since: now, idleSince: now}
+	w.s.Miners = append(w.s.Miners, Holding{
+		Reservation: res.ID, Miner: res.Miner, Generation: res.Generation, State: HoldActive, Since: now,
+	})
+	w.held = append(w.held, h)
+	w.m.noteHeld(w, 1)
+	w.trimHoldings()
+	w.saveSessionLogged()
+}
+
+// trimHoldings forgets a warm session's oldest ended holdings.
+func (w *worker) trimHoldings() {
+	if w.warm == nil {
+		return
+	}
+	ended := len(w.s.Miners) - len(w.held)
+	if ended <= keepHoldings {
+		return
+	}
+	drop := ended - keepHoldings
+	kept := w.s.Miners[:0]
+	for _, hd := range w.s.Miners {
+		if drop > 0 && hd.State != HoldActive {
+			drop--
+			continue
 		}
-		room := l.s.Params.MaxNodes - len(l.held)
-		m.mu.Unlock()
-		if len(free) >= n {
-			return free[:n], nil
-		}
-		if room > 0 {
-			_, err := m.reserve(ctx, l, tried)
-			if err == nil {
-				continue
-			}
-			lastErr = err
-		} else {
-			lastErr = fmt.Errorf("the session holds max_nodes (%d) miners", l.s.Params.MaxNodes)
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			return nil, lastErr
-		}
-		t := time.NewTimer(min(wait, left))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
-		}
-		wait = min(2*wait, reserveWaitMax)
+		kept = append(kept, hd)
+	}
+	w.s.Miners = kept
+	for _, h := range w.held {
+		h.idx = slices.IndexFunc(w.s.Miners, func(hd Holding) bool { return hd.Reservation == h.res.ID })
 	}
 }
 
 // dropLost forgets held miners whose reservation ended without the
 // session: the lease expired, or the miner refused a renewal.
-func (m *Manager) dropLost(l *live) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	l.held = slices.DeleteFunc(l.held, func(h *held) bool {
-		res, ok := m.d.Router.Get(h.res.ID)
+func (w *worker) dropLost() {
+	w.held = slices.DeleteFunc(w.held, func(h *held) bool {
+		res, ok := w.m.d.Router.Get(h.res.ID)
 		if ok && res.State == router.StateActive {
 			return false
 		}
-		hd := &l.s.Miners[h.idx]
-		hd.State, hd.Until = HoldLost, m.now()
+		hd := &w.s.Miners[h.idx]
+		hd.State, hd.Until = HoldLost, w.m.now()
 		if ok {
 			hd.Detail = "reservation " + res.State + ": " + res.Detail
 		}
+		if h.busy {
+			w.m.noteBusy(w, h, false)
+		}
+		w.m.noteHeld(w, -1)
 		return true
 	})
 }
 
-// execute runs one task to its outcome: on redundancy miners, retrying on
-// other miners those that fail, then scoring the answers' agreement.
-func (m *Manager) execute(ctx context.Context, l *live, lt *liveTask) {
-	m.mu.Lock()
-	p := l.s.Params
-	onDelta := lt.onDelta
-	m.mu.Unlock()
-	need := p.Redundancy
-	mode := pb.TaskMode_TASK_MODE_STREAM
-	if need > 1 {
-		mode = pb.TaskMode_TASK_MODE_COMMIT_REVEAL
-	}
-	m.mu.Lock()
-	ends := l.s.Ends
-	m.mu.Unlock()
-	// A task waits for miners no longer than the queue allows, nor past the
-	// end of its session's reservation period.
-	waitUntil := m.now().Add(m.d.Config.QueueTimeout)
-	if ends.Before(waitUntil) {
-		waitUntil = ends
-	}
-	miners, err := m.acquire(ctx, l, need, nil, waitUntil)
-	if err != nil {
-		if ctx.Err() != nil {
-			return // still queued: the session's next run starts it
-		}
-		m.mu.Lock()
-		m.dequeueLocked(l, lt)
-		m.mu.Unlock()
-		m.fail(l, lt, fmt.Sprintf("%s within %s: %v", ErrNoMiner, m.d.Config.QueueTimeout, err))
+// drop takes h out of the session and releases it in the background: a
+// miner that was killed would hold the session up for the release's timeout.
+func (w *worker) drop(h *held, state, detail string, o pb.Outcome) {
+	i := slices.Index(w.held, h)
+	if i < 0 {
 		return
 	}
-	start := m.now()
-	deadline := start.Add(p.TaskTimeout.Std())
-	m.mu.Lock()
-	m.dequeueLocked(l, lt)
-	lt.t.State, lt.t.Started = TaskRunning, start
-	lt.t.QueueMs = start.Sub(lt.t.Created).Milliseconds()
-	m.mu.Unlock()
-	// Not stored: a task found running after a crash is queued again, as one
-	// found queued is.
-
-	var (
-		good     []*call
-		tried    []peer.ID
-		streamed bool
-	)
-	tctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
-	for round := 0; ; round++ {
-		m.mu.Lock()
-		lt.t.Attempts++
-		m.mu.Unlock()
-		var deltas func(string) error
-		if onDelta != nil && !streamed {
-			deltas = func(s string) error {
-				streamed = true
-				if err := onDelta(s); err != nil {
-					return fmt.Errorf("%w: %v", errClientGone, err)
-				}
-				return nil
-			}
-		}
-		calls := m.dispatch(tctx, l, lt, miners, mode, deadline, deltas)
-		for i, c := range calls {
-			tried = append(tried, miners[i].miner)
-			if c.err == nil {
-				good = append(good, c.call)
-				continue
-			}
-			m.recordFailure(l, lt, miners[i], c)
-		}
-		if len(good) >= need {
-			break
-		}
-		switch {
-		case ctx.Err() != nil:
-			m.requeue(l, lt)
-			return
-		case streamed:
-			m.fail(l, lt, ErrStreamBroken.Error())
-			return
-		case tctx.Err() != nil:
-			m.fail(l, lt, fmt.Sprintf("no answer within the task timeout (%s)", p.TaskTimeout))
-			return
-		case round+1 >= maxRounds:
-			m.fail(l, lt, fmt.Sprintf("%d of %d miners answered after %d rounds", len(good), need, maxRounds))
-			return
-		}
-		miners, err = m.acquire(tctx, l, need-len(good), tried, deadline)
-		if err != nil {
-			if ctx.Err() != nil {
-				m.requeue(l, lt)
-				return
-			}
-			m.fail(l, lt, fmt.Sprintf("%s for a retry: %v", ErrNoMiner, err))
-			return
-		}
+	w.held = slices.Delete(w.held, i, i+1)
+	if h.busy {
+		w.m.noteBusy(w, h, false)
 	}
-	m.conclude(ctx, l, lt, good)
+	w.m.noteHeld(w, -1)
+	hd := &w.s.Miners[h.idx]
+	hd.State, hd.Until, hd.Detail = state, w.m.now(), detail
+	w.m.releaseLater(h.res, o)
+	w.saveSessionLogged()
 }
 
-// errClientGone is a streamed answer's reader gone: the task ends, and the
-// miner is not to blame.
-var errClientGone = errors.New("the client stopped reading the answer")
-
-// outcome is a call's result, or why it failed.
-type outcome struct {
-	call *call
-	err  error
-}
-
-// dispatch sends the task to miners at once and waits for them all. In
-// commit-reveal mode no miner is asked to reveal before every miner has
-// committed or failed.
-func (m *Manager) dispatch(ctx context.Context, l *live, lt *liveTask, miners []*held, mode pb.TaskMode, deadline time.Time, onDelta func(string) error) []outcome {
-	m.mu.Lock()
-	t := cloneTask(lt.t)
-	m.mu.Unlock()
-	out := make([]outcome, len(miners))
-	committed := make(chan error, len(miners))
-	reveal := make(chan struct{})
-	var commitments uint32 // set before reveal is closed, read after
+// finish ends the session: it fails what is queued and releases every
+// miner held. A session stopped by a shutdown ends the same way, so no
+// miner stays reserved for it.
+func (w *worker) finish() {
+	for _, lt := range w.queue {
+		w.m.queued.Add(-1)
+		w.fail(lt, "session ended before the task ran: "+w.ending)
+	}
+	w.queue = nil
 	var wg sync.WaitGroup
-	for i, h := range miners {
-		c, err := m.sealTask(&t, h, mode, deadline)
-		if err != nil {
-			out[i] = outcome{err: err}
-			committed <- err
-			continue
-		}
-		out[i].call = c
-		wg.Go(func() {
-			if mode == pb.TaskMode_TASK_MODE_STREAM {
-				out[i].err = m.streamCall(ctx, c, onDelta)
-			} else {
-				out[i].err = m.commitCall(ctx, c, committed, reveal, &commitments)
-			}
-			if out[i].err != nil && ctx.Err() != nil {
-				// The stream was cut because the task ran out of time or
-				// the session ended: say which, not what the reset looked like.
-				out[i].err = fmt.Errorf("%w (%v)", context.Cause(ctx), out[i].err)
-			}
-		})
-	}
-	if mode == pb.TaskMode_TASK_MODE_COMMIT_REVEAL {
-		for range miners {
-			if <-committed == nil {
-				commitments++
-			}
-		}
-		close(reveal)
+	for _, h := range w.held {
+		wg.Go(func() { w.m.release(h.res, pb.Outcome_COMPLETED) })
 	}
 	wg.Wait()
-	return out
+	now := w.m.now()
+	for _, h := range w.held {
+		hd := &w.s.Miners[h.idx]
+		hd.State, hd.Until = HoldReleased, now
+	}
+	w.m.noteHeld(w, -len(w.held))
+	released := len(w.held)
+	w.held = nil
+	w.s.State, w.s.EndReason, w.s.Ended = StateEnded, w.ending, now
+	w.m.ended.Add(1)
+	w.publish()
+	w.saveSessionLogged()
+	w.m.log.Info("session ended", "session", w.id, "reason", w.ending, "miners_released", released)
+	w.m.sessionEnded(w)
 }
 
-// recordFailure drops a miner that failed a task from the session and
-// releases it as failed; a broken commitment also counts against it here.
-func (m *Manager) recordFailure(l *live, lt *liveTask, h *held, c outcome) {
-	if errors.Is(c.err, context.Canceled) || errors.Is(c.err, errClientGone) {
-		return // the session is ending, or its client left: not the miner's fault
+// release ends a reservation, logging what goes wrong.
+func (m *Manager) release(res router.Reservation, o pb.Outcome) {
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	defer cancel()
+	if _, err := m.d.Router.Release(ctx, res.ID, o); err != nil && !errors.Is(err, router.ErrEnded) {
+		m.log.Warn("release", "reservation", res.ID, logging.Opt("session", res.Session), "miner", res.Miner, "err", err)
 	}
-	m.log.Warn("miner failed a task", "session", l.s.ID, "task", lt.t.ID, "miner", h.miner, "reservation", h.res.ID, "err", c.err)
-	if errors.Is(c.err, errBadReveal) {
-		m.d.Pool.RecordFault(h.miner)
-	}
-	m.mu.Lock()
-	lt.t.Answers = append(lt.t.Answers, Answer{
-		Miner: h.miner.String(), Generation: h.res.Generation, Reservation: h.res.ID, Error: c.err.Error(),
-	})
-	m.mu.Unlock()
-	m.drop(l, h, HoldFailed, c.err.Error(), pb.Outcome_FAILED)
 }
 
-// drop takes h out of the session and releases it in the background: a
-// miner that was killed would hold the task up for the release's timeout.
-func (m *Manager) drop(l *live, h *held, state, detail string, o pb.Outcome) {
-	m.mu.Lock()
-	l.held = slices.DeleteFunc(l.held, func(x *held) bool { return x == h })
-	hd := &l.s.Miners[h.idx]
-	hd.State, hd.Until, hd.Detail = state, m.now(), detail
-	m.mu.Unlock()
+// releaseLater releases in the background, within the manager's life.
+func (m *Manager) releaseLater(res router.Reservation, o pb.Outcome) {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		m.release(h, o)
+		m.release(res, o)
 	}()
-}
-
-func (m *Manager) release(h *held, o pb.Outcome) {
-	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
-	defer cancel()
-	if _, err := m.d.Router.Release(ctx, h.res.ID, o); err != nil && !errors.Is(err, router.ErrEnded) {
-		m.log.Warn("release", "reservation", h.res.ID, logging.Opt("session", h.res.Session), "miner", h.miner, "err", err)
-	}
-}
-
-// conclude scores the answers, keeps them on the task and drops miners
-// the others out-voted.
-func (m *Manager) conclude(ctx context.Context, l *live, lt *liveTask, calls []*call) {
-	outputs := make([]string, len(calls))
-	for i, c := range calls {
-		outputs[i] = c.result.Msg.Output
-		m.d.Router.ObserveLatency(c.miner, c.roundTrip)
-	}
-	v, err := m.agree(ctx, outputs)
-	if err != nil {
-		m.fail(l, lt, "compare answers: "+err.Error())
-		return
-	}
-	m.mu.Lock()
-	byMiner := map[peer.ID]*held{}
-	for _, h := range l.held {
-		byMiner[h.miner] = h
-	}
-	var outvoted []*held
-	for i, c := range calls {
-		r := c.result.Msg
-		a := Answer{
-			Miner: c.miner.String(), Model: r.Model, Output: r.Output,
-			PromptTokens: int(r.PromptTokens), CompletionTokens: int(r.CompletionTokens),
-			EngineMs: int64(r.LatencyMs), RoundTripMs: c.roundTrip.Milliseconds(), Accepted: v.accepted[i],
-		}
-		if len(calls) > 1 {
-			s := v.similarity[i]
-			a.Similarity = &s
-		}
-		if h := byMiner[c.miner]; h != nil {
-			a.Generation, a.Reservation = h.res.Generation, h.res.ID
-			if a.Accepted {
-				l.s.Miners[h.idx].Tasks++
-			} else if v.outvoted[i] {
-				outvoted = append(outvoted, h)
-			}
-		}
-		lt.t.Answers = append(lt.t.Answers, a)
-	}
-	now := m.now()
-	lt.t.State, lt.t.Finished = TaskDone, now
-	lt.t.RunMs = now.Sub(lt.t.Started).Milliseconds()
-	lt.t.Answer = outputs[v.chosen]
-	if len(calls) > 1 {
-		a := v.agreement
-		lt.t.Agreement = &a
-		l.s.AgreementSum += a
-		l.s.AgreementN++
-	}
-	l.s.Completed++
-	m.stats.TasksDone++
-	m.mu.Unlock()
-	for _, h := range outvoted {
-		m.log.Warn("miner out-voted", "session", l.s.ID, "task", lt.t.ID, "miner", h.miner, "reservation", h.res.ID)
-		m.d.Pool.RecordFault(h.miner)
-		m.drop(l, h, HoldFailed, "out-voted on task "+lt.t.ID, pb.Outcome_FAILED)
-	}
-	m.closeTask(l, lt)
-}
-
-// fail ends a task without an answer.
-func (m *Manager) fail(l *live, lt *liveTask, why string) {
-	m.mu.Lock()
-	now := m.now()
-	lt.t.State, lt.t.Finished, lt.t.Error = TaskFailed, now, why
-	if !lt.t.Started.IsZero() {
-		lt.t.RunMs = now.Sub(lt.t.Started).Milliseconds()
-	}
-	l.s.Failed++
-	m.stats.TasksFailed++
-	m.mu.Unlock()
-	m.log.Warn("task failed", "session", l.s.ID, "task", lt.t.ID, "why", why)
-	m.closeTask(l, lt)
-}
-
-func (m *Manager) closeTask(l *live, lt *liveTask) {
-	if m.d.ObserveTask != nil {
-		m.mu.Lock()
-		t := lt.t
-		m.mu.Unlock()
-		queued := time.Duration(t.QueueMs) * time.Millisecond
-		if t.Started.IsZero() { // it never got its miners
-			queued = t.Finished.Sub(t.Created)
-		}
-		m.d.ObserveTask(t.State, queued, time.Duration(t.RunMs)*time.Millisecond)
-	}
-	if err := m.saveBoth(l, lt); err != nil {
-		m.log.Error("store task", "session", l.s.ID, "task", lt.t.ID, "err", err)
-	}
-	close(lt.done)
-}
-
-// requeue puts back a task the session stopped working on: the next run
-// of the session, after a restart, starts it again.
-func (m *Manager) requeue(l *live, lt *liveTask) {
-	m.mu.Lock()
-	lt.t.State = TaskQueued
-	l.queue = append([]*liveTask{lt}, l.queue...)
-	m.queued++
-	m.mu.Unlock()
-	m.saveTaskLogged(l, lt)
-}
-
-func (m *Manager) saveTaskLogged(l *live, lt *liveTask) {
-	if err := m.saveTask(l, lt); err != nil {
-		m.log.Error("store task", "session", l.s.ID, "task", lt.t.ID, "err", err)
-	}
-}
-
-// finish ends a session for reason: it fails what is queued and releases
-// every miner held. A session stopped by a shutdown ends the same way, so
-// no miner stays reserved for it.
-func (m *Manager) finish(l *live, reason string) {
-	m.mu.Lock()
-	queue := l.queue
-	l.queue = nil
-	m.queued -= len(queue)
-	holds := l.held
-	l.held = nil
-	m.mu.Unlock()
-	for _, lt := range queue {
-		m.fail(l, lt, "session ended before the task ran: "+reason)
-	}
-	var wg sync.WaitGroup
-	for _, h := range holds {
-		wg.Go(func() { m.release(h, pb.Outcome_COMPLETED) })
-	}
-	wg.Wait()
-	m.mu.Lock()
-	now := m.now()
-	for _, h := range holds {
-		hd := &l.s.Miners[h.idx]
-		hd.State, hd.Until = HoldReleased, now
-	}
-	l.s.State, l.s.EndReason, l.s.Ended = StateEnded, reason, now
-	m.stats.Ended++
-	m.mu.Unlock()
-	if err := m.saveSession(l); err != nil {
-		m.log.Error("store ended session", "session", l.s.ID, "err", err)
-	}
-	m.log.Info("session ended", "session", l.s.ID, "reason", reason, "miners_released", len(holds))
-	m.prune()
 }
 
 // reconcileLoop releases reservations made for sessions that no longer
@@ -579,6 +553,14 @@ func (m *Manager) reconcileLoop(ctx context.Context) {
 	}
 }
 
+const (
+	// reconcileEvery is how often reservations serving no session are looked for.
+	reconcileEvery = 5 * time.Second
+	// orphanAge is how old a reservation serving no session must be before
+	// it is released: younger ones may be on their way into a session.
+	orphanAge = 30 * time.Second
+)
+
 func (m *Manager) reconcile(ctx context.Context) {
 	now := m.now()
 	for _, res := range m.d.Router.Reservations() {
@@ -586,10 +568,9 @@ func (m *Manager) reconcile(ctx context.Context) {
 			continue
 		}
 		m.mu.Lock()
-		l, ok := m.sessions[res.Session]
-		serving := ok && slices.ContainsFunc(l.held, func(h *held) bool { return h.res.ID == res.ID })
+		w, ok := m.sessions[res.Session]
 		m.mu.Unlock()
-		if serving {
+		if ok && slices.ContainsFunc(w.view().Miners, func(h Holding) bool { return h.Reservation == res.ID && h.State == HoldActive }) {
 			continue
 		}
 		m.log.Info("releasing a reservation that serves no session", "reservation", res.ID, "session", res.Session, "miner", res.Miner)
@@ -599,36 +580,4 @@ func (m *Manager) reconcile(ctx context.Context) {
 		}
 		cancel()
 	}
-}
-
-// Stats are the manager's counters, for metrics.
-type Stats struct {
-	Open        int
-	Ended       int
-	Queued      int
-	TasksDone   int
-	TasksFailed int
-	// MeanAgreement over the open and ended sessions in memory.
-	MeanAgreement float64
-}
-
-// Stats returns the manager's counters now.
-func (m *Manager) Stats() Stats {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	s := m.stats
-	s.Queued = m.queued
-	var sum float64
-	var n int
-	for _, l := range m.sessions {
-		if l.s.State == StateOpen {
-			s.Open++
-		}
-		sum += l.s.AgreementSum
-		n += l.s.AgreementN
-	}
-	if n > 0 {
-		s.MeanAgreement = sum / float64(n)
-	}
-	return s
 }
