@@ -12,15 +12,15 @@ import (
 // to HTTP statuses. Any other error is a 500 with a generic message; its text
 // goes to the server's log, never to the client.
 var (
-	ErrBadRequest  = errors.New("bad request")        // 400
-	ErrNotFound    = errors.New("not found")          // 404
+	ErrBadRequest = errors.New("bad request") // 400
+	ErrNotFound   = errors.New("not found")   // 404
 	// ErrModelNotFound is a model no miner serves: a 404 in OpenAI's
 	// shape, naming the model parameter.
-	ErrModelNotFound = errors.New("model not found") // 404
-	ErrConflict    = errors.New("conflict")           // 409
-	ErrTooMany     = errors.New("too many requests")  // 429
-	ErrUnavailable = errors.New("no miner available") // 503
-	ErrTimeout     = errors.New("timed out")          // 504
+	ErrModelNotFound = errors.New("model not found")    // 404
+	ErrConflict      = errors.New("conflict")           // 409
+	ErrTooMany       = errors.New("too many requests")  // 429
+	ErrUnavailable   = errors.New("no miner available") // 503
+	ErrTimeout       = errors.New("timed out")          // 504
 )
 
 // errTooLarge is a request body over MaxBody: 413.

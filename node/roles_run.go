@@ -170,7 +170,7 @@ func (n *Node) startRoles(ctx context.Context) error {
 				WarmPeriod:   min(rc.WarmPeriod.Std(), n.cfg.Params.LeaseMax.Std()),
 				MaxPerClient: rc.MaxPerToken,
 			},
-			Log:    n.log.With("module", "sessions"),
+			Log: n.log.With("module", "sessions"),
 			ObserveTask: func(outcome string, queued, ran time.Duration) {
 				taskSeconds.WithLabelValues(outcome, "queued").Observe(queued.Seconds())
 				taskSeconds.WithLabelValues(outcome, "run").Observe(ran.Seconds())
