@@ -64,7 +64,11 @@ func customConfig() node.Config {
 	cfg.Log.Format = "json"
 	cfg.Inference = node.InferenceConfig{Backend: "openai", BaseURL: "http://127.0.0.1:8080/v1", APIKey: "sk-local",
 		Model: "llama3.2", EmbeddingModel: "nomic-embed-text", Timeout: duration.Duration(30 * time.Second)}
-	cfg.Router = node.RouterConfig{MaxSessions: 8, MaxQueuedTasks: 32, QueueTimeout: duration.Duration(20 * time.Second)}
+	cfg.Router = node.RouterConfig{
+		MaxSessions: 8, MaxQueuedTasks: 32, QueueTimeout: duration.Duration(20 * time.Second),
+		CompletionWait: duration.Duration(3 * time.Second), IdleRelease: duration.Duration(time.Second),
+		WarmMaxMiners: 4, WarmMaxTasks: 50, WarmPeriod: duration.Duration(time.Minute), MaxPerToken: 2,
+	}
 	cfg.Params.Oracles = []string{bootstrapPeer}
 	cfg.Params.Quorum = 1
 	cfg.Params.OraclesPerRound = 1
@@ -421,6 +425,12 @@ func TestInferenceAndRouterConfig(t *testing.T) {
 		{"no sessions", func(c *node.Config) { c.Router.MaxSessions = 0 }, "router.max_sessions"},
 		{"no queue", func(c *node.Config) { c.Router.MaxQueuedTasks = -1 }, "router.max_queued_tasks"},
 		{"queue timeout", func(c *node.Config) { c.Router.QueueTimeout = duration.Duration(time.Millisecond) }, "router.queue_timeout"},
+		{"completion wait", func(c *node.Config) { c.Router.CompletionWait = 0 }, "router.completion_wait"},
+		{"idle release", func(c *node.Config) { c.Router.IdleRelease = duration.Duration(2 * time.Hour) }, "router.idle_release"},
+		{"warm miners", func(c *node.Config) { c.Router.WarmMaxMiners = 17 }, "router.warm_max_miners"},
+		{"warm tasks", func(c *node.Config) { c.Router.WarmMaxTasks = 0 }, "router.warm_max_tasks"},
+		{"warm period", func(c *node.Config) { c.Router.WarmPeriod = duration.Duration(time.Millisecond) }, "router.warm_period"},
+		{"per token", func(c *node.Config) { c.Router.MaxPerToken = -1 }, "router.max_per_token"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

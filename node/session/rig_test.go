@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -137,7 +138,42 @@ type testMiner struct {
 	store *store.Store
 	pool  *pool.Pool // its own view, where the oracles' verdicts land
 	m     *miner.Miner
+	slow  *slowEngine
 }
+
+// slowEngine is the builtin engine taking delay for every answer.
+type slowEngine struct {
+	inference.Backend
+	delay atomic.Int64 // nanoseconds
+}
+
+func (e *slowEngine) wait(ctx context.Context) error {
+	t := time.NewTimer(time.Duration(e.delay.Load()))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (e *slowEngine) Generate(ctx context.Context, req inference.GenerateRequest) (inference.GenerateResponse, error) {
+	if err := e.wait(ctx); err != nil {
+		return inference.GenerateResponse{}, err
+	}
+	return e.Backend.Generate(ctx, req)
+}
+
+func (e *slowEngine) GenerateStream(ctx context.Context, req inference.GenerateRequest, onToken func(string) error) (inference.GenerateResponse, error) {
+	if err := e.wait(ctx); err != nil {
+		return inference.GenerateResponse{}, err
+	}
+	return e.Backend.GenerateStream(ctx, req, onToken)
+}
+
+// setSlow makes the miner take d for every answer.
+func (tm *testMiner) setSlow(d time.Duration) { tm.slow.delay.Store(int64(d)) }
 
 // newMiner starts a miner, validating at generation 0.
 func (n *testNet) newMiner(t testing.TB) *testMiner {
@@ -149,8 +185,9 @@ func (n *testNet) newMiner(t testing.TB) *testMiner {
 	if err != nil {
 		t.Fatal(err)
 	}
+	engine := &slowEngine{Backend: inference.NewBuiltin()}
 	m, err := miner.New(miner.Deps{
-		Check: n.check, Host: h, Key: key, Store: st, Pool: p, Backend: inference.NewBuiltin(), PublishPool: n.publish,
+		Check: n.check, Host: h, Key: key, Store: st, Pool: p, Backend: engine, PublishPool: n.publish,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +196,7 @@ func (n *testNet) newMiner(t testing.TB) *testMiner {
 		t.Fatal(err)
 	}
 	t.Cleanup(m.Stop) // before its store and host close
-	tm := &testMiner{n: n, key: key, id: h.ID(), host: h, store: st, pool: p, m: m}
+	tm := &testMiner{n: n, key: key, id: h.ID(), host: h, store: st, pool: p, m: m, slow: engine}
 	n.mu.Lock()
 	n.miners = append(n.miners, tm)
 	routers := slices.Clone(n.routers)
