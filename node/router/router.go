@@ -54,8 +54,8 @@ var (
 type Deps struct {
 	Network string
 	Check   protocol.Checker
-	Host    host.Host
-	DHT     *dht.IpfsDHT // nil: only the pool view is used to find miners
+	Host    host.Host    // dials miners; it must route, finding the addresses of one it has none for
+	DHT     *dht.IpfsDHT // finds pools' providers; nil: only the pool view is used to find miners
 	Key     crypto.PrivKey
 	Store   *store.Store
 	Pool    *pool.Pool

@@ -12,7 +12,6 @@ import (
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/peerstore"
 )
 
 const (
@@ -127,13 +126,7 @@ func (r *Router) exchange(ctx context.Context, miner peer.ID, req []byte) (reply
 }
 
 func (r *Router) exchangeOnce(ctx context.Context, miner peer.ID, req []byte) (reply []byte, sent bool, err error) {
-	h := r.d.Host
-	if r.d.DHT != nil && h.Network().Connectedness(miner) != network.Connected && len(h.Peerstore().Addrs(miner)) == 0 {
-		if ai, err := r.d.DHT.FindPeer(ctx, miner); err == nil {
-			h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.TempAddrTTL)
-		}
-	}
-	s, err := h.NewStream(ctx, miner, protocol.ReserveProtocol(r.d.Network))
+	s, err := r.d.Host.NewStream(ctx, miner, protocol.ReserveProtocol(r.d.Network))
 	if err != nil {
 		return nil, false, err
 	}
