@@ -1,7 +1,6 @@
 package router
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -106,10 +105,10 @@ func (r *Router) verifyGrant(reply []byte, miner peer.ID, claimEnv []byte) (prot
 const staleConnWait = 3 * time.Second
 
 // exchange sends one request to miner on the reserve protocol and reads one
-// reply. sent reports whether the request was written, after which the
-// miner may have acted on it. If an existing connection does not answer in
-// time, it is closed and the request sent once more on a fresh one; every
-// request of the protocol may safely be sent twice.
+// reply. sent reports whether a stream was opened, after which the request
+// may have reached the miner and been acted on. If an existing connection
+// does not answer in time, it is closed and the request sent once more on a
+// fresh one; every request of the protocol may safely be sent twice.
 func (r *Router) exchange(ctx context.Context, miner peer.ID, req []byte) (reply []byte, sent bool, err error) {
 	if r.d.Host.Network().Connectedness(miner) == network.Connected {
 		actx, cancel := context.WithTimeout(ctx, staleConnWait)
@@ -126,33 +125,8 @@ func (r *Router) exchange(ctx context.Context, miner peer.ID, req []byte) (reply
 }
 
 func (r *Router) exchangeOnce(ctx context.Context, miner peer.ID, req []byte) (reply []byte, sent bool, err error) {
-	s, err := r.d.Host.NewStream(ctx, miner, protocol.ReserveProtocol(r.d.Network))
-	if err != nil {
-		return nil, false, err
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = s.SetDeadline(dl)
-	}
-	w := bufio.NewWriter(s)
-	if err := protocol.WriteMsg(w, req); err != nil {
-		s.Reset()
-		return nil, false, err
-	}
-	if err := w.Flush(); err != nil {
-		s.Reset()
-		return nil, true, err
-	}
-	if err := s.CloseWrite(); err != nil {
-		s.Reset()
-		return nil, true, err
-	}
-	reply, err = protocol.ReadMsg(bufio.NewReader(s), protocol.MaxMessageSize)
-	if err != nil {
-		s.Reset()
-		return nil, true, err
-	}
-	_ = s.Close()
-	return reply, true, nil
+	reply, _, err = protocol.Call(ctx, r.d.Host, miner, protocol.ReserveProtocol(r.d.Network), req, protocol.MaxMessageSize)
+	return reply, !errors.Is(err, protocol.ErrNoStream), err
 }
 
 // verifyReceipt accepts a reply only if it is the miner's receipt for req.
