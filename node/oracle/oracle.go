@@ -8,7 +8,6 @@
 package oracle
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	crand "crypto/rand"
@@ -426,36 +425,13 @@ var errUnreachable = errors.New("miner unreachable")
 // elapsed time runs from writing the challenge to reading the answer.
 func (o *Oracle) exchange(ctx context.Context, miner peer.ID, chEnv []byte) (protocol.Signed[*pb.Answer], time.Duration, error) {
 	var none protocol.Signed[*pb.Answer]
-	s, err := o.d.Host.NewStream(ctx, miner, protocol.ValidateProtocol(o.d.Network))
-	if err != nil {
+	raw, elapsed, err := protocol.Call(ctx, o.d.Host, miner, protocol.ValidateProtocol(o.d.Network), chEnv, protocol.MaxMessageSize)
+	switch {
+	case errors.Is(err, protocol.ErrNoStream):
 		return none, 0, fmt.Errorf("%w: %v", errUnreachable, err)
+	case err != nil:
+		return none, 0, err
 	}
-	// Reset unblocks a read or write when ctx ends (timeout or shutdown).
-	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
-	defer stop()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = s.SetDeadline(dl)
-	}
-	fail := func(what string, err error) (protocol.Signed[*pb.Answer], time.Duration, error) {
-		_ = s.Reset()
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (%w)", err, ctx.Err())
-		}
-		return none, 0, fmt.Errorf("%s: %w", what, err)
-	}
-	start := time.Now()
-	if err := protocol.WriteMsg(s, chEnv); err != nil {
-		return fail("write challenge", err)
-	}
-	if err := s.CloseWrite(); err != nil {
-		return fail("close write", err)
-	}
-	raw, err := protocol.ReadMsg(bufio.NewReader(s), protocol.MaxMessageSize)
-	if err != nil {
-		return fail("read answer", err)
-	}
-	elapsed := time.Since(start)
-	_ = s.Close()
 	ans, err := protocol.Open[pb.Answer](raw)
 	if err != nil {
 		return none, elapsed, fmt.Errorf("answer: %w", err)

@@ -68,18 +68,14 @@ func (m *Manager) sealTask(t *Task, h *held, mode pb.TaskMode, deadline time.Tim
 // open starts a call: a session stream to the miner with the task written.
 func (m *Manager) open(ctx context.Context, c *call) (network.Stream, *bufio.Reader, error) {
 	c.start = time.Now()
-	s, err := m.d.Host.NewStream(ctx, c.miner, protocol.SessionProtocol(m.d.Check.Network))
-	if err != nil {
+	s, r, err := protocol.Send(ctx, m.d.Host, c.miner, protocol.SessionProtocol(m.d.Check.Network), c.env)
+	switch {
+	case errors.Is(err, protocol.ErrNoStream):
 		return nil, nil, fmt.Errorf("unreachable: %w", err)
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = s.SetDeadline(dl)
-	}
-	if err := protocol.WriteMsg(s, c.env); err != nil {
-		s.Reset()
+	case err != nil:
 		return nil, nil, fmt.Errorf("send task: %w", err)
 	}
-	return s, bufio.NewReader(s), nil
+	return s, r, nil
 }
 
 // cancelOnDone resets s when ctx ends, so a session that ends does not wait
