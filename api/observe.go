@@ -73,6 +73,15 @@ type RouterStats struct {
 	TasksDone     int     `json:"tasks_done"`
 	TasksFailed   int     `json:"tasks_failed"`
 	MeanAgreement float64 `json:"mean_agreement"`
+	// Completions counts the chat completions asked for since start.
+	Completions int `json:"completions"`
+	// WarmMiners are the miners the warm sessions behind the chat endpoint
+	// hold, WarmBusy those running a task now; Utilisation is their busy
+	// time over their held time since start (0 before any).
+	WarmMiners   int     `json:"warm_miners"`
+	WarmBusy     int     `json:"warm_busy"`
+	Utilisation  float64 `json:"utilisation"`
+	IdleReleases int     `json:"idle_releases"`
 }
 
 // History is the body of GET /v1/history: the pool by state, oldest first.

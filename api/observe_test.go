@@ -239,7 +239,8 @@ func TestObserveJSONNames(t *testing.T) {
 		}
 	}
 	b, _ := json.Marshal(RouterStats{})
-	if string(b) != `{"sessions_open":0,"sessions_ended":0,"queued_tasks":0,"tasks_done":0,"tasks_failed":0,"mean_agreement":0}` {
+	if string(b) != `{"sessions_open":0,"sessions_ended":0,"queued_tasks":0,"tasks_done":0,"tasks_failed":0,"mean_agreement":0,`+
+		`"completions":0,"warm_miners":0,"warm_busy":0,"utilisation":0,"idle_releases":0}` {
 		t.Errorf("router stats %s", b)
 	}
 	b, _ = json.Marshal(f.history)

@@ -57,6 +57,10 @@ func (a *observeAPI) Overview() api.Overview {
 		ov.Router = &api.RouterStats{
 			SessionsOpen: s.Open, SessionsEnded: s.Ended, QueuedTasks: s.Queued,
 			TasksDone: s.TasksDone, TasksFailed: s.TasksFailed, MeanAgreement: s.MeanAgreement,
+			Completions: s.Requests, WarmMiners: s.WarmMiners, WarmBusy: s.WarmBusy, IdleReleases: s.IdleReleases,
+		}
+		if s.WarmHeldSeconds > 0 {
+			ov.Router.Utilisation = s.WarmBusySeconds / s.WarmHeldSeconds
 		}
 	}
 	return ov

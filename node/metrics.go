@@ -14,6 +14,7 @@ type roleCollector struct {
 
 	poolMiners, reputation, minerState, minerGeneration, validations, reservations *prometheus.Desc
 	sessions, queued, tasks, agreement                                             *prometheus.Desc
+	completions, warmSessions, warmMiners, warmSeconds, idleReleases               *prometheus.Desc
 }
 
 func newRoleCollector(n *Node) *roleCollector {
@@ -32,12 +33,17 @@ func newRoleCollector(n *Node) *roleCollector {
 		queued:          d("router_queued_tasks", "Tasks waiting for a miner on this router."),
 		tasks:           d("router_tasks_total", "Tasks this router finished, by outcome.", "outcome"),
 		agreement:       d("router_agreement", "Mean agreement (0 to 1) of the answers of tasks several miners ran."),
+		completions:     d("router_completions_total", "Chat completions this router was asked for."),
+		warmSessions:    d("router_warm_sessions", "Warm sessions serving chat completions, one per model and redundancy (and token)."),
+		warmMiners:      d("router_warm_miners", "Miners held by warm sessions, busy on a task or idle.", "state"),
+		warmSeconds:     d("router_warm_miner_seconds_total", "Miner-seconds warm sessions held miners, and of those busy: their ratio is the utilisation.", "state"),
+		idleReleases:    d("router_idle_releases_total", "Miners warm sessions gave back to the pool after idle_release without work."),
 	}
 }
 
 func (c *roleCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.poolMiners, c.reputation, c.minerState, c.minerGeneration, c.validations, c.reservations,
-		c.sessions, c.queued, c.tasks, c.agreement} {
+		c.sessions, c.queued, c.tasks, c.agreement, c.completions, c.warmSessions, c.warmMiners, c.warmSeconds, c.idleReleases} {
 		ch <- d
 	}
 }
@@ -87,5 +93,15 @@ func (c *roleCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.tasks, prometheus.CounterValue, float64(st.TasksDone), "done")
 		ch <- prometheus.MustNewConstMetric(c.tasks, prometheus.CounterValue, float64(st.TasksFailed), "failed")
 		gauge(c.agreement, st.MeanAgreement)
+		counter := func(d *prometheus.Desc, v float64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+		}
+		counter(c.completions, float64(st.Requests))
+		gauge(c.warmSessions, float64(st.WarmSessions))
+		gauge(c.warmMiners, float64(st.WarmBusy), "busy")
+		gauge(c.warmMiners, float64(st.WarmMiners-st.WarmBusy), "idle")
+		counter(c.warmSeconds, st.WarmHeldSeconds, "held")
+		counter(c.warmSeconds, st.WarmBusySeconds, "busy")
+		counter(c.idleReleases, float64(st.IdleReleases))
 	}
 }

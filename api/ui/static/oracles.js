@@ -43,6 +43,16 @@ export function mount(view) {
     return h('div', {class: 'stat-card', title}, h('div', {class: 'stat-label'}, label), h('div', {class: 'stat-value', id}, value));
   }
 
+  // completionRate is the chat completions per second between the last two
+  // overviews.
+  let lastCompletions = null;
+  function completionRate(r, time) {
+    const t = parseTime(time), prev = lastCompletions;
+    lastCompletions = {n: r.completions || 0, t};
+    if (!prev || !t || !prev.t || t <= prev.t) return '—';
+    return num(Math.max(0, lastCompletions.n - prev.n) / ((t - prev.t) / 1000), 1);
+  }
+
   function drawOverview() {
     const o = store.overview;
     if (!o) {
@@ -64,7 +74,12 @@ export function mount(view) {
       stat('router-done', 'Tasks done', num(r.tasks_done)),
       stat('router-failed', 'Tasks failed', num(r.tasks_failed)),
       stat('router-agreement', 'Mean agreement', r.mean_agreement == null ? '—' : num(r.mean_agreement, 3),
-        'Mean agreement of the tasks several miners answered')));
+        'Mean agreement of the tasks several miners answered'),
+      stat('router-rate', 'Completions/s', completionRate(r, o.time), 'Chat completions per second, since the last update'),
+      stat('router-warm', 'Warm miners', num(r.warm_busy) + ' / ' + num(r.warm_miners),
+        'Miners the chat endpoint\'s warm sessions hold: busy / held'),
+      stat('router-utilisation', 'Utilisation', pct(r.utilisation), 'Busy time of warm miners over their held time'),
+      stat('router-idle', 'Idle releases', num(r.idle_releases), 'Miners given back to the pool after idle_release without work')));
   }
 
   // Attestations per oracle: the miners each attests now (from the pool)
