@@ -244,7 +244,7 @@ func DefaultRouterConfig() RouterConfig {
 	return RouterConfig{
 		MaxSessions: 64, MaxQueuedTasks: 256, QueueTimeout: duration.Duration(time.Minute),
 		CompletionWait: duration.Duration(15 * time.Second), IdleRelease: duration.Duration(3 * time.Second),
-		WarmMaxMiners: 16, WarmMaxTasks: 1000, WarmPeriod: duration.Duration(5 * time.Minute), MaxPerToken: 32,
+		WarmMaxMiners: 16, WarmMaxTasks: 10000, WarmPeriod: duration.Duration(5 * time.Minute), MaxPerToken: 32,
 	}
 }
 

@@ -10,21 +10,15 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/ephemera-network/ephemera/api"
 	"github.com/ephemera-network/ephemera/inference"
 	"github.com/ephemera-network/ephemera/internal/duration"
-	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/node/session"
 	"github.com/ephemera-network/ephemera/protocol"
-	"github.com/ephemera-network/ephemera/testnet"
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/peerstore"
 	libp2pprotocol "github.com/libp2p/go-libp2p/core/protocol"
 )
 
@@ -128,22 +122,21 @@ func chat(b *testing.B, client *http.Client, url string) {
 }
 
 // BenchmarkChatCompletion is one POST /v1/chat/completions to the router,
-// answered by the one miner of the testnet through the builtin engine: a
-// session of its own is opened and stored, the miner is claimed, the task
-// is sent and its signed answer checked, and the answer returned; the
-// session then ends and releases the miner, after the answer. Each
-// iteration waits, untimed, for the miner to be validated again. It
-// reports p50/p99 and added-p50-ms, the p50 less that of the same prompt
-// sent to the same engine over one plain stream between the same hosts
-// (measured alongside, untimed; BenchmarkChatCompletionBaseline is that
-// figure alone).
+// answered by the one miner of the testnet through the builtin engine, on
+// the warm session the router keeps for the chat endpoint: the miner is
+// reserved by the first (untimed) request and serves the next ones while
+// they keep coming, so each is one task on a reserved miner, signed both
+// ways, plus HTTP. It reports p50/p99 and added-p50-ms, the p50 less that
+// of the same prompt sent to the same engine over one plain stream between
+// the same hosts (measured alongside, untimed; goal under 2 ms);
+// BenchmarkChatCompletionBaseline is that figure alone.
 func BenchmarkChatCompletion(b *testing.B) {
 	net := startBenchNet(b, "bench-chat", &benchLauncher{round: benchRound})
 	serveDirect(b, net.miner)
 	client := &http.Client{Timeout: benchStepTimeout}
 	url := net.router.Runtime().APIURL
-	gen := uint64(0)
-	net.waitAvailable(b, gen)
+	net.waitAvailable(b, 0)
+	chat(b, client, url) // reserves the warm session's miner
 	var through, direct latencies
 	for b.Loop() {
 		start := time.Now()
@@ -153,8 +146,6 @@ func BenchmarkChatCompletion(b *testing.B) {
 		start = time.Now()
 		callDirect(b, net.router, net.miner)
 		direct = append(direct, time.Since(start))
-		gen++
-		net.waitAvailable(b, gen)
 		b.StartTimer()
 	}
 	through.report(b)
@@ -220,86 +211,3 @@ func BenchmarkSessionTask(b *testing.B) {
 // BenchmarkSessionTaskBaseline is BenchmarkChatCompletionBaseline under the
 // name that pairs it with BenchmarkSessionTask.
 func BenchmarkSessionTaskBaseline(b *testing.B) { BenchmarkChatCompletionBaseline(b) }
-
-// BenchmarkSessionsPerSecond runs one-task sessions (chat completions)
-// through one router over 20 miners from 20 concurrent clients for 10 s:
-// every session claims a miner, which is released after its one task and
-// validated again (rounds of benchRound) before another session can have it.
-// It reports sessions/s; the baseline runs the same prompts from 20 clients
-// straight to the 20 miners' engines over plain streams.
-func BenchmarkSessionsPerSecond(b *testing.B) {
-	const miners, clients, window = 20, 20, 10 * time.Second
-	l := &benchLauncher{round: benchRound}
-	tn := localnet.Start(b, testnet.Spec{Network: "bench-sps", Bootstraps: 1, Oracles: 3, Miners: miners, Routers: 1}, l)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	rt := localnet.WithRole(tn, node.RoleRouter)[0]
-	if _, err := tn.WaitPool(ctx, "every miner available", func(m []api.PoolMiner) bool { return testnet.CountState(m, "available") == miners }); err != nil {
-		b.Fatal(err)
-	}
-	client := &http.Client{Timeout: 2 * time.Minute}
-	for b.Loop() {
-		var done, failed atomic.Int64
-		stop := time.Now().Add(window)
-		var wg sync.WaitGroup
-		for range clients {
-			wg.Go(func() {
-				for time.Now().Before(stop) {
-					body := `{"messages":[{"role":"user","content":"` + benchPrompt + `"}]}`
-					resp, err := client.Post(rt.Runtime().APIURL+"/v1/chat/completions", "application/json", strings.NewReader(body))
-					if err != nil {
-						failed.Add(1)
-						continue
-					}
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode == http.StatusOK {
-						done.Add(1)
-					} else {
-						failed.Add(1)
-					}
-				}
-			})
-		}
-		wg.Wait()
-		b.ReportMetric(float64(done.Load())/window.Seconds(), "sessions/s")
-		b.ReportMetric(float64(failed.Load()), "failed")
-	}
-}
-
-// BenchmarkSessionsPerSecondBaseline is the floor of
-// BenchmarkSessionsPerSecond: 20 clients sending the same prompt for 10 s
-// straight to the builtin engines of 20 miners over plain streams from one
-// host, with nothing reserved, signed, stored or validated again.
-func BenchmarkSessionsPerSecondBaseline(b *testing.B) {
-	const miners, clients, window = 20, 20, 10 * time.Second
-	tn := localnet.Start(b, testnet.Spec{Network: "bench-sps", Bootstraps: 1, Oracles: 3, Miners: miners, Routers: 1}, &benchLauncher{round: benchRound})
-	rt, ms := localnet.WithRole(tn, node.RoleRouter)[0], localnet.WithRole(tn, node.RoleMiner)
-	for _, m := range ms {
-		serveDirect(b, m)
-	}
-	for _, m := range ms {
-		rt.Host().Peerstore().AddAddrs(m.ID(), m.Host().Addrs(), peerstore.PermanentAddrTTL)
-	}
-	for b.Loop() {
-		var done, failed atomic.Int64
-		stop := time.Now().Add(window)
-		var wg sync.WaitGroup
-		for i := range clients {
-			wg.Go(func() {
-				for time.Now().Before(stop) {
-					if err := askDirect(rt, ms[i%len(ms)]); err != nil {
-						failed.Add(1)
-						continue
-					}
-					done.Add(1)
-				}
-			})
-		}
-		wg.Wait()
-		if failed.Load() > 0 {
-			b.Fatalf("%d direct requests failed", failed.Load())
-		}
-		b.ReportMetric(float64(done.Load())/window.Seconds(), "sessions/s")
-	}
-}

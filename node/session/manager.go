@@ -57,7 +57,7 @@ func DefaultConfig() Config {
 	return Config{
 		MaxSessions: 64, MaxQueued: 256, QueueTimeout: time.Minute,
 		CompletionWait: 15 * time.Second, IdleRelease: 3 * time.Second,
-		WarmMaxMiners: 16, WarmMaxTasks: 1000, WarmPeriod: 5 * time.Minute, MaxPerClient: 32,
+		WarmMaxMiners: 16, WarmMaxTasks: 10000, WarmPeriod: 5 * time.Minute, MaxPerClient: 32,
 	}
 }
 

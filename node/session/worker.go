@@ -200,6 +200,9 @@ func (w *worker) run(ctx context.Context) {
 		case f := <-w.inbox:
 			f()
 		case <-tick.C:
+			// Lost reservations are rare: looked for on the clock, not on
+			// every task.
+			w.dropLost()
 		case <-periodEnd:
 			w.endFor(EndReservePeriod)
 		case <-stopped:
@@ -235,7 +238,6 @@ func (w *worker) step() {
 		w.endFor(EndReservePeriod)
 		return
 	}
-	w.dropLost()
 	w.expire(now)
 	w.serveWaiters()
 	w.dispatchQueue(now)
