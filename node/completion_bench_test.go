@@ -159,8 +159,9 @@ func BenchmarkCompletionsPerSecond(b *testing.B) {
 			})
 			b.Run(name, func(b *testing.B) {
 				rn.waitAllAvailable(b)
+				url := r.Runtime().APIURL
 				for b.Loop() {
-					load(b, clients, func() error { return postChat(client, r.Runtime().APIURL) })
+					load(b, clients, func() error { return postChat(client, url) })
 				}
 			})
 		}
@@ -195,13 +196,14 @@ func BenchmarkMixedLoad(b *testing.B) {
 	idle := a.Config().Router.IdleRelease.Std()
 	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	burst := func(r *node.Node, d time.Duration) (done int64, last time.Time) {
+		url := r.Runtime().APIURL
 		stop := time.Now().Add(d)
 		var n atomic.Int64
 		var wg sync.WaitGroup
 		for range 16 {
 			wg.Go(func() {
 				for time.Now().Before(stop) {
-					if postChat(client, r.Runtime().APIURL) == nil {
+					if postChat(client, url) == nil {
 						n.Add(1)
 					}
 				}
