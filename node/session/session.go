@@ -116,7 +116,6 @@ const (
 	EndMaxTasks      = "max_tasks"      // it ran its last task
 	EndReservePeriod = "reserve_period" // its reservation period ran out
 	EndShutdown      = "shutdown"       // the router shut down
-	EndCancelled     = "cancelled"      // the client of a one-task session went away
 )
 
 // Holding states: a miner's place in a session.
