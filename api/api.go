@@ -269,6 +269,19 @@ func route(mux *http.ServeMux) http.Handler {
 	})
 }
 
+// clientKey marks a request's context with the API client it came from.
+type clientKey struct{}
+
+// tokenClient names the holder of the node's API token, the one client a
+// token identifies today.
+const tokenClient = "token"
+
+// clientOf is the API client a request came from: "" without a token.
+func clientOf(r *http.Request) string {
+	c, _ := r.Context().Value(clientKey{}).(string)
+	return c
+}
+
 // requireToken lets through requests that carry "Authorization: Bearer
 // <token>", GET requests with the query parameter access_token=<token>, and
 // those for /healthz and, when ui, the dashboard's static files. The query
@@ -291,7 +304,7 @@ func requireToken(token string, ui bool, next http.Handler) http.Handler {
 		if h := r.Header.Get("Authorization"); h != "" {
 			scheme, got, ok := strings.Cut(h, " ")
 			if ok && strings.EqualFold(scheme, "Bearer") && matches(strings.TrimSpace(got)) {
-				next.ServeHTTP(w, r)
+				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientKey{}, tokenClient)))
 				return
 			}
 			msg = "invalid API key: send the header Authorization: Bearer <token> with the node's API token"

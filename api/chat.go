@@ -116,6 +116,7 @@ func handleOpenAI(mux *http.ServeMux, s Sessions) {
 			writeErr(w, r, err)
 			return
 		}
+		req.Client = clientOf(r)
 		created := time.Now().Unix()
 		if req.Stream {
 			streamChat(w, r, s, req, opts, created)

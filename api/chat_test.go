@@ -199,6 +199,7 @@ func TestChatErrors(t *testing.T) {
 	}{
 		{fmt.Errorf("%w: model gpt-4 is not served", api.ErrNotFound), 404, "invalid_request_error"},
 		{fmt.Errorf("%w: 100 tasks in flight", api.ErrTooMany), 429, "rate_limit_error"},
+		{fmt.Errorf("%w: task failed: out-voted", api.ErrBadGateway), 502, "server_error"},
 		{fmt.Errorf("%w: no miner for m1", api.ErrUnavailable), 503, "server_error"},
 		{fmt.Errorf("%w: after 60s", api.ErrTimeout), 504, "server_error"},
 	} {
@@ -519,6 +520,26 @@ func TestChatCompletionErrorsClientsActOn(t *testing.T) {
 		e := wantError(t, rec, http.StatusTooManyRequests, "busy")
 		if e.Type != "rate_limit_error" || rec.Header().Get("Retry-After") == "" {
 			t.Errorf("stream %s: 429 %+v, Retry-After %q: want rate_limit_error and a Retry-After", stream, e, rec.Header().Get("Retry-After"))
+		}
+	}
+}
+
+// A chat completion carries the API client it came from, by its token, so
+// that the router can bound one client's requests in flight.
+func TestChatCompletionNamesItsClient(t *testing.T) {
+	for _, token := range []string{"", "s3cret"} {
+		s := &fakeSessions{}
+		args := []string{"Content-Type", "application/json"}
+		if token != "" {
+			args = append(args, "Authorization", "Bearer "+token)
+		}
+		rec := call(t, router(t, s, token), http.MethodPost, "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}]}`, args...)
+		if rec.Code != http.StatusOK || len(s.completions) != 1 {
+			t.Fatalf("token %q: %d %s", token, rec.Code, rec.Body)
+		}
+		want := map[string]string{"": "", "s3cret": "token"}[token]
+		if got := s.completions[0].Client; got != want {
+			t.Errorf("token %q: client %q, want %q", token, got, want)
 		}
 	}
 }

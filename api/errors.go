@@ -19,6 +19,7 @@ var (
 	ErrModelNotFound = errors.New("model not found")    // 404
 	ErrConflict      = errors.New("conflict")           // 409
 	ErrTooMany       = errors.New("too many requests")  // 429
+	ErrBadGateway    = errors.New("the miners failed")  // 502
 	ErrUnavailable   = errors.New("no miner available") // 503
 	ErrTimeout       = errors.New("timed out")          // 504
 )
@@ -94,6 +95,8 @@ func errorStatus(err error) (status int, msg string) {
 		return http.StatusConflict, err.Error()
 	case errors.Is(err, ErrTooMany):
 		return http.StatusTooManyRequests, err.Error()
+	case errors.Is(err, ErrBadGateway):
+		return http.StatusBadGateway, err.Error()
 	case errors.Is(err, ErrUnavailable):
 		return http.StatusServiceUnavailable, err.Error()
 	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):

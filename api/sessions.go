@@ -54,6 +54,9 @@ type CompletionRequest struct {
 	MaxTokens  int
 	Redundancy int // 0 → 1; from the request's non-standard "redundancy" field
 	Stream     bool
+	// Client is the API client the request came from, by its token; ""
+	// where no token is used. Its completions in flight are bounded.
+	Client string
 }
 
 // Completion is the answer of Complete.

@@ -91,7 +91,7 @@ func (a sessionsAPI) Complete(ctx context.Context, req api.CompletionRequest, on
 	if !req.Stream {
 		onDelta = nil
 	}
-	c, err := a.m.Complete(ctx, session.Demand{Model: req.Model, Redundancy: req.Redundancy}, taskRequest("", req.Messages, req.MaxTokens), onDelta)
+	c, err := a.m.Complete(ctx, session.Demand{Model: req.Model, Redundancy: req.Redundancy, Client: req.Client}, taskRequest("", req.Messages, req.MaxTokens), onDelta)
 	if err != nil {
 		return api.Completion{}, sessionErr(err)
 	}
@@ -140,8 +140,9 @@ func sessionErr(err error) error {
 		kind = api.ErrConflict
 	case errors.Is(err, session.ErrQueueFull), errors.Is(err, session.ErrTooMany), errors.Is(err, session.ErrBusy):
 		kind = api.ErrTooMany
-	case errors.Is(err, session.ErrNoMiner), errors.Is(err, session.ErrNotRunning),
-		errors.Is(err, session.ErrTaskFailed), errors.Is(err, session.ErrStreamBroken):
+	case errors.Is(err, session.ErrTaskFailed), errors.Is(err, session.ErrStreamBroken):
+		kind = api.ErrBadGateway
+	case errors.Is(err, session.ErrNoMiner), errors.Is(err, session.ErrNotRunning):
 		kind = api.ErrUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		kind = api.ErrTimeout
