@@ -43,8 +43,15 @@ var goals = map[string]string{
 	"ReserveRelease ns/op":          "ratio ≤ 2",
 	"ChatCompletion added-p50-ms":   "< 2 ms",
 	"SessionTask added-p50-ms":      "< 2 ms",
-	"IdleNode rss-MB":               "< 60 MB",
-	"IdleNode cpu-%core":            "< 1%",
+	// The chat endpoint against the same miners driven straight over the
+	// session protocol, and demand that comes and goes.
+	"CompletionsPerSecond/miners=5/clients=16 completions/s":  "ratio ≥ 0.7",
+	"CompletionsPerSecond/miners=5/clients=64 completions/s":  "ratio ≥ 0.7",
+	"CompletionsPerSecond/miners=20/clients=16 completions/s": "ratio ≥ 0.7",
+	"CompletionsPerSecond/miners=20/clients=64 completions/s": "ratio ≥ 0.7",
+	"MixedLoad idle-held-while-waiting-s":                     "= 0",
+	"IdleNode rss-MB":                                         "< 60 MB",
+	"IdleNode cpu-%core":                                      "< 1%",
 	// make testnet-netns: joining from anywhere.
 	"Join/plain run-to-available-s": "≤ 10 s",
 	"Join/cone run-to-available-s":  "≤ 30 s",

@@ -136,8 +136,11 @@ func printSession(w io.Writer, v sessionView) error {
 }
 
 func sessionState(s session.Session) string {
-	if s.EndReason != "" {
+	switch {
+	case s.EndReason != "":
 		return s.State + " (" + s.EndReason + ")"
+	case s.Warm:
+		return s.State + " (warm: chat completions)"
 	}
 	return s.State
 }
