@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/ephemera-network/ephemera/internal/testkit"
+	"github.com/ephemera-network/ephemera/protocol"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/record"
@@ -80,11 +81,11 @@ func BenchmarkGossipDelivery(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer gb.Close()
-	ta, err := ga.Join(ctx, Attestations, EnvelopeValidator(noteKind()), nil)
+	ta, err := ga.Join(ctx, protocol.TopicAttestations, EnvelopeValidator(noteKind()), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := gb.Join(ctx, Attestations, EnvelopeValidator(noteKind()), func(*pubsub.Message) { got <- struct{}{} }); err != nil {
+	if _, err := gb.Join(ctx, protocol.TopicAttestations, EnvelopeValidator(noteKind()), func(*pubsub.Message) { got <- struct{}{} }); err != nil {
 		b.Fatal(err)
 	}
 	waitFor(b, "peer", func() bool { return len(ta.Peers()) == 1 })

@@ -2,9 +2,12 @@ package gossip
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
+	"github.com/ephemera-network/ephemera/protocol"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
 )
@@ -42,5 +45,32 @@ func EnvelopeValidator(kinds ...Kind) Validator {
 			return pubsub.ValidationReject, fmt.Errorf("envelope: %w", err)
 		}
 		return k.Check(ctx, from, env, rec, data)
+	}
+}
+
+// Judged is the kind whose records take decodes into: take is given the
+// signer and the message as received, and its error's class (protocol's
+// ErrReject or ErrIgnore) decides the outcome. Only Ed25519 signers are
+// taken, as Ephemera signs with nothing else.
+func Judged(newRecord func() record.Record, take func(signer peer.ID, rec record.Record, data []byte) error) Kind {
+	return Kind{
+		New: newRecord,
+		Check: func(_ context.Context, _ peer.ID, env *record.Envelope, rec record.Record, data []byte) (pubsub.ValidationResult, error) {
+			if env.PublicKey.Type() != crypto.Ed25519 {
+				return pubsub.ValidationReject, fmt.Errorf("signed with a %s key; Ephemera signs with Ed25519", env.PublicKey.Type())
+			}
+			signer, err := peer.IDFromPublicKey(env.PublicKey)
+			if err != nil {
+				return pubsub.ValidationReject, err
+			}
+			switch err := take(signer, rec, data); {
+			case err == nil:
+				return pubsub.ValidationAccept, nil
+			case errors.Is(err, protocol.ErrReject):
+				return pubsub.ValidationReject, err
+			default:
+				return pubsub.ValidationIgnore, err
+			}
+		},
 	}
 }

@@ -17,10 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/protocol"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/protocol"
+	libp2pprotocol "github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -130,21 +131,21 @@ type floodTracer struct{ sent, dropped atomic.Int64 }
 func (t *floodTracer) SendRPCCompleted(rpc *pubsub.RPC, _ peer.ID, _ time.Duration) {
 	t.sent.Add(int64(len(rpc.Publish)))
 }
-func (t *floodTracer) DropRPC(rpc *pubsub.RPC, _ peer.ID)       { t.dropped.Add(int64(len(rpc.Publish))) }
-func (t *floodTracer) OnNewOutboundStream(peer.ID, protocol.ID) {}
-func (t *floodTracer) OnClosedOutboundStream(peer.ID)           {}
-func (t *floodTracer) Join(string)                              {}
-func (t *floodTracer) Leave(string)                             {}
-func (t *floodTracer) Graft(peer.ID, string)                    {}
-func (t *floodTracer) Prune(peer.ID, string)                    {}
-func (t *floodTracer) ValidateMessage(*pubsub.Message)          {}
-func (t *floodTracer) DeliverMessage(*pubsub.Message)           {}
-func (t *floodTracer) RejectMessage(*pubsub.Message, string)    {}
-func (t *floodTracer) DuplicateMessage(*pubsub.Message)         {}
-func (t *floodTracer) ThrottlePeer(peer.ID)                     {}
-func (t *floodTracer) RecvRPC(*pubsub.RPC)                      {}
-func (t *floodTracer) SendRPC(*pubsub.RPC, peer.ID)             {}
-func (t *floodTracer) UndeliverableMessage(*pubsub.Message)     {}
+func (t *floodTracer) DropRPC(rpc *pubsub.RPC, _ peer.ID)             { t.dropped.Add(int64(len(rpc.Publish))) }
+func (t *floodTracer) OnNewOutboundStream(peer.ID, libp2pprotocol.ID) {}
+func (t *floodTracer) OnClosedOutboundStream(peer.ID)                 {}
+func (t *floodTracer) Join(string)                                    {}
+func (t *floodTracer) Leave(string)                                   {}
+func (t *floodTracer) Graft(peer.ID, string)                          {}
+func (t *floodTracer) Prune(peer.ID, string)                          {}
+func (t *floodTracer) ValidateMessage(*pubsub.Message)                {}
+func (t *floodTracer) DeliverMessage(*pubsub.Message)                 {}
+func (t *floodTracer) RejectMessage(*pubsub.Message, string)          {}
+func (t *floodTracer) DuplicateMessage(*pubsub.Message)               {}
+func (t *floodTracer) ThrottlePeer(peer.ID)                           {}
+func (t *floodTracer) RecvRPC(*pubsub.RPC)                            {}
+func (t *floodTracer) SendRPC(*pubsub.RPC, peer.ID)                   {}
+func (t *floodTracer) UndeliverableMessage(*pubsub.Message)           {}
 
 var _ pubsub.RawTracer = (*floodTracer)(nil)
 
@@ -272,7 +273,7 @@ func TestFloodPeer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	topic, err := ps.Join(TopicID("bench", Attestations))
+	topic, err := ps.Join(protocol.TopicID("bench", protocol.TopicAttestations))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +352,7 @@ func runFlooded(b *testing.B, flood bool) {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { g.Close() })
-		t, err := g.Join(ctx, Attestations, EnvelopeValidator(noteKind()), func(m *pubsub.Message) { rec.delivered(i, m.Data) })
+		t, err := g.Join(ctx, protocol.TopicAttestations, EnvelopeValidator(noteKind()), func(m *pubsub.Message) { rec.delivered(i, m.Data) })
 		if err != nil {
 			b.Fatal(err)
 		}

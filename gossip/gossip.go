@@ -11,27 +11,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ephemera-network/ephemera/protocol"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 )
-
-// Topic names, without the network.
-const (
-	Attestations = "attestations" // oracles' verdicts, and evidence of double verdicts
-	Reservations = "reservations" // grants and releases, and evidence of double grants
-	Pool         = "pool"         // miners' availability records, on every transition
-)
-
-// TopicNames lists the topics every node of a network joins.
-var TopicNames = []string{Attestations, Reservations, Pool}
-
-// TopicID is the gossipsub topic of name on network, so two networks never mix.
-func TopicID(network, name string) string {
-	return "/ephemera/" + network + "/" + name + "/1"
-}
 
 // Validator judges one message. err says why it was not accepted; it is
 // logged at debug and never sent anywhere.
@@ -82,9 +68,9 @@ func New(ctx context.Context, h host.Host, network string, cfg Config, reg prome
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	ids := make([]string, len(TopicNames))
-	for i, n := range TopicNames {
-		ids[i] = TopicID(network, n)
+	ids := make([]string, len(protocol.Topics))
+	for i, n := range protocol.Topics {
+		ids[i] = protocol.TopicID(network, n)
 	}
 	m, err := newMetrics(reg)
 	if err != nil {
@@ -156,7 +142,7 @@ type Topic struct {
 // Join joins topic name with validator v in place before any message can
 // arrive, and hands each accepted message to handle until ctx ends.
 func (g *Gossip) Join(ctx context.Context, name string, v Validator, handle Handler) (*Topic, error) {
-	id := TopicID(g.network, name)
+	id := protocol.TopicID(g.network, name)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if _, ok := g.topics[name]; ok {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/p2p"
+	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
@@ -96,7 +97,7 @@ func newGossip(t *testing.T, h host.Host, reg prometheus.Registerer, in *inbox) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	topic, err := g.Join(ctx, Attestations, EnvelopeValidator(noteKind()), in.handle)
+	topic, err := g.Join(ctx, protocol.TopicAttestations, EnvelopeValidator(noteKind()), in.handle)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +129,7 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 }
 
 func TestTopicIDCarriesNetwork(t *testing.T) {
-	if got := TopicID("devnet", Attestations); got != "/ephemera/devnet/attestations/1" {
+	if got := protocol.TopicID("devnet", protocol.TopicAttestations); got != "/ephemera/devnet/attestations/1" {
 		t.Fatalf("TopicID = %q", got)
 	}
 }
@@ -215,15 +216,15 @@ func TestDeliveryAndRejectionAcrossHosts(t *testing.T) {
 	if err := topicA.Publish(context.Background(), []byte("garbage")); err == nil {
 		t.Fatal("publishing an invalid message succeeded")
 	}
-	accepted := testutil.ToFloat64(mustCounter(t, regB, Attestations, "accept"))
+	accepted := testutil.ToFloat64(mustCounter(t, regB, protocol.TopicAttestations, "accept"))
 	if accepted != 1 {
 		t.Fatalf("accepted counter = %v, want 1", accepted)
 	}
 	// Counts reads the same counters, whether or not a registry exports them.
-	if c := gB.Counts()[Attestations]; c != (TopicCounts{Accept: 1}) {
+	if c := gB.Counts()[protocol.TopicAttestations]; c != (TopicCounts{Accept: 1}) {
 		t.Errorf("receiver's counts %+v, want one accepted", c)
 	}
-	if c := gA.Counts()[Attestations]; c.Published != 1 {
+	if c := gA.Counts()[protocol.TopicAttestations]; c.Published != 1 {
 		t.Errorf("publisher's counts %+v, want one published", c)
 	}
 }
@@ -244,7 +245,7 @@ func TestInvalidSenderLosesScore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	topic, err := ps.Join(TopicID("testnet", Attestations))
+	topic, err := ps.Join(protocol.TopicID("testnet", protocol.TopicAttestations))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +260,7 @@ func TestInvalidSenderLosesScore(t *testing.T) {
 	if n := in.count(); n != 0 {
 		t.Fatalf("%d invalid messages were delivered", n)
 	}
-	if rejected := testutil.ToFloat64(mustCounter(t, reg, Attestations, "reject")); rejected < 1 {
+	if rejected := testutil.ToFloat64(mustCounter(t, reg, protocol.TopicAttestations, "reject")); rejected < 1 {
 		t.Fatalf("reject counter = %v", rejected)
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/p2p"
+	"github.com/ephemera-network/ephemera/protocol"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -55,7 +56,7 @@ func TestFloodingPeerCutOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { g.Close() })
-	if _, err := g.Join(ctx, Attestations, EnvelopeValidator(noteKind()), in.handle); err != nil {
+	if _, err := g.Join(ctx, protocol.TopicAttestations, EnvelopeValidator(noteKind()), in.handle); err != nil {
 		t.Fatal(err)
 	}
 	_, honestTopic := newGossip(t, honest, nil, &inbox{})
@@ -66,7 +67,7 @@ func TestFloodingPeerCutOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	flood, err := ps.Join(TopicID("testnet", Attestations))
+	flood, err := ps.Join(protocol.TopicID("testnet", protocol.TopicAttestations))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/protocol"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -236,7 +237,7 @@ func BenchmarkAttestationPropagation(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { g.Close() })
-		t, err := g.Join(ctx, Attestations, EnvelopeValidator(noteKind()), func(m *pubsub.Message) { rec.delivered(i, m.Data) })
+		t, err := g.Join(ctx, protocol.TopicAttestations, EnvelopeValidator(noteKind()), func(m *pubsub.Message) { rec.delivered(i, m.Data) })
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -263,7 +264,7 @@ func BenchmarkAttestationPropagationBaseline(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		t, err := ps.Join(TopicID("bench", Attestations))
+		t, err := ps.Join(protocol.TopicID("bench", protocol.TopicAttestations))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/p2p"
+	"github.com/ephemera-network/ephemera/protocol"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -48,7 +49,7 @@ func restartNode(t testing.TB, key crypto.PrivKey, listen []string, got func(str
 	if err != nil {
 		t.Fatal(err)
 	}
-	topic, err := g.Join(ctx, Attestations, EnvelopeValidator(noteKind()), func(m *pubsub.Message) {
+	topic, err := g.Join(ctx, protocol.TopicAttestations, EnvelopeValidator(noteKind()), func(m *pubsub.Message) {
 		got(m.ReceivedFrom.String())
 	})
 	if err != nil {

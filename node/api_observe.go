@@ -5,8 +5,8 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
-	"github.com/ephemera-network/ephemera/gossip"
 	"github.com/ephemera-network/ephemera/node/observe"
+	"github.com/ephemera-network/ephemera/protocol"
 )
 
 // startObserver watches the pool for the dashboard, from just after the pool
@@ -67,11 +67,11 @@ func (a *observeAPI) Overview() api.Overview {
 }
 
 // gossipCounters are the gossip counters of every topic of the network, in
-// gossip.TopicNames' order.
+// protocol.Topics' order.
 func (a *observeAPI) gossipCounters() []api.GossipTopic {
 	counts := a.n.gossip.Counts()
-	out := make([]api.GossipTopic, len(gossip.TopicNames))
-	for i, name := range gossip.TopicNames {
+	out := make([]api.GossipTopic, len(protocol.Topics))
+	for i, name := range protocol.Topics {
 		c := counts[name]
 		out[i] = api.GossipTopic{Topic: name, Accept: c.Accept, Reject: c.Reject, Ignore: c.Ignore, Throttled: c.Throttled, Published: c.Published}
 	}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
-	"github.com/ephemera-network/ephemera/gossip"
 	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/node/router"
@@ -185,10 +184,10 @@ func TestEquivocatingMinerCaughtByEveryNode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// Two grants, for two sessions, entering the network at two different nodes.
-	if err := inProcess(t, nodes[1]).Publish(ctx, gossip.Reservations, grant("session-a")); err != nil {
+	if err := inProcess(t, nodes[1]).Publish(ctx, protocol.TopicReservations, grant("session-a")); err != nil {
 		t.Fatal(err)
 	}
-	if err := inProcess(t, nodes[len(nodes)-1]).Publish(ctx, gossip.Reservations, grant("session-b")); err != nil {
+	if err := inProcess(t, nodes[len(nodes)-1]).Publish(ctx, protocol.TopicReservations, grant("session-b")); err != nil {
 		t.Fatal(err)
 	}
 	for i, n := range nodes {

@@ -298,8 +298,8 @@ func (n *Node) FullAddrs() []ma.Multiaddr {
 // Home is the node's home directory.
 func (n *Node) Home() Home { return n.home }
 
-// Publish gossips data on one of the network's topics (gossip.Attestations,
-// gossip.Reservations, gossip.Pool); the topic's validator judges it first.
+// Publish gossips data on one of the network's topics (protocol.TopicAttestations,
+// protocol.TopicReservations, protocol.TopicPool); the topic's validator judges it first.
 func (n *Node) Publish(ctx context.Context, topic string, data []byte) error {
 	return n.publish(ctx, topic, data)
 }

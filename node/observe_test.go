@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
-	"github.com/ephemera-network/ephemera/gossip"
 	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
 	"github.com/ephemera-network/ephemera/node"
+	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/testnet"
 )
 
@@ -110,10 +110,10 @@ func TestObserveReservation(t *testing.T) {
 	for _, g := range ov.Gossip {
 		topics = append(topics, g.Topic)
 	}
-	if !slices.Equal(topics, gossip.TopicNames) {
+	if !slices.Equal(topics, protocol.Topics) {
 		t.Errorf("gossip topics %v", topics)
 	}
-	if pool := ov.Gossip[slices.Index(topics, gossip.Pool)]; pool.Accept == 0 {
+	if pool := ov.Gossip[slices.Index(topics, protocol.TopicPool)]; pool.Accept == 0 {
 		t.Errorf("the bootstrap node accepted no pool message: %+v", pool)
 	}
 	if ov.Oracle != nil || ov.Router != nil {

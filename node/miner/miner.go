@@ -114,15 +114,16 @@ func (m *Miner) Start(ctx context.Context) error {
 		m.log.Warn("the oracle set is empty: this miner cannot become available")
 	}
 	if err := m.resume(); err != nil {
-		m.Stop()
+		_ = m.Stop(context.WithoutCancel(ctx)) // nothing runs yet to wait for
 		return fmt.Errorf("miner: %w", err)
 	}
 	m.wg.Go(func() { m.run(ctx) })
 	return nil
 }
 
-// Stop ends the lifecycle loop and the protocol handlers.
-func (m *Miner) Stop() {
+// Stop ends the lifecycle loop and the protocol handlers, and waits for
+// what runs to return, within ctx.
+func (m *Miner) Stop(ctx context.Context) error {
 	net := m.d.Check.Network
 	m.d.Host.RemoveStreamHandler(protocol.ValidateProtocol(net))
 	m.d.Host.RemoveStreamHandler(protocol.ReserveProtocol(net))
@@ -132,7 +133,22 @@ func (m *Miner) Stop() {
 		m.cancel()
 	}
 	m.spawnMu.Unlock()
-	m.wg.Wait()
+	return waitWithin(ctx, "miner", m.wg.Wait)
+}
+
+// waitWithin runs wait, giving up when ctx ends first.
+func waitWithin(ctx context.Context, what string, wait func()) error {
+	done := make(chan struct{})
+	go func() {
+		wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%s: stop: %w", what, ctx.Err())
+	}
 }
 
 func (m *Miner) poke() {

@@ -161,7 +161,7 @@ func newRig(t testing.TB, n *testNetwork, key crypto.PrivKey, dir string) *rig {
 func (r *rig) start(t testing.TB) {
 	t.Helper()
 	r.m.Start(context.Background())
-	t.Cleanup(r.m.Stop) // before the store closes: cleanups run last-in first-out
+	t.Cleanup(func() { _ = r.m.Stop(context.Background()) }) // before the store closes: cleanups run last-in first-out
 }
 
 func (r *rig) addrInfo() peer.AddrInfo { return peer.AddrInfo{ID: r.id, Addrs: r.host.Addrs()} }
@@ -496,7 +496,9 @@ func TestRestartKeepsState(t *testing.T) {
 	key, dir := newKey(t), t.TempDir()
 	r := newRig(t, n, key, dir)
 	r.start(t)
-	r.m.Stop()
+	if err := r.m.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	r.store.Close()
 	r.host.Close()
 
@@ -508,7 +510,9 @@ func TestRestartKeepsState(t *testing.T) {
 	// Restarted while available with valid attestations: still available.
 	r2.start(t)
 	atts := r2.makeAvailable(t, 0)
-	r2.m.Stop()
+	if err := r2.m.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	r2.store.Close()
 	r2.host.Close()
 	r3 := newRig(t, n, key, dir)
@@ -900,7 +904,9 @@ func TestCrashKeepsReservation(t *testing.T) {
 	before := r.m.State()
 
 	// kill -9 right after the commit: no release, nothing graceful.
-	r.m.Stop()
+	if err := r.m.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	if err := r.store.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -974,7 +980,9 @@ func TestRestartAvailableWithExpiredAttestations(t *testing.T) {
 	r.attestFor(t, 0, 0, round, true, 1200*time.Millisecond)
 	r.attestFor(t, 1, 0, round, true, 1200*time.Millisecond)
 	waitState(t, r.m, pb.MinerState_AVAILABLE, 0)
-	r.m.Stop()
+	if err := r.m.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	r.store.Close()
 	r.host.Close()
 	time.Sleep(1300 * time.Millisecond) // down while the attestations expire

@@ -649,7 +649,9 @@ func TestSessionStop(t *testing.T) {
 	c := sr.open(t, nil)
 	c.send(t, sr.task(t, taskOpts{deadline: time.Now().Add(5 * time.Second)}))
 	waitFor(t, "the engine running", 2*time.Second, func() bool { return fb.entered.Load() > 0 })
-	sr.m.Stop()
+	if err := sr.m.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	frames, end := c.rest()
 	wantReset(t, frames, end)
 	if err := <-fb.gaveUp; !errors.Is(err, context.Canceled) {

@@ -136,31 +136,37 @@ func (o *Oracle) params() protocol.Params { return o.d.Check.Params }
 // Start runs the round loop in the background until Stop is called or ctx
 // ends: once at once, then at every round boundary. It returns at once; a
 // second call does nothing.
-func (o *Oracle) Start(ctx context.Context) {
+func (o *Oracle) Start(ctx context.Context) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.started {
-		return
+		return nil
 	}
 	o.started = true
 	ctx, o.cancel = context.WithCancel(ctx)
 	o.loopDone = make(chan struct{})
 	go o.loop(ctx)
+	return nil
 }
 
 // Stop ends the round loop, cancels the validations in flight (a cancelled
 // validation signs nothing) and waits for them to return. A verdict already
 // being stored is still stored and published.
-func (o *Oracle) Stop() {
+func (o *Oracle) Stop(ctx context.Context) error {
 	o.mu.Lock()
 	cancel, done := o.cancel, o.loopDone
 	o.mu.Unlock()
 	if cancel == nil {
-		return
+		return nil
 	}
 	cancel()
-	<-done
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("oracle: stop: %w", ctx.Err())
+	}
 	o.wg.Wait()
+	return nil
 }
 
 func (o *Oracle) loop(ctx context.Context) {

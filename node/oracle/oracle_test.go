@@ -403,7 +403,9 @@ func TestNeverTwoVerdicts(t *testing.T) {
 	}
 
 	// Restart: close the store, reopen it, and a new oracle on it.
-	r.o.Stop()
+	if err := r.o.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	if err := r.store.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -575,9 +577,11 @@ func TestRoundLoopValidatesAssignedMiners(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	r.o.Start(ctx)
-	t.Cleanup(r.o.Stop)
+	t.Cleanup(func() { _ = r.o.Stop(context.Background()) })
 	waitFor(t, "two validations", func() bool { return r.o.Stats().Signed >= 2 })
-	r.o.Stop()
+	if err := r.o.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 
 	if st := r.o.Stats(); st != (Stats{Validations: 2, Passed: 2, Signed: 2}) {
 		t.Errorf("stats %+v", st)
@@ -629,12 +633,14 @@ func TestRoundLoopValidatesEachGenerationOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	r.o.Start(ctx)
-	t.Cleanup(r.o.Stop)
+	t.Cleanup(func() { _ = r.o.Stop(context.Background()) })
 	waitFor(t, "every miner validated", func() bool { return r.o.Stats().Passed == len(miners) })
 	// A few more rounds, in which nothing should happen.
 	start := p.RoundAt(time.Now())
 	waitFor(t, "three more rounds", func() bool { return p.RoundAt(time.Now()) >= start+3 })
-	r.o.Stop()
+	if err := r.o.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	for i, m := range miners {
 		if got := m.challenges.Load(); got != 1 {
 			t.Errorf("miner %d challenged %d times, want once", i, got)
@@ -686,7 +692,7 @@ func TestLostPassIsReplaced(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	r.o.Start(ctx)
-	t.Cleanup(r.o.Stop)
+	t.Cleanup(func() { _ = r.o.Stop(context.Background()) })
 	waitFor(t, "the first pass", func() bool { return r.o.Stats().Passed == 1 })
 
 	// Not heard from since: the pass may yet arrive, nothing is done.
@@ -718,7 +724,9 @@ func TestLostPassIsReplaced(t *testing.T) {
 	challenged := m.challenges.Load()
 	start = p.RoundAt(time.Now())
 	waitFor(t, "three more rounds", func() bool { return p.RoundAt(time.Now()) >= start+3 })
-	r.o.Stop()
+	if err := r.o.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	if got := m.challenges.Load(); got != challenged {
 		t.Errorf("an available miner was challenged %d more times", got-challenged)
 	}
@@ -756,7 +764,9 @@ func TestNotAnOracle(t *testing.T) {
 	knows(r.host, m)
 	addMiner(t, r.pool, m.key, pb.MinerState_VALIDATING, 1)
 	r.o.Start(context.Background())
-	r.o.Stop()
+	if err := r.o.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := r.o.Validate(context.Background(), m.id, 1, 1); err == nil {
 		t.Error("Validate by a node outside the oracle set succeeded")
 	}

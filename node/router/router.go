@@ -176,11 +176,11 @@ func (r *Router) now() time.Time {
 }
 
 // Start renews every active reservation until Stop.
-func (r *Router) Start(ctx context.Context) {
+func (r *Router) Start(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.running {
-		return
+		return nil
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.running, r.runCtx, r.cancel = true, runCtx, cancel
@@ -192,6 +192,7 @@ func (r *Router) Start(ctx context.Context) {
 			r.startLoopLocked(runCtx, e, 0)
 		}
 	}
+	return nil
 }
 
 // Stop stops renewing and waits for the renew loops to return. It releases

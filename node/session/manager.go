@@ -166,11 +166,11 @@ func (m *Manager) now() time.Time {
 
 // Start resumes the open sessions and starts releasing reservations that
 // serve no session.
-func (m *Manager) Start(ctx context.Context) {
+func (m *Manager) Start(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.running {
-		return
+		return nil
 	}
 	m.ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	m.running = true
@@ -201,6 +201,7 @@ func (m *Manager) Start(ctx context.Context) {
 	}
 	m.wg.Add(1)
 	go m.reconcileLoop(m.ctx)
+	return nil
 }
 
 // resume takes back the reservations that still serve the session after a

@@ -195,7 +195,7 @@ func (n *testNet) newMiner(t testing.TB) *testMiner {
 	if err := m.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(m.Stop) // before its store and host close
+	t.Cleanup(func() { _ = m.Stop(context.Background()) }) // before its store and host close
 	tm := &testMiner{n: n, key: key, id: h.ID(), host: h, store: st, pool: p, m: m, slow: engine}
 	n.mu.Lock()
 	n.miners = append(n.miners, tm)

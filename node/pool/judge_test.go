@@ -20,27 +20,30 @@ type published struct {
 	data  []byte
 }
 
-// validators builds each topic's envelope validator from the pool's kinds,
-// with a publisher that hands evidence to the returned channel.
+// validators builds each topic's envelope validator from the pool's
+// judges, as a node does, with a publisher that hands evidence to the
+// returned channel.
 func validators(tb testing.TB, e *env, fail bool) (map[string]gossip.Validator, chan published) {
 	tb.Helper()
 	pubs := make(chan published, 64)
-	kinds := e.pool.Kinds(testkit.Key(tb, "node"), func(_ context.Context, topic string, data []byte) error {
+	judges := e.pool.Judges(testkit.Key(tb, "node"), func(_ context.Context, topic string, data []byte) error {
 		pubs <- published{topic, data}
 		if fail {
 			return errors.New("no peers")
 		}
 		return nil
 	})
-	if len(kinds) != len(gossip.TopicNames) {
-		tb.Fatalf("kinds for %d topics, want %d", len(kinds), len(gossip.TopicNames))
-	}
 	v := map[string]gossip.Validator{}
-	for _, topic := range gossip.TopicNames {
-		if len(kinds[topic]) == 0 {
-			tb.Fatalf("no kinds for topic %s", topic)
+	for _, topic := range protocol.Topics {
+		var kinds []gossip.Kind
+		for _, k := range protocol.TopicKinds[topic] {
+			j, ok := judges[k.Domain]
+			if !ok {
+				tb.Fatalf("no judge of %s, which topic %s carries", k.Domain, topic)
+			}
+			kinds = append(kinds, gossip.Judged(j.New, j.Take))
 		}
-		v[topic] = gossip.EnvelopeValidator(kinds[topic]...)
+		v[topic] = gossip.EnvelopeValidator(kinds...)
 	}
 	return v, pubs
 }
@@ -58,17 +61,17 @@ func resultName(r pubsub.ValidationResult) string {
 	}
 }
 
-func TestKinds(t *testing.T) {
+func TestJudges(t *testing.T) {
 	for _, failingPublisher := range []bool{false, true} {
 		name := "publisher ok"
 		if failingPublisher {
 			name = "publisher fails"
 		}
-		t.Run(name, func(t *testing.T) { testKinds(t, failingPublisher) })
+		t.Run(name, func(t *testing.T) { testJudges(t, failingPublisher) })
 	}
 }
 
-func testKinds(t *testing.T, failingPublisher bool) {
+func testJudges(t *testing.T, failingPublisher bool) {
 	e := newEnv(t)
 	v, pubs := validators(t, e, failingPublisher)
 	node := testkit.ID(t, testkit.Key(t, "node"))
@@ -87,40 +90,40 @@ func testKinds(t *testing.T, failingPublisher bool) {
 		want     string
 		offender peer.ID // evidence expected published on the topic
 	}{
-		{"availability", gossip.Pool, rec.Raw, "accept", ""},
-		{"availability again", gossip.Pool, rec.Raw, "ignore", ""},
-		{"forged availability", gossip.Pool, mustSeal(rec.Msg, e.Other.Key), "reject", ""},
-		{"same seq, other content", gossip.Pool, e.avail(t, e.Miner.Key, 1, 7, pb.MinerState_RESERVED, nil).Raw, "reject", ""},
-		{"expired availability", gossip.Pool, e.avail(t, e.Miner.Key, 2, 7, pb.MinerState_VALIDATING, func(a *pb.Availability) {
+		{"availability", protocol.TopicPool, rec.Raw, "accept", ""},
+		{"availability again", protocol.TopicPool, rec.Raw, "ignore", ""},
+		{"forged availability", protocol.TopicPool, mustSeal(rec.Msg, e.Other.Key), "reject", ""},
+		{"same seq, other content", protocol.TopicPool, e.avail(t, e.Miner.Key, 1, 7, pb.MinerState_RESERVED, nil).Raw, "reject", ""},
+		{"expired availability", protocol.TopicPool, e.avail(t, e.Miner.Key, 2, 7, pb.MinerState_VALIDATING, func(a *pb.Availability) {
 			a.ExpiresMs = ms(e.Now)
 		}).Raw, "ignore", ""},
-		{"attestation on the pool topic", gossip.Pool, att.Raw, "reject", ""},
-		{"garbage on the pool topic", gossip.Pool, []byte("garbage"), "reject", ""},
+		{"attestation on the pool topic", protocol.TopicPool, att.Raw, "reject", ""},
+		{"garbage on the pool topic", protocol.TopicPool, []byte("garbage"), "reject", ""},
 
-		{"attestation", gossip.Attestations, att.Raw, "accept", ""},
-		{"attestation again", gossip.Attestations, att.Raw, "ignore", ""},
-		{"forged attestation", gossip.Attestations, mustSeal(e.att(1, e.Miner.ID, nil), e.Oracles[2].Key), "reject", ""},
-		{"attestation of an outsider", gossip.Attestations, mustSeal(e.att(1, e.Miner.ID, func(a *pb.Attestation) { a.Oracle = []byte(e.Other.ID) }), e.Other.Key), "reject", ""},
-		{"expired attestation", gossip.Attestations, e.sealAtt(t, 1, e.Miner.ID, func(a *pb.Attestation) {
+		{"attestation", protocol.TopicAttestations, att.Raw, "accept", ""},
+		{"attestation again", protocol.TopicAttestations, att.Raw, "ignore", ""},
+		{"forged attestation", protocol.TopicAttestations, mustSeal(e.att(1, e.Miner.ID, nil), e.Oracles[2].Key), "reject", ""},
+		{"attestation of an outsider", protocol.TopicAttestations, mustSeal(e.att(1, e.Miner.ID, func(a *pb.Attestation) { a.Oracle = []byte(e.Other.ID) }), e.Other.Key), "reject", ""},
+		{"expired attestation", protocol.TopicAttestations, e.sealAtt(t, 1, e.Miner.ID, func(a *pb.Attestation) {
 			a.IssuedMs, a.ExpiresMs = ms(e.Now.Add(-20*time.Minute)), ms(e.Now.Add(-time.Second))
 		}).Raw, "ignore", ""},
-		{"attestation of an older generation", gossip.Attestations, e.sealAtt(t, 1, e.Miner.ID, func(a *pb.Attestation) { a.Generation = 6 }).Raw, "ignore", ""},
-		{"conflicting verdict", gossip.Attestations, e.sealAtt(t, 3, e.Miner.ID, func(a *pb.Attestation) { a.Pass = false }).Raw, "ignore", e.Oracles[3].ID},
-		{"evidence someone else found", gossip.Attestations, otherEvidence, "accept", ""},
-		{"same evidence again", gossip.Attestations, otherEvidence, "ignore", ""},
-		{"evidence of one message twice", gossip.Attestations, sameTwice, "reject", ""},
-		{"grant on the attestations topic", gossip.Attestations, g1.Raw, "reject", ""},
-		{"empty message", gossip.Attestations, nil, "reject", ""},
+		{"attestation of an older generation", protocol.TopicAttestations, e.sealAtt(t, 1, e.Miner.ID, func(a *pb.Attestation) { a.Generation = 6 }).Raw, "ignore", ""},
+		{"conflicting verdict", protocol.TopicAttestations, e.sealAtt(t, 3, e.Miner.ID, func(a *pb.Attestation) { a.Pass = false }).Raw, "ignore", e.Oracles[3].ID},
+		{"evidence someone else found", protocol.TopicAttestations, otherEvidence, "accept", ""},
+		{"same evidence again", protocol.TopicAttestations, otherEvidence, "ignore", ""},
+		{"evidence of one message twice", protocol.TopicAttestations, sameTwice, "reject", ""},
+		{"grant on the attestations topic", protocol.TopicAttestations, g1.Raw, "reject", ""},
+		{"empty message", protocol.TopicAttestations, nil, "reject", ""},
 
-		{"grant", gossip.Reservations, g1.Raw, "accept", ""},
-		{"grant again", gossip.Reservations, g1.Raw, "ignore", ""},
-		{"forged grant", gossip.Reservations, mustSeal(e.grant(t, "s3", nil).Msg, e.Other.Key), "reject", ""},
-		{"release", gossip.Reservations, e.release(t, 7, pb.Outcome_COMPLETED).Raw, "accept", ""},
-		{"release again", gossip.Reservations, e.release(t, 7, pb.Outcome_COMPLETED).Raw, "ignore", ""},
-		{"release by an outsider", gossip.Reservations, mustSeal(&pb.Release{Network: testNet, Session: "s1", Signer: []byte(e.Other.ID),
+		{"grant", protocol.TopicReservations, g1.Raw, "accept", ""},
+		{"grant again", protocol.TopicReservations, g1.Raw, "ignore", ""},
+		{"forged grant", protocol.TopicReservations, mustSeal(e.grant(t, "s3", nil).Msg, e.Other.Key), "reject", ""},
+		{"release", protocol.TopicReservations, e.release(t, 7, pb.Outcome_COMPLETED).Raw, "accept", ""},
+		{"release again", protocol.TopicReservations, e.release(t, 7, pb.Outcome_COMPLETED).Raw, "ignore", ""},
+		{"release by an outsider", protocol.TopicReservations, mustSeal(&pb.Release{Network: testNet, Session: "s1", Signer: []byte(e.Other.ID),
 			Miner: []byte(e.Miner.ID), Router: []byte(e.Router.ID), Generation: 8, Outcome: pb.Outcome_FAILED, IssuedMs: ms(e.Now)}, e.Other.Key), "reject", ""},
-		{"double grant", gossip.Reservations, e.grant(t, "s2", nil).Raw, "ignore", e.Miner.ID},
-		{"availability on the reservations topic", gossip.Reservations, rec.Raw, "reject", ""},
+		{"double grant", protocol.TopicReservations, e.grant(t, "s2", nil).Raw, "ignore", e.Miner.ID},
+		{"availability on the reservations topic", protocol.TopicReservations, rec.Raw, "reject", ""},
 	}
 	for _, s := range steps {
 		res, err := v[s.topic](context.Background(), e.Other.ID, s.data)
@@ -195,13 +198,13 @@ func FuzzGossipValidators(f *testing.F) {
 		mustSeal(&pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_GRANT, First: g1.Raw, Second: g2.Raw}, e.Other.Key),
 		nil, {}, []byte("junk"), {0x0a, 0x00}, bytes.Repeat([]byte{0xff}, 32),
 	}
-	for i := range gossip.TopicNames {
+	for i := range protocol.Topics {
 		for _, s := range seeds {
 			f.Add(uint8(i), s)
 		}
 	}
 	f.Fuzz(func(t *testing.T, topic uint8, data []byte) {
-		name := gossip.TopicNames[int(topic)%len(gossip.TopicNames)]
+		name := protocol.Topics[int(topic)%len(protocol.Topics)]
 		res, err := v[name](context.Background(), e.Other.ID, data)
 		switch res {
 		case pubsub.ValidationAccept, pubsub.ValidationReject, pubsub.ValidationIgnore:
