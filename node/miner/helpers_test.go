@@ -63,16 +63,32 @@ type rig struct {
 	m     *Miner
 }
 
-// newRig starts a miner with key (fresh if nil) on a store in dir (a temp
-// dir if "").
-func newRig(t testing.TB, n *testNetwork, key crypto.PrivKey, dir string) *rig {
+// newRig is a new miner, not yet started, with a fresh key on a fresh store
+// in a network of its own.
+func newRig(t testing.TB) *rig {
 	t.Helper()
-	if key == nil {
-		key = testkit.NewKey(t)
-	}
-	if dir == "" {
-		dir = t.TempDir()
-	}
+	return openRig(t, newNetwork(t), testkit.NewKey(t), t.TempDir())
+}
+
+// availableRig is a started miner, available at generation 0.
+func availableRig(t testing.TB) *rig {
+	t.Helper()
+	r := newRig(t)
+	r.start(t)
+	r.makeAvailable(t, 0)
+	return r
+}
+
+// reopen builds the miner of r again after down, with its key on its store,
+// as a restarted process would; it is not yet started.
+func (r *rig) reopen(t testing.TB) *rig {
+	t.Helper()
+	return openRig(t, r.net, r.key, r.dir)
+}
+
+// openRig builds a miner with key on a store in dir.
+func openRig(t testing.TB, n *testNetwork, key crypto.PrivKey, dir string) *rig {
+	t.Helper()
 	r := &rig{net: n, key: key, id: testkit.ID(t, key), dir: dir, pools: &testkit.Published{}, res: &testkit.Published{}}
 	r.host = testkit.Host(t, key)
 	st := testkit.Store(t, dir)
@@ -99,7 +115,7 @@ func (r *rig) start(t testing.TB) {
 }
 
 // down stops the miner and closes its store and host, as a process that
-// ends leaves them: a new rig on the same key and dir is its restart.
+// ends leaves them; reopen is its restart.
 func (r *rig) down(t testing.TB) {
 	t.Helper()
 	if err := r.m.Stop(context.Background()); err != nil {

@@ -14,7 +14,7 @@ import (
 
 func TestStartValidatesThenAvailable(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, newNetwork(t), nil, "")
+	r := newRig(t)
 	if s := r.m.State(); s.State != pb.MinerState_JOINING {
 		t.Fatalf("fresh miner: %s, want JOINING", s.State)
 	}
@@ -78,13 +78,12 @@ func TestStartValidatesThenAvailable(t *testing.T) {
 
 func TestRestartKeepsState(t *testing.T) {
 	t.Parallel()
-	n := newNetwork(t)
-	key, dir := testkit.NewKey(t), t.TempDir()
-	r := newRig(t, n, key, dir)
+	r := newRig(t)
+	n := r.net
 	r.start(t)
 	r.down(t)
 
-	r2 := newRig(t, n, key, dir)
+	r2 := r.reopen(t)
 	if s := r2.m.State(); s.State != pb.MinerState_VALIDATING || s.Generation != 0 {
 		t.Fatalf("reloaded: %s gen %d, want VALIDATING gen 0", s.State, s.Generation)
 	}
@@ -93,7 +92,7 @@ func TestRestartKeepsState(t *testing.T) {
 	r2.start(t)
 	atts := r2.makeAvailable(t, 0)
 	r2.down(t)
-	r3 := newRig(t, n, key, dir)
+	r3 := r2.reopen(t)
 	r3.start(t)
 	if s := r3.m.State(); s.State != pb.MinerState_AVAILABLE || len(s.Attestations) != len(atts) {
 		t.Fatalf("restarted available miner: %s with %d attestations", s.State, len(s.Attestations))
@@ -105,7 +104,7 @@ func TestRestartKeepsState(t *testing.T) {
 
 func TestFailuresCoolOffThenNewGeneration(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, newNetwork(t), nil, "")
+	r := newRig(t)
 	r.start(t)
 	if fq := r.net.check.Params.FailureQuorum(); fq != 2 {
 		t.Fatalf("failure quorum %d, want 2", fq)
@@ -151,7 +150,7 @@ func TestFailuresCoolOffThenNewGeneration(t *testing.T) {
 
 func TestBackoffDoubles(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, newNetwork(t), nil, "")
+	r := newRig(t)
 	r.start(t)
 	for gen, want := range []time.Duration{200 * time.Millisecond, 400 * time.Millisecond} {
 		round := r.net.check.Params.RoundAt(time.Now())
@@ -172,9 +171,8 @@ func TestBackoffDoubles(t *testing.T) {
 // available again.
 func TestRestartAvailableWithExpiredAttestations(t *testing.T) {
 	t.Parallel()
-	n := newNetwork(t)
-	key, dir := testkit.NewKey(t), t.TempDir()
-	r := newRig(t, n, key, dir)
+	r := newRig(t)
+	n := r.net
 	r.start(t)
 	round := n.check.Params.RoundAt(time.Now())
 	r.attestFor(t, 0, 0, round, true, 1200*time.Millisecond)
@@ -183,7 +181,7 @@ func TestRestartAvailableWithExpiredAttestations(t *testing.T) {
 	r.down(t)
 	time.Sleep(1300 * time.Millisecond) // down while the attestations expire
 
-	r2 := newRig(t, n, key, dir)
+	r2 := r.reopen(t)
 	r2.start(t)
 	rec := r2.waitRecord(t)
 	if err := n.check.Availability(rec); err != nil {

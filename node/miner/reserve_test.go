@@ -16,7 +16,7 @@ import (
 
 func TestClaim(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, newNetwork(t), nil, "")
+	r := newRig(t)
 	r.start(t)
 	routerKey := testkit.NewKey(t)
 	rh := testkit.Host(t, routerKey)
@@ -92,7 +92,7 @@ func TestClaim(t *testing.T) {
 
 func TestReserveStreamGarbageIsReset(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, newNetwork(t), nil, "")
+	r := newRig(t)
 	r.start(t)
 	rh := testkit.Host(t, testkit.NewKey(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -109,9 +109,7 @@ func TestReserveStreamGarbageIsReset(t *testing.T) {
 
 func TestConcurrentClaimsOneGrant(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, newNetwork(t), nil, "")
-	r.start(t)
-	r.makeAvailable(t, 0)
+	r := availableRig(t)
 	rh := testkit.Host(t, testkit.NewKey(t))
 	if err := rh.Connect(context.Background(), r.addrInfo()); err != nil {
 		t.Fatal(err)
@@ -173,9 +171,7 @@ func TestConcurrentClaimsOneGrant(t *testing.T) {
 
 func TestRenew(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, newNetwork(t), nil, "")
-	r.start(t)
-	r.makeAvailable(t, 0)
+	r := availableRig(t)
 	router := testkit.NewKey(t)
 	rh := testkit.Host(t, router)
 	g := wantGrant(t, r.claimDirect(t, r.claim(t, claimOpts{router: router, gen: 0, session: "s", leaseMs: 1000})))
@@ -222,9 +218,7 @@ func TestRenew(t *testing.T) {
 
 func TestRelease(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, newNetwork(t), nil, "")
-	r.start(t)
-	r.makeAvailable(t, 0)
+	r := availableRig(t)
 	router := testkit.NewKey(t)
 	rh := testkit.Host(t, router)
 	wantGrant(t, r.openReply(t, reserve(t, rh, r, r.claim(t, claimOpts{router: router, gen: 0, session: "s", leaseMs: 5000}))))
@@ -278,9 +272,7 @@ func TestRelease(t *testing.T) {
 
 func TestLeaseExpiry(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, newNetwork(t), nil, "")
-	r.start(t)
-	r.makeAvailable(t, 0)
+	r := availableRig(t)
 	router := testkit.NewKey(t)
 	g := wantGrant(t, r.claimDirect(t, r.claim(t, claimOpts{router: router, gen: 0, session: "s", leaseMs: 1000})))
 	end := protocol.Time(g.Msg.LeaseEndMs)
@@ -332,9 +324,8 @@ func TestLeaseExpiry(t *testing.T) {
 
 func TestCrashKeepsReservation(t *testing.T) {
 	t.Parallel()
-	n := newNetwork(t)
-	key, dir := testkit.NewKey(t), t.TempDir()
-	r := newRig(t, n, key, dir)
+	r := newRig(t)
+	n := r.net
 	r.start(t)
 	r.makeAvailable(t, 0)
 	router := testkit.NewKey(t)
@@ -346,7 +337,7 @@ func TestCrashKeepsReservation(t *testing.T) {
 	// kill -9 right after the commit: no release, nothing graceful.
 	r.down(t)
 
-	r2 := newRig(t, n, key, dir)
+	r2 := r.reopen(t)
 	s := r2.m.State()
 	if s.State != pb.MinerState_RESERVED || s.Session != "s" || !bytes.Equal(s.Grant, rep.raw) || s.Generation != 0 ||
 		!s.LeaseEnd.Equal(before.LeaseEnd) || s.Seq != before.Seq {

@@ -32,7 +32,7 @@ func newChallenge(t testing.TB, key crypto.PrivKey, miner peer.ID, gen uint64, t
 
 func TestValidateAnswers(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, newNetwork(t), nil, "")
+	r := newRig(t)
 	r.start(t)
 	bank := challenge.Default()
 	tasks := bank.Pick(mrand.New(mrand.NewPCG(1, 2)), 8)
@@ -83,7 +83,7 @@ func TestValidateAnswers(t *testing.T) {
 
 func TestValidateRefusesBadChallenges(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, newNetwork(t), nil, "")
+	r := newRig(t)
 	r.start(t)
 	tasks := challenge.Default().Pick(mrand.New(mrand.NewPCG(3, 4)), 2)
 	oracle := r.net.Keys[0]
