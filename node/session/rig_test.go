@@ -2,7 +2,6 @@ package session
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"slices"
 	"sync"
@@ -12,17 +11,16 @@ import (
 
 	"github.com/ephemera-network/ephemera/inference"
 	"github.com/ephemera-network/ephemera/internal/duration"
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/node/miner"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/node/router"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/ephemera-network/ephemera/store"
-	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/peerstore"
 )
 
 // The rig: real miners (node/miner) and a real router node (router, pool,
@@ -34,8 +32,8 @@ import (
 const testNetwork = "sesstest"
 
 type testNet struct {
+	oracles *testkit.Oracles
 	check   protocol.Checker
-	oracles []crypto.PrivKey
 
 	mu      sync.Mutex
 	miners  []*testMiner
@@ -44,52 +42,10 @@ type testNet struct {
 	last    map[peer.ID][]byte // each miner's latest record
 }
 
-func newKey(t testing.TB) crypto.PrivKey {
-	t.Helper()
-	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func newHost(t testing.TB, key crypto.PrivKey) host.Host {
-	t.Helper()
-	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	return h
-}
-
-func openStore(t testing.TB, dir string) *store.Store {
-	t.Helper()
-	s, err := store.Open(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
 func newTestNet(t testing.TB) *testNet {
 	t.Helper()
-	n := &testNet{last: map[peer.ID][]byte{}}
-	p := protocol.DefaultParams()
-	for range 2 {
-		k := newKey(t)
-		id, _ := peer.IDFromPrivateKey(k)
-		n.oracles = append(n.oracles, k)
-		p.Oracles = append(p.Oracles, id.String())
-	}
-	p.Quorum = 2
-	p.Lease = duration.Duration(5 * time.Second)
-	if err := p.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	n.check = protocol.Checker{Network: testNetwork, Params: p}
-	return n
+	o := testkit.NewOracles(t, testNetwork, 2, 2, func(p *protocol.Params) { p.Lease = duration.Duration(5 * time.Second) })
+	return &testNet{oracles: o, check: o.Checker(), last: map[peer.ID][]byte{}}
 }
 
 // publish is the miners' pool topic: every attached pool view gets the record.
@@ -141,13 +97,12 @@ type testMiner struct {
 	slow  *slowEngine
 }
 
-// slowEngine is the builtin engine taking delay for every answer.
+// slowEngine holds the builtin engine's every answer for delay.
 type slowEngine struct {
-	inference.Backend
 	delay atomic.Int64 // nanoseconds
 }
 
-func (e *slowEngine) wait(ctx context.Context) error {
+func (e *slowEngine) wait(ctx context.Context, _ inference.GenerateRequest) error {
 	t := time.NewTimer(time.Duration(e.delay.Load()))
 	defer t.Stop()
 	select {
@@ -158,36 +113,22 @@ func (e *slowEngine) wait(ctx context.Context) error {
 	}
 }
 
-func (e *slowEngine) Generate(ctx context.Context, req inference.GenerateRequest) (inference.GenerateResponse, error) {
-	if err := e.wait(ctx); err != nil {
-		return inference.GenerateResponse{}, err
-	}
-	return e.Backend.Generate(ctx, req)
-}
-
-func (e *slowEngine) GenerateStream(ctx context.Context, req inference.GenerateRequest, onToken func(string) error) (inference.GenerateResponse, error) {
-	if err := e.wait(ctx); err != nil {
-		return inference.GenerateResponse{}, err
-	}
-	return e.Backend.GenerateStream(ctx, req, onToken)
-}
-
 // setSlow makes the miner take d for every answer.
 func (tm *testMiner) setSlow(d time.Duration) { tm.slow.delay.Store(int64(d)) }
 
 // newMiner starts a miner, validating at generation 0.
 func (n *testNet) newMiner(t testing.TB) *testMiner {
 	t.Helper()
-	key := newKey(t)
-	h := newHost(t, key)
-	st := openStore(t, t.TempDir())
+	key := testkit.NewKey(t)
+	h := testkit.Host(t, key)
+	st := testkit.Store(t, "")
 	p, err := pool.New(st, n.check, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	engine := &slowEngine{Backend: inference.NewBuiltin()}
+	slow := &slowEngine{}
 	m, err := miner.New(miner.Deps{
-		Check: n.check, Host: h, Key: key, Store: st, Pool: p, Backend: engine, PublishPool: n.publish,
+		Check: n.check, Host: h, Key: key, Store: st, Pool: p, Backend: testkit.Builtin(slow.wait), PublishPool: n.publish,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -196,7 +137,7 @@ func (n *testNet) newMiner(t testing.TB) *testMiner {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = m.Stop(context.Background()) }) // before its store and host close
-	tm := &testMiner{n: n, key: key, id: h.ID(), host: h, store: st, pool: p, m: m, slow: engine}
+	tm := &testMiner{n: n, key: key, id: h.ID(), host: h, store: st, pool: p, m: m, slow: slow}
 	n.mu.Lock()
 	n.miners = append(n.miners, tm)
 	routers := slices.Clone(n.routers)
@@ -221,24 +162,8 @@ func (n *testNet) newMiners(t testing.TB, count int) []*testMiner {
 func (tm *testMiner) makeAvailable(t testing.TB) uint64 {
 	t.Helper()
 	gen := tm.m.State().Generation
-	now := time.Now()
-	p := tm.n.check.Params
-	for i, o := range tm.n.oracles {
-		id, _ := peer.IDFromPrivateKey(o)
-		raw, err := protocol.Seal(&pb.Attestation{
-			Network: testNetwork, Oracle: []byte(id), Miner: []byte(tm.id), Generation: gen, Round: p.RoundAt(now),
-			Model: inference.BuiltinModel, ScoreMilli: 1000, Pass: true,
-			IssuedMs: protocol.Ms(now), ExpiresMs: protocol.Ms(now.Add(p.AttestationLifetime.Std())),
-			ChallengeDigest: protocol.Digest(fmt.Appendf(nil, "%d/%d", i, gen)),
-		}, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		a, err := protocol.Open[pb.Attestation](raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ev, err := tm.pool.AddAttestation(a); err != nil || ev != nil {
+	for _, raw := range tm.n.oracles.Passes(t, tm.id, gen) {
+		if ev, err := tm.pool.AddAttestation(testkit.Open[pb.Attestation](t, raw)); err != nil || ev != nil {
 			t.Fatalf("attestation: evidence %v, err %v", ev, err)
 		}
 	}
@@ -247,7 +172,7 @@ func (tm *testMiner) makeAvailable(t testing.TB) uint64 {
 	routers := slices.Clone(tm.n.routers)
 	tm.n.mu.Unlock()
 	for _, tr := range routers {
-		waitFor(t, "the router to see the miner available", 5*time.Second, func() bool {
+		testkit.Eventually(t, "the router to see the miner available", 5*time.Second, func() bool {
 			return slices.ContainsFunc(tr.pool.Available(""), func(m pool.Miner) bool {
 				return m.ID == tm.id && m.Generation == gen
 			})
@@ -258,7 +183,7 @@ func (tm *testMiner) makeAvailable(t testing.TB) uint64 {
 
 func (tm *testMiner) waitState(t testing.TB, st pb.MinerState, gen uint64) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("miner %s %s at generation %d", short(tm.id), st, gen), 5*time.Second, func() bool {
+	testkit.Eventually(t, fmt.Sprintf("miner %s %s at generation %d", short(tm.id), st, gen), 5*time.Second, func() bool {
 		s := tm.m.State()
 		return s.State == st && s.Generation == gen
 	})
@@ -287,17 +212,23 @@ func testConfig() Config {
 	return Config{MaxSessions: 8, MaxQueued: 16, QueueTimeout: 30 * time.Second}
 }
 
-// newRouter starts a router node with key over the store in dir.
-func (n *testNet) newRouter(t testing.TB, key crypto.PrivKey, dir string, cfg Config) *testRouter {
+// newRouter starts a router node with a fresh key and store.
+func (n *testNet) newRouter(t testing.TB, cfg Config) *testRouter {
 	t.Helper()
-	h := newHost(t, key)
+	return n.openRouter(t, testkit.NewKey(t), t.TempDir(), cfg)
+}
+
+// openRouter starts a router node with key over the store in dir.
+func (n *testNet) openRouter(t testing.TB, key crypto.PrivKey, dir string, cfg Config) *testRouter {
+	t.Helper()
+	h := testkit.Host(t, key)
 	n.mu.Lock()
 	miners := slices.Clone(n.miners)
 	n.mu.Unlock()
 	for _, tm := range miners { // known before the router starts: its first settle dials them
-		h.Peerstore().AddAddrs(tm.id, tm.host.Addrs(), peerstore.PermanentAddrTTL)
+		testkit.Know(h, tm.host)
 	}
-	st := openStore(t, dir)
+	st := testkit.Store(t, dir)
 	p, err := pool.New(st, n.check, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -336,7 +267,7 @@ func (n *testNet) newRouter(t testing.TB, key crypto.PrivKey, dir string, cfg Co
 }
 
 func (tr *testRouter) know(tm *testMiner) {
-	tr.host.Peerstore().AddAddrs(tm.id, tm.host.Addrs(), peerstore.PermanentAddrTTL)
+	testkit.Know(tr.host, tm.host)
 }
 
 // crash is a kill -9 of the router node: it hears no more gossip, its host
@@ -361,22 +292,11 @@ func (tr *testRouter) crash(t testing.TB) {
 	}
 }
 
-func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // waitSession waits for the session to satisfy cond.
 func (tr *testRouter) waitSession(t testing.TB, id, what string, timeout time.Duration, cond func(Session) bool) Session {
 	t.Helper()
 	var s Session
-	waitFor(t, what, timeout, func() bool {
+	testkit.Eventually(t, what, timeout, func() bool {
 		var err error
 		s, err = tr.m.Get(id)
 		if err != nil {
