@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,17 +13,16 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/internal/duration"
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/ephemera-network/ephemera/store"
-	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/record"
 )
 
@@ -32,57 +30,14 @@ const testNetwork = "testnet"
 
 // testNet is a network's rules and its oracle set, whose keys the test holds.
 type testNet struct {
-	params  protocol.Params
-	check   protocol.Checker
-	oracles []crypto.PrivKey
-}
-
-func newKey(tb testing.TB) crypto.PrivKey {
-	tb.Helper()
-	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return k
+	*testkit.Oracles
+	check protocol.Checker
 }
 
 func newTestNet(tb testing.TB) *testNet {
 	tb.Helper()
-	n := &testNet{oracles: []crypto.PrivKey{newKey(tb), newKey(tb)}}
-	p := protocol.DefaultParams()
-	for _, k := range n.oracles {
-		id, _ := peer.IDFromPrivateKey(k)
-		p.Oracles = append(p.Oracles, id.String())
-	}
-	p.Quorum = 2
-	p.Lease = duration.Duration(2 * time.Second)
-	if err := p.Validate(); err != nil {
-		tb.Fatal(err)
-	}
-	n.params = p
-	n.check = protocol.Checker{Network: testNetwork, Params: p}
-	return n
-}
-
-// attestations are passing verdicts of every oracle on miner at gen.
-func (n *testNet) attestations(tb testing.TB, miner peer.ID, gen uint64) [][]byte {
-	tb.Helper()
-	now := time.Now()
-	var out [][]byte
-	for _, k := range n.oracles {
-		id, _ := peer.IDFromPrivateKey(k)
-		env, err := protocol.Seal(&pb.Attestation{
-			Network: testNetwork, Oracle: []byte(id), Miner: []byte(miner), Generation: gen,
-			Round: n.params.RoundAt(now), Model: "m1", ScoreMilli: 900, Pass: true,
-			IssuedMs: protocol.Ms(now), ExpiresMs: protocol.Ms(now.Add(n.params.AttestationLifetime.Std())),
-			ChallengeDigest: bytes.Repeat([]byte{7}, 32),
-		}, k)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		out = append(out, env)
-	}
-	return out
+	o := testkit.NewOracles(tb, testNetwork, 2, 2, func(p *protocol.Params) { p.Lease = duration.Duration(2 * time.Second) })
+	return &testNet{Oracles: o, check: o.Checker()}
 }
 
 // fakeMiner serves the reserve protocol as node/miner does, over a tiny
@@ -121,12 +76,8 @@ type fakeMiner struct {
 
 func newFakeMiner(tb testing.TB, n *testNet) *fakeMiner {
 	tb.Helper()
-	key := newKey(tb)
-	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { h.Close() })
+	key := testkit.NewKey(tb)
+	h := testkit.Host(tb, key)
 	m := &fakeMiner{
 		tb: tb, net: n, key: key, id: h.ID(), host: h, check: n.check,
 		state: pb.MinerState_AVAILABLE, gen: 1, sizes: map[string]int{},
@@ -140,15 +91,11 @@ func newFakeMiner(tb testing.TB, n *testNet) *fakeMiner {
 func (m *fakeMiner) makeRecord() []byte {
 	m.seq++
 	now := time.Now()
-	env, err := protocol.Seal(&pb.Availability{
+	return testkit.Seal(m.tb, &pb.Availability{
 		Network: testNetwork, Miner: []byte(m.id), Seq: m.seq, State: pb.MinerState_AVAILABLE,
-		Generation: m.gen, Models: []string{"m1"}, Attestations: m.net.attestations(m.tb, m.id, m.gen),
-		IssuedMs: protocol.Ms(now), ExpiresMs: protocol.Ms(now.Add(m.net.params.RecordLifetime.Std())),
+		Generation: m.gen, Models: []string{"m1"}, Attestations: m.net.Passes(m.tb, m.id, m.gen),
+		IssuedMs: protocol.Ms(now), ExpiresMs: protocol.Ms(now.Add(m.net.Params.RecordLifetime.Std())),
 	}, m.key)
-	if err != nil {
-		m.tb.Fatal(err)
-	}
-	return env
 }
 
 // available is the miner's current availability record, opened.
@@ -156,11 +103,7 @@ func (m *fakeMiner) available() protocol.Signed[*pb.Availability] {
 	m.mu.Lock()
 	raw := m.record
 	m.mu.Unlock()
-	s, err := protocol.Open[pb.Availability](raw)
-	if err != nil {
-		m.tb.Fatal(err)
-	}
-	return s
+	return testkit.Open[pb.Availability](m.tb, raw)
 }
 
 func (m *fakeMiner) snapshot() (state pb.MinerState, gen uint64, session string, renews int) {
@@ -339,24 +282,30 @@ type testRouter struct {
 	close func()
 }
 
-// newRouter starts a router with key over the store in dir, knowing the
-// miners' addresses and availability records.
-func newRouter(tb testing.TB, n *testNet, key crypto.PrivKey, dir string, miners ...*fakeMiner) *testRouter {
+// newRouter starts a router with a fresh key and store, knowing the miners'
+// addresses and availability records.
+func newRouter(tb testing.TB, n *testNet, miners ...*fakeMiner) *testRouter {
 	tb.Helper()
-	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return startRouter(tb, n, h, nil, key, dir, miners...)
+	return openRouter(tb, n, testkit.NewKey(tb), tb.TempDir(), miners...)
+}
+
+// openRouter is newRouter with key over the store in dir.
+func openRouter(tb testing.TB, n *testNet, key crypto.PrivKey, dir string, miners ...*fakeMiner) *testRouter {
+	tb.Helper()
+	return startRouter(tb, n, testkit.Host(tb, key), nil, key, dir, miners...)
+}
+
+// newPair is a network of one fake miner and a router that knows it.
+func newPair(tb testing.TB) (*testNet, *fakeMiner, *testRouter) {
+	tb.Helper()
+	n := newTestNet(tb)
+	m := newFakeMiner(tb, n)
+	return n, m, newRouter(tb, n, m)
 }
 
 func startRouter(tb testing.TB, n *testNet, h host.Host, kad *dht.IpfsDHT, key crypto.PrivKey, dir string, miners ...*fakeMiner) *testRouter {
 	tb.Helper()
-	s, err := store.Open(dir, nil)
-	if err != nil {
-		h.Close()
-		tb.Fatal(err)
-	}
+	s := testkit.Store(tb, dir)
 	p, err := pool.New(s, n.check, nil)
 	if err != nil {
 		tb.Fatal(err)
@@ -393,7 +342,7 @@ func startRouter(tb testing.TB, n *testNet, h host.Host, kad *dht.IpfsDHT, key c
 // miner's current record.
 func (tr *testRouter) know(tb testing.TB, m *fakeMiner) {
 	tb.Helper()
-	tr.host.Peerstore().AddAddrs(m.id, m.host.Addrs(), peerstore.PermanentAddrTTL)
+	testkit.Know(tr.host, m.host)
 	if err := tr.pool.AddAvailability(m.available()); err != nil && !errors.Is(err, protocol.ErrIgnore) {
 		tb.Fatal(err)
 	}
@@ -415,17 +364,6 @@ func (tr *testRouter) stored(tb testing.TB) map[string]saved {
 		tb.Fatal(err)
 	}
 	return out
-}
-
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // availValidator accepts any signed availability record; the pool judges it.

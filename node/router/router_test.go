@@ -18,9 +18,7 @@ import (
 )
 
 func TestReserveGrantsAndPersists(t *testing.T) {
-	n := newTestNet(t)
-	m := newFakeMiner(t, n)
-	tr := newRouter(t, n, newKey(t), t.TempDir(), m)
+	_, m, tr := newPair(t)
 
 	res, err := tr.Reserve(t.Context(), "m1", 0)
 	if err != nil {
@@ -58,9 +56,7 @@ func TestReserveGrantsAndPersists(t *testing.T) {
 }
 
 func TestSecondReserveFindsNoMiner(t *testing.T) {
-	n := newTestNet(t)
-	m := newFakeMiner(t, n)
-	tr := newRouter(t, n, newKey(t), t.TempDir(), m)
+	n, m, tr := newPair(t)
 	if _, err := tr.Reserve(t.Context(), "", 0); err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +64,7 @@ func TestSecondReserveFindsNoMiner(t *testing.T) {
 		t.Fatalf("second reserve: %v, want ErrNoMiner", err)
 	}
 	// Another router, whose pool view still says available, is refused.
-	other := newRouter(t, n, newKey(t), t.TempDir(), m)
+	other := newRouter(t, n, m)
 	_, err := other.Reserve(t.Context(), "", 0)
 	if !errors.Is(err, ErrNoMiner) || !strings.Contains(err.Error(), "BUSY") {
 		t.Fatalf("reserve by another router: %v, want ErrNoMiner with BUSY", err)
@@ -83,10 +79,8 @@ func TestSecondReserveFindsNoMiner(t *testing.T) {
 }
 
 func TestLeaseBounds(t *testing.T) {
-	n := newTestNet(t)
-	m := newFakeMiner(t, n)
-	tr := newRouter(t, n, newKey(t), t.TempDir(), m)
-	for _, lease := range []time.Duration{n.params.LeaseMax.Std() + time.Millisecond, -time.Second, time.Microsecond} {
+	n, m, tr := newPair(t)
+	for _, lease := range []time.Duration{n.Params.LeaseMax.Std() + time.Millisecond, -time.Second, time.Microsecond} {
 		if _, err := tr.Reserve(t.Context(), "", lease); !errors.Is(err, ErrBadLease) {
 			t.Fatalf("lease %s: %v, want ErrBadLease", lease, err)
 		}
@@ -97,7 +91,7 @@ func TestLeaseBounds(t *testing.T) {
 	if claims != 0 {
 		t.Fatal("a bad lease reached the miner")
 	}
-	if _, err := tr.Reserve(t.Context(), "", n.params.LeaseMax.Std()); err != nil {
+	if _, err := tr.Reserve(t.Context(), "", n.Params.LeaseMax.Std()); err != nil {
 		t.Fatalf("the longest lease: %v", err)
 	}
 }
@@ -105,7 +99,7 @@ func TestLeaseBounds(t *testing.T) {
 func TestConcurrentReservesGetDistinctMiners(t *testing.T) {
 	n := newTestNet(t)
 	miners := []*fakeMiner{newFakeMiner(t, n), newFakeMiner(t, n)}
-	tr := newRouter(t, n, newKey(t), t.TempDir(), miners...)
+	tr := newRouter(t, n, miners...)
 	const calls = 20
 	var wg sync.WaitGroup
 	results := make([]Reservation, calls)
@@ -146,7 +140,7 @@ func BenchmarkClaimGrant(b *testing.B) {
 	n := newTestNet(b)
 	m := newFakeMiner(b, n)
 	m.autoAvailable = true
-	tr := newRouter(b, n, newKey(b), b.TempDir(), m)
+	tr := newRouter(b, n, m)
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -169,9 +163,7 @@ func BenchmarkClaimGrant(b *testing.B) {
 // stream handling, and the same two synced writes, with no signing,
 // verifying or pool lookup.
 func BenchmarkClaimGrantBaseline(b *testing.B) {
-	n := newTestNet(b)
-	m := newFakeMiner(b, n)
-	tr := newRouter(b, n, newKey(b), b.TempDir(), m)
+	_, m, tr := newPair(b)
 	ctx := context.Background()
 	// One real round trip measures the sizes.
 	res, err := tr.Reserve(ctx, "", 0)

@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
-	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -21,16 +21,13 @@ func TestDiscoveryThroughDHT(t *testing.T) {
 	m := newFakeMiner(t, n)
 	minerDHT := newDHT(t, m.host)
 	t.Cleanup(func() { minerDHT.Close() })
-	key := newKey(t)
-	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := testkit.NewKey(t)
+	h := testkit.Host(t, key)
 	tr := startRouter(t, n, h, newDHT(t, h), key, t.TempDir()) // no miner known
 	if err := m.host.Connect(t.Context(), peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "routing tables", 5*time.Second, func() bool {
+	testkit.Eventually(t, "routing tables", 5*time.Second, func() bool {
 		return minerDHT.RoutingTable().Size() > 0 && tr.d.DHT.RoutingTable().Size() > 0
 	})
 	if err := minerDHT.PutValue(t.Context(), protocol.AvailabilityKey([]byte(m.id)), m.available().Raw); err != nil {
@@ -85,7 +82,7 @@ func TestOrderPrefersTheBetterOfTwo(t *testing.T) {
 func TestRelayLimitPassesOver(t *testing.T) {
 	n := newTestNet(t)
 	relayed, direct := newFakeMiner(t, n), newFakeMiner(t, n)
-	tr := newRouter(t, n, newKey(t), t.TempDir(), relayed, direct)
+	tr := newRouter(t, n, relayed, direct)
 	tr.d.RelayLeft = func(p peer.ID) (time.Duration, bool) {
 		if p == relayed.id {
 			return 500 * time.Millisecond, true // the default test lease is 2 s

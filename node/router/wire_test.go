@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol/pb"
-	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	routedhost "github.com/libp2p/go-libp2p/p2p/host/routed"
@@ -17,8 +17,8 @@ import (
 func TestForgedGrantRejected(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
-	m.forgeKey = newKey(t)
-	tr := newRouter(t, n, newKey(t), t.TempDir(), m)
+	m.forgeKey = testkit.NewKey(t)
+	tr := newRouter(t, n, m)
 	_, err := tr.Reserve(t.Context(), "", 0)
 	if !errors.Is(err, ErrNoMiner) || !strings.Contains(err.Error(), "signed by") {
 		t.Fatalf("forged grant: %v, want ErrNoMiner", err)
@@ -32,7 +32,7 @@ func TestGrantForAnotherClaimRejected(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
 	m.autoAvailable = true
-	tr := newRouter(t, n, newKey(t), t.TempDir(), m)
+	tr := newRouter(t, n, m)
 	res, err := tr.Reserve(t.Context(), "", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +57,7 @@ func TestLostGrantIsAskedForAgain(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
 	m.dropReplies = 1
-	tr := newRouter(t, n, newKey(t), t.TempDir(), m)
+	tr := newRouter(t, n, m)
 	res, err := tr.Reserve(t.Context(), "", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -76,18 +76,11 @@ func TestLostGrantIsAskedForAgain(t *testing.T) {
 func TestMinerOfUnknownAddressesIsDialled(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
-	boot, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { boot.Close() })
+	boot := testkit.Host(t, nil)
 	bootDHT := newDHT(t, boot)
 	t.Cleanup(func() { bootDHT.Close() })
-	key := newKey(t)
-	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := testkit.NewKey(t)
+	h := testkit.Host(t, key)
 	kad := newDHT(t, h)
 	tr := startRouter(t, n, routedhost.Wrap(h, kad), kad, key, t.TempDir())
 	for _, p := range []host.Host{m.host, h} {
@@ -95,7 +88,7 @@ func TestMinerOfUnknownAddressesIsDialled(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "the router's routing table", 5*time.Second, func() bool { return kad.RoutingTable().Size() > 0 })
+	testkit.Eventually(t, "the router's routing table", 5*time.Second, func() bool { return kad.RoutingTable().Size() > 0 })
 	if err := tr.pool.AddAvailability(m.available()); err != nil {
 		t.Fatal(err)
 	}
