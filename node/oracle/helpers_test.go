@@ -66,6 +66,44 @@ func newRig(t testing.TB, key crypto.PrivKey, h host.Host, dir string, p protoco
 	return r
 }
 
+// soleOracle is an oracle that is its network's only one, quorum one, on a
+// fresh host and store.
+func soleOracle(t testing.TB) *rig {
+	t.Helper()
+	key := testkit.NewKey(t)
+	return newRig(t, key, nil, t.TempDir(), testParams(testkit.ID(t, key)), nil)
+}
+
+// start runs the oracle's round loop until it stops or the test ends.
+func (r *rig) start(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if err := r.o.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.o.Stop(context.Background()) })
+}
+
+// stop stops the oracle, failing the test if it does not stop cleanly.
+func (r *rig) stop(t testing.TB) {
+	t.Helper()
+	if err := r.o.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// verdict is the oracle's verdict on miner at gen and round, failing the
+// test if Validate gives none.
+func (r *rig) verdict(t testing.TB, miner peer.ID, gen, round uint64) []byte {
+	t.Helper()
+	env, err := r.o.Validate(context.Background(), miner, gen, round)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
 // behaviour is how a fake miner answers a challenge.
 type behaviour int
 
@@ -100,6 +138,15 @@ func newFakeMiner(t testing.TB, key crypto.PrivKey, b behaviour) *fakeMiner {
 	m.id = m.host.ID()
 	m.behaviour.Store(int32(b))
 	m.host.SetStreamHandler(protocol.ValidateProtocol(testNet), m.handle)
+	return m
+}
+
+// miner is a fake miner of behaviour b with key (fresh if nil) whose
+// address the oracle knows.
+func (r *rig) miner(t testing.TB, key crypto.PrivKey, b behaviour) *fakeMiner {
+	t.Helper()
+	m := newFakeMiner(t, key, b)
+	testkit.Know(r.host, m.host)
 	return m
 }
 

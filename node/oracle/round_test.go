@@ -75,8 +75,7 @@ func TestRoundLoopValidatesAssignedMiners(t *testing.T) {
 	r := newRig(t, key, nil, t.TempDir(), p, func() time.Time { return now })
 	var miners []*fakeMiner
 	for _, k := range append(slices.Clone(yes), no...) {
-		m := newFakeMiner(t, k, honest)
-		testkit.Know(r.host, m.host)
+		m := r.miner(t, k, honest)
 		miners = append(miners, m)
 	}
 	for _, k := range append(yes[:2:2], no...) {
@@ -89,18 +88,12 @@ func TestRoundLoopValidatesAssignedMiners(t *testing.T) {
 	for cooling == nil || !assigned(cooling) {
 		cooling = testkit.NewKey(t)
 	}
-	cm := newFakeMiner(t, cooling, honest)
-	testkit.Know(r.host, cm.host)
+	cm := r.miner(t, cooling, honest)
 	addMiner(t, r.pool, cooling, pb.MinerState_COOLING_OFF, 1)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	r.o.Start(ctx)
-	t.Cleanup(func() { _ = r.o.Stop(context.Background()) })
+	r.start(t)
 	testkit.Eventually(t, "two validations", 20*time.Second, func() bool { return r.o.Stats().Signed >= 2 })
-	if err := r.o.Stop(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	r.stop(t)
 
 	if st := r.o.Stats(); st != (Stats{Validations: 2, Passed: 2, Signed: 2}) {
 		t.Errorf("stats %+v", st)
@@ -144,22 +137,16 @@ func TestRoundLoopValidatesEachGenerationOnce(t *testing.T) {
 	})
 	var miners []*fakeMiner
 	for range 4 {
-		m := newFakeMiner(t, nil, honest)
-		testkit.Know(r.host, m.host)
+		m := r.miner(t, nil, honest)
 		addMiner(t, r.pool, m.key, pb.MinerState_VALIDATING, 1)
 		miners = append(miners, m)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	r.o.Start(ctx)
-	t.Cleanup(func() { _ = r.o.Stop(context.Background()) })
+	r.start(t)
 	testkit.Eventually(t, "every miner validated", 20*time.Second, func() bool { return r.o.Stats().Passed == len(miners) })
 	// A few more rounds, in which nothing should happen.
 	start := p.RoundAt(time.Now())
 	testkit.Eventually(t, "three more rounds", 20*time.Second, func() bool { return p.RoundAt(time.Now()) >= start+3 })
-	if err := r.o.Stop(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	r.stop(t)
 	for i, m := range miners {
 		if got := m.challenges.Load(); got != 1 {
 			t.Errorf("miner %d challenged %d times, want once", i, got)
@@ -181,8 +168,7 @@ func TestLostPassIsReplaced(t *testing.T) {
 	p := testParams(testkit.ID(t, key))
 	p.RoundPeriod = duration.Duration(100 * time.Millisecond)
 	r := newRig(t, key, nil, t.TempDir(), p, nil)
-	m := newFakeMiner(t, nil, honest)
-	testkit.Know(r.host, m.host)
+	m := r.miner(t, nil, honest)
 	// The rest of the network: what the miner and every other node see.
 	network, err := pool.New(testkit.Store(t, ""), r.check, nil)
 	if err != nil {
@@ -208,10 +194,7 @@ func TestLostPassIsReplaced(t *testing.T) {
 		}
 	})
 	addMiner(t, r.pool, m.key, pb.MinerState_VALIDATING, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	r.o.Start(ctx)
-	t.Cleanup(func() { _ = r.o.Stop(context.Background()) })
+	r.start(t)
 	testkit.Eventually(t, "the first pass", 20*time.Second, func() bool { return r.o.Stats().Passed == 1 })
 
 	// Not heard from since: the pass may yet arrive, nothing is done.
@@ -243,9 +226,7 @@ func TestLostPassIsReplaced(t *testing.T) {
 	challenged := m.challenges.Load()
 	start = p.RoundAt(time.Now())
 	testkit.Eventually(t, "three more rounds", 20*time.Second, func() bool { return p.RoundAt(time.Now()) >= start+3 })
-	if err := r.o.Stop(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	r.stop(t)
 	if got := m.challenges.Load(); got != challenged {
 		t.Errorf("an available miner was challenged %d more times", got-challenged)
 	}
@@ -279,13 +260,10 @@ func TestNotAnOracle(t *testing.T) {
 	key := testkit.NewKey(t)
 	p := testParams(testkit.ID(t, testkit.NewKey(t)))
 	r := newRig(t, key, nil, t.TempDir(), p, nil)
-	m := newFakeMiner(t, nil, honest)
-	testkit.Know(r.host, m.host)
+	m := r.miner(t, nil, honest)
 	addMiner(t, r.pool, m.key, pb.MinerState_VALIDATING, 1)
-	r.o.Start(context.Background())
-	if err := r.o.Stop(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	r.start(t)
+	r.stop(t)
 	if _, err := r.o.Validate(context.Background(), m.id, 1, 1); err == nil {
 		t.Error("Validate by a node outside the oracle set succeeded")
 	}

@@ -3,29 +3,58 @@ package oracle
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/challenge"
 	"github.com/ephemera-network/ephemera/inference"
 	"github.com/ephemera-network/ephemera/internal/testkit"
+	"github.com/ephemera-network/ephemera/node/pool"
+	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/ephemera-network/ephemera/store"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/proto"
 )
 
-func TestValidatePasses(t *testing.T) {
+func TestNewChecksDeps(t *testing.T) {
 	key := testkit.NewKey(t)
-	r := newRig(t, key, nil, t.TempDir(), testParams(testkit.ID(t, key)), nil)
-	m := newFakeMiner(t, nil, honest)
-	testkit.Know(r.host, m.host)
-
-	env, err := r.o.Validate(context.Background(), m.id, 3, 42)
+	h := testkit.Host(t, key)
+	p := testParams(h.ID())
+	check := protocol.Checker{Network: testNet, Params: p}
+	s := testkit.Store(t, "")
+	pl, err := pool.New(s, check, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	good := Deps{Network: testNet, Check: check, Host: h, Key: key, Store: s, Pool: pl, Bank: challenge.Default(),
+		Publish: func(context.Context, []byte) error { return nil }}
+	if _, err := New(good); err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	otherKey := good
+	otherKey.Key = testkit.NewKey(t)
+	noPublish := good
+	noPublish.Publish = nil
+	otherNet := good
+	otherNet.Network = "other"
+	for name, d := range map[string]Deps{"key of another peer": otherKey, "no publish": noPublish, "checker of another network": otherNet} {
+		if _, err := New(d); err == nil {
+			t.Errorf("%s: New succeeded", name)
+		}
+	}
+}
+
+func TestValidatePasses(t *testing.T) {
+	r := soleOracle(t)
+	m := r.miner(t, nil, honest)
+
+	env := r.verdict(t, m.id, 3, 42)
 	s := testkit.Open[pb.Attestation](t, env)
 	if err := r.check.Attestation(s); err != nil {
 		t.Fatalf("checker refuses the attestation: %v", err)
@@ -57,16 +86,13 @@ func TestValidatePasses(t *testing.T) {
 }
 
 func TestValidateFails(t *testing.T) {
-	key := testkit.NewKey(t)
-	r := newRig(t, key, nil, t.TempDir(), testParams(testkit.ID(t, key)), nil)
+	r := soleOracle(t)
 
-	gone := newFakeMiner(t, nil, honest)
-	testkit.Know(r.host, gone.host)
+	gone := r.miner(t, nil, honest)
 	gone.host.Close() // known addresses, nobody listening
 
 	listening := func(b behaviour) peer.ID {
-		m := newFakeMiner(t, nil, b)
-		testkit.Know(r.host, m.host)
+		m := r.miner(t, nil, b)
 		return m.id
 	}
 	cases := []struct {
@@ -79,10 +105,7 @@ func TestValidateFails(t *testing.T) {
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			env, err := r.o.Validate(context.Background(), c.miner, 1, uint64(i))
-			if err != nil {
-				t.Fatal(err)
-			}
+			env := r.verdict(t, c.miner, 1, uint64(i))
 			s := testkit.Open[pb.Attestation](t, env)
 			if err := r.check.Attestation(s); err != nil {
 				t.Fatalf("checker refuses the attestation: %v", err)
@@ -114,10 +137,8 @@ func TestValidateFails(t *testing.T) {
 }
 
 func TestShutdownGivesNoVerdict(t *testing.T) {
-	key := testkit.NewKey(t)
-	r := newRig(t, key, nil, t.TempDir(), testParams(testkit.ID(t, key)), nil)
-	m := newFakeMiner(t, nil, silent)
-	testkit.Know(r.host, m.host)
+	r := soleOracle(t)
+	m := r.miner(t, nil, silent)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
@@ -144,20 +165,13 @@ func TestNeverTwoVerdicts(t *testing.T) {
 	r := newRig(t, key, h, dir, p, nil)
 	m := newFakeMiner(t, nil, honest)
 	testkit.Know(h, m.host)
-	ctx := context.Background()
 
-	first, err := r.o.Validate(ctx, m.id, 1, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := r.verdict(t, m.id, 1, 7)
 	if !testkit.Open[pb.Attestation](t, first).Msg.Pass {
 		t.Fatal("the honest miner failed")
 	}
 	m.behaviour.Store(int32(banana))
-	again, err := r.o.Validate(ctx, m.id, 1, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
+	again := r.verdict(t, m.id, 1, 7)
 	if !bytes.Equal(first, again) {
 		t.Fatal("a second verdict for the same (miner, generation, round)")
 	}
@@ -166,17 +180,12 @@ func TestNeverTwoVerdicts(t *testing.T) {
 	}
 
 	// Restart: close the store, reopen it, and a new oracle on it.
-	if err := r.o.Stop(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	r.stop(t)
 	if err := r.store.Close(); err != nil {
 		t.Fatal(err)
 	}
 	r2 := newRig(t, key, h, dir, p, nil)
-	after, err := r2.o.Validate(ctx, m.id, 1, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
+	after := r2.verdict(t, m.id, 1, 7)
 	if !bytes.Equal(first, after) {
 		t.Fatal("a second verdict after a restart")
 	}
@@ -188,10 +197,7 @@ func TestNeverTwoVerdicts(t *testing.T) {
 	}
 
 	// Another round is another verdict, and the miner now fails.
-	next, err := r2.o.Validate(ctx, m.id, 1, 8)
-	if err != nil {
-		t.Fatal(err)
-	}
+	next := r2.verdict(t, m.id, 1, 8)
 	if bytes.Equal(next, first) || testkit.Open[pb.Attestation](t, next).Msg.Pass {
 		t.Error("round 8 should get a new, failing verdict")
 	}
@@ -200,10 +206,8 @@ func TestNeverTwoVerdicts(t *testing.T) {
 // Concurrent validations of one (miner, generation, round) race to the
 // store; one verdict wins and every call returns it.
 func TestConcurrentValidationsAgree(t *testing.T) {
-	key := testkit.NewKey(t)
-	r := newRig(t, key, nil, t.TempDir(), testParams(testkit.ID(t, key)), nil)
-	m := newFakeMiner(t, nil, honest)
-	testkit.Know(r.host, m.host)
+	r := soleOracle(t)
+	m := r.miner(t, nil, honest)
 
 	const n = 6
 	envs := make([][]byte, n)
@@ -236,5 +240,61 @@ func TestLatencies(t *testing.T) {
 	want := []time.Duration{500 * time.Millisecond, 900 * time.Millisecond, 500 * time.Millisecond}
 	if !slices.Equal(got, want) {
 		t.Errorf("latencies = %v, want %v", got, want)
+	}
+}
+
+func TestSignOnceKeepsTheStoredVerdict(t *testing.T) {
+	r := soleOracle(t)
+	miner := testkit.ID(t, testkit.NewKey(t))
+	k := signedKey(miner, 1, 1)
+	att := func(pass bool) *pb.Attestation {
+		return &pb.Attestation{Network: testNet, Oracle: []byte(r.host.ID()), Miner: []byte(miner), Generation: 1, Round: 1, Pass: pass}
+	}
+	first, fresh, err := r.o.signOnce(k, att(true))
+	if err != nil || !fresh {
+		t.Fatalf("first signOnce: fresh=%v err=%v", fresh, err)
+	}
+	second, fresh, err := r.o.signOnce(k, att(false))
+	if err != nil || fresh || !bytes.Equal(first, second) {
+		t.Fatalf("second signOnce: fresh=%v err=%v same=%v", fresh, err, bytes.Equal(first, second))
+	}
+}
+
+func benchAttestation(b *testing.B) (*pb.Attestation, crypto.PrivKey) {
+	key := testkit.NewKey(b)
+	now := time.Now()
+	return &pb.Attestation{
+		Network: testNet, Oracle: []byte(testkit.ID(b, key)), Miner: []byte(testkit.ID(b, testkit.NewKey(b))), Generation: 7, Round: 123456,
+		Model: inference.BuiltinModel, ScoreMilli: 1000, Pass: true, IssuedMs: protocol.Ms(now),
+		ExpiresMs: protocol.Ms(now.Add(30 * time.Minute)), ChallengeDigest: bytes.Repeat([]byte{7}, 32),
+	}, key
+}
+
+// BenchmarkAttestationSign seals an attestation: deterministic marshalling,
+// the envelope's domain-separated signature and the envelope's encoding.
+func BenchmarkAttestationSign(b *testing.B) {
+	att, key := benchAttestation(b)
+	for b.Loop() {
+		if _, err := protocol.Seal(att, key); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkAttestationSignBaseline is a plain Ed25519 signature of the same
+// marshalled attestation.
+func BenchmarkAttestationSignBaseline(b *testing.B) {
+	att, key := benchAttestation(b)
+	raw, err := key.Raw()
+	if err != nil {
+		b.Fatal(err)
+	}
+	priv := ed25519.PrivateKey(raw)
+	msg, err := proto.MarshalOptions{Deterministic: true}.Marshal(att)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		_ = ed25519.Sign(priv, msg)
 	}
 }

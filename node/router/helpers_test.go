@@ -338,6 +338,17 @@ func startRouter(tb testing.TB, n *testNet, h host.Host, kad *dht.IpfsDHT, key c
 	return tr
 }
 
+// reserve is Reserve of a miner of model for lease, failing the test if it
+// fails.
+func (tr *testRouter) reserve(tb testing.TB, model string, lease time.Duration) Reservation {
+	tb.Helper()
+	res, err := tr.Reserve(tb.Context(), model, lease)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return res
+}
+
 // know gives the router the miner's address and feeds its pool view the
 // miner's current record.
 func (tr *testRouter) know(tb testing.TB, m *fakeMiner) {

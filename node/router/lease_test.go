@@ -13,10 +13,7 @@ import (
 
 func TestRelease(t *testing.T) {
 	_, m, tr := newPair(t)
-	res, err := tr.Reserve(t.Context(), "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := tr.reserve(t, "", 0)
 	rel, err := tr.Release(t.Context(), res.ID, pb.Outcome_COMPLETED)
 	if err != nil {
 		t.Fatal(err)
@@ -49,10 +46,7 @@ func TestRelease(t *testing.T) {
 
 func TestReleaseUnconfirmed(t *testing.T) {
 	_, m, tr := newPair(t)
-	res, err := tr.Reserve(t.Context(), "", 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := tr.reserve(t, "", 10*time.Second)
 	m.host.Close()
 	rel, err := tr.Release(t.Context(), res.ID, pb.Outcome_FAILED)
 	if !errors.Is(err, ErrNotConfirmed) {
@@ -65,10 +59,7 @@ func TestReleaseUnconfirmed(t *testing.T) {
 
 func TestRenewExtendsLease(t *testing.T) {
 	_, m, tr := newPair(t)
-	res, err := tr.Reserve(t.Context(), "", 1200*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := tr.reserve(t, "", 1200*time.Millisecond)
 	// Well past the first lease, still active, renewed several times.
 	testkit.Eventually(t, "renewals", 5*time.Second, func() bool {
 		_, _, _, renews := m.snapshot()
@@ -89,10 +80,7 @@ func TestRenewExtendsLease(t *testing.T) {
 
 func TestRenewRefusedIsLost(t *testing.T) {
 	_, m, tr := newPair(t)
-	res, err := tr.Reserve(t.Context(), "", 3*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := tr.reserve(t, "", 3*time.Second)
 	m.mu.Lock() // the miner forgets the reservation (say, it lost its disk)
 	m.state, m.session = pb.MinerState_VALIDATING, ""
 	m.mu.Unlock()
@@ -107,10 +95,7 @@ func TestRenewRefusedIsLost(t *testing.T) {
 
 func TestUnreachableMinerExpires(t *testing.T) {
 	_, m, tr := newPair(t)
-	res, err := tr.Reserve(t.Context(), "", 1200*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := tr.reserve(t, "", 1200*time.Millisecond)
 	m.host.Close()
 	testkit.Eventually(t, "expired", 5*time.Second, func() bool {
 		r, _ := tr.Get(res.ID)

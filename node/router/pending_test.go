@@ -146,10 +146,7 @@ func TestClaimLeavesPendingOnlyWhenUnsettled(t *testing.T) {
 	n := newTestNet(t)
 	m, gone := newFakeMiner(t, n), newFakeMiner(t, n)
 	tr := newRouter(t, n, m)
-	res, err := tr.Reserve(t.Context(), "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := tr.reserve(t, "", 0)
 	if ids := tr.pendingIDs(t); len(ids) != 0 {
 		t.Fatalf("pending after a grant: %v", ids)
 	}
@@ -287,10 +284,7 @@ func newStoppedRouter(t *testing.T, check protocol.Checker, key crypto.PrivKey, 
 // hold, still there beside the reservation.
 func TestSettleLeavesSettledClaimAlone(t *testing.T) {
 	_, m, tr := newPair(t)
-	res, err := tr.Reserve(t.Context(), "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := tr.reserve(t, "", 0)
 	stale := pending{Claim: []byte("read before the grant was stored"), Miner: m.id.String(), LeaseMs: 30000}
 	if err := tr.settleOne(t.Context(), res.ID, stale); err != nil {
 		t.Fatalf("settle of a settled claim: %v", err)

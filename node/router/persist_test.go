@@ -14,10 +14,7 @@ func TestRestartResumesRenewing(t *testing.T) {
 	m := newFakeMiner(t, n)
 	key, dir := testkit.NewKey(t), t.TempDir()
 	tr := openRouter(t, n, key, dir, m)
-	res, err := tr.Reserve(t.Context(), "", 1500*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := tr.reserve(t, "", 1500*time.Millisecond)
 	tr.close() // stops renewing, releases nothing
 
 	tr = openRouter(t, n, key, dir, m)
@@ -54,10 +51,7 @@ func TestHistoryIsBounded(t *testing.T) {
 	tr.mu.Unlock()
 	var ids []string
 	for range 4 {
-		res, err := tr.Reserve(t.Context(), "", 0)
-		if err != nil {
-			t.Fatal(err)
-		}
+		res := tr.reserve(t, "", 0)
 		if _, err := tr.Release(t.Context(), res.ID, pb.Outcome_COMPLETED); err != nil {
 			t.Fatal(err)
 		}

@@ -20,10 +20,7 @@ import (
 func TestReserveGrantsAndPersists(t *testing.T) {
 	_, m, tr := newPair(t)
 
-	res, err := tr.Reserve(t.Context(), "m1", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := tr.reserve(t, "m1", 0)
 	if res.State != StateActive || res.Miner != m.id.String() || res.Generation != 1 || res.Model != "m1" {
 		t.Fatalf("reservation %+v", res)
 	}

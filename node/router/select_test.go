@@ -39,10 +39,7 @@ func TestDiscoveryThroughDHT(t *testing.T) {
 	if len(tr.pool.Available("m1")) != 0 {
 		t.Fatal("the pool view knew the miner already")
 	}
-	res, err := tr.Reserve(t.Context(), "m1", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := tr.reserve(t, "m1", 0)
 	if res.Miner != m.id.String() {
 		t.Fatalf("reserved %s", res.Miner)
 	}
@@ -89,14 +86,11 @@ func TestRelayLimitPassesOver(t *testing.T) {
 		}
 		return 0, false
 	}
-	res, err := tr.Reserve(t.Context(), "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := tr.reserve(t, "", 0)
 	if res.Miner != direct.id.String() {
 		t.Fatalf("reserved %s, want the directly reached miner %s", res.Miner, direct.id)
 	}
-	_, err = tr.Reserve(t.Context(), "", 0)
+	_, err := tr.Reserve(t.Context(), "", 0)
 	if !errors.Is(err, ErrNoMiner) || !strings.Contains(err.Error(), "relay whose limit ends the connection") {
 		t.Fatalf("second reserve: %v, want ErrNoMiner naming the relay's limit", err)
 	}

@@ -33,10 +33,7 @@ func TestGrantForAnotherClaimRejected(t *testing.T) {
 	m := newFakeMiner(t, n)
 	m.autoAvailable = true
 	tr := newRouter(t, n, m)
-	res, err := tr.Reserve(t.Context(), "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := tr.reserve(t, "", 0)
 	if _, err := tr.Release(t.Context(), res.ID, pb.Outcome_COMPLETED); err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +41,7 @@ func TestGrantForAnotherClaimRejected(t *testing.T) {
 	m.mu.Lock()
 	m.replay = res.Grant // a validly signed grant, but for the old claim
 	m.mu.Unlock()
-	_, err = tr.Reserve(t.Context(), "", 0)
+	_, err := tr.Reserve(t.Context(), "", 0)
 	if !errors.Is(err, ErrNoMiner) || !strings.Contains(err.Error(), "another claim") {
 		t.Fatalf("replayed grant: %v", err)
 	}
@@ -58,10 +55,7 @@ func TestLostGrantIsAskedForAgain(t *testing.T) {
 	m := newFakeMiner(t, n)
 	m.dropReplies = 1
 	tr := newRouter(t, n, m)
-	res, err := tr.Reserve(t.Context(), "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := tr.reserve(t, "", 0)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.claims != 2 || len(m.grants) != 1 || !bytes.Equal(m.grants[0], res.Grant) {
@@ -96,10 +90,7 @@ func TestMinerOfUnknownAddressesIsDialled(t *testing.T) {
 		t.Fatal("the router knew the miner's addresses already")
 	}
 
-	res, err := tr.Reserve(t.Context(), "m1", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := tr.reserve(t, "m1", 0)
 	if res.Miner != m.id.String() {
 		t.Fatalf("reserved %s", res.Miner)
 	}
