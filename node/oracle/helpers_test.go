@@ -1,8 +1,8 @@
 package oracle
 
 import (
-	"bufio"
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,7 +16,6 @@ import (
 	"github.com/ephemera-network/ephemera/store"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -137,7 +136,7 @@ func newFakeMiner(t testing.TB, key crypto.PrivKey, b behaviour) *fakeMiner {
 	t.Cleanup(func() { close(m.hold) }) // runs before the host closes
 	m.id = m.host.ID()
 	m.behaviour.Store(int32(b))
-	m.host.SetStreamHandler(protocol.ValidateProtocol(testNet), m.handle)
+	testkit.Serve(t, m.host, protocol.ValidateProtocol(testNet), m.answer)
 	return m
 }
 
@@ -150,17 +149,11 @@ func (r *rig) miner(t testing.TB, key crypto.PrivKey, b behaviour) *fakeMiner {
 	return m
 }
 
-func (m *fakeMiner) handle(s network.Stream) {
-	defer s.Close()
-	raw, err := protocol.ReadMsg(bufio.NewReader(s), protocol.MaxMessageSize)
-	if err != nil {
-		s.Reset()
-		return
-	}
+// answer is the miner's answer to a challenge, as its behaviour makes it.
+func (m *fakeMiner) answer(raw []byte) ([]byte, error) {
 	ch, err := protocol.Open[pb.Challenge](raw)
 	if err != nil {
-		s.Reset()
-		return
+		return nil, err
 	}
 	m.challenges.Add(1)
 	select {
@@ -171,7 +164,7 @@ func (m *fakeMiner) handle(s network.Stream) {
 	if b == silent {
 		// The oracle has closed its side; hold ours open until the test ends.
 		<-m.hold
-		return
+		return nil, errors.New("silent")
 	}
 	ans := &pb.Answer{Network: testNet, ChallengeDigest: protocol.Digest(raw), Miner: []byte(m.id), Model: inference.BuiltinModel}
 	for _, task := range ch.Msg.Tasks {
@@ -182,8 +175,7 @@ func (m *fakeMiner) handle(s network.Stream) {
 				Messages: []inference.Message{{Role: "user", Content: task.Prompt}},
 			})
 			if err != nil {
-				s.Reset()
-				return
+				return nil, err
 			}
 			out = resp.Text
 		}
@@ -197,10 +189,5 @@ func (m *fakeMiner) handle(s network.Stream) {
 	if b == wrongKey {
 		key = m.other
 	}
-	env, err := protocol.Seal(ans, key)
-	if err != nil {
-		s.Reset()
-		return
-	}
-	_ = protocol.WriteMsg(s, env)
+	return protocol.Seal(ans, key)
 }

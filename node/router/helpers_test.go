@@ -1,7 +1,6 @@
 package router
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -21,7 +20,6 @@ import (
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
 )
@@ -83,7 +81,7 @@ func newFakeMiner(tb testing.TB, n *testNet) *fakeMiner {
 		state: pb.MinerState_AVAILABLE, gen: 1, sizes: map[string]int{},
 	}
 	m.record = m.makeRecord()
-	h.SetStreamHandler(protocol.ReserveProtocol(testNetwork), m.handle)
+	testkit.Serve(tb, h, protocol.ReserveProtocol(testNetwork), m.answer)
 	return m
 }
 
@@ -112,33 +110,21 @@ func (m *fakeMiner) snapshot() (state pb.MinerState, gen uint64, session string,
 	return m.state, m.gen, m.session, m.renews
 }
 
-func (m *fakeMiner) handle(s network.Stream) {
-	defer s.Close()
-	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
-	raw, err := protocol.ReadMsg(bufio.NewReader(s), protocol.MaxMessageSize)
-	if err != nil {
-		s.Reset()
-		return
-	}
+// answer is the miner's reply to a request over the reserve protocol; an
+// error resets the stream.
+func (m *fakeMiner) answer(raw []byte) ([]byte, error) {
 	kind, reply, err := m.request(raw)
 	if err != nil {
-		s.Reset()
-		return
+		return nil, err
 	}
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.sizes[kind+"-req"], m.sizes[kind+"-reply"] = len(raw), len(reply)
-	drop := m.dropReplies > 0
-	if drop {
+	if m.dropReplies > 0 {
 		m.dropReplies--
+		return nil, errors.New("reply dropped")
 	}
-	m.mu.Unlock()
-	if drop {
-		s.Reset()
-		return
-	}
-	if err := protocol.WriteMsg(s, reply); err != nil {
-		s.Reset()
-	}
+	return reply, nil
 }
 
 func (m *fakeMiner) request(raw []byte) (string, []byte, error) {

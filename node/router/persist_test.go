@@ -42,10 +42,8 @@ func TestRestartResumesRenewing(t *testing.T) {
 }
 
 func TestHistoryIsBounded(t *testing.T) {
-	n := newTestNet(t)
-	m := newFakeMiner(t, n)
+	_, m, tr := newPair(t)
 	m.autoAvailable = true
-	tr := newRouter(t, n, m)
 	tr.mu.Lock()
 	tr.history = 2
 	tr.mu.Unlock()

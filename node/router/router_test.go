@@ -1,7 +1,6 @@
 package router
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -12,9 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
-	"github.com/libp2p/go-libp2p/core/network"
 )
 
 func TestReserveGrantsAndPersists(t *testing.T) {
@@ -134,10 +133,8 @@ func TestConcurrentReservesGetDistinctMiners(t *testing.T) {
 // BenchmarkClaimGrant is one Reserve and Release against a fake miner over
 // loopback: two signed exchanges and two synced store writes.
 func BenchmarkClaimGrant(b *testing.B) {
-	n := newTestNet(b)
-	m := newFakeMiner(b, n)
+	_, m, tr := newPair(b)
 	m.autoAvailable = true
-	tr := newRouter(b, n, m)
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -182,34 +179,11 @@ func BenchmarkClaimGrantBaseline(b *testing.B) {
 		b.Fatal(err)
 	}
 	const echo = "/bench/echo/1.0.0"
-	m.host.SetStreamHandler(echo, func(s network.Stream) {
-		defer s.Close()
-		req, err := protocol.ReadMsg(bufio.NewReader(s), protocol.MaxMessageSize)
-		if err != nil {
-			s.Reset()
-			return
-		}
-		_ = protocol.WriteMsg(s, make([]byte, sizes[len(req)]))
-	})
+	testkit.Serve(b, m.host, echo, func(req []byte) ([]byte, error) { return make([]byte, sizes[len(req)]), nil })
 	round := func(req []byte) {
-		s, err := tr.host.NewStream(ctx, m.id, echo)
-		if err != nil {
+		if _, _, err := protocol.Call(ctx, tr.host, m.id, echo, req, protocol.MaxMessageSize); err != nil {
 			b.Fatal(err)
 		}
-		w := bufio.NewWriter(s)
-		if err := protocol.WriteMsg(w, req); err != nil {
-			b.Fatal(err)
-		}
-		if err := w.Flush(); err != nil {
-			b.Fatal(err)
-		}
-		if err := s.CloseWrite(); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := protocol.ReadMsg(bufio.NewReader(s), protocol.MaxMessageSize); err != nil {
-			b.Fatal(err)
-		}
-		s.Close()
 	}
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -29,10 +29,8 @@ func TestForgedGrantRejected(t *testing.T) {
 }
 
 func TestGrantForAnotherClaimRejected(t *testing.T) {
-	n := newTestNet(t)
-	m := newFakeMiner(t, n)
+	_, m, tr := newPair(t)
 	m.autoAvailable = true
-	tr := newRouter(t, n, m)
 	res := tr.reserve(t, "", 0)
 	if _, err := tr.Release(t.Context(), res.ID, pb.Outcome_COMPLETED); err != nil {
 		t.Fatal(err)
