@@ -1,7 +1,6 @@
 package observe
 
 import (
-	"sync"
 	"testing"
 	"time"
 
@@ -76,24 +75,6 @@ func accepted(tb testing.TB) func(*pb.Evidence, error) {
 			tb.Fatalf("not accepted: evidence %v, err %v", ev, err)
 		}
 	}
-}
-
-// clock is a settable clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 // kinds lists events as kind[:state], for comparisons.

@@ -21,9 +21,9 @@ func poolEvent(rec protocol.Signed[*pb.Availability]) pool.Event {
 
 // newObserver watches e's pool on a clock of its own, sampled only when the
 // test ticks.
-func newObserver(t *testing.T, e *env) (*Observer, *clock, chan time.Time) {
+func newObserver(t *testing.T, e *env) (*Observer, *testkit.Clock, chan time.Time) {
 	t.Helper()
-	clk := &clock{t: e.Now}
+	clk := testkit.NewClock(e.Now)
 	ticks := make(chan time.Time)
 	o := New(Config{Pool: e.pool, Now: clk.Now, Ticks: ticks})
 	t.Cleanup(o.Stop)
