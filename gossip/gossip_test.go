@@ -15,7 +15,6 @@ import (
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
@@ -105,23 +104,6 @@ func newGossip(t *testing.T, h host.Host, reg prometheus.Registerer, in *inbox) 
 	return g, topic
 }
 
-func seal(t *testing.T, rec record.Record) []byte {
-	t.Helper()
-	sk, _, err := crypto.GenerateEd25519Key(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env, err := record.Seal(rec, sk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := env.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // waitFor gives gossip's meshes and heartbeats 15 s.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
@@ -160,12 +142,12 @@ func TestEnvelopeValidator(t *testing.T) {
 		data []byte
 		want pubsub.ValidationResult
 	}{
-		{"signed note", seal(t, &note{text: "hello"}), pubsub.ValidationAccept},
-		{"stale note", seal(t, &note{text: "old:hello"}), pubsub.ValidationIgnore},
+		{"signed note", testkit.SealRecord(t, &note{text: "hello"}, nil), pubsub.ValidationAccept},
+		{"stale note", testkit.SealRecord(t, &note{text: "old:hello"}, nil), pubsub.ValidationIgnore},
 		{"garbage", []byte("not an envelope"), pubsub.ValidationReject},
 		{"empty", nil, pubsub.ValidationReject},
-		{"kind not on this topic", seal(t, &other{note{text: "hi"}}), pubsub.ValidationReject},
-		{"payload the kind cannot decode", seal(t, &note{text: ""}), pubsub.ValidationReject},
+		{"kind not on this topic", testkit.SealRecord(t, &other{note{text: "hi"}}, nil), pubsub.ValidationReject},
+		{"payload the kind cannot decode", testkit.SealRecord(t, &note{text: ""}, nil), pubsub.ValidationReject},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -181,7 +163,7 @@ func TestEnvelopeValidator(t *testing.T) {
 }
 
 func TestForgedSignatureRejected(t *testing.T) {
-	data := seal(t, &note{text: "hello"})
+	data := testkit.SealRecord(t, &note{text: "hello"}, nil)
 	env, err := record.UnmarshalEnvelope(data)
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +187,7 @@ func TestDeliveryAndRejectionAcrossHosts(t *testing.T) {
 	gB, _ := newGossip(t, hb, regB, &inB)
 	waitFor(t, "mesh", func() bool { return len(topicA.Peers()) == 1 })
 
-	if err := topicA.Publish(context.Background(), seal(t, &note{text: "hello"})); err != nil {
+	if err := topicA.Publish(context.Background(), testkit.SealRecord(t, &note{text: "hello"}, nil)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "delivery", func() bool { return inB.count() == 1 })

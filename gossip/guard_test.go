@@ -105,7 +105,7 @@ func TestFloodingPeerCutOff(t *testing.T) {
 	if got := node.Network().Connectedness(honest.ID()); got != network.Connected {
 		t.Fatalf("the honest peer is %v, want connected", got)
 	}
-	if err := honestTopic.Publish(ctx, seal(t, &note{text: "still heard"})); err != nil {
+	if err := honestTopic.Publish(ctx, testkit.SealRecord(t, &note{text: "still heard"}, nil)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the honest message", func() bool { return in.count() == 1 })

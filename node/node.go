@@ -18,6 +18,7 @@ import (
 	"github.com/ephemera-network/ephemera/api/ui"
 	"github.com/ephemera-network/ephemera/gossip"
 	"github.com/ephemera-network/ephemera/inference"
+	"github.com/ephemera-network/ephemera/internal/names"
 	"github.com/ephemera-network/ephemera/node/miner"
 	"github.com/ephemera-network/ephemera/node/observe"
 	"github.com/ephemera-network/ephemera/node/oracle"
@@ -441,15 +442,11 @@ func (n *Node) dhtMode() string {
 	return now
 }
 
-func directionName(d network.Direction) string {
-	switch d {
-	case network.DirInbound:
-		return "inbound"
-	case network.DirOutbound:
-		return "outbound"
-	default:
-		return "unknown"
-	}
+func directionName(d network.Direction) string { return names.Of(directionNames, d, "unknown") }
+
+var directionNames = map[network.Direction]string{
+	network.DirInbound:  "inbound",
+	network.DirOutbound: "outbound",
 }
 
 func multiaddrStrings(addrs []ma.Multiaddr) []string {

@@ -9,7 +9,6 @@ import (
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/record"
 )
 
 const testNet = "testnet"
@@ -66,15 +65,7 @@ func (f *fixture) release() *pb.Release { return f.Release() }
 // the protocol's own marshalling.
 func sealRaw(tb testing.TB, domain string, codec, payload []byte, k crypto.PrivKey) []byte {
 	tb.Helper()
-	env, err := record.Seal(&rawRecord{domain: domain, codec: codec, payload: payload}, k)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	raw, err := env.Marshal()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return raw
+	return testkit.SealRecord(tb, &rawRecord{domain: domain, codec: codec, payload: payload}, k)
 }
 
 type rawRecord struct {

@@ -22,11 +22,7 @@ func TestReservedMinerSurvivesKill9(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	tn, launcher := startProcesses(t, testnet.Spec{Network: "crash", Bootstraps: 1, Oracles: 3, Miners: 2, Routers: 1})
-	if _, err := tn.WaitPool(ctx, "both miners available", func(m []api.PoolMiner) bool {
-		return testnet.CountState(m, "available") == 2
-	}); err != nil {
-		t.Fatal(err)
-	}
+	localnet.WaitAvailable(t, tn, 2, time.Minute)
 	res, err := tn.Reserve(ctx, 2*time.Minute)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
 	"github.com/ephemera-network/ephemera/testnet"
 )
 
@@ -130,11 +131,7 @@ func TestRouterKill9ResumesSession(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	tn, launcher := startProcesses(t, testnet.Spec{Network: "rcrash", Bootstraps: 1, Oracles: 3, Miners: 2, Routers: 1})
-	if _, err := tn.WaitPool(ctx, "both miners available", func(m []api.PoolMiner) bool {
-		return testnet.CountState(m, "available") == 2
-	}); err != nil {
-		t.Fatal(err)
-	}
+	localnet.WaitAvailable(t, tn, 2, time.Minute)
 
 	base := tn.RouterURL()
 	var s crashSession

@@ -48,19 +48,6 @@ func validators(tb testing.TB, e *env, fail bool) (map[string]gossip.Validator, 
 	return v, pubs
 }
 
-func resultName(r pubsub.ValidationResult) string {
-	switch r {
-	case pubsub.ValidationAccept:
-		return "accept"
-	case pubsub.ValidationReject:
-		return "reject"
-	case pubsub.ValidationIgnore:
-		return "ignore"
-	default:
-		return "unknown"
-	}
-}
-
 func TestJudges(t *testing.T) {
 	for _, failingPublisher := range []bool{false, true} {
 		name := "publisher ok"
@@ -127,11 +114,11 @@ func testJudges(t *testing.T, failingPublisher bool) {
 	}
 	for _, s := range steps {
 		res, err := v[s.topic](context.Background(), e.Other.ID, s.data)
-		if got := resultName(res); got != s.want {
+		if got := gossip.Outcome(res); got != s.want {
 			t.Errorf("%s: %s (%v), want %s", s.name, got, err, s.want)
 		}
 		if (err == nil) != (res == pubsub.ValidationAccept) {
-			t.Errorf("%s: result %s with error %v", s.name, resultName(res), err)
+			t.Errorf("%s: result %s with error %v", s.name, gossip.Outcome(res), err)
 		}
 		if s.offender == "" {
 			continue
@@ -160,7 +147,7 @@ func testJudges(t *testing.T, failingPublisher bool) {
 		}
 		// Another copy of a conflict already held travels no further.
 		if res, err := v[s.topic](context.Background(), e.Other.ID, p.data); res != pubsub.ValidationIgnore {
-			t.Errorf("%s: published evidence judged again %s (%v), want ignore", s.name, resultName(res), err)
+			t.Errorf("%s: published evidence judged again %s (%v), want ignore", s.name, gossip.Outcome(res), err)
 		}
 	}
 	// Evidence found once is published once, and nothing else is published.
@@ -212,7 +199,7 @@ func FuzzGossipValidators(f *testing.F) {
 			t.Fatalf("result %d", res)
 		}
 		if (err == nil) != (res == pubsub.ValidationAccept) {
-			t.Fatalf("result %s with error %v", resultName(res), err)
+			t.Fatalf("result %s with error %v", gossip.Outcome(res), err)
 		}
 	})
 }
