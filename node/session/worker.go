@@ -337,7 +337,7 @@ func (w *worker) dispatchQueue(now time.Time) {
 		lt.publish()
 		// Not stored: a task found running after a crash is queued again,
 		// as one found queued is.
-		go w.runTask(ctx, lt, w.s.Params, miners)
+		go w.runTask(ctx, lt, cloneTask(lt.t), w.s.Params, miners)
 	}
 }
 
