@@ -38,12 +38,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-// Keys this package keeps in the store.
-var (
-	keyPeerID = []byte("self/peer_id") // the identity the data belongs to
-	keyStarts = []byte("self/starts")  // how many times the node has started
-)
-
 // sigCacheSize bounds the verified-signature cache: a few attestations per
 // miner per generation.
 const sigCacheSize = 16384
