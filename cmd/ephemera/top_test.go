@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/api/client"
 	"github.com/ephemera-network/ephemera/testnet"
 )
 
@@ -25,15 +26,15 @@ func topID(tag string) string { return "12D3KooW" + strings.Repeat("x", 38) + ta
 var topNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 // topFixture is an oracle-and-router node's view of a pool of six miners.
-func topFixture() (topOverview, []api.PoolMiner, []topEvent) {
-	ov := topOverview{
+func topFixture() (api.Overview, []api.PoolMiner, []api.Event) {
+	ov := api.Overview{
 		Time: topNow,
 		Node: api.NodeInfo{PeerID: topID("node01"), Roles: []string{"oracle", "router"}, Network: "devnet",
 			UptimeSeconds: 3723, Peers: 7},
-		Pool: topPool{Total: 6, Counts: map[string]int{"joining": 0, "validating": 1, "available": 3,
+		Pool: api.PoolSummary{Total: 6, Counts: map[string]int{"joining": 0, "validating": 1, "available": 3,
 			"reserved": 1, "cooling_off": 1, "stale": 0}},
-		Oracle: &topOracle{ValidationsPassed: 10, ValidationsFailed: 1, PassRate: 10.0 / 11},
-		Router: &topRouter{SessionsOpen: 1, SessionsEnded: 4, QueuedTasks: 2, TasksDone: 12, MeanAgreement: 0.975},
+		Oracle: &api.OracleStats{ValidationsPassed: 10, ValidationsFailed: 1, PassRate: 10.0 / 11},
+		Router: &api.RouterStats{SessionsOpen: 1, SessionsEnded: 4, QueuedTasks: 2, TasksDone: 12, MeanAgreement: 0.975},
 	}
 	m := func(tag, state string, gen uint64, oracles int, rep float64, seen time.Duration) api.PoolMiner {
 		return api.PoolMiner{PeerID: topID(tag), State: state, Generation: gen, Oracles: make([]string, oracles),
@@ -47,7 +48,7 @@ func topFixture() (topOverview, []api.PoolMiner, []topEvent) {
 		m("mnr003", "available", 1, 2, 0.88, 0),
 		m("mnr004", "validating", 7, 0, 0, 500*time.Millisecond),
 	}
-	events := []topEvent{
+	events := []api.Event{
 		{Time: topNow.Add(-1 * time.Second), Miner: topID("mnr002"), Kind: "state", From: "validating", State: "available", Generation: 3},
 		{Time: topNow.Add(-2 * time.Second), Miner: topID("mnr002"), Kind: "attestation", Oracle: topID("orc001"), Pass: true, Score: 0.93, Generation: 3},
 		{Time: topNow.Add(-3 * time.Second), Miner: topID("mnr005"), Kind: "grant", Router: topID("rtr001"), Session: "5f3a2b1c9d8e", LeaseEnd: topNow.Add(27 * time.Second), Generation: 2},
@@ -298,7 +299,7 @@ func TestTopOnce(t *testing.T) {
 // /v1/pool, and there are no transitions.
 func TestTopDegrade(t *testing.T) {
 	srv, _ := topServer(t, false)
-	c := newAPIClient(srv.URL)
+	c := client.New(srv.URL)
 	d, err := gatherTop(context.Background(), c, "")
 	if err != nil {
 		t.Fatal(err)
@@ -411,7 +412,7 @@ func TestTopLive(t *testing.T) {
 		var out lockedBuffer
 		done := make(chan error, 1)
 		go func() {
-			done <- liveTop(ctx, &out, newAPIClient(tc.url), topOptions{limit: 20, height: 30, width: 80, loc: time.UTC}, topMinInterval)
+			done <- liveTop(ctx, &out, client.New(tc.url), topOptions{limit: 20, height: 30, width: 80, loc: time.UTC}, topMinInterval)
 		}()
 		deadline := time.Now().Add(10 * time.Second)
 		for strings.Count(out.String(), escHome) < 3 && time.Now().Before(deadline) {
