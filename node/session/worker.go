@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/internal/logging"
+	"github.com/ephemera-network/ephemera/internal/wait"
 	"github.com/ephemera-network/ephemera/node/router"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -547,10 +548,8 @@ func (m *Manager) reconcileLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		m.reconcile(ctx)
-		select {
-		case <-ctx.Done():
+		if !wait.Tick(ctx, t.C) {
 			return
-		case <-t.C:
 		}
 	}
 }
