@@ -10,13 +10,14 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
 	"github.com/ephemera-network/ephemera/api/client"
+	"github.com/ephemera-network/ephemera/internal/testkit"
+	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
 	"github.com/ephemera-network/ephemera/testnet"
 )
 
@@ -409,7 +410,7 @@ func TestTopLive(t *testing.T) {
 		{dead.URL, []string{"node unreachable: cannot reach the node at", dead.URL + "/v1/overview", "(retrying)"}},
 	} {
 		ctx, cancel := context.WithCancel(context.Background())
-		var out lockedBuffer
+		var out testkit.LogBuffer
 		done := make(chan error, 1)
 		go func() {
 			done <- liveTop(ctx, &out, client.New(tc.url), topOptions{limit: 20, height: 30, width: 80, loc: time.UTC}, topMinInterval)
@@ -451,24 +452,6 @@ func TestTopLive(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe to read while another goroutine writes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestTopE2E runs `top --once` of the real binary against a router and an
 // oracle of a testnet whose two miners are available.
 func TestTopE2E(t *testing.T) {
@@ -476,20 +459,8 @@ func TestTopE2E(t *testing.T) {
 		t.Skip("starts a testnet of 5 processes")
 	}
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	spec := testnet.Spec{Network: "e2e-top", Bootstraps: 1, Oracles: 1, Miners: 2, Routers: 1}
-	tn, err := testnet.Start(ctx, t.TempDir(), spec, testnet.Subprocess{Binary: bin})
-	t.Cleanup(func() {
-		sctx, done := context.WithTimeout(context.Background(), 30*time.Second)
-		defer done()
-		if err := tn.Stop(sctx); err != nil {
-			t.Logf("stop testnet: %v", err)
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tn := localnet.Start(t, spec, testnet.Subprocess{Binary: bin})
 	router := tn.RouterURL()
 	waitRouterPool(t, router, spec.Miners, 90*time.Second)
 	nodes := tn.Nodes()
