@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/inference"
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -80,10 +81,10 @@ func newSessionRig(t testing.TB, backend inference.Backend, leaseMs uint32) *ses
 	}
 	r.start(t)
 	r.makeAvailable(t, 0)
-	router := newKey(t)
+	router := testkit.NewKey(t)
 	rep := r.claimDirect(t, r.claim(t, claimOpts{router: router, gen: 0, session: "s", leaseMs: leaseMs}))
 	wantGrant(t, rep)
-	return &sessionRig{rig: r, router: router, rh: newHost(t, router), grant: rep.raw}
+	return &sessionRig{rig: r, router: router, rh: testkit.Host(t, router), grant: rep.raw}
 }
 
 type taskOpts struct {
@@ -134,7 +135,7 @@ func (sr *sessionRig) task(t testing.TB, o taskOpts) []byte {
 		o.deadline = time.Now().Add(5 * time.Second)
 	}
 	raw, err := protocol.Seal(&pb.SessionTask{
-		Network: o.network, Session: o.session, Router: []byte(idOf(t, o.signer)), Miner: o.miner,
+		Network: o.network, Session: o.session, Router: []byte(testkit.ID(t, o.signer)), Miner: o.miner,
 		Generation: o.gen, GrantDigest: protocol.Digest(o.grant), Task: o.id, Model: o.model,
 		Messages: []*pb.ChatMessage{{Role: "system", Content: "Be brief."}, {Role: "user", Content: o.prompt}},
 		Mode:     o.mode, IssuedMs: protocol.Ms(o.issued), DeadlineMs: protocol.Ms(o.deadline),
@@ -148,7 +149,7 @@ func (sr *sessionRig) task(t testing.TB, o taskOpts) []byte {
 func (sr *sessionRig) reveal(t testing.TB, signer crypto.PrivKey, taskDigest []byte) []byte {
 	t.Helper()
 	raw, err := protocol.Seal(&pb.Reveal{
-		Network: testNet, Router: []byte(idOf(t, sr.router)), Miner: []byte(sr.id), TaskDigest: taskDigest, Commitments: 1,
+		Network: testNet, Router: []byte(testkit.ID(t, sr.router)), Miner: []byte(sr.id), TaskDigest: taskDigest, Commitments: 1,
 	}, signer)
 	if err != nil {
 		t.Fatal(err)
@@ -372,8 +373,8 @@ func TestSessionCommitReveal(t *testing.T) {
 func TestSessionRefusals(t *testing.T) {
 	t.Parallel()
 	sr := newSessionRig(t, nil, 5000)
-	other := newKey(t)
-	oh := newHost(t, other)
+	other := testkit.NewKey(t)
+	oh := testkit.Host(t, other)
 	cases := []struct {
 		name string
 		from host.Host
@@ -404,8 +405,8 @@ func TestSessionRefusals(t *testing.T) {
 func TestSessionResets(t *testing.T) {
 	t.Parallel()
 	sr := newSessionRig(t, nil, 5000)
-	other := newKey(t)
-	oh := newHost(t, other)
+	other := testkit.NewKey(t)
+	oh := testkit.Host(t, other)
 	cases := []struct {
 		name string
 		from host.Host
@@ -416,7 +417,7 @@ func TestSessionResets(t *testing.T) {
 		{"not a task", nil, sr.reveal(t, sr.router, make([]byte, 32))},
 		{"relayed by another peer", oh, sr.task(t, taskOpts{})},
 		{"another network", nil, sr.task(t, taskOpts{network: "elsewhere"})},
-		{"another miner", nil, sr.task(t, taskOpts{miner: []byte(idOf(t, other))})},
+		{"another miner", nil, sr.task(t, taskOpts{miner: []byte(testkit.ID(t, other))})},
 		{"no mode", nil, sr.task(t, taskOpts{mode: pb.TaskMode(7)})},
 	}
 	for _, c := range cases {
@@ -508,7 +509,7 @@ func TestSessionBusy(t *testing.T) {
 		c.send(t, raw)
 		tasks = append(tasks, running{raw, mode, c})
 	}
-	waitFor(t, "every slot taken", 5*time.Second, func() bool { return fb.entered.Load() == maxTasks })
+	testkit.Eventually(t, "every slot taken", 5*time.Second, func() bool { return fb.entered.Load() == maxTasks })
 
 	raw := sr.task(t, taskOpts{id: "one too many"})
 	frames, end := sr.exchange(t, nil, raw)
@@ -626,7 +627,7 @@ func TestSessionRouterGone(t *testing.T) {
 	for _, mode := range []pb.TaskMode{pb.TaskMode_TASK_MODE_STREAM, pb.TaskMode_TASK_MODE_COMMIT_REVEAL} {
 		c := sr.open(t, nil)
 		c.send(t, sr.task(t, taskOpts{mode: mode, deadline: time.Now().Add(5 * time.Second)}))
-		waitFor(t, "the engine running", 2*time.Second, func() bool { return fb.entered.Load() > 0 })
+		testkit.Eventually(t, "the engine running", 2*time.Second, func() bool { return fb.entered.Load() > 0 })
 		fb.entered.Store(0)
 		c.s.Reset()
 		select {
@@ -648,7 +649,7 @@ func TestSessionStop(t *testing.T) {
 	sr := newSessionRig(t, fb, 5000)
 	c := sr.open(t, nil)
 	c.send(t, sr.task(t, taskOpts{deadline: time.Now().Add(5 * time.Second)}))
-	waitFor(t, "the engine running", 2*time.Second, func() bool { return fb.entered.Load() > 0 })
+	testkit.Eventually(t, "the engine running", 2*time.Second, func() bool { return fb.entered.Load() > 0 })
 	if err := sr.m.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
