@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/internal/duration"
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
@@ -37,18 +37,9 @@ type testNet struct {
 	oracles []crypto.PrivKey
 }
 
-func newKey(tb testing.TB) crypto.PrivKey {
-	tb.Helper()
-	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return k
-}
-
 func newTestNet(tb testing.TB) *testNet {
 	tb.Helper()
-	n := &testNet{oracles: []crypto.PrivKey{newKey(tb), newKey(tb)}}
+	n := &testNet{oracles: []crypto.PrivKey{testkit.NewKey(tb), testkit.NewKey(tb)}}
 	p := protocol.DefaultParams()
 	for _, k := range n.oracles {
 		id, _ := peer.IDFromPrivateKey(k)
@@ -121,7 +112,7 @@ type fakeMiner struct {
 
 func newFakeMiner(tb testing.TB, n *testNet) *fakeMiner {
 	tb.Helper()
-	key := newKey(tb)
+	key := testkit.NewKey(tb)
 	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
 	if err != nil {
 		tb.Fatal(err)
@@ -415,17 +406,6 @@ func (tr *testRouter) stored(tb testing.TB) map[string]saved {
 		tb.Fatal(err)
 	}
 	return out
-}
-
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // availValidator accepts any signed availability record; the pool judges it.

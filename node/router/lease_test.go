@@ -7,13 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 )
 
 func TestRelease(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
-	tr := newRouter(t, n, newKey(t), t.TempDir(), m)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
 	res, err := tr.Reserve(t.Context(), "", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +52,7 @@ func TestRelease(t *testing.T) {
 func TestReleaseUnconfirmed(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
-	tr := newRouter(t, n, newKey(t), t.TempDir(), m)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
 	res, err := tr.Reserve(t.Context(), "", 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -69,13 +70,13 @@ func TestReleaseUnconfirmed(t *testing.T) {
 func TestRenewExtendsLease(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
-	tr := newRouter(t, n, newKey(t), t.TempDir(), m)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
 	res, err := tr.Reserve(t.Context(), "", 1200*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Well past the first lease, still active, renewed several times.
-	waitFor(t, "renewals", 5*time.Second, func() bool {
+	testkit.Eventually(t, "renewals", 5*time.Second, func() bool {
 		_, _, _, renews := m.snapshot()
 		return renews >= 3
 	})
@@ -95,7 +96,7 @@ func TestRenewExtendsLease(t *testing.T) {
 func TestRenewRefusedIsLost(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
-	tr := newRouter(t, n, newKey(t), t.TempDir(), m)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
 	res, err := tr.Reserve(t.Context(), "", 3*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +104,7 @@ func TestRenewRefusedIsLost(t *testing.T) {
 	m.mu.Lock() // the miner forgets the reservation (say, it lost its disk)
 	m.state, m.session = pb.MinerState_VALIDATING, ""
 	m.mu.Unlock()
-	waitFor(t, "lost", 5*time.Second, func() bool {
+	testkit.Eventually(t, "lost", 5*time.Second, func() bool {
 		r, _ := tr.Get(res.ID)
 		return r.State == StateLost
 	})
@@ -115,13 +116,13 @@ func TestRenewRefusedIsLost(t *testing.T) {
 func TestUnreachableMinerExpires(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
-	tr := newRouter(t, n, newKey(t), t.TempDir(), m)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
 	res, err := tr.Reserve(t.Context(), "", 1200*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.host.Close()
-	waitFor(t, "expired", 5*time.Second, func() bool {
+	testkit.Eventually(t, "expired", 5*time.Second, func() bool {
 		r, _ := tr.Get(res.ID)
 		return r.State == StateExpired
 	})

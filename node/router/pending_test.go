@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
@@ -97,7 +98,7 @@ func (tr *testRouter) hasPending(t *testing.T, id string) bool {
 func TestSettleReleasesLostGrant(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
-	key, dir := newKey(t), t.TempDir()
+	key, dir := testkit.NewKey(t), t.TempDir()
 	id, claim := pendingClaim(t, n, key, dir, m, 1, "user-1")
 	grant := m.sendDirect(t, claim)
 	if g, err := protocol.Open[pb.Grant](grant); err != nil || g.Msg.Session != id {
@@ -108,7 +109,7 @@ func TestSettleReleasesLostGrant(t *testing.T) {
 	}
 
 	tr := restartRouter(t, n, key, dir, m)
-	waitFor(t, "the lost grant released", 5*time.Second, func() bool {
+	testkit.Eventually(t, "the lost grant released", 5*time.Second, func() bool {
 		res, ok := tr.Get(id)
 		return ok && res.State == StateReleased
 	})
@@ -158,7 +159,7 @@ func (tr *testRouter) pendingIDs(t *testing.T) []string {
 func TestClaimLeavesPendingOnlyWhenUnsettled(t *testing.T) {
 	n := newTestNet(t)
 	m, gone := newFakeMiner(t, n), newFakeMiner(t, n)
-	tr := newRouter(t, n, newKey(t), t.TempDir(), m)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
 	res, err := tr.Reserve(t.Context(), "", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +171,7 @@ func TestClaimLeavesPendingOnlyWhenUnsettled(t *testing.T) {
 		t.Fatalf("stored %+v", s)
 	}
 	// Refused: another router's view still says available.
-	other := newRouter(t, n, newKey(t), t.TempDir(), m)
+	other := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
 	if _, err := other.Reserve(t.Context(), "", 0); !errors.Is(err, ErrNoMiner) {
 		t.Fatalf("claim of a reserved miner: %v", err)
 	}
@@ -185,7 +186,7 @@ func TestClaimLeavesPendingOnlyWhenUnsettled(t *testing.T) {
 	}
 	// Unreachable: the pool view lists a miner that is gone.
 	gone.host.Close()
-	third := newRouter(t, n, newKey(t), t.TempDir(), gone)
+	third := newRouter(t, n, testkit.NewKey(t), t.TempDir(), gone)
 	if _, err := third.Reserve(t.Context(), "", 0); !errors.Is(err, ErrNoMiner) {
 		t.Fatalf("claim of an unreachable miner: %v", err)
 	}
@@ -210,7 +211,7 @@ func TestClaimLeavesPendingOnlyWhenUnsettled(t *testing.T) {
 func TestSettleDropsRefusedClaim(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
-	key, dir := newKey(t), t.TempDir()
+	key, dir := testkit.NewKey(t), t.TempDir()
 	// The claim never reached the miner, which has since moved on a
 	// generation: it refuses the claim when settle sends it.
 	id, _ := pendingClaim(t, n, key, dir, m, 1, "")
@@ -220,7 +221,7 @@ func TestSettleDropsRefusedClaim(t *testing.T) {
 	m.mu.Unlock()
 
 	tr := restartRouter(t, n, key, dir, m)
-	waitFor(t, "the refused claim dropped", 5*time.Second, func() bool { return !tr.hasPending(t, id) })
+	testkit.Eventually(t, "the refused claim dropped", 5*time.Second, func() bool { return !tr.hasPending(t, id) })
 	m.mu.Lock()
 	claims, grants := m.claims, len(m.grants)
 	m.mu.Unlock()
@@ -259,7 +260,7 @@ func (c *clock) set(t time.Time) {
 func TestSettleKeepsUnreachableClaimUntilLeaseMax(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
-	key, dir := newKey(t), t.TempDir()
+	key, dir := testkit.NewKey(t), t.TempDir()
 	id, claim := pendingClaim(t, n, key, dir, m, 1, "")
 	c, err := protocol.Open[pb.Claim](claim)
 	if err != nil {
@@ -327,7 +328,7 @@ func newStoppedRouter(t *testing.T, check protocol.Checker, key crypto.PrivKey, 
 func TestSettleLeavesSettledClaimAlone(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
-	tr := newRouter(t, n, newKey(t), t.TempDir(), m)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
 	res, err := tr.Reserve(t.Context(), "", 0)
 	if err != nil {
 		t.Fatal(err)

@@ -5,13 +5,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 )
 
 func TestRestartResumesRenewing(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
-	key, dir := newKey(t), t.TempDir()
+	key, dir := testkit.NewKey(t), t.TempDir()
 	tr := newRouter(t, n, key, dir, m)
 	res, err := tr.Reserve(t.Context(), "", 1500*time.Millisecond)
 	if err != nil {
@@ -28,7 +29,7 @@ func TestRestartResumesRenewing(t *testing.T) {
 		t.Fatalf("after restart: %v", list)
 	}
 	_, _, _, before := m.snapshot()
-	waitFor(t, "renewal after restart", 5*time.Second, func() bool {
+	testkit.Eventually(t, "renewal after restart", 5*time.Second, func() bool {
 		_, _, _, renews := m.snapshot()
 		return renews > before
 	})
@@ -47,7 +48,7 @@ func TestHistoryIsBounded(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
 	m.autoAvailable = true
-	tr := newRouter(t, n, newKey(t), t.TempDir(), m)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
 	tr.mu.Lock()
 	tr.history = 2
 	tr.mu.Unlock()

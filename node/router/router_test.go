@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -20,7 +21,7 @@ import (
 func TestReserveGrantsAndPersists(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
-	tr := newRouter(t, n, newKey(t), t.TempDir(), m)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
 
 	res, err := tr.Reserve(t.Context(), "m1", 0)
 	if err != nil {
@@ -60,7 +61,7 @@ func TestReserveGrantsAndPersists(t *testing.T) {
 func TestSecondReserveFindsNoMiner(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
-	tr := newRouter(t, n, newKey(t), t.TempDir(), m)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
 	if _, err := tr.Reserve(t.Context(), "", 0); err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +69,7 @@ func TestSecondReserveFindsNoMiner(t *testing.T) {
 		t.Fatalf("second reserve: %v, want ErrNoMiner", err)
 	}
 	// Another router, whose pool view still says available, is refused.
-	other := newRouter(t, n, newKey(t), t.TempDir(), m)
+	other := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
 	_, err := other.Reserve(t.Context(), "", 0)
 	if !errors.Is(err, ErrNoMiner) || !strings.Contains(err.Error(), "BUSY") {
 		t.Fatalf("reserve by another router: %v, want ErrNoMiner with BUSY", err)
@@ -85,7 +86,7 @@ func TestSecondReserveFindsNoMiner(t *testing.T) {
 func TestLeaseBounds(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
-	tr := newRouter(t, n, newKey(t), t.TempDir(), m)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
 	for _, lease := range []time.Duration{n.params.LeaseMax.Std() + time.Millisecond, -time.Second, time.Microsecond} {
 		if _, err := tr.Reserve(t.Context(), "", lease); !errors.Is(err, ErrBadLease) {
 			t.Fatalf("lease %s: %v, want ErrBadLease", lease, err)
@@ -105,7 +106,7 @@ func TestLeaseBounds(t *testing.T) {
 func TestConcurrentReservesGetDistinctMiners(t *testing.T) {
 	n := newTestNet(t)
 	miners := []*fakeMiner{newFakeMiner(t, n), newFakeMiner(t, n)}
-	tr := newRouter(t, n, newKey(t), t.TempDir(), miners...)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), miners...)
 	const calls = 20
 	var wg sync.WaitGroup
 	results := make([]Reservation, calls)
@@ -146,7 +147,7 @@ func BenchmarkClaimGrant(b *testing.B) {
 	n := newTestNet(b)
 	m := newFakeMiner(b, n)
 	m.autoAvailable = true
-	tr := newRouter(b, n, newKey(b), b.TempDir(), m)
+	tr := newRouter(b, n, testkit.NewKey(b), b.TempDir(), m)
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -171,7 +172,7 @@ func BenchmarkClaimGrant(b *testing.B) {
 func BenchmarkClaimGrantBaseline(b *testing.B) {
 	n := newTestNet(b)
 	m := newFakeMiner(b, n)
-	tr := newRouter(b, n, newKey(b), b.TempDir(), m)
+	tr := newRouter(b, n, testkit.NewKey(b), b.TempDir(), m)
 	ctx := context.Background()
 	// One real round trip measures the sizes.
 	res, err := tr.Reserve(ctx, "", 0)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
@@ -21,7 +22,7 @@ func TestDiscoveryThroughDHT(t *testing.T) {
 	m := newFakeMiner(t, n)
 	minerDHT := newDHT(t, m.host)
 	t.Cleanup(func() { minerDHT.Close() })
-	key := newKey(t)
+	key := testkit.NewKey(t)
 	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
 	if err != nil {
 		t.Fatal(err)
@@ -30,7 +31,7 @@ func TestDiscoveryThroughDHT(t *testing.T) {
 	if err := m.host.Connect(t.Context(), peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "routing tables", 5*time.Second, func() bool {
+	testkit.Eventually(t, "routing tables", 5*time.Second, func() bool {
 		return minerDHT.RoutingTable().Size() > 0 && tr.d.DHT.RoutingTable().Size() > 0
 	})
 	if err := minerDHT.PutValue(t.Context(), protocol.AvailabilityKey([]byte(m.id)), m.available().Raw); err != nil {
@@ -85,7 +86,7 @@ func TestOrderPrefersTheBetterOfTwo(t *testing.T) {
 func TestRelayLimitPassesOver(t *testing.T) {
 	n := newTestNet(t)
 	relayed, direct := newFakeMiner(t, n), newFakeMiner(t, n)
-	tr := newRouter(t, n, newKey(t), t.TempDir(), relayed, direct)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), relayed, direct)
 	tr.d.RelayLeft = func(p peer.ID) (time.Duration, bool) {
 		if p == relayed.id {
 			return 500 * time.Millisecond, true // the default test lease is 2 s

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -17,8 +18,8 @@ import (
 func TestForgedGrantRejected(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
-	m.forgeKey = newKey(t)
-	tr := newRouter(t, n, newKey(t), t.TempDir(), m)
+	m.forgeKey = testkit.NewKey(t)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
 	_, err := tr.Reserve(t.Context(), "", 0)
 	if !errors.Is(err, ErrNoMiner) || !strings.Contains(err.Error(), "signed by") {
 		t.Fatalf("forged grant: %v, want ErrNoMiner", err)
@@ -32,7 +33,7 @@ func TestGrantForAnotherClaimRejected(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
 	m.autoAvailable = true
-	tr := newRouter(t, n, newKey(t), t.TempDir(), m)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
 	res, err := tr.Reserve(t.Context(), "", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +58,7 @@ func TestLostGrantIsAskedForAgain(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
 	m.dropReplies = 1
-	tr := newRouter(t, n, newKey(t), t.TempDir(), m)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
 	res, err := tr.Reserve(t.Context(), "", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +84,7 @@ func TestMinerOfUnknownAddressesIsDialled(t *testing.T) {
 	t.Cleanup(func() { boot.Close() })
 	bootDHT := newDHT(t, boot)
 	t.Cleanup(func() { bootDHT.Close() })
-	key := newKey(t)
+	key := testkit.NewKey(t)
 	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +96,7 @@ func TestMinerOfUnknownAddressesIsDialled(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "the router's routing table", 5*time.Second, func() bool { return kad.RoutingTable().Size() > 0 })
+	testkit.Eventually(t, "the router's routing table", 5*time.Second, func() bool { return kad.RoutingTable().Size() > 0 })
 	if err := tr.pool.AddAvailability(m.available()); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/inference"
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/node/router"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
@@ -25,7 +26,7 @@ import (
 func TestSessionRedundancyOne(t *testing.T) {
 	n := newTestNet(t)
 	x := n.newMiner(t)
-	tr := n.newRouter(t, newKey(t), t.TempDir(), testConfig())
+	tr := n.newRouter(t, testkit.NewKey(t), t.TempDir(), testConfig())
 	gen := x.makeAvailable(t)
 	ctx := t.Context()
 
@@ -82,7 +83,7 @@ func TestSessionRedundancyOne(t *testing.T) {
 func TestSessionRedundancyThree(t *testing.T) {
 	n := newTestNet(t)
 	miners := n.newMiners(t, 3)
-	tr := n.newRouter(t, newKey(t), t.TempDir(), testConfig())
+	tr := n.newRouter(t, testkit.NewKey(t), t.TempDir(), testConfig())
 	for _, m := range miners {
 		m.makeAvailable(t)
 	}
@@ -173,7 +174,7 @@ func TestSessionBadRevealRejected(t *testing.T) {
 	miners := n.newMiners(t, 4)
 	cheater, spare := miners[0], miners[3]
 	cheats := cheater.cheat()
-	tr := n.newRouter(t, newKey(t), t.TempDir(), testConfig())
+	tr := n.newRouter(t, testkit.NewKey(t), t.TempDir(), testConfig())
 	for _, m := range miners[:3] {
 		m.makeAvailable(t)
 	}
@@ -257,7 +258,7 @@ func TestSessionBadRevealRejected(t *testing.T) {
 		t.Fatalf("holdings %+v", s.Miners)
 	}
 	// The cheater is released as failed: validated again before any reuse.
-	waitFor(t, "the cheater released", 5*time.Second, func() bool {
+	testkit.Eventually(t, "the cheater released", 5*time.Second, func() bool {
 		res, ok := tr.r.Get(cheaterRes)
 		return ok && res.State == router.StateReleased
 	})
@@ -271,7 +272,7 @@ func TestSessionBadRevealRejected(t *testing.T) {
 // task waiting for miners counts as queued.
 func TestQueueAndSessionBounds(t *testing.T) {
 	n := newTestNet(t)
-	tr := n.newRouter(t, newKey(t), t.TempDir(), Config{MaxSessions: 2, MaxQueued: 2, QueueTimeout: time.Minute})
+	tr := n.newRouter(t, testkit.NewKey(t), t.TempDir(), Config{MaxSessions: 2, MaxQueued: 2, QueueTimeout: time.Minute})
 	ctx := t.Context()
 	s1, err := tr.m.Create(ctx, Params{})
 	if err != nil {
@@ -347,7 +348,7 @@ func TestQueueAndSessionBounds(t *testing.T) {
 func TestMaxTasksEndsSession(t *testing.T) {
 	n := newTestNet(t)
 	x := n.newMiner(t)
-	tr := n.newRouter(t, newKey(t), t.TempDir(), testConfig())
+	tr := n.newRouter(t, testkit.NewKey(t), t.TempDir(), testConfig())
 	ctx := t.Context()
 	s, err := tr.m.Create(ctx, Params{MaxTasks: 2})
 	if err != nil {
@@ -388,7 +389,7 @@ func TestMaxTasksEndsSession(t *testing.T) {
 func TestReservePeriodEndsSession(t *testing.T) {
 	n := newTestNet(t)
 	x := n.newMiner(t)
-	tr := n.newRouter(t, newKey(t), t.TempDir(), testConfig())
+	tr := n.newRouter(t, testkit.NewKey(t), t.TempDir(), testConfig())
 	gen := x.makeAvailable(t)
 	s, err := tr.m.Create(t.Context(), Params{ReservePeriod: dur(2 * time.Second)})
 	if err != nil {
@@ -410,7 +411,7 @@ func TestReservePeriodEndsSession(t *testing.T) {
 func TestStopEndsSessions(t *testing.T) {
 	n := newTestNet(t)
 	x := n.newMiner(t)
-	tr := n.newRouter(t, newKey(t), t.TempDir(), testConfig())
+	tr := n.newRouter(t, testkit.NewKey(t), t.TempDir(), testConfig())
 	gen := x.makeAvailable(t)
 	ctx := t.Context()
 	// Two miners per task, one to be had: the task waits.
@@ -461,7 +462,7 @@ func TestStopEndsSessions(t *testing.T) {
 func TestRestartResumesSessions(t *testing.T) {
 	n := newTestNet(t)
 	x, z := n.newMiner(t), n.newMiner(t)
-	key, dir := newKey(t), t.TempDir()
+	key, dir := testkit.NewKey(t), t.TempDir()
 	tr := n.newRouter(t, key, dir, testConfig())
 	x.makeAvailable(t)
 	zGen := z.makeAvailable(t)
@@ -490,7 +491,7 @@ func TestRestartResumesSessions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the router to see both miners reserved", 5*time.Second, func() bool { return len(tr.pool.Available("")) == 0 })
+	testkit.Eventually(t, "the router to see both miners reserved", 5*time.Second, func() bool { return len(tr.pool.Available("")) == 0 })
 
 	tr.crash(t)
 	// Time passes: the reservations are older than a reservation on its
@@ -498,7 +499,7 @@ func TestRestartResumesSessions(t *testing.T) {
 	backdate(t, dir, orphanAge+time.Second)
 
 	tr2 := n.newRouter(t, key, dir, testConfig())
-	waitFor(t, "the ghost reservation released", 5*time.Second, func() bool {
+	testkit.Eventually(t, "the ghost reservation released", 5*time.Second, func() bool {
 		r, ok := tr2.r.Get(ghost.ID)
 		return ok && r.State == router.StateReleased
 	})

@@ -2,7 +2,6 @@ package session
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"slices"
 	"sync"
@@ -12,13 +11,13 @@ import (
 
 	"github.com/ephemera-network/ephemera/inference"
 	"github.com/ephemera-network/ephemera/internal/duration"
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/node/miner"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/node/router"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/ephemera-network/ephemera/store"
-	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -44,41 +43,12 @@ type testNet struct {
 	last    map[peer.ID][]byte // each miner's latest record
 }
 
-func newKey(t testing.TB) crypto.PrivKey {
-	t.Helper()
-	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func newHost(t testing.TB, key crypto.PrivKey) host.Host {
-	t.Helper()
-	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	return h
-}
-
-func openStore(t testing.TB, dir string) *store.Store {
-	t.Helper()
-	s, err := store.Open(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
 func newTestNet(t testing.TB) *testNet {
 	t.Helper()
 	n := &testNet{last: map[peer.ID][]byte{}}
 	p := protocol.DefaultParams()
 	for range 2 {
-		k := newKey(t)
+		k := testkit.NewKey(t)
 		id, _ := peer.IDFromPrivateKey(k)
 		n.oracles = append(n.oracles, k)
 		p.Oracles = append(p.Oracles, id.String())
@@ -178,9 +148,9 @@ func (tm *testMiner) setSlow(d time.Duration) { tm.slow.delay.Store(int64(d)) }
 // newMiner starts a miner, validating at generation 0.
 func (n *testNet) newMiner(t testing.TB) *testMiner {
 	t.Helper()
-	key := newKey(t)
-	h := newHost(t, key)
-	st := openStore(t, t.TempDir())
+	key := testkit.NewKey(t)
+	h := testkit.Host(t, key)
+	st := testkit.Store(t, t.TempDir())
 	p, err := pool.New(st, n.check, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -247,7 +217,7 @@ func (tm *testMiner) makeAvailable(t testing.TB) uint64 {
 	routers := slices.Clone(tm.n.routers)
 	tm.n.mu.Unlock()
 	for _, tr := range routers {
-		waitFor(t, "the router to see the miner available", 5*time.Second, func() bool {
+		testkit.Eventually(t, "the router to see the miner available", 5*time.Second, func() bool {
 			return slices.ContainsFunc(tr.pool.Available(""), func(m pool.Miner) bool {
 				return m.ID == tm.id && m.Generation == gen
 			})
@@ -258,7 +228,7 @@ func (tm *testMiner) makeAvailable(t testing.TB) uint64 {
 
 func (tm *testMiner) waitState(t testing.TB, st pb.MinerState, gen uint64) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("miner %s %s at generation %d", short(tm.id), st, gen), 5*time.Second, func() bool {
+	testkit.Eventually(t, fmt.Sprintf("miner %s %s at generation %d", short(tm.id), st, gen), 5*time.Second, func() bool {
 		s := tm.m.State()
 		return s.State == st && s.Generation == gen
 	})
@@ -290,14 +260,14 @@ func testConfig() Config {
 // newRouter starts a router node with key over the store in dir.
 func (n *testNet) newRouter(t testing.TB, key crypto.PrivKey, dir string, cfg Config) *testRouter {
 	t.Helper()
-	h := newHost(t, key)
+	h := testkit.Host(t, key)
 	n.mu.Lock()
 	miners := slices.Clone(n.miners)
 	n.mu.Unlock()
 	for _, tm := range miners { // known before the router starts: its first settle dials them
 		h.Peerstore().AddAddrs(tm.id, tm.host.Addrs(), peerstore.PermanentAddrTTL)
 	}
-	st := openStore(t, dir)
+	st := testkit.Store(t, dir)
 	p, err := pool.New(st, n.check, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -361,22 +331,11 @@ func (tr *testRouter) crash(t testing.TB) {
 	}
 }
 
-func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // waitSession waits for the session to satisfy cond.
 func (tr *testRouter) waitSession(t testing.TB, id, what string, timeout time.Duration, cond func(Session) bool) Session {
 	t.Helper()
 	var s Session
-	waitFor(t, what, timeout, func() bool {
+	testkit.Eventually(t, what, timeout, func() bool {
 		var err error
 		s, err = tr.m.Get(id)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 )
 
@@ -18,7 +19,7 @@ func TestSessionRunsTasksInParallel(t *testing.T) {
 	for _, x := range miners {
 		x.setSlow(time.Second)
 	}
-	tr := n.newRouter(t, newKey(t), t.TempDir(), testConfig())
+	tr := n.newRouter(t, testkit.NewKey(t), t.TempDir(), testConfig())
 	for _, x := range miners {
 		x.makeAvailable(t)
 	}
@@ -36,7 +37,7 @@ func TestSessionRunsTasksInParallel(t *testing.T) {
 		}
 		ids = append(ids, task.ID)
 	}
-	waitFor(t, "three tasks running at once", 5*time.Second, func() bool {
+	testkit.Eventually(t, "three tasks running at once", 5*time.Second, func() bool {
 		tasks, err := tr.m.Tasks(s.ID)
 		if err != nil {
 			t.Fatal(err)
@@ -71,7 +72,7 @@ func TestWarmSessionReusesThenReleasesIdleMiner(t *testing.T) {
 	x := n.newMiner(t)
 	cfg := testConfig()
 	cfg.IdleRelease = 500 * time.Millisecond
-	tr := n.newRouter(t, newKey(t), t.TempDir(), cfg)
+	tr := n.newRouter(t, testkit.NewKey(t), t.TempDir(), cfg)
 	gen := x.makeAvailable(t)
 	ctx := t.Context()
 
@@ -119,7 +120,7 @@ func TestWarmSessionGrowsWithDemand(t *testing.T) {
 	for _, x := range miners {
 		x.setSlow(100 * time.Millisecond)
 	}
-	tr := n.newRouter(t, newKey(t), t.TempDir(), testConfig())
+	tr := n.newRouter(t, testkit.NewKey(t), t.TempDir(), testConfig())
 	for _, x := range miners {
 		x.makeAvailable(t)
 	}
@@ -155,7 +156,7 @@ func TestCompletionErrors(t *testing.T) {
 	cfg.MaxSessions = 1
 	cfg.CompletionWait = 200 * time.Millisecond
 	cfg.MaxPerClient = 1
-	tr := n.newRouter(t, newKey(t), t.TempDir(), cfg)
+	tr := n.newRouter(t, testkit.NewKey(t), t.TempDir(), cfg)
 	x.makeAvailable(t)
 	ctx := t.Context()
 
@@ -177,7 +178,7 @@ func TestCompletionErrors(t *testing.T) {
 		_, err := tr.m.Complete(ctx, Demand{}, ask("What is 17 + 25?"), nil)
 		done <- err
 	}()
-	waitFor(t, "the first request running", 5*time.Second, func() bool { return tr.m.Stats().WarmBusy == 1 })
+	testkit.Eventually(t, "the first request running", 5*time.Second, func() bool { return tr.m.Stats().WarmBusy == 1 })
 	if _, err := tr.m.Complete(ctx, Demand{}, ask("What is 1 + 1?"), nil); !errors.Is(err, ErrBusy) {
 		t.Fatalf("second request on a busy miner: %v", err)
 	}
@@ -187,7 +188,7 @@ func TestCompletionErrors(t *testing.T) {
 		_, err := tr.m.Complete(ctx, Demand{Client: "alice"}, ask("What is 2 + 2?"), nil)
 		block <- err
 	}()
-	waitFor(t, "alice's request counted", 5*time.Second, func() bool {
+	testkit.Eventually(t, "alice's request counted", 5*time.Second, func() bool {
 		tr.m.mu.Lock()
 		defer tr.m.mu.Unlock()
 		return tr.m.clients["alice"] == 1
