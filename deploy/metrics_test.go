@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
 	"github.com/ephemera-network/ephemera/testnet"
+	"github.com/ephemera-network/ephemera/testnet/testkit/localnet"
 )
 
 type scrape map[string][]map[string]string

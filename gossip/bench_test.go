@@ -5,8 +5,8 @@ import (
 	"crypto/ed25519"
 	"testing"
 
-	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 )
 

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/p2p"
 	"github.com/ephemera-network/ephemera/protocol"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"

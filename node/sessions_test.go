@@ -10,11 +10,11 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/inference"
-	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/node/router"
 	"github.com/ephemera-network/ephemera/node/session"
 	"github.com/ephemera-network/ephemera/testnet"
+	"github.com/ephemera-network/ephemera/testnet/testkit/localnet"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/internal/duration"
-	"github.com/ephemera-network/ephemera/internal/testkit"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 )
 
 // A wrong bootstrap address beside a right one is recorded with the reason

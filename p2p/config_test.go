@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/internal/duration"
-	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/p2p"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
-	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
 	"github.com/ephemera-network/ephemera/testnet"
+	"github.com/ephemera-network/ephemera/testnet/testkit/localnet"
 )
 
 // A reserved miner killed with SIGKILL and restarted as a real process is

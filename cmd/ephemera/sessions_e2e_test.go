@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
-	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
 	"github.com/ephemera-network/ephemera/testnet"
+	"github.com/ephemera-network/ephemera/testnet/testkit/localnet"
 )
 
 var peerIDPattern = regexp.MustCompile(`12D3KooW[1-9A-HJ-NP-Za-km-z]+`)

@@ -16,9 +16,9 @@ import (
 
 	"github.com/ephemera-network/ephemera/api"
 	"github.com/ephemera-network/ephemera/api/client"
-	"github.com/ephemera-network/ephemera/internal/testkit"
-	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
 	"github.com/ephemera-network/ephemera/testnet"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
+	"github.com/ephemera-network/ephemera/testnet/testkit/localnet"
 )
 
 // topID is a peer ID whose short form is 12D3..<tag>; tag has 6 characters.

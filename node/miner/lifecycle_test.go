@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/inference"
-	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 )
 
 func TestStartValidatesThenAvailable(t *testing.T) {

@@ -10,10 +10,10 @@ import (
 
 	"github.com/ephemera-network/ephemera/challenge"
 	"github.com/ephemera-network/ephemera/inference"
-	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"google.golang.org/protobuf/proto"
 )

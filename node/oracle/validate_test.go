@@ -8,9 +8,9 @@ import (
 	"testing"
 
 	"github.com/ephemera-network/ephemera/inference"
-	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/ephemera-network/ephemera/store"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 

@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/gossip"
-	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
 )

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol/pb"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 )
 
 func TestRelease(t *testing.T) {
