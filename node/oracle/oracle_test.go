@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,8 +15,10 @@ import (
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
+	"github.com/ephemera-network/ephemera/store"
 	"github.com/ephemera-network/ephemera/testnet/testkit"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -109,5 +113,238 @@ func BenchmarkAttestationSignBaseline(b *testing.B) {
 	}
 	for b.Loop() {
 		_ = ed25519.Sign(priv, msg)
+	}
+}
+
+func TestValidatePasses(t *testing.T) {
+	key := testkit.NewKey(t)
+	r := newRig(t, key, nil, t.TempDir(), testParams(testkit.ID(t, key)), nil)
+	m := newFakeMiner(t, nil, honest)
+	knows(r.host, m)
+
+	env, err := r.o.Validate(context.Background(), m.id, 3, 42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := openAtt(t, env)
+	if err := r.check.Attestation(s); err != nil {
+		t.Fatalf("checker refuses the attestation: %v", err)
+	}
+	a := s.Msg
+	switch {
+	case s.Signer != r.host.ID() || !bytes.Equal(a.Oracle, []byte(r.host.ID())):
+		t.Errorf("signed by %s, oracle field %x", s.Signer, a.Oracle)
+	case !bytes.Equal(a.Miner, []byte(m.id)) || a.Generation != 3 || a.Round != 42:
+		t.Errorf("about %x gen %d round %d", a.Miner, a.Generation, a.Round)
+	case !a.Pass || a.ScoreMilli != 1000:
+		t.Errorf("verdict pass=%v score=%d, want a pass at 1000", a.Pass, a.ScoreMilli)
+	case a.Model != inference.BuiltinModel:
+		t.Errorf("model %q", a.Model)
+	case len(a.ChallengeDigest) != 32:
+		t.Errorf("challenge digest of %d bytes", len(a.ChallengeDigest))
+	case a.ExpiresMs-a.IssuedMs != r.check.Params.AttestationLifetime.Std().Milliseconds():
+		t.Errorf("lifetime %d ms", a.ExpiresMs-a.IssuedMs)
+	}
+	if pubs := r.pub.all(); len(pubs) != 1 || !bytes.Equal(pubs[0], env) {
+		t.Errorf("published %d envelopes, want exactly the attestation", len(pubs))
+	}
+	if st := r.o.Stats(); st != (Stats{Validations: 1, Passed: 1, Signed: 1}) {
+		t.Errorf("stats %+v", st)
+	}
+	if m.challenges.Load() != 1 {
+		t.Errorf("miner saw %d challenges", m.challenges.Load())
+	}
+}
+
+func TestValidateFails(t *testing.T) {
+	key := testkit.NewKey(t)
+	r := newRig(t, key, nil, t.TempDir(), testParams(testkit.ID(t, key)), nil)
+
+	gone := newFakeMiner(t, nil, honest)
+	knows(r.host, gone)
+	gone.host.Close() // known addresses, nobody listening
+
+	listening := func(b behaviour) peer.ID {
+		m := newFakeMiner(t, nil, b)
+		knows(r.host, m)
+		return m.id
+	}
+	cases := []struct {
+		name  string
+		miner peer.ID
+	}{
+		{"banana", listening(banana)},
+		{"signed by another key", listening(wrongKey)},
+		{"wrong number of outputs", listening(wrongCount)},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			env, err := r.o.Validate(context.Background(), c.miner, 1, uint64(i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := openAtt(t, env)
+			if err := r.check.Attestation(s); err != nil {
+				t.Fatalf("checker refuses the attestation: %v", err)
+			}
+			if s.Msg.Pass || !bytes.Equal(s.Msg.Miner, []byte(c.miner)) {
+				t.Errorf("pass=%v for %x, want a failing verdict on %s", s.Msg.Pass, s.Msg.Miner, c.miner)
+			}
+			if c.name == "banana" && (s.Msg.ScoreMilli != 0 || s.Msg.Model != inference.BuiltinModel) {
+				t.Errorf("banana: score %d model %q", s.Msg.ScoreMilli, s.Msg.Model)
+			}
+			if c.name != "banana" && (s.Msg.ScoreMilli != 0 || s.Msg.Model != "") {
+				t.Errorf("score %d model %q, want 0 and no model", s.Msg.ScoreMilli, s.Msg.Model)
+			}
+		})
+	}
+	// A miner we cannot reach gets no verdict: our routing may not know it
+	// yet, and without passes it never becomes available anyway.
+	for i, id := range []peer.ID{gone.id, testkit.ID(t, testkit.NewKey(t))} {
+		if env, err := r.o.Validate(context.Background(), id, 1, uint64(100+i)); err == nil || env != nil {
+			t.Errorf("unreachable miner %d: verdict %x, err %v; want no verdict", i, env, err)
+		}
+	}
+	if st := r.o.Stats(); st.Failed != 3 || st.Signed != 3 {
+		t.Errorf("stats %+v", st)
+	}
+	if n := len(r.pub.all()); n != 3 {
+		t.Errorf("published %d, want 3", n)
+	}
+}
+
+func TestShutdownGivesNoVerdict(t *testing.T) {
+	key := testkit.NewKey(t)
+	r := newRig(t, key, nil, t.TempDir(), testParams(testkit.ID(t, key)), nil)
+	m := newFakeMiner(t, nil, silent)
+	knows(r.host, m)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-m.received
+		cancel()
+	}()
+	env, err := r.o.Validate(ctx, m.id, 1, 1)
+	if !errors.Is(err, context.Canceled) || env != nil {
+		t.Fatalf("Validate = %d bytes, %v; want no verdict and context.Canceled", len(env), err)
+	}
+	if _, err := r.store.Get(signedKey(m.id, 1, 1)); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a verdict was stored: %v", err)
+	}
+	if n := len(r.pub.all()); n != 0 {
+		t.Errorf("published %d", n)
+	}
+}
+
+func TestNeverTwoVerdicts(t *testing.T) {
+	key := testkit.NewKey(t)
+	dir := t.TempDir()
+	h := testkit.Host(t, key)
+	p := testParams(testkit.ID(t, key))
+	r := newRig(t, key, h, dir, p, nil)
+	m := newFakeMiner(t, nil, honest)
+	knows(h, m)
+	ctx := context.Background()
+
+	first, err := r.o.Validate(ctx, m.id, 1, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !openAtt(t, first).Msg.Pass {
+		t.Fatal("the honest miner failed")
+	}
+	m.behaviour.Store(int32(banana))
+	again, err := r.o.Validate(ctx, m.id, 1, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(first, again) {
+		t.Fatal("a second verdict for the same (miner, generation, round)")
+	}
+	if n := len(r.pub.all()); n != 1 {
+		t.Errorf("published %d times, want once", n)
+	}
+
+	// Restart: close the store, reopen it, and a new oracle on it.
+	if err := r.o.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r2 := newRig(t, key, h, dir, p, nil)
+	after, err := r2.o.Validate(ctx, m.id, 1, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(first, after) {
+		t.Fatal("a second verdict after a restart")
+	}
+	if n := len(r2.pub.all()); n != 0 {
+		t.Errorf("published the stored verdict %d times after the restart", n)
+	}
+	if got := m.challenges.Load(); got != 1 {
+		t.Errorf("the miner was challenged %d times", got)
+	}
+
+	// Another round is another verdict, and the miner now fails.
+	next, err := r2.o.Validate(ctx, m.id, 1, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(next, first) || openAtt(t, next).Msg.Pass {
+		t.Error("round 8 should get a new, failing verdict")
+	}
+}
+
+// Concurrent validations of one (miner, generation, round) race to the
+// store; one verdict wins and every call returns it.
+func TestConcurrentValidationsAgree(t *testing.T) {
+	key := testkit.NewKey(t)
+	r := newRig(t, key, nil, t.TempDir(), testParams(testkit.ID(t, key)), nil)
+	m := newFakeMiner(t, nil, honest)
+	knows(r.host, m)
+
+	const n = 6
+	envs := make([][]byte, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			env, err := r.o.Validate(context.Background(), m.id, 2, 5)
+			if err != nil {
+				t.Error(err)
+			}
+			envs[i] = env
+		})
+	}
+	wg.Wait()
+	for i := range envs {
+		if !bytes.Equal(envs[i], envs[0]) {
+			t.Fatalf("call %d returned another verdict", i)
+		}
+	}
+	if pubs := r.pub.all(); len(pubs) != 1 || !bytes.Equal(pubs[0], envs[0]) {
+		t.Errorf("published %d, want the one verdict once", len(pubs))
+	}
+	if st := r.o.Stats(); st.Signed != 1 {
+		t.Errorf("stats %+v, want one signature", st)
+	}
+}
+
+func TestSignOnceKeepsTheStoredVerdict(t *testing.T) {
+	key := testkit.NewKey(t)
+	r := newRig(t, key, nil, t.TempDir(), testParams(testkit.ID(t, key)), nil)
+	miner := testkit.ID(t, testkit.NewKey(t))
+	k := signedKey(miner, 1, 1)
+	att := func(pass bool) *pb.Attestation {
+		return &pb.Attestation{Network: testNet, Oracle: []byte(r.host.ID()), Miner: []byte(miner), Generation: 1, Round: 1, Pass: pass}
+	}
+	first, fresh, err := r.o.signOnce(k, att(true))
+	if err != nil || !fresh {
+		t.Fatalf("first signOnce: fresh=%v err=%v", fresh, err)
+	}
+	second, fresh, err := r.o.signOnce(k, att(false))
+	if err != nil || fresh || !bytes.Equal(first, second) {
+		t.Fatalf("second signOnce: fresh=%v err=%v same=%v", fresh, err, bytes.Equal(first, second))
 	}
 }
