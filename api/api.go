@@ -135,9 +135,9 @@ type Source interface {
 
 // Reserver is a router's reservation desk; nil on other nodes.
 type Reserver interface {
-	Reserve(ctx context.Context, model string, lease time.Duration) (any, error)
-	Release(ctx context.Context, id string) (any, error)
-	Reservations() any
+	Reserve(ctx context.Context, model string, lease time.Duration) (Reservation, error)
+	Release(ctx context.Context, id string) (Reservation, error)
+	Reservations() []Reservation
 }
 
 // ReserveRequest is the body of POST /v1/reservations.

@@ -10,13 +10,16 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ephemera-network/ephemera/internal/openaiwire"
 )
 
 // MaxRedundancy bounds a chat completion's "redundancy": how many miners
 // answer it.
 const MaxRedundancy = 16
 
-// OpenAI's shapes, as /v1/models and /v1/chat/completions answer them.
+// OpenAI's shapes of /v1/models; those of chat completions are
+// openaiwire's.
 type (
 	modelList struct {
 		Object string      `json:"object"` // "list"
@@ -28,63 +31,18 @@ type (
 		Created int64  `json:"created"`
 		OwnedBy string `json:"owned_by"`
 	}
-	chatCompletion struct {
-		ID       string       `json:"id"`
-		Object   string       `json:"object"` // "chat.completion"
-		Created  int64        `json:"created"`
-		Model    string       `json:"model"`
-		Choices  []chatChoice `json:"choices"`
-		Usage    chatUsage    `json:"usage"`
-		Ephemera ephemeraInfo `json:"ephemera"`
-	}
-	chatChoice struct {
-		Index        int     `json:"index"`
-		Message      Message `json:"message"`
-		FinishReason string  `json:"finish_reason"`
-	}
-	chatUsage struct {
-		PromptTokens     int `json:"prompt_tokens"`
-		CompletionTokens int `json:"completion_tokens"`
-		TotalTokens      int `json:"total_tokens"`
-	}
-	// ephemeraInfo is the answer's non-standard part: who answered and
-	// how well they agreed.
-	ephemeraInfo struct {
-		Session   string   `json:"session"`
-		Task      string   `json:"task"`
-		Miners    []string `json:"miners"`
-		Agreement float64  `json:"agreement"`
-	}
-	chatChunk struct {
-		ID       string        `json:"id"`
-		Object   string        `json:"object"` // "chat.completion.chunk"
-		Created  int64         `json:"created"`
-		Model    string        `json:"model"`
-		Choices  []chunkChoice `json:"choices"`
-		Usage    *chatUsage    `json:"usage,omitempty"`
-		Ephemera *ephemeraInfo `json:"ephemera,omitempty"`
-	}
-	chunkChoice struct {
-		Index        int        `json:"index"`
-		Delta        chunkDelta `json:"delta"`
-		FinishReason *string    `json:"finish_reason"`
-	}
-	chunkDelta struct {
-		Role    string  `json:"role,omitempty"`
-		Content *string `json:"content,omitempty"`
-	}
 )
 
-func usageOf(c Completion) chatUsage {
-	return chatUsage{PromptTokens: c.PromptTokens, CompletionTokens: c.CompletionTokens, TotalTokens: c.PromptTokens + c.CompletionTokens}
+func usageOf(c Completion) openaiwire.Usage {
+	return openaiwire.Usage{PromptTokens: c.PromptTokens, CompletionTokens: c.CompletionTokens, TotalTokens: c.PromptTokens + c.CompletionTokens}
 }
 
-func ephemeraOf(c Completion) ephemeraInfo {
+func ephemeraOf(c Completion) openaiwire.Ephemera {
 	miners := c.Miners
 	if miners == nil {
 		miners = []string{}
 	}
-	return ephemeraInfo{Session: c.Session, Task: c.Task, Miners: miners, Agreement: c.Agreement}
+	return openaiwire.Ephemera{Session: c.Session, Task: c.Task, Miners: miners, Agreement: c.Agreement}
 }
 
 func handleOpenAI(mux *http.ServeMux, s Sessions) {
@@ -131,9 +89,9 @@ func handleOpenAI(mux *http.ServeMux, s Sessions) {
 		if model == "" {
 			model = req.Model
 		}
-		writeJSON(w, http.StatusOK, chatCompletion{
-			ID: completionID(), Object: "chat.completion", Created: created, Model: model,
-			Choices: []chatChoice{{Message: Message{Role: "assistant", Content: c.Text}, FinishReason: "stop"}},
+		writeJSON(w, http.StatusOK, openaiwire.Completion{
+			ID: completionID(), Object: openaiwire.ObjectCompletion, Created: created, Model: model,
+			Choices: []openaiwire.Choice{{Message: openaiwire.Message{Role: "assistant", Content: c.Text}, FinishReason: "stop"}},
 			Usage:   usageOf(c), Ephemera: ephemeraOf(c),
 		})
 	})
@@ -190,20 +148,13 @@ func (f fields) integer(name string) (int, bool, error) {
 	}
 	var n int
 	if err := json.Unmarshal(raw, &n); err != nil {
-		return 0, false, badRequest("%s: want an integer, not %s", name, clip(raw))
+		return 0, false, badRequest("%s: want an integer, not %s", name, quote(raw))
 	}
 	return n, true, nil
 }
 
-// clip shortens raw JSON for an error message.
-func clip(raw []byte) string {
-	const max = 40
-	s := string(bytes.TrimSpace(raw))
-	if len(s) > max {
-		s = s[:max] + "…"
-	}
-	return s
-}
+// quote is a member as a bad request's message shows it: one short line.
+func quote(raw json.RawMessage) string { return openaiwire.Clip(string(raw), 40) }
 
 // parseChat reads an OpenAI chat completion request. Members it does not
 // know (temperature, top_p, user, …) are ignored, as an OpenAI client
@@ -252,7 +203,7 @@ func parseChat(body []byte) (CompletionRequest, chatOptions, error) {
 	}
 	if raw, ok := f.get("stream"); ok {
 		if err := json.Unmarshal(raw, &req.Stream); err != nil {
-			return req, opts, badRequest("stream: want true or false, not %s", clip(raw))
+			return req, opts, badRequest("stream: want true or false, not %s", quote(raw))
 		}
 	}
 	if raw, ok := f.get("stream_options"); ok {
@@ -260,7 +211,7 @@ func parseChat(body []byte) (CompletionRequest, chatOptions, error) {
 			IncludeUsage *bool `json:"include_usage"`
 		}
 		if err := json.Unmarshal(raw, &so); err != nil {
-			return req, opts, badRequest(`stream_options: want an object such as {"include_usage":true}, not %s`, clip(raw))
+			return req, opts, badRequest(`stream_options: want an object such as {"include_usage":true}, not %s`, quote(raw))
 		}
 		opts.includeUsage = so.IncludeUsage != nil && *so.IncludeUsage
 	}
@@ -285,7 +236,7 @@ func chatMessages(f fields) ([]Message, error) {
 	}
 	var list []json.RawMessage
 	if err := json.Unmarshal(raw, &list); err != nil {
-		return nil, badRequest("messages: want an array of messages, not %s", clip(raw))
+		return nil, badRequest("messages: want an array of messages, not %s", quote(raw))
 	}
 	msgs := make([]Message, 0, len(list))
 	for i, raw := range list {
@@ -325,7 +276,7 @@ func messageContent(m fields, what string) (string, error) {
 	}
 	var parts []json.RawMessage
 	if json.Unmarshal(raw, &parts) != nil {
-		return "", badRequest("%s.content: want a string or an array of text parts, not %s", what, clip(raw))
+		return "", badRequest("%s.content: want a string or an array of text parts, not %s", what, quote(raw))
 	}
 	var b strings.Builder
 	for j, raw := range parts {
@@ -402,38 +353,38 @@ func (st *chatStream) begin() {
 	h.Set("X-Accel-Buffering", "no") // proxies such as nginx: do not hold the events back
 	st.w.WriteHeader(http.StatusOK)
 	empty := ""
-	st.chunk(chunkDelta{Role: "assistant", Content: &empty}, nil)
+	st.chunk(openaiwire.Delta{Role: "assistant", Content: &empty}, nil)
 }
 
 func (st *chatStream) content(text string) {
 	st.streamed.WriteString(text)
-	st.chunk(chunkDelta{Content: &text}, nil)
+	st.chunk(openaiwire.Delta{Content: &text}, nil)
 }
 
-func (st *chatStream) chunk(d chunkDelta, finish *string) {
-	st.event(chatChunk{
-		ID: st.id, Object: "chat.completion.chunk", Created: st.created, Model: st.model,
-		Choices: []chunkChoice{{Delta: d, FinishReason: finish}},
-	})
+func (st *chatStream) chunk(d openaiwire.Delta, finish *string) {
+	st.event(st.newChunk([]openaiwire.ChunkChoice{{Delta: d, FinishReason: finish}}))
 }
 
-// event writes v as one event, compact JSON on one data line, and flushes.
+// newChunk is a chunk of this stream with choices.
+func (st *chatStream) newChunk(choices []openaiwire.ChunkChoice) openaiwire.Chunk {
+	return openaiwire.Chunk{ID: st.id, Object: openaiwire.ObjectChunk, Created: st.created, Model: st.model, Choices: choices}
+}
+
+// event writes v as one event and flushes.
 func (st *chatStream) event(v any) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
+	b, err := openaiwire.MarshalEvent(v)
+	if err != nil {
 		st.failed = err
 		return
 	}
-	st.write("data: " + strings.TrimSuffix(b.String(), "\n") + "\n\n")
+	st.write(b)
 }
 
-func (st *chatStream) write(s string) {
+func (st *chatStream) write(b []byte) {
 	if st.failed != nil {
 		return
 	}
-	if _, err := st.w.Write([]byte(s)); err != nil {
+	if _, err := st.w.Write(b); err != nil {
 		st.failed = err
 		return
 	}
@@ -486,19 +437,16 @@ func streamChat(w http.ResponseWriter, r *http.Request, s Sessions, req Completi
 	}
 	stop := "stop"
 	eph := ephemeraOf(c)
-	st.event(chatChunk{
-		ID: st.id, Object: "chat.completion.chunk", Created: st.created, Model: st.model,
-		Choices:  []chunkChoice{{Delta: chunkDelta{}, FinishReason: &stop}},
-		Ephemera: &eph,
-	})
+	last := st.newChunk([]openaiwire.ChunkChoice{{FinishReason: &stop}})
+	last.Ephemera = &eph
+	st.event(last)
 	if opts.includeUsage {
 		u := usageOf(c)
-		st.event(chatChunk{
-			ID: st.id, Object: "chat.completion.chunk", Created: st.created, Model: st.model,
-			Choices: []chunkChoice{}, Usage: &u,
-		})
+		usage := st.newChunk([]openaiwire.ChunkChoice{})
+		usage.Usage = &u
+		st.event(usage)
 	}
-	st.write("data: [DONE]\n\n")
+	st.write([]byte(openaiwire.DoneEvent))
 }
 
 // completionID is a chat completion's id, of one form whether streamed or

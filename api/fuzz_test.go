@@ -14,11 +14,13 @@ import (
 
 type acceptingReserver struct{}
 
-func (acceptingReserver) Reserve(context.Context, string, time.Duration) (any, error) {
-	return map[string]string{"id": "x"}, nil
+func (acceptingReserver) Reserve(context.Context, string, time.Duration) (api.Reservation, error) {
+	return api.Reservation{ID: "x"}, nil
 }
-func (acceptingReserver) Release(context.Context, string) (any, error) { return nil, nil }
-func (acceptingReserver) Reservations() any                            { return []string{} }
+func (acceptingReserver) Release(context.Context, string) (api.Reservation, error) {
+	return api.Reservation{}, nil
+}
+func (acceptingReserver) Reservations() []api.Reservation { return []api.Reservation{} }
 
 func fuzzHandler(s *fakeSessions) http.Handler {
 	return api.Handler(api.Config{Source: newFake(), Gatherer: prometheus.NewRegistry(), Reserver: acceptingReserver{}, Sessions: s})

@@ -7,16 +7,15 @@ import (
 	"time"
 )
 
-// Sessions is a router's session manager as the API sees it. Views (`any`)
-// are encoded as JSON as they are.
+// Sessions is a router's session manager as the API sees it.
 type Sessions interface {
-	CreateSession(ctx context.Context, req SessionRequest) (any, error)
-	ListSessions() any
-	Session(id string) (any, error)
-	EndSession(ctx context.Context, id string) (any, error)
-	SubmitTask(ctx context.Context, session string, req TaskRequest) (any, error)
-	// Task returns a task's view; with wait > 0 it first waits up to wait for the task to finish.
-	Task(ctx context.Context, session, task string, wait time.Duration) (any, error)
+	CreateSession(ctx context.Context, req SessionRequest) (SessionDetail, error)
+	ListSessions() []Session
+	Session(id string) (SessionDetail, error)
+	EndSession(ctx context.Context, id string) (SessionDetail, error)
+	SubmitTask(ctx context.Context, session string, req TaskRequest) (Task, error)
+	// Task returns a task; with wait > 0 it first waits up to wait for the task to finish.
+	Task(ctx context.Context, session, task string, wait time.Duration) (Task, error)
 	// Complete runs a one-task session. onDelta, when not nil, receives the answer as it is produced.
 	Complete(ctx context.Context, req CompletionRequest, onDelta func(string) error) (Completion, error)
 	Models() []string
@@ -180,16 +179,16 @@ func handleSessions(mux *http.ServeMux, s Sessions) {
 			writeErr(w, r, err)
 			return
 		}
-		answer(w, r, http.StatusCreated)(s.CreateSession(r.Context(), req))
+		answer[SessionDetail](w, r, http.StatusCreated)(s.CreateSession(r.Context(), req))
 	})
 	mux.HandleFunc("GET /v1/sessions", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.ListSessions())
 	})
 	mux.HandleFunc("GET /v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
-		answer(w, r, http.StatusOK)(s.Session(r.PathValue("id")))
+		answer[SessionDetail](w, r, http.StatusOK)(s.Session(r.PathValue("id")))
 	})
 	mux.HandleFunc("DELETE /v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
-		answer(w, r, http.StatusOK)(s.EndSession(r.Context(), r.PathValue("id")))
+		answer[SessionDetail](w, r, http.StatusOK)(s.EndSession(r.Context(), r.PathValue("id")))
 	})
 	mux.HandleFunc("POST /v1/sessions/{id}/tasks", func(w http.ResponseWriter, r *http.Request) {
 		var req TaskRequest
@@ -202,7 +201,7 @@ func handleSessions(mux *http.ServeMux, s Sessions) {
 			writeErr(w, r, err)
 			return
 		}
-		answer(w, r, http.StatusAccepted)(s.SubmitTask(r.Context(), r.PathValue("id"), req))
+		answer[Task](w, r, http.StatusAccepted)(s.SubmitTask(r.Context(), r.PathValue("id"), req))
 	})
 	mux.HandleFunc("GET /v1/sessions/{id}/tasks/{task}", func(w http.ResponseWriter, r *http.Request) {
 		wait, err := parseWait(r.URL.Query().Get("wait"))
@@ -210,13 +209,13 @@ func handleSessions(mux *http.ServeMux, s Sessions) {
 			writeErr(w, r, err)
 			return
 		}
-		answer(w, r, http.StatusOK)(s.Task(r.Context(), r.PathValue("id"), r.PathValue("task"), wait))
+		answer[Task](w, r, http.StatusOK)(s.Task(r.Context(), r.PathValue("id"), r.PathValue("task"), wait))
 	})
 }
 
-// answer returns a function that writes a view with status, or its error.
-func answer(w http.ResponseWriter, r *http.Request, status int) func(any, error) {
-	return func(v any, err error) {
+// answer returns a function that writes v with status, or its error.
+func answer[T any](w http.ResponseWriter, r *http.Request, status int) func(T, error) {
+	return func(v T, err error) {
 		if err != nil {
 			writeErr(w, r, err)
 			return

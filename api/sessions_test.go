@@ -38,52 +38,52 @@ func (f *fakeSessions) fail() error {
 	return f.err
 }
 
-func (f *fakeSessions) CreateSession(_ context.Context, req api.SessionRequest) (any, error) {
+func (f *fakeSessions) CreateSession(_ context.Context, req api.SessionRequest) (api.SessionDetail, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.created = append(f.created, req)
 	if err := f.fail(); err != nil {
-		return nil, err
+		return api.SessionDetail{}, err
 	}
-	return map[string]any{"id": "S1", "state": "open", "model": req.Model}, nil
+	return api.SessionDetail{Session: api.Session{ID: "S1", State: api.SessionOpen, Params: api.SessionParams{Model: req.Model}}}, nil
 }
 
-func (f *fakeSessions) ListSessions() any {
-	return []map[string]any{{"id": "S1", "state": "open"}}
+func (f *fakeSessions) ListSessions() []api.Session {
+	return []api.Session{{ID: "S1", State: api.SessionOpen}}
 }
 
-func (f *fakeSessions) Session(id string) (any, error) {
+func (f *fakeSessions) Session(id string) (api.SessionDetail, error) {
 	if err := f.fail(); err != nil {
-		return nil, err
+		return api.SessionDetail{}, err
 	}
-	return map[string]any{"id": id, "state": "open"}, nil
+	return api.SessionDetail{Session: api.Session{ID: id, State: api.SessionOpen}}, nil
 }
 
-func (f *fakeSessions) EndSession(_ context.Context, id string) (any, error) {
+func (f *fakeSessions) EndSession(_ context.Context, id string) (api.SessionDetail, error) {
 	if err := f.fail(); err != nil {
-		return nil, err
+		return api.SessionDetail{}, err
 	}
-	return map[string]any{"id": id, "state": "ended"}, nil
+	return api.SessionDetail{Session: api.Session{ID: id, State: api.SessionEnded}}, nil
 }
 
-func (f *fakeSessions) SubmitTask(_ context.Context, session string, req api.TaskRequest) (any, error) {
+func (f *fakeSessions) SubmitTask(_ context.Context, session string, req api.TaskRequest) (api.Task, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.submitted = append(f.submitted, req)
 	if err := f.fail(); err != nil {
-		return nil, err
+		return api.Task{}, err
 	}
-	return map[string]any{"id": "T1", "session": session, "state": "queued"}, nil
+	return api.Task{ID: "T1", Session: session, State: api.TaskQueued}, nil
 }
 
-func (f *fakeSessions) Task(_ context.Context, session, task string, wait time.Duration) (any, error) {
+func (f *fakeSessions) Task(_ context.Context, session, task string, wait time.Duration) (api.Task, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.waits = append(f.waits, wait)
 	if err := f.fail(); err != nil {
-		return nil, err
+		return api.Task{}, err
 	}
-	return map[string]any{"id": task, "session": session, "state": "done"}, nil
+	return api.Task{ID: task, Session: session, State: api.TaskDone}, nil
 }
 
 func (f *fakeSessions) Complete(ctx context.Context, req api.CompletionRequest, onDelta func(string) error) (api.Completion, error) {
@@ -215,7 +215,7 @@ func TestCreateSession(t *testing.T) {
 	if rec.Code != http.StatusCreated {
 		t.Fatalf("status = %d, want 201; %s", rec.Code, rec.Body)
 	}
-	if got := jsonOf(t, rec); got["id"] != "S1" || got["model"] != "m1" {
+	if got := jsonOf(t, rec); got["id"] != "S1" || got["params"].(map[string]any)["model"] != "m1" {
 		t.Errorf("view = %v", got)
 	}
 	want := api.SessionRequest{Model: "m1", MinNodes: 2, MaxNodes: 4, Redundancy: 2, ReservePeriod: "10m", MaxTasks: 5, TaskTimeout: "60s"}

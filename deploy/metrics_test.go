@@ -13,9 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ephemera-network/ephemera/api"
-	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
 	"github.com/ephemera-network/ephemera/testnet"
+	"github.com/ephemera-network/ephemera/testnet/testkit/localnet"
 )
 
 type scrape map[string][]map[string]string
@@ -165,11 +164,7 @@ func TestDashboardMetricsExported(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tn.WaitPool(ctx, "every miner available", func(m []api.PoolMiner) bool {
-		return testnet.CountState(m, "available") == spec.Miners
-	}); err != nil {
-		t.Fatal(err)
-	}
+	localnet.WaitAvailable(t, tn, spec.Miners, time.Minute)
 
 	// Activity, so that counters and histograms have series.
 	res, err := tn.Reserve(ctx, time.Minute)

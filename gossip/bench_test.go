@@ -5,11 +5,9 @@ import (
 	"crypto/ed25519"
 	"testing"
 
-	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
-	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/record"
 )
 
 // BenchmarkEnvelopeValidate is the cost of judging one signed gossip message:
@@ -48,19 +46,7 @@ func benchEnvelope(b testing.TB) []byte {
 	for i := range text {
 		text[i] = 'a' + byte(i%26)
 	}
-	sk, _, err := crypto.GenerateEd25519Key(nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	env, err := record.Seal(&note{text: string(text)}, sk)
-	if err != nil {
-		b.Fatal(err)
-	}
-	data, err := env.Marshal()
-	if err != nil {
-		b.Fatal(err)
-	}
-	return data
+	return testkit.SealRecord(b, &note{text: string(text)}, nil)
 }
 
 // BenchmarkGossipDelivery is one signed message from publish on one host to

@@ -343,23 +343,7 @@ func runFlooded(b *testing.B, flood bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
 	rec := &floodRecorder{inflight: map[string]*floodFlight{}}
-	publish := make([]func(context.Context, []byte) error, len(hosts))
-	peers := make([]func() int, len(hosts))
-	gs := make([]*Gossip, len(hosts))
-	for i, h := range hosts {
-		g, err := New(ctx, h, "bench", DefaultConfig(), nil, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { g.Close() })
-		t, err := g.Join(ctx, protocol.TopicAttestations, EnvelopeValidator(noteKind()), func(m *pubsub.Message) { rec.delivered(i, m.Data) })
-		if err != nil {
-			b.Fatal(err)
-		}
-		gs[i] = g
-		publish[i] = t.Publish
-		peers[i] = func() int { return len(t.Peers()) }
-	}
+	gs, publish, peers := joinOurs(b, ctx, hosts, rec.delivered)
 
 	fp := startFloodPeer(b)
 	for _, j := range floodNeighbours {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/names"
 	"github.com/ephemera-network/ephemera/protocol"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
@@ -181,28 +182,24 @@ func (g *Gossip) instrument(name string, v Validator) pubsub.ValidatorEx {
 			}
 		}()
 		res, err := v(ctx, from, msg.Data)
-		g.metrics.validated.WithLabelValues(name, outcome(res)).Inc()
+		g.metrics.validated.WithLabelValues(name, Outcome(res)).Inc()
 		if res == pubsub.ValidationReject {
 			g.guard.rejected(from)
 		}
 		if err != nil {
-			g.log.Debug("gossip message not accepted", "topic", name, "from", from, "outcome", outcome(res), "reason", err)
+			g.log.Debug("gossip message not accepted", "topic", name, "from", from, "outcome", Outcome(res), "reason", err)
 		}
 		return res
 	}
 }
 
-func outcome(r pubsub.ValidationResult) string {
-	switch r {
-	case pubsub.ValidationAccept:
-		return "accept"
-	case pubsub.ValidationReject:
-		return "reject"
-	case pubsub.ValidationIgnore:
-		return "ignore"
-	default:
-		return "throttled"
-	}
+// Outcome names a validation result as logs and metrics labels do.
+func Outcome(r pubsub.ValidationResult) string { return names.Of(outcomeNames, r, "throttled") }
+
+var outcomeNames = map[pubsub.ValidationResult]string{
+	pubsub.ValidationAccept: "accept",
+	pubsub.ValidationReject: "reject",
+	pubsub.ValidationIgnore: "ignore",
 }
 
 // Publish sends data to the topic's mesh.

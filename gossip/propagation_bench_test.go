@@ -229,6 +229,15 @@ func BenchmarkAttestationPropagation(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
 	rec := &propRecorder{}
+	_, publish, peers := joinOurs(b, ctx, hosts, rec.delivered)
+	runPropagation(b, rec, publish, peers)
+}
+
+// joinOurs runs our gossip on every host, joined to the attestations topic
+// with deliver told of each message host i receives.
+func joinOurs(b *testing.B, ctx context.Context, hosts []host.Host, deliver func(i int, data []byte)) ([]*Gossip, []func(context.Context, []byte) error, []func() int) {
+	b.Helper()
+	gs := make([]*Gossip, len(hosts))
 	publish := make([]func(context.Context, []byte) error, len(hosts))
 	peers := make([]func() int, len(hosts))
 	for i, h := range hosts {
@@ -237,14 +246,14 @@ func BenchmarkAttestationPropagation(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { g.Close() })
-		t, err := g.Join(ctx, protocol.TopicAttestations, EnvelopeValidator(noteKind()), func(m *pubsub.Message) { rec.delivered(i, m.Data) })
+		t, err := g.Join(ctx, protocol.TopicAttestations, EnvelopeValidator(noteKind()), func(m *pubsub.Message) { deliver(i, m.Data) })
 		if err != nil {
 			b.Fatal(err)
 		}
-		publish[i] = t.Publish
+		gs[i], publish[i] = g, t.Publish
 		peers[i] = func() int { return len(t.Peers()) }
 	}
-	runPropagation(b, rec, publish, peers)
+	return gs, publish, peers
 }
 
 // BenchmarkAttestationPropagationBaseline is the same network and messages

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ephemera-network/ephemera/p2p"
 	"github.com/ephemera-network/ephemera/protocol"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -266,7 +267,7 @@ func TestRestartedPeerGetsGossip(t *testing.T) {
 	n := 0
 	publish := func() {
 		n++
-		_ = topics[n%others].Publish(context.Background(), seal(t, &note{text: fmt.Sprintf("m%d-%d", n, time.Now().UnixNano())}))
+		_ = topics[n%others].Publish(context.Background(), testkit.SealRecord(t, &note{text: fmt.Sprintf("m%d-%d", n, time.Now().UnixNano())}, nil))
 	}
 
 	const limit = 10 * time.Second

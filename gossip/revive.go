@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/wait"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -70,13 +71,8 @@ func (r *reviver) run(ctx context.Context) {
 	defer r.emit.Close()
 	t := time.NewTicker(reviveInterval)
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			r.check(time.Now())
-		}
+	for wait.Tick(ctx, t.C) {
+		r.check(time.Now())
 	}
 }
 

@@ -17,74 +17,70 @@ type sessionsAPI struct{ m *session.Manager }
 
 var _ api.Sessions = sessionsAPI{}
 
-// sessionView is a session as GET /v1/sessions/{id} shows it: with the
-// state of each of its tasks.
-type sessionView struct {
-	session.Session
-	Tasks []taskBrief `json:"tasks"`
-}
-
-type taskBrief struct {
-	ID    string `json:"id"`
-	State string `json:"state"`
-}
-
-func (a sessionsAPI) view(s session.Session) any {
+// detail is a session with the state of each of its tasks.
+func (a sessionsAPI) detail(s session.Session) api.SessionDetail {
 	tasks, _ := a.m.Tasks(s.ID)
-	v := sessionView{Session: s, Tasks: make([]taskBrief, len(tasks))}
+	d := api.SessionDetail{Session: apiSession(s), Tasks: make([]api.TaskBrief, len(tasks))}
 	for i, t := range tasks {
-		v.Tasks[i] = taskBrief{ID: t.ID, State: t.State}
+		d.Tasks[i] = api.TaskBrief{ID: t.ID, State: t.State}
 	}
-	return v
+	return d
 }
 
-func (a sessionsAPI) CreateSession(ctx context.Context, req api.SessionRequest) (any, error) {
+func (a sessionsAPI) CreateSession(ctx context.Context, req api.SessionRequest) (api.SessionDetail, error) {
 	period, timeout, err := req.Periods()
 	if err != nil {
-		return nil, err
+		return api.SessionDetail{}, err
 	}
 	s, err := a.m.Create(ctx, session.Params{
 		Model: req.Model, MinNodes: req.MinNodes, MaxNodes: req.MaxNodes, Redundancy: req.Redundancy,
 		ReservePeriod: duration.Duration(period), MaxTasks: req.MaxTasks, TaskTimeout: duration.Duration(timeout),
 	})
 	if err != nil {
-		return nil, sessionErr(err)
+		return api.SessionDetail{}, sessionErr(err)
 	}
-	return a.view(s), nil
+	return a.detail(s), nil
 }
 
-func (a sessionsAPI) ListSessions() any { return a.m.Sessions() }
+func (a sessionsAPI) ListSessions() []api.Session {
+	list := a.m.Sessions()
+	out := make([]api.Session, len(list))
+	for i, s := range list {
+		out[i] = apiSession(s)
+	}
+	return out
+}
 
-func (a sessionsAPI) Session(id string) (any, error) {
+func (a sessionsAPI) Session(id string) (api.SessionDetail, error) {
 	s, err := a.m.Get(id)
 	if err != nil {
-		return nil, sessionErr(err)
+		return api.SessionDetail{}, sessionErr(err)
 	}
-	return a.view(s), nil
+	return a.detail(s), nil
 }
 
-func (a sessionsAPI) EndSession(ctx context.Context, id string) (any, error) {
+func (a sessionsAPI) EndSession(ctx context.Context, id string) (api.SessionDetail, error) {
 	s, err := a.m.End(ctx, id)
 	if err != nil {
-		return nil, sessionErr(err)
+		return api.SessionDetail{}, sessionErr(err)
 	}
-	return a.view(s), nil
+	return a.detail(s), nil
 }
 
-func (a sessionsAPI) SubmitTask(ctx context.Context, id string, req api.TaskRequest) (any, error) {
+func (a sessionsAPI) SubmitTask(ctx context.Context, id string, req api.TaskRequest) (api.Task, error) {
 	t, err := a.m.Submit(ctx, id, taskRequest(req.Prompt, req.Messages, req.MaxTokens))
 	if err != nil {
-		return nil, sessionErr(err)
+		return api.Task{}, sessionErr(err)
 	}
-	return t, nil
+	return apiTask(t), nil
 }
 
-func (a sessionsAPI) Task(ctx context.Context, id, task string, wait time.Duration) (any, error) {
+func (a sessionsAPI) Task(ctx context.Context, id, task string, wait time.Duration) (api.Task, error) {
 	t, err := a.m.Task(ctx, id, task, wait)
 	if err != nil {
-		return nil, sessionErr(err)
+		return api.Task{}, sessionErr(err)
 	}
-	return t, nil
+	return apiTask(t), nil
 }
 
 func (a sessionsAPI) Complete(ctx context.Context, req api.CompletionRequest, onDelta func(string) error) (api.Completion, error) {

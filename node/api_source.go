@@ -28,35 +28,44 @@ func (n *Node) Pool() []api.PoolMiner {
 // reserver adapts the router to the API's reservation desk.
 type reserver struct{ r *router.Router }
 
-func (a reserver) Reserve(ctx context.Context, model string, lease time.Duration) (any, error) {
+var _ api.Reserver = reserver{}
+
+func (a reserver) Reserve(ctx context.Context, model string, lease time.Duration) (api.Reservation, error) {
 	res, err := a.r.Reserve(ctx, model, lease)
 	switch {
 	case errors.Is(err, router.ErrNoMiner):
-		return nil, fmt.Errorf("%w: %v", api.ErrUnavailable, err)
+		return api.Reservation{}, fmt.Errorf("%w: %v", api.ErrUnavailable, err)
 	case errors.Is(err, router.ErrBadLease):
-		return nil, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+		return api.Reservation{}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 	case errors.Is(err, router.ErrNotRunning):
-		return nil, fmt.Errorf("%w: %v", api.ErrUnavailable, err)
+		return api.Reservation{}, fmt.Errorf("%w: %v", api.ErrUnavailable, err)
 	}
-	return res, err
+	return apiReservation(res), err
 }
 
-func (a reserver) Release(ctx context.Context, id string) (any, error) {
+func (a reserver) Release(ctx context.Context, id string) (api.Reservation, error) {
 	res, err := a.r.Release(ctx, id, pb.Outcome_COMPLETED)
 	switch {
 	case errors.Is(err, router.ErrUnknownReservation):
-		return nil, fmt.Errorf("%w: %v", api.ErrNotFound, err)
+		return api.Reservation{}, fmt.Errorf("%w: %v", api.ErrNotFound, err)
 	case errors.Is(err, router.ErrEnded):
-		return nil, fmt.Errorf("%w: %v", api.ErrConflict, err)
+		return api.Reservation{}, fmt.Errorf("%w: %v", api.ErrConflict, err)
 	case errors.Is(err, router.ErrNotConfirmed):
 		// Released on our side; the reservation's detail says the miner
 		// did not confirm, and its lease will end it there.
-		return res, nil
+		return apiReservation(res), nil
 	}
-	return res, err
+	return apiReservation(res), err
 }
 
-func (a reserver) Reservations() any { return a.r.Reservations() }
+func (a reserver) Reservations() []api.Reservation {
+	list := a.r.Reservations()
+	out := make([]api.Reservation, len(list))
+	for i, r := range list {
+		out[i] = apiReservation(r)
+	}
+	return out
+}
 
 // reserverOrNil gives the API the router's desk, or none on other nodes.
 func (n *Node) reserverOrNil() api.Reserver {

@@ -15,13 +15,13 @@ import (
 
 	"github.com/ephemera-network/ephemera/api"
 	"github.com/ephemera-network/ephemera/internal/duration"
-	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/node/router"
 	"github.com/ephemera-network/ephemera/node/session"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/ephemera-network/ephemera/testnet"
+	"github.com/ephemera-network/ephemera/testnet/testkit/localnet"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -40,7 +40,7 @@ type rateNet struct {
 func startRateNet(b *testing.B, name string, miners, routers int) rateNet {
 	b.Helper()
 	tn := localnet.Start(b, testnet.Spec{Network: name, Bootstraps: 1, Oracles: 3, Miners: miners, Routers: routers},
-		&tunedLauncher{round: benchRound})
+		&benchLauncher{round: benchRound})
 	return rateNet{tn: tn, routers: localnet.WithRole(tn, node.RoleRouter), miners: miners}
 }
 

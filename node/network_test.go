@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/p2p"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 )
 
 // initBootstrap makes the home of a bootstrap node, a DHT server, in dir.

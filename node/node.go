@@ -18,6 +18,7 @@ import (
 	"github.com/ephemera-network/ephemera/api/ui"
 	"github.com/ephemera-network/ephemera/gossip"
 	"github.com/ephemera-network/ephemera/inference"
+	"github.com/ephemera-network/ephemera/internal/names"
 	"github.com/ephemera-network/ephemera/node/miner"
 	"github.com/ephemera-network/ephemera/node/observe"
 	"github.com/ephemera-network/ephemera/node/oracle"
@@ -35,12 +36,6 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-)
-
-// Keys this package keeps in the store.
-var (
-	keyPeerID = []byte("self/peer_id") // the identity the data belongs to
-	keyStarts = []byte("self/starts")  // how many times the node has started
 )
 
 // sigCacheSize bounds the verified-signature cache: a few attestations per
@@ -441,15 +436,11 @@ func (n *Node) dhtMode() string {
 	return now
 }
 
-func directionName(d network.Direction) string {
-	switch d {
-	case network.DirInbound:
-		return "inbound"
-	case network.DirOutbound:
-		return "outbound"
-	default:
-		return "unknown"
-	}
+func directionName(d network.Direction) string { return names.Of(directionNames, d, "unknown") }
+
+var directionNames = map[network.Direction]string{
+	network.DirInbound:  "inbound",
+	network.DirOutbound: "outbound",
 }
 
 func multiaddrStrings(addrs []ma.Multiaddr) []string {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/internal/wait"
 	"github.com/ephemera-network/ephemera/p2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -164,12 +165,7 @@ func (n *Node) watchDialable(ctx context.Context) {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	var was error
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	for wait.Tick(ctx, t.C) {
 		now := n.dialable()
 		switch {
 		case now != nil && was == nil:

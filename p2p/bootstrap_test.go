@@ -8,8 +8,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/internal/duration"
-	"github.com/ephemera-network/ephemera/internal/testkit"
-	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 )
 
 // A wrong bootstrap address beside a right one is recorded with the reason
@@ -21,22 +20,12 @@ func TestBootstrapStatusNamesTheCause(t *testing.T) {
 	bad := goneAddr + "/p2p/" + gone.ID().String()
 	gone.Close() // nobody listens on its port now
 
-	key, _, err := crypto.GenerateEd25519Key(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := DefaultConfig()
-	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
-	cfg.DHTMode = DHTModeServer
+	cfg := testConfig()
 	cfg.Bootstrap = []string{good.Addrs()[0].String() + "/p2p/" + good.ID().String(), bad}
 	cfg.MinPeers = 3 // never met: the bad address is dialled again and again
 	cfg.BootstrapInterval = duration.Duration(time.Second)
 	var logs testkit.LogBuffer
-	h, err := New(cfg, Options{Network: "test", Key: key, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
+	h := startHost(t, cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	h.Start(context.Background())
 
 	var st BootstrapStatus

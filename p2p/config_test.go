@@ -1,29 +1,17 @@
 package p2p_test
 
 import (
-	"crypto/rand"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ephemera-network/ephemera/internal/duration"
 	"github.com/ephemera-network/ephemera/p2p"
-	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-func newPeerID(t *testing.T) peer.ID {
-	t.Helper()
-	sk, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := peer.IDFromPrivateKey(sk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
+func newPeerID(t *testing.T) peer.ID { return testkit.ID(t, testkit.NewKey(t)) }
 
 func TestDefaultConfigValidates(t *testing.T) {
 	cfg := p2p.DefaultConfig()

@@ -1,11 +1,12 @@
 package p2p
 
 import (
+	"cmp"
 	"context"
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -39,35 +40,33 @@ func TestGaterBlockExpires(t *testing.T) {
 	}
 }
 
-func testPeer(t *testing.T) peer.ID {
-	t.Helper()
-	key, _, err := crypto.GenerateEd25519Key(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := peer.IDFromPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
+func testPeer(t *testing.T) peer.ID { return testkit.ID(t, testkit.NewKey(t)) }
 
-func testHost(t *testing.T) *Host {
-	t.Helper()
-	key, _, err := crypto.GenerateEd25519Key(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+// testConfig is the config of a DHT server on loopback.
+func testConfig() Config {
 	cfg := DefaultConfig()
 	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 	cfg.DHTMode = DHTModeServer
-	h, err := New(cfg, Options{Network: "test", Key: key})
+	return cfg
+}
+
+// startHost starts a host of cfg with opts, on network "test" and with a
+// fresh key unless opts says otherwise, closed when the test ends.
+func startHost(t *testing.T, cfg Config, opts Options) *Host {
+	t.Helper()
+	opts.Network = cmp.Or(opts.Network, "test")
+	if opts.Key == nil {
+		opts.Key = testkit.NewKey(t)
+	}
+	h, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close() })
 	return h
 }
+
+func testHost(t *testing.T) *Host { return startHost(t, testConfig(), Options{}) }
 
 // A blocked peer is disconnected and refused both ways; others are not.
 func TestBlockPeer(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/names"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -165,14 +166,12 @@ func (h *Host) Reachability() Reachability {
 }
 
 func reachabilityName(r network.Reachability) string {
-	switch r {
-	case network.ReachabilityPublic:
-		return "public"
-	case network.ReachabilityPrivate:
-		return "private"
-	default:
-		return "unknown"
-	}
+	return names.Of(reachabilityNames, r, "unknown")
+}
+
+var reachabilityNames = map[network.Reachability]string{
+	network.ReachabilityPublic:  "public",
+	network.ReachabilityPrivate: "private",
 }
 
 func addrStrings(as []ma.Multiaddr) []string {

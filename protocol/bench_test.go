@@ -4,9 +4,9 @@ import (
 	"crypto/ed25519"
 	"testing"
 
-	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 )
 
 // BenchmarkAttestationVerify is what a node pays per gossiped attestation:

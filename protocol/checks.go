@@ -53,7 +53,9 @@ type Checker struct {
 	Cache *SigCache
 }
 
-func (c Checker) now() time.Time {
+// Time is the Checker's clock: Now, or the wall clock when Now is unset.
+// Whoever judges or dates messages with the Checker reads the time here.
+func (c Checker) Time() time.Time {
 	if c.Now == nil {
 		return time.Now()
 	}
@@ -69,8 +71,8 @@ func (c Checker) network(n string) error {
 
 // notFuture ignores a message issued further ahead than the clock skew allows.
 func (c Checker) notFuture(issuedMs int64) error {
-	if Time(issuedMs).After(c.now().Add(c.Params.ClockSkew.Std())) {
-		return ignoref("issued %s in the future", Time(issuedMs).Sub(c.now()).Round(time.Millisecond))
+	if Time(issuedMs).After(c.Time().Add(c.Params.ClockSkew.Std())) {
+		return ignoref("issued %s in the future", Time(issuedMs).Sub(c.Time()).Round(time.Millisecond))
 	}
 	return nil
 }
@@ -107,7 +109,7 @@ func (c Checker) Attestation(s Signed[*pb.Attestation]) error {
 	if err := c.notFuture(a.IssuedMs); err != nil {
 		return err
 	}
-	if !Time(a.ExpiresMs).After(c.now()) {
+	if !Time(a.ExpiresMs).After(c.Time()) {
 		return ignoref("expired")
 	}
 	return nil
@@ -172,7 +174,7 @@ func (c Checker) Availability(s Signed[*pb.Availability]) error {
 	if err := c.notFuture(a.IssuedMs); err != nil {
 		return err
 	}
-	if !Time(a.ExpiresMs).After(c.now()) {
+	if !Time(a.ExpiresMs).After(c.Time()) {
 		return ignoref("record expired")
 	}
 	// At most one attestation per oracle, and only on an AVAILABLE record:
@@ -220,10 +222,10 @@ func (c Checker) Claim(s Signed[*pb.Claim], self peer.ID) error {
 	if lease := time.Duration(cl.LeaseMs) * time.Millisecond; lease < MinLease || lease > c.Params.LeaseMax.Std() {
 		return rejectf("lease %dms, must be from %s to %s", cl.LeaseMs, MinLease, c.Params.LeaseMax)
 	}
-	if !Time(cl.ExpiresMs).After(c.now()) {
+	if !Time(cl.ExpiresMs).After(c.Time()) {
 		return ignoref("claim expired")
 	}
-	if Time(cl.ExpiresMs).After(c.now().Add(c.Params.ClaimLifetime.Std() + c.Params.ClockSkew.Std())) {
+	if Time(cl.ExpiresMs).After(c.Time().Add(c.Params.ClaimLifetime.Std() + c.Params.ClockSkew.Std())) {
 		return rejectf("claim expiry too far ahead")
 	}
 	return nil

@@ -77,7 +77,7 @@ func (c Checker) SessionTask(s Signed[*pb.SessionTask], self peer.ID) error {
 	if err := c.notFuture(t.IssuedMs); err != nil {
 		return err
 	}
-	if !Time(t.DeadlineMs).After(c.now()) {
+	if !Time(t.DeadlineMs).After(c.Time()) {
 		return ignoref("task deadline passed")
 	}
 	return nil

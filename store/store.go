@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/ephemera-network/ephemera/internal/wait"
 )
 
 // SchemaVersion is the keyspace layout this code reads and writes; stored at key "meta/schema".
@@ -268,12 +269,7 @@ func (s *Store) RunGC(ctx context.Context, every time.Duration) {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	for wait.Tick(ctx, t.C) {
 		if s.db.IsClosed() {
 			return
 		}

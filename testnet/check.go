@@ -1,59 +1,19 @@
 package testnet
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/api/client"
 	"github.com/ephemera-network/ephemera/node"
 )
 
-// apiClient allows for a router that must find a miner again in the DHT.
-var apiClient = &http.Client{Timeout: 30 * time.Second}
-
-// apiCall sends a request to a node's API and decodes its JSON answer.
-func apiCall(ctx context.Context, method, url string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, url, rd)
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := apiClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s: HTTP %d: %s", method, url, resp.StatusCode, bytes.TrimSpace(raw))
-	}
-	return json.Unmarshal(raw, out)
-}
-
 // Pool is the pool as the first node (a bootstrap node) sees it.
 func (t *Testnet) Pool(ctx context.Context) ([]api.PoolMiner, error) {
-	var miners []api.PoolMiner
-	err := apiCall(ctx, http.MethodGet, t.nodes[0].Runtime().APIURL+"/v1/pool", nil, &miners)
-	return miners, err
+	return client.New(t.nodes[0].Runtime().APIURL).Pool(ctx)
 }
 
 // WaitPool polls the first node's pool view until cond holds or ctx ends.
@@ -82,14 +42,6 @@ func CountState(miners []api.PoolMiner, state string) int {
 	return n
 }
 
-// Reservation is the part of a router's reservation the check reads.
-type Reservation struct {
-	ID         string `json:"id"`
-	Miner      string `json:"miner"`
-	Generation uint64 `json:"generation"`
-	State      string `json:"state"`
-}
-
 // RouterURL is the API of the first router, or "" if there is none.
 func (t *Testnet) RouterURL() string {
 	for _, n := range t.nodes {
@@ -101,17 +53,13 @@ func (t *Testnet) RouterURL() string {
 }
 
 // Reserve reserves a miner through the first router.
-func (t *Testnet) Reserve(ctx context.Context, lease time.Duration) (Reservation, error) {
-	var r Reservation
-	err := apiCall(ctx, http.MethodPost, t.RouterURL()+"/v1/reservations", api.ReserveRequest{Lease: lease.String()}, &r)
-	return r, err
+func (t *Testnet) Reserve(ctx context.Context, lease time.Duration) (api.Reservation, error) {
+	return client.New(t.RouterURL()).Reserve(ctx, api.ReserveRequest{Lease: lease.String()})
 }
 
 // Release releases a reservation through the first router.
-func (t *Testnet) Release(ctx context.Context, id string) (Reservation, error) {
-	var r Reservation
-	err := apiCall(ctx, http.MethodDelete, t.RouterURL()+"/v1/reservations/"+url.PathEscape(id), nil, &r)
-	return r, err
+func (t *Testnet) Release(ctx context.Context, id string) (api.Reservation, error) {
+	return client.New(t.RouterURL()).Release(ctx, id)
 }
 
 // CheckLifecycle walks one miner through the whole lifecycle on the running

@@ -8,34 +8,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"os/exec"
 	"strings"
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/api/client"
 )
 
 // checkPrompt has one right answer the built-in engine knows.
 const checkPrompt, checkAnswer = "What is 17 + 25?", "42"
-
-// sessionTask is the part of a task the checks read.
-type sessionTask struct {
-	ID        string   `json:"id"`
-	State     string   `json:"state"`
-	Answer    string   `json:"answer"`
-	Agreement *float64 `json:"agreement"`
-	Error     string   `json:"error"`
-	Answers   []struct {
-		Miner      string  `json:"miner"`
-		Generation uint64  `json:"generation"`
-		Output     string  `json:"output"`
-		Accepted   bool    `json:"accepted"`
-		Similarity float64 `json:"similarity"`
-		Error      string  `json:"error"`
-	} `json:"answers"`
-}
 
 // CheckSession runs one session with redundancy 3 through the first router:
 // three miners answer one prompt, their answers must agree and be right,
@@ -51,29 +33,25 @@ func (t *Testnet) CheckSession(ctx context.Context, log io.Writer) error {
 	}); err != nil {
 		return err
 	}
-	base := t.RouterURL()
-	var s struct {
-		ID string `json:"id"`
-	}
+	c := client.New(t.RouterURL())
 	begin := time.Now()
-	err := apiCall(ctx, http.MethodPost, base+"/v1/sessions", api.SessionRequest{Redundancy: redundancy, MaxTasks: 1}, &s)
+	s, err := c.CreateSession(ctx, api.SessionRequest{Redundancy: redundancy, MaxTasks: 1})
 	if err != nil {
 		return fmt.Errorf("open session: %w", err)
 	}
-	var task sessionTask
-	if err := apiCall(ctx, http.MethodPost, base+"/v1/sessions/"+url.PathEscape(s.ID)+"/tasks", api.TaskRequest{Prompt: checkPrompt}, &task); err != nil {
+	task, err := c.SubmitTask(ctx, s.ID, api.TaskRequest{Prompt: checkPrompt})
+	if err != nil {
 		return fmt.Errorf("submit task: %w", err)
 	}
-	taskURL := base + "/v1/sessions/" + url.PathEscape(s.ID) + "/tasks/" + url.PathEscape(task.ID) + "?wait=25s"
-	for task.State != "done" && task.State != "failed" {
-		if err := apiCall(ctx, http.MethodGet, taskURL, nil, &task); err != nil {
+	for !task.Settled() {
+		if task, err = c.Task(ctx, s.ID, task.ID, 25*time.Second); err != nil {
 			return fmt.Errorf("task: %w", err)
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("task still %s: %w", task.State, ctx.Err())
 		}
 	}
-	if task.State != "done" {
+	if task.State != api.TaskDone {
 		return fmt.Errorf("task failed: %s", task.Error)
 	}
 	gens := map[string]uint64{}

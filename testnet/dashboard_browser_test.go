@@ -16,9 +16,8 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
-	"github.com/ephemera-network/ephemera/api"
-	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
 	"github.com/ephemera-network/ephemera/testnet"
+	"github.com/ephemera-network/ephemera/testnet/testkit/localnet"
 )
 
 // The dashboard in a real browser: headless Chromium opens the bootstrap
@@ -41,11 +40,7 @@ func TestDashboardBrowser(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	tn := localnet.Start(t, testnet.Spec{Network: "dash", Bootstraps: 1, Oracles: 3, Miners: 3, Routers: 1}, nil)
-	if _, err := tn.WaitPool(ctx, "3 miners available", func(m []api.PoolMiner) bool {
-		return testnet.CountState(m, "available") == 3
-	}); err != nil {
-		t.Fatal(err)
-	}
+	localnet.WaitAvailable(t, tn, 3, time.Minute)
 
 	b := startBrowser(t, chromium)
 	dash := tn.Nodes()[0].Runtime().APIURL + "/"

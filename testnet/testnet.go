@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ephemera-network/ephemera/api/client"
 	"github.com/ephemera-network/ephemera/internal/duration"
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/p2p"
@@ -320,25 +320,20 @@ func (t *Testnet) Statuses(ctx context.Context) []Status {
 	return out
 }
 
-var healthClient = &http.Client{Timeout: 3 * time.Second}
-
-// CheckHealth asks the node at apiURL for /healthz: whether it is healthy,
-// and if not, why.
+// CheckHealth asks the node at apiURL for /healthz, for up to 3 s: whether
+// it is healthy, and if not, why.
 func CheckHealth(ctx context.Context, apiURL string) (bool, string) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, apiURL+"/healthz", nil)
-	if err != nil {
+	h, err := client.New(apiURL).WithTimeout(3 * time.Second).Health(ctx)
+	var se *client.StatusError
+	switch {
+	case errors.As(err, &se):
+		return false, se.Message
+	case errors.Is(err, client.ErrNotAPI):
 		return false, err.Error()
-	}
-	resp, err := healthClient.Do(req)
-	if err != nil {
+	case err != nil:
 		return false, "unreachable"
 	}
-	defer resp.Body.Close()
-	var h struct {
-		Reason string `json:"reason"`
-	}
-	_ = json.NewDecoder(resp.Body).Decode(&h)
-	return resp.StatusCode == http.StatusOK, h.Reason
+	return h.Status == "ok", h.Reason
 }
 
 // WaitHealthy polls every node until all are healthy or ctx ends.

@@ -26,14 +26,7 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	raw, err := os.ReadFile(filepath.Join(dir, "results.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep Report
-	if err := json.Unmarshal(raw, &rep); err != nil {
-		t.Fatalf("results.json: %v\n%s", err, raw)
-	}
+	rep, raw := readReport(t, dir)
 	if !strings.Contains(rep.Machine, "Test CPU @ 3.00GHz") {
 		t.Errorf("machine = %q, want the cpu: line", rep.Machine)
 	}
@@ -118,14 +111,7 @@ BenchmarkFooBaseline-8   100   100 ns/op
 	if err := run(strings.NewReader(in), dir); err != nil {
 		t.Fatal(err)
 	}
-	raw, err := os.ReadFile(filepath.Join(dir, "results.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep Report
-	if err := json.Unmarshal(raw, &rep); err != nil {
-		t.Fatal(err)
-	}
+	rep, _ := readReport(t, dir)
 	if len(rep.Figures) != 2 {
 		t.Fatalf("figures = %+v, want one Foo per package", rep.Figures)
 	}
@@ -183,14 +169,7 @@ BenchmarkPropBaseline-2   	     123	  20721946 ns/op	        10.24 p50-ms	      
 	if err := run(strings.NewReader(in), dir); err != nil {
 		t.Fatal(err)
 	}
-	raw, err := os.ReadFile(filepath.Join(dir, "results.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep Report
-	if err := json.Unmarshal(raw, &rep); err != nil {
-		t.Fatal(err)
-	}
+	rep, _ := readReport(t, dir)
 	byUnit := map[string]Figure{}
 	for _, f := range rep.Figures {
 		byUnit[f.Unit] = f
@@ -215,14 +194,7 @@ func TestMerge(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	raw, err := os.ReadFile(filepath.Join(dir, "results.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep Report
-	if err := json.Unmarshal(raw, &rep); err != nil {
-		t.Fatal(err)
-	}
+	rep, _ := readReport(t, dir)
 	names := map[string]int{}
 	for _, f := range rep.Figures {
 		names[f.Name]++
@@ -237,4 +209,18 @@ func TestMerge(t *testing.T) {
 	if !strings.Contains(string(md), "| Join/plain | 4.03 run-to-available-s |") || !strings.Contains(string(md), "≤ 10 s") {
 		t.Errorf("RESULTS.md lacks the merged figure with its goal:\n%s", md)
 	}
+}
+
+// readReport reads dir/results.json, as it is and decoded.
+func readReport(t *testing.T, dir string) (Report, []byte) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep Report
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatalf("results.json: %v\n%s", err, raw)
+	}
+	return rep, raw
 }

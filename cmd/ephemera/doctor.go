@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/api/client"
 	"github.com/ephemera-network/ephemera/node"
 )
 
@@ -102,8 +102,8 @@ func diagnose(r *doctorReport, h node.Home, af apiFlags, set map[string]bool, ti
 		r.add(finding{Check: "node", Detail: oneLine(err), Fix: "ephemera run --home " + h.Dir})
 		return
 	}
-	var info api.NodeInfo
-	if err := c.do(http.MethodGet, "/v1/node", nil, &info); err != nil {
+	info, err := c.Node(context.Background())
+	if err != nil {
 		r.add(finding{Check: "node", Detail: oneLine(err), Fix: "ephemera run --home " + h.Dir})
 		return
 	}
@@ -113,8 +113,7 @@ func diagnose(r *doctorReport, h node.Home, af apiFlags, set map[string]bool, ti
 		r.add(finding{Check: "network hash", Detail: fmt.Sprintf("the running node follows %s, the home's definition %s: it was changed after the node started",
 			info.NetworkHash, r.NetworkHash), Fix: "restart the node: stop it, then ephemera run --home " + h.Dir})
 	}
-	var health api.Health
-	if err := c.do(http.MethodGet, "/healthz", nil, &health, http.StatusServiceUnavailable); err != nil {
+	if health, err := c.Health(context.Background()); err != nil {
 		r.add(finding{Check: "health", Detail: oneLine(err)})
 	} else if health.Status != "ok" {
 		r.add(finding{Check: "health", Detail: "unhealthy: " + health.Reason, Fix: healthFix(health.Reason, join)})
@@ -201,9 +200,9 @@ func printFindings(w io.Writer, r *doctorReport) {
 // checkReachability says how the node is reached: its addresses, what
 // AutoNAT found when peers dialled them back, its relay reservations, and
 // each bootstrap peer as the node itself dialled it.
-func checkReachability(r *doctorReport, c *apiClient) {
-	var ni api.NetworkInfo
-	if err := c.do(http.MethodGet, "/v1/network", nil, &ni); err != nil {
+func checkReachability(r *doctorReport, c *client.Client) {
+	ni, err := c.Network(context.Background())
+	if err != nil {
 		r.add(finding{Check: "reachability", Detail: oneLine(err)})
 		return
 	}

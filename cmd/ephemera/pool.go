@@ -1,11 +1,9 @@
 package main
 
 import (
-	"encoding/json"
+	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -29,8 +27,8 @@ func runPool(args []string, stdout, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var miners []api.PoolMiner
-	if err := c.do(http.MethodGet, "/v1/pool", nil, &miners); err != nil {
+	miners, err := c.Pool(context.Background())
+	if err != nil {
 		return err
 	}
 	if *state != "" {
@@ -90,11 +88,11 @@ func runReserve(args []string, stdout, _ io.Writer) error {
 	if *lease > 0 {
 		req.Lease = lease.String()
 	}
-	var out json.RawMessage
-	if err := c.do(http.MethodPost, "/v1/reservations", req, &out); err != nil {
+	r, err := c.Reserve(context.Background(), req)
+	if err != nil {
 		return err
 	}
-	return printReservation(stdout, out, *af.json)
+	return printReservation(stdout, r, *af.json)
 }
 
 func runRelease(args []string, stdout, _ io.Writer) error {
@@ -123,26 +121,17 @@ func runRelease(args []string, stdout, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var out json.RawMessage
-	if err := c.do(http.MethodDelete, "/v1/reservations/"+url.PathEscape(id), nil, &out); err != nil {
+	r, err := c.Release(context.Background(), id)
+	if err != nil {
 		return err
 	}
-	return printReservation(stdout, out, *af.json)
+	return printReservation(stdout, r, *af.json)
 }
 
-// printReservation shows the router's answer; the fields are the router's.
-func printReservation(w io.Writer, raw json.RawMessage, asJSON bool) error {
-	var r struct {
-		ID         string    `json:"id"`
-		Miner      string    `json:"miner"`
-		Generation uint64    `json:"generation"`
-		LeaseEnd   time.Time `json:"lease_end"`
-		State      string    `json:"state"`
-		Ended      time.Time `json:"ended"`
-		Detail     string    `json:"detail"`
-	}
-	if asJSON || json.Unmarshal(raw, &r) != nil {
-		return printJSON(w, raw)
+// printReservation shows the router's answer.
+func printReservation(w io.Writer, r api.Reservation, asJSON bool) error {
+	if asJSON {
+		return printJSON(w, r)
 	}
 	fmt.Fprintf(w, "reservation %s: %s\nminer:      %s (generation %d)\n", r.ID, r.State, r.Miner, r.Generation)
 	if r.State == "active" || r.Ended.IsZero() {

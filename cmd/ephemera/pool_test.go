@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/ephemera-network/ephemera/api"
 )
 
 // A released reservation says when it ended and the lease end it had; an
@@ -21,8 +24,12 @@ func TestPrintReservation(t *testing.T) {
 			[]string{"ended:", "detail:     miner refused the release"}, []string{"lease ends:"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			var r api.Reservation
+			if err := json.Unmarshal([]byte(tt.raw), &r); err != nil {
+				t.Fatal(err)
+			}
 			var b bytes.Buffer
-			if err := printReservation(&b, []byte(tt.raw), false); err != nil {
+			if err := printReservation(&b, r, false); err != nil {
 				t.Fatal(err)
 			}
 			for _, w := range tt.want {

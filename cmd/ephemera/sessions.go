@@ -1,26 +1,15 @@
 package main
 
 import (
-	"encoding/json"
+	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/ephemera-network/ephemera/node/session"
+	"github.com/ephemera-network/ephemera/api"
 )
-
-// sessionView is a session as GET /v1/sessions/{id} shows it.
-type sessionView struct {
-	session.Session
-	Tasks []struct {
-		ID    string `json:"id"`
-		State string `json:"state"`
-	} `json:"tasks"`
-}
 
 func runSessions(args []string, stdout, _ io.Writer) error {
 	fs := newFlagSet("sessions", "[SESSION-ID] [--api URL | --home DIR] [--json]", stdout)
@@ -33,24 +22,23 @@ func runSessions(args []string, stdout, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
+	ctx := context.Background()
 	if id != "" {
-		var raw json.RawMessage
-		if err := c.do(http.MethodGet, "/v1/sessions/"+url.PathEscape(id), nil, &raw); err != nil {
+		v, err := c.Session(ctx, id)
+		if err != nil {
 			return err
 		}
-		var v sessionView
-		if *af.json || json.Unmarshal(raw, &v) != nil {
-			return printJSON(stdout, raw)
+		if *af.json {
+			return printJSON(stdout, v)
 		}
 		return printSession(stdout, v)
 	}
-	var raw json.RawMessage
-	if err := c.do(http.MethodGet, "/v1/sessions", nil, &raw); err != nil {
+	list, err := c.Sessions(ctx)
+	if err != nil {
 		return err
 	}
-	var list []session.Session
-	if *af.json || json.Unmarshal(raw, &list) != nil {
-		return printJSON(stdout, raw)
+	if *af.json {
+		return printJSON(stdout, list)
 	}
 	counts := map[string]int{}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
@@ -64,7 +52,7 @@ func runSessions(args []string, stdout, _ io.Writer) error {
 		return err
 	}
 	var parts []string
-	for _, st := range []string{session.StateOpen, session.StateEnded} {
+	for _, st := range []string{api.SessionOpen, api.SessionEnded} {
 		if counts[st] > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", counts[st], st))
 		}
@@ -78,7 +66,7 @@ func runSessions(args []string, stdout, _ io.Writer) error {
 }
 
 // printSession shows one session, its miners and its tasks.
-func printSession(w io.Writer, v sessionView) error {
+func printSession(w io.Writer, v api.SessionDetail) error {
 	s, p := v.Session, v.Session.Params
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "session\t%s\n", s.ID)
@@ -135,7 +123,7 @@ func printSession(w io.Writer, v sessionView) error {
 	return tw.Flush()
 }
 
-func sessionState(s session.Session) string {
+func sessionState(s api.Session) string {
 	switch {
 	case s.EndReason != "":
 		return s.State + " (" + s.EndReason + ")"

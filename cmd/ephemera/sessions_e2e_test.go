@@ -5,7 +5,6 @@ package main
 // streams a testnet cannot be made to produce.
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/ephemera-network/ephemera/api"
 	"github.com/ephemera-network/ephemera/testnet"
+	"github.com/ephemera-network/ephemera/testnet/testkit/localnet"
 )
 
 var peerIDPattern = regexp.MustCompile(`12D3KooW[1-9A-HJ-NP-Za-km-z]+`)
@@ -79,22 +79,10 @@ func TestSubmitAndSessions(t *testing.T) {
 		t.Skip("starts a testnet of 8 processes")
 	}
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	// Four miners: three answer the redundant prompt, and the fourth is still
 	// available for the streamed one while those three validate again.
 	spec := testnet.Spec{Network: "e2e-sessions", Bootstraps: 1, Oracles: 2, Miners: 4, Routers: 1}
-	tn, err := testnet.Start(ctx, t.TempDir(), spec, testnet.Subprocess{Binary: bin})
-	t.Cleanup(func() {
-		sctx, done := context.WithTimeout(context.Background(), 30*time.Second)
-		defer done()
-		if err := tn.Stop(sctx); err != nil {
-			t.Logf("stop testnet: %v", err)
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tn := localnet.Start(t, spec, testnet.Subprocess{Binary: bin})
 	router := tn.RouterURL()
 	waitRouterPool(t, router, spec.Miners, 90*time.Second)
 

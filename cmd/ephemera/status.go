@@ -1,9 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -22,13 +22,13 @@ func runStatus(args []string, stdout, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var info api.NodeInfo
-	if err := c.do(http.MethodGet, "/v1/node", nil, &info); err != nil {
+	ctx := context.Background()
+	info, err := c.Node(ctx)
+	if err != nil {
 		return err
 	}
-	var health api.Health
-	// /healthz answers 503 with a reason when unhealthy: that is an answer.
-	if err := c.do(http.MethodGet, "/healthz", nil, &health, http.StatusServiceUnavailable); err != nil {
+	health, err := c.Health(ctx)
+	if err != nil {
 		return err
 	}
 	if *af.json {

@@ -21,7 +21,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ephemera-network/ephemera/api"
-	"github.com/ephemera-network/ephemera/node/session"
+	"github.com/ephemera-network/ephemera/api/client"
 )
 
 // maxTaskPoll bounds one GET …/tasks/{task}?wait=: the loop asks again
@@ -56,7 +56,7 @@ func runSubmit(args []string, stdout, _ io.Writer) error {
 		return err
 	}
 	// Every request is bounded by the context: --timeout and Ctrl-C.
-	c = c.untimed()
+	c = c.WithTimeout(0)
 	sigCtx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// After the first Ctrl-C, which ends the session, a second one kills.
@@ -90,67 +90,59 @@ type submitOptions struct {
 }
 
 // submitTask runs the prompt as a one-task session and prints its outcome.
-func submitTask(ctx context.Context, c *apiClient, stdout io.Writer, o submitOptions, why func() string) error {
+func submitTask(ctx context.Context, c *client.Client, stdout io.Writer, o submitOptions, why func() string) error {
 	begin := time.Now()
 	req := api.SessionRequest{
 		Model: o.model, Redundancy: o.redundancy, MinNodes: o.redundancy, MaxNodes: o.redundancy, MaxTasks: 1,
-		ReservePeriod: min(o.timeout+sessionGrace, session.MaxReservePeriod).String(),
+		ReservePeriod: min(o.timeout+sessionGrace, api.MaxReservePeriod).String(),
 	}
-	var s session.Session
-	if err := c.doCtx(ctx, http.MethodPost, "/v1/sessions", req, &s); err != nil {
+	s, err := c.CreateSession(ctx, req)
+	if err != nil {
 		if ctx.Err() != nil {
 			return errors.New(why())
 		}
 		return err
 	}
 	if s.ID == "" {
-		return fmt.Errorf("%s: the node answered POST /v1/sessions without a session id", c.base)
+		return fmt.Errorf("%s: the node answered POST /v1/sessions without a session id", c.Base())
 	}
-	sessPath := "/v1/sessions/" + url.PathEscape(s.ID)
 	// A session whose task did not finish is ended here; one whose task
 	// finished ends by itself, having run its max_tasks of 1.
 	fail := func(err error) error {
-		if eerr := endSession(c, sessPath); eerr != nil {
+		if eerr := endSession(c, s.ID); eerr != nil {
 			return fmt.Errorf("%w; ending session %s failed too: %v", err, s.ID, eerr)
 		}
 		return fmt.Errorf("%w; session %s ended", err, s.ID)
 	}
-	var raw json.RawMessage
-	if err := c.doCtx(ctx, http.MethodPost, sessPath+"/tasks", api.TaskRequest{Prompt: o.prompt}, &raw); err != nil {
+	t, err := c.SubmitTask(ctx, s.ID, api.TaskRequest{Prompt: o.prompt})
+	if err != nil {
 		if ctx.Err() != nil {
 			err = errors.New(why())
 		}
 		return fail(err)
 	}
-	var t session.Task
-	if err := json.Unmarshal(raw, &t); err != nil || t.ID == "" {
-		return fail(fmt.Errorf("%s%s/tasks: not a task: %s", c.base, sessPath, clipText(string(raw), 60)))
+	if t.ID == "" {
+		return fail(fmt.Errorf("%s/v1/sessions/%s/tasks: not a task: it has no id", c.Base(), url.PathEscape(s.ID)))
 	}
-	taskPath := sessPath + "/tasks/" + url.PathEscape(t.ID)
-	for t.State != session.TaskDone && t.State != session.TaskFailed {
+	for !t.Settled() {
 		deadline, _ := ctx.Deadline()
 		wait := min(time.Until(deadline), maxTaskPoll).Truncate(time.Millisecond)
 		if wait <= 0 || ctx.Err() != nil {
 			return fail(errors.New(why()))
 		}
-		raw = nil
-		if err := c.doCtx(ctx, http.MethodGet, taskPath+"?wait="+wait.String(), nil, &raw); err != nil {
+		if t, err = c.Task(ctx, s.ID, t.ID, wait); err != nil {
 			if ctx.Err() != nil {
 				err = errors.New(why())
 			}
 			return fail(err)
 		}
-		t = session.Task{}
-		if err := json.Unmarshal(raw, &t); err != nil {
-			return fail(fmt.Errorf("%s%s: not a task: %v", c.base, taskPath, err))
-		}
 	}
 	if o.json {
-		if err := printJSON(stdout, raw); err != nil {
+		if err := printJSON(stdout, t); err != nil {
 			return err
 		}
 	}
-	if t.State == session.TaskFailed {
+	if t.State == api.TaskFailed {
 		msg := t.Error
 		if msg == "" {
 			msg = "no reason given"
@@ -165,15 +157,18 @@ func submitTask(ctx context.Context, c *apiClient, stdout io.Writer, o submitOpt
 
 // endSession ends a session on the user's behalf; one that has already
 // ended is fine.
-func endSession(c *apiClient, sessPath string) error {
+func endSession(c *client.Client, id string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return c.doCtx(ctx, http.MethodDelete, sessPath, nil, nil, http.StatusConflict)
+	if _, err := c.EndSession(ctx, id); err != nil && !client.HasStatus(err, http.StatusConflict) {
+		return err
+	}
+	return nil
 }
 
 // printTaskOutcome prints the chosen answer, then each miner's answer, the
 // agreement and the timings.
-func printTaskOutcome(w io.Writer, sessionID string, t session.Task, elapsed time.Duration) error {
+func printTaskOutcome(w io.Writer, sessionID string, t api.Task, elapsed time.Duration) error {
 	answer := strings.TrimRight(t.Answer, "\r\n")
 	if strings.TrimSpace(answer) == "" {
 		answer = "(empty answer)"
@@ -249,7 +244,7 @@ func clipText(s string, n int) string {
 
 // streamCompletion asks the OpenAI-compatible endpoint with "stream": true
 // and prints the answer as its chunks arrive, or with asJSON each chunk.
-func streamCompletion(ctx context.Context, c *apiClient, stdout io.Writer, model, prompt string, redundancy int, asJSON bool, why func() string) error {
+func streamCompletion(ctx context.Context, c *client.Client, stdout io.Writer, model, prompt string, redundancy int, asJSON bool, why func() string) error {
 	body := map[string]any{
 		"messages": []api.Message{{Role: "user", Content: prompt}},
 		"stream":   true,
@@ -261,7 +256,7 @@ func streamCompletion(ctx context.Context, c *apiClient, stdout io.Writer, model
 		body["redundancy"] = redundancy
 	}
 	const path = "/v1/chat/completions"
-	resp, err := c.send(ctx, http.MethodPost, path, body)
+	resp, err := c.Send(ctx, http.MethodPost, path, body)
 	if err != nil {
 		if ctx.Err() != nil {
 			return errors.New(why())
@@ -269,9 +264,8 @@ func streamCompletion(ctx context.Context, c *apiClient, stdout io.Writer, model
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		return statusError(c.base+path, resp.StatusCode, raw)
+	if err := c.CheckResponse(resp); err != nil {
+		return err
 	}
 	p := &chunkPrinter{w: stdout, json: asJSON}
 	if ct := resp.Header.Get("Content-Type"); strings.HasPrefix(ct, "application/json") {

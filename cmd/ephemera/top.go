@@ -3,7 +3,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/api/client"
 	"golang.org/x/term"
 )
 
@@ -102,7 +102,7 @@ func runTop(args []string, stdout, _ io.Writer) error {
 // liveTop redraws the view every interval on the alternate screen until ctx
 // ends, and leaves the terminal as it found it. A node that does not answer
 // is a line in the frame, not the end.
-func liveTop(ctx context.Context, w io.Writer, c *apiClient, opts topOptions, interval time.Duration) (err error) {
+func liveTop(ctx context.Context, w io.Writer, c *client.Client, opts topOptions, interval time.Duration) (err error) {
 	if _, err := io.WriteString(w, escEnter); err != nil {
 		return err
 	}
@@ -187,66 +187,21 @@ type topOptions struct {
 
 // topData is what one frame shows, and what --json prints.
 type topData struct {
-	Time   time.Time    `json:"time"` // the node's clock with /v1/overview, else this one's
-	API    string       `json:"api"`
-	Node   api.NodeInfo `json:"node"`
-	Pool   topPool      `json:"pool"`
-	Oracle *topOracle   `json:"oracle"` // nil unless the node is an oracle with /v1/overview
-	Router *topRouter   `json:"router"` // nil unless the node is a router with /v1/overview
+	Time   time.Time        `json:"time"` // the node's clock with /v1/overview, else this one's
+	API    string           `json:"api"`
+	Node   api.NodeInfo     `json:"node"`
+	Pool   api.PoolSummary  `json:"pool"`
+	Oracle *api.OracleStats `json:"oracle"` // nil unless the node is an oracle with /v1/overview
+	Router *api.RouterStats `json:"router"` // nil unless the node is a router with /v1/overview
 	// Miners are the pool's miners in --state if given, by state then
 	// generation.
 	Miners []api.PoolMiner `json:"miners"`
 	// Transitions are the most recent events, newest first; nil when the
 	// node has no /v1/transitions.
-	Transitions []topEvent `json:"transitions"`
+	Transitions []api.Event `json:"transitions"`
 	// Missing names the endpoints the node does not serve (an older node).
 	Missing []string `json:"missing,omitempty"`
 }
-
-// The parts of the answers of /v1/overview and /v1/transitions that top
-// reads; see api.Overview and api.Event.
-type (
-	topOverview struct {
-		Time   time.Time    `json:"time"`
-		Node   api.NodeInfo `json:"node"`
-		Pool   topPool      `json:"pool"`
-		Oracle *topOracle   `json:"oracle"`
-		Router *topRouter   `json:"router"`
-	}
-	topPool struct {
-		Total  int            `json:"total"`
-		Counts map[string]int `json:"counts"`
-	}
-	topOracle struct {
-		ValidationsPassed int     `json:"validations_passed"`
-		ValidationsFailed int     `json:"validations_failed"`
-		PassRate          float64 `json:"pass_rate"`
-	}
-	topRouter struct {
-		SessionsOpen  int     `json:"sessions_open"`
-		SessionsEnded int     `json:"sessions_ended"`
-		QueuedTasks   int     `json:"queued_tasks"`
-		TasksDone     int     `json:"tasks_done"`
-		TasksFailed   int     `json:"tasks_failed"`
-		MeanAgreement float64 `json:"mean_agreement"`
-	}
-	topEvent struct {
-		Time       time.Time `json:"time"`
-		Miner      string    `json:"miner"`
-		Kind       string    `json:"kind"`
-		State      string    `json:"state,omitempty"`
-		From       string    `json:"from,omitempty"`
-		Generation uint64    `json:"generation"`
-		Oracle     string    `json:"oracle,omitempty"`
-		Pass       bool      `json:"pass,omitempty"`
-		Score      float64   `json:"score,omitempty"`
-		Router     string    `json:"router,omitempty"`
-		Session    string    `json:"session,omitempty"`
-		LeaseEnd   time.Time `json:"lease_end,omitzero"`
-		Outcome    string    `json:"outcome,omitempty"`
-		Detail     string    `json:"detail,omitempty"`
-	}
-)
 
 // unreachableError is a request that got no answer at all.
 type unreachableError struct{ err error }
@@ -257,10 +212,10 @@ func (e unreachableError) Unwrap() error { return e.err }
 // gatherTop asks the node for one frame's data. Without /v1/overview (an
 // older node) the header comes from /v1/node and the counts from /v1/pool;
 // without /v1/transitions there are none.
-func gatherTop(ctx context.Context, c *apiClient, state string) (*topData, error) {
-	d := &topData{API: c.base}
-	var ov topOverview
-	hasOverview, err := topGet(ctx, c, "/v1/overview", &ov, true)
+func gatherTop(ctx context.Context, c *client.Client, state string) (*topData, error) {
+	d := &topData{API: c.Base()}
+	ov, err := c.Overview(ctx)
+	hasOverview, err := topAnswer(c, "/v1/overview", err, true)
 	if err != nil {
 		return nil, err
 	}
@@ -268,16 +223,18 @@ func gatherTop(ctx context.Context, c *apiClient, state string) (*topData, error
 		d.Time, d.Node, d.Pool, d.Oracle, d.Router = ov.Time, ov.Node, ov.Pool, ov.Oracle, ov.Router
 	} else {
 		d.Missing = append(d.Missing, "/v1/overview")
-		if _, err := topGet(ctx, c, "/v1/node", &d.Node, false); err != nil {
+		info, err := c.Node(ctx)
+		if _, err := topAnswer(c, "/v1/node", err, false); err != nil {
 			return nil, err
 		}
+		d.Node = info
 	}
-	var miners []api.PoolMiner
-	if _, err := topGet(ctx, c, "/v1/pool", &miners, false); err != nil {
+	miners, err := c.Pool(ctx)
+	if _, err := topAnswer(c, "/v1/pool", err, false); err != nil {
 		return nil, err
 	}
 	if !hasOverview || d.Pool.Counts == nil {
-		d.Pool = topPool{Total: len(miners), Counts: map[string]int{}}
+		d.Pool = api.PoolSummary{Total: len(miners), Counts: map[string]int{}}
 		for _, s := range poolStates {
 			d.Pool.Counts[s] = 0
 		}
@@ -288,13 +245,13 @@ func gatherTop(ctx context.Context, c *apiClient, state string) (*topData, error
 	if d.Time.IsZero() {
 		d.Time = time.Now()
 	}
-	var events []topEvent
-	hasTransitions, err := topGet(ctx, c, "/v1/transitions?limit="+strconv.Itoa(topTransitions), &events, true)
+	events, err := c.Transitions(ctx, topTransitions)
+	hasTransitions, err := topAnswer(c, "/v1/transitions?limit="+strconv.Itoa(topTransitions), err, true)
 	if err != nil {
 		return nil, err
 	}
 	if hasTransitions {
-		d.Transitions = append([]topEvent{}, events...)
+		d.Transitions = append([]api.Event{}, events...)
 	} else {
 		d.Missing = append(d.Missing, "/v1/transitions")
 	}
@@ -308,35 +265,25 @@ func gatherTop(ctx context.Context, c *apiClient, state string) (*topData, error
 	return d, nil
 }
 
-// topGet GETs path into out. With optional, a 404 is no error but false: the
-// node is older than the endpoint.
-func topGet(ctx context.Context, c *apiClient, path string, out any, optional bool) (bool, error) {
-	resp, err := c.send(ctx, http.MethodGet, path, nil)
-	if errors.Is(err, context.DeadlineExceeded) {
-		return false, unreachableError{fmt.Errorf("%s%s: no answer in time", c.base, path)}
-	}
-	if errors.Is(err, context.Canceled) {
+// topAnswer says whether the request for path got its answer, from the
+// request's error: an answer with an error status or one that cannot be read
+// is that error; no answer at all is an unreachableError. With optional, a
+// 404 is no error but false: the node is older than the endpoint.
+func topAnswer(c *client.Client, path string, err error, optional bool) (bool, error) {
+	var se *client.StatusError
+	switch {
+	case err == nil:
+		return true, nil
+	case optional && client.HasStatus(err, http.StatusNotFound):
+		return false, nil
+	case errors.As(err, &se), errors.Is(err, client.ErrNotAPI):
+		return false, err
+	case errors.Is(err, context.DeadlineExceeded):
+		return false, unreachableError{fmt.Errorf("%s%s: no answer in time", c.Base(), path)}
+	case errors.Is(err, context.Canceled):
 		return false, errors.New("interrupted")
 	}
-	if err != nil {
-		return false, unreachableError{err}
-	}
-	defer resp.Body.Close()
-	u := c.base + path
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return false, unreachableError{fmt.Errorf("%s: %w", u, err)}
-	}
-	if optional && resp.StatusCode == http.StatusNotFound {
-		return false, nil
-	}
-	if resp.StatusCode/100 != 2 {
-		return false, statusError(u, resp.StatusCode, raw)
-	}
-	if err := json.Unmarshal(raw, out); err != nil {
-		return false, fmt.Errorf("%s: not an Ephemera API answer: %v", u, err)
-	}
-	return true, nil
+	return false, unreachableError{err}
 }
 
 // sortMiners orders miners by state, in the order of the lifecycle, then by
@@ -546,7 +493,7 @@ func drawTop(d *topData, fetchErr error, opts topOptions, now time.Time) string 
 }
 
 // describeEvent is the last column of a transition: what changed.
-func describeEvent(e topEvent, clock func(time.Time) string) string {
+func describeEvent(e api.Event, clock func(time.Time) string) string {
 	switch e.Kind {
 	case "state":
 		return fmt.Sprintf("%s -> %s  gen %d", cmp.Or(e.From, "(new)"), e.State, e.Generation)

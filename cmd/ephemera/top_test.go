@@ -10,13 +10,15 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/api/client"
 	"github.com/ephemera-network/ephemera/testnet"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
+	"github.com/ephemera-network/ephemera/testnet/testkit/localnet"
 )
 
 // topID is a peer ID whose short form is 12D3..<tag>; tag has 6 characters.
@@ -25,15 +27,15 @@ func topID(tag string) string { return "12D3KooW" + strings.Repeat("x", 38) + ta
 var topNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 // topFixture is an oracle-and-router node's view of a pool of six miners.
-func topFixture() (topOverview, []api.PoolMiner, []topEvent) {
-	ov := topOverview{
+func topFixture() (api.Overview, []api.PoolMiner, []api.Event) {
+	ov := api.Overview{
 		Time: topNow,
 		Node: api.NodeInfo{PeerID: topID("node01"), Roles: []string{"oracle", "router"}, Network: "devnet",
 			UptimeSeconds: 3723, Peers: 7},
-		Pool: topPool{Total: 6, Counts: map[string]int{"joining": 0, "validating": 1, "available": 3,
+		Pool: api.PoolSummary{Total: 6, Counts: map[string]int{"joining": 0, "validating": 1, "available": 3,
 			"reserved": 1, "cooling_off": 1, "stale": 0}},
-		Oracle: &topOracle{ValidationsPassed: 10, ValidationsFailed: 1, PassRate: 10.0 / 11},
-		Router: &topRouter{SessionsOpen: 1, SessionsEnded: 4, QueuedTasks: 2, TasksDone: 12, MeanAgreement: 0.975},
+		Oracle: &api.OracleStats{ValidationsPassed: 10, ValidationsFailed: 1, PassRate: 10.0 / 11},
+		Router: &api.RouterStats{SessionsOpen: 1, SessionsEnded: 4, QueuedTasks: 2, TasksDone: 12, MeanAgreement: 0.975},
 	}
 	m := func(tag, state string, gen uint64, oracles int, rep float64, seen time.Duration) api.PoolMiner {
 		return api.PoolMiner{PeerID: topID(tag), State: state, Generation: gen, Oracles: make([]string, oracles),
@@ -47,7 +49,7 @@ func topFixture() (topOverview, []api.PoolMiner, []topEvent) {
 		m("mnr003", "available", 1, 2, 0.88, 0),
 		m("mnr004", "validating", 7, 0, 0, 500*time.Millisecond),
 	}
-	events := []topEvent{
+	events := []api.Event{
 		{Time: topNow.Add(-1 * time.Second), Miner: topID("mnr002"), Kind: "state", From: "validating", State: "available", Generation: 3},
 		{Time: topNow.Add(-2 * time.Second), Miner: topID("mnr002"), Kind: "attestation", Oracle: topID("orc001"), Pass: true, Score: 0.93, Generation: 3},
 		{Time: topNow.Add(-3 * time.Second), Miner: topID("mnr005"), Kind: "grant", Router: topID("rtr001"), Session: "5f3a2b1c9d8e", LeaseEnd: topNow.Add(27 * time.Second), Generation: 2},
@@ -298,7 +300,7 @@ func TestTopOnce(t *testing.T) {
 // /v1/pool, and there are no transitions.
 func TestTopDegrade(t *testing.T) {
 	srv, _ := topServer(t, false)
-	c := newAPIClient(srv.URL)
+	c := client.New(srv.URL)
 	d, err := gatherTop(context.Background(), c, "")
 	if err != nil {
 		t.Fatal(err)
@@ -408,10 +410,10 @@ func TestTopLive(t *testing.T) {
 		{dead.URL, []string{"node unreachable: cannot reach the node at", dead.URL + "/v1/overview", "(retrying)"}},
 	} {
 		ctx, cancel := context.WithCancel(context.Background())
-		var out lockedBuffer
+		var out testkit.LogBuffer
 		done := make(chan error, 1)
 		go func() {
-			done <- liveTop(ctx, &out, newAPIClient(tc.url), topOptions{limit: 20, height: 30, width: 80, loc: time.UTC}, topMinInterval)
+			done <- liveTop(ctx, &out, client.New(tc.url), topOptions{limit: 20, height: 30, width: 80, loc: time.UTC}, topMinInterval)
 		}()
 		deadline := time.Now().Add(10 * time.Second)
 		for strings.Count(out.String(), escHome) < 3 && time.Now().Before(deadline) {
@@ -450,24 +452,6 @@ func TestTopLive(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe to read while another goroutine writes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestTopE2E runs `top --once` of the real binary against a router and an
 // oracle of a testnet whose two miners are available.
 func TestTopE2E(t *testing.T) {
@@ -475,20 +459,8 @@ func TestTopE2E(t *testing.T) {
 		t.Skip("starts a testnet of 5 processes")
 	}
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	spec := testnet.Spec{Network: "e2e-top", Bootstraps: 1, Oracles: 1, Miners: 2, Routers: 1}
-	tn, err := testnet.Start(ctx, t.TempDir(), spec, testnet.Subprocess{Binary: bin})
-	t.Cleanup(func() {
-		sctx, done := context.WithTimeout(context.Background(), 30*time.Second)
-		defer done()
-		if err := tn.Stop(sctx); err != nil {
-			t.Logf("stop testnet: %v", err)
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tn := localnet.Start(t, spec, testnet.Subprocess{Binary: bin})
 	router := tn.RouterURL()
 	waitRouterPool(t, router, spec.Miners, 90*time.Second)
 	nodes := tn.Nodes()

@@ -2,19 +2,25 @@ package miner
 
 import (
 	"bytes"
+	"context"
+	mrand "math/rand/v2"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/challenge"
 	"github.com/ephemera-network/ephemera/inference"
-	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 func TestStartValidatesThenAvailable(t *testing.T) {
 	t.Parallel()
-	r := newRig(t)
+	r := newRig(t, newNetwork(t), nil, "")
 	if s := r.m.State(); s.State != pb.MinerState_JOINING {
 		t.Fatalf("fresh miner: %s, want JOINING", s.State)
 	}
@@ -61,7 +67,7 @@ func TestStartValidatesThenAvailable(t *testing.T) {
 
 	// No record ever says JOINING, and sequence numbers never repeat.
 	seqs := map[uint64][]byte{}
-	for _, raw := range r.pools.All() {
+	for _, raw := range r.pools.all() {
 		s, err := protocol.Open[pb.Availability](raw)
 		if err != nil {
 			t.Fatal(err)
@@ -78,12 +84,17 @@ func TestStartValidatesThenAvailable(t *testing.T) {
 
 func TestRestartKeepsState(t *testing.T) {
 	t.Parallel()
-	r := newRig(t)
-	n := r.net
+	n := newNetwork(t)
+	key, dir := testkit.NewKey(t), t.TempDir()
+	r := newRig(t, n, key, dir)
 	r.start(t)
-	r.down(t)
+	if err := r.m.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.store.Close()
+	r.host.Close()
 
-	r2 := r.reopen(t)
+	r2 := newRig(t, n, key, dir)
 	if s := r2.m.State(); s.State != pb.MinerState_VALIDATING || s.Generation != 0 {
 		t.Fatalf("reloaded: %s gen %d, want VALIDATING gen 0", s.State, s.Generation)
 	}
@@ -91,8 +102,12 @@ func TestRestartKeepsState(t *testing.T) {
 	// Restarted while available with valid attestations: still available.
 	r2.start(t)
 	atts := r2.makeAvailable(t, 0)
-	r2.down(t)
-	r3 := r2.reopen(t)
+	if err := r2.m.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r2.store.Close()
+	r2.host.Close()
+	r3 := newRig(t, n, key, dir)
 	r3.start(t)
 	if s := r3.m.State(); s.State != pb.MinerState_AVAILABLE || len(s.Attestations) != len(atts) {
 		t.Fatalf("restarted available miner: %s with %d attestations", s.State, len(s.Attestations))
@@ -104,7 +119,7 @@ func TestRestartKeepsState(t *testing.T) {
 
 func TestFailuresCoolOffThenNewGeneration(t *testing.T) {
 	t.Parallel()
-	r := newRig(t)
+	r := newRig(t, newNetwork(t), nil, "")
 	r.start(t)
 	if fq := r.net.check.Params.FailureQuorum(); fq != 2 {
 		t.Fatalf("failure quorum %d, want 2", fq)
@@ -150,7 +165,7 @@ func TestFailuresCoolOffThenNewGeneration(t *testing.T) {
 
 func TestBackoffDoubles(t *testing.T) {
 	t.Parallel()
-	r := newRig(t)
+	r := newRig(t, newNetwork(t), nil, "")
 	r.start(t)
 	for gen, want := range []time.Duration{200 * time.Millisecond, 400 * time.Millisecond} {
 		round := r.net.check.Params.RoundAt(time.Now())
@@ -171,17 +186,22 @@ func TestBackoffDoubles(t *testing.T) {
 // available again.
 func TestRestartAvailableWithExpiredAttestations(t *testing.T) {
 	t.Parallel()
-	r := newRig(t)
-	n := r.net
+	n := newNetwork(t)
+	key, dir := testkit.NewKey(t), t.TempDir()
+	r := newRig(t, n, key, dir)
 	r.start(t)
 	round := n.check.Params.RoundAt(time.Now())
 	r.attestFor(t, 0, 0, round, true, 1200*time.Millisecond)
 	r.attestFor(t, 1, 0, round, true, 1200*time.Millisecond)
 	waitState(t, r.m, pb.MinerState_AVAILABLE, 0)
-	r.down(t)
+	if err := r.m.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.store.Close()
+	r.host.Close()
 	time.Sleep(1300 * time.Millisecond) // down while the attestations expire
 
-	r2 := r.reopen(t)
+	r2 := newRig(t, n, key, dir)
 	r2.start(t)
 	rec := r2.waitRecord(t)
 	if err := n.check.Availability(rec); err != nil {
@@ -189,10 +209,125 @@ func TestRestartAvailableWithExpiredAttestations(t *testing.T) {
 	}
 	wantRefusal(t, r2.claimDirect(t, r2.claim(t, claimOpts{router: testkit.NewKey(t), gen: 0})), pb.RefusalReason_NOT_VALIDATED)
 	r2.makeAvailable(t, 0)
-	for _, raw := range r2.pools.All() {
+	for _, raw := range r2.pools.all() {
 		s, err := protocol.Open[pb.Availability](raw)
 		if err != nil || n.check.Availability(s) != nil {
 			t.Fatalf("an invalid record was published: %v / %v", err, n.check.Availability(s))
 		}
+	}
+}
+
+// challenge seals a challenge signed by key for miner at gen.
+func newChallenge(t testing.TB, key crypto.PrivKey, miner peer.ID, gen uint64, tasks []challenge.Task) []byte {
+	t.Helper()
+	ch := &pb.Challenge{
+		Network: testNet, Oracle: []byte(testkit.ID(t, key)), Miner: []byte(miner), Generation: gen, Round: 1,
+		Nonce: []byte("0123456789abcdef"), IssuedMs: protocol.Ms(time.Now()), LatencyBudgetMs: 5000,
+	}
+	for _, tk := range tasks {
+		ch.Tasks = append(ch.Tasks, &pb.Task{Family: tk.Family, Seed: tk.Seed, Prompt: tk.Prompt})
+	}
+	raw, err := protocol.Seal(ch, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+func TestValidateAnswers(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, newNetwork(t), nil, "")
+	r.start(t)
+	bank := challenge.Default()
+	tasks := bank.Pick(mrand.New(mrand.NewPCG(1, 2)), 8)
+	oracle := r.net.oracles[0]
+	oh := testkit.Host(t, oracle)
+	raw := newChallenge(t, oracle, r.id, 0, tasks)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := roundTrip(ctx, oh, r.addrInfo(), protocol.ValidateProtocol(testNet), raw)
+	if err != nil {
+		t.Fatalf("challenge: %v", err)
+	}
+	ans, err := protocol.Open[pb.Answer](b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := ans.Msg
+	if ans.Signer != r.id || a.Network != testNet || !bytes.Equal(a.Miner, []byte(r.id)) ||
+		!bytes.Equal(a.ChallengeDigest, protocol.Digest(raw)) || a.Model != inference.BuiltinModel {
+		t.Fatalf("answer header: %+v by %s", a, ans.Signer)
+	}
+	if len(a.Outputs) != len(tasks) || len(a.LatenciesMs) != len(tasks) {
+		t.Fatalf("%d outputs and %d latencies for %d tasks", len(a.Outputs), len(a.LatenciesMs), len(tasks))
+	}
+	lat := make([]time.Duration, len(a.LatenciesMs))
+	for i, ms := range a.LatenciesMs {
+		lat[i] = time.Duration(ms) * time.Millisecond
+	}
+	results, score, pass, err := bank.GradeAll(ctx, tasks, a.Outputs, lat, inference.NewBuiltin().Embed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pass || score != 1 {
+		for i, res := range results {
+			if !res.Pass {
+				t.Logf("task %d (%s): %s", i, tasks[i].Family, res.Reason)
+			}
+		}
+		t.Fatalf("answer graded %v, pass %v", score, pass)
+	}
+
+	// Available miners answer too (attestations are refreshed across rounds).
+	r.makeAvailable(t, 0)
+	if _, err := roundTrip(ctx, oh, r.addrInfo(), protocol.ValidateProtocol(testNet), newChallenge(t, oracle, r.id, 0, tasks[:1])); err != nil {
+		t.Fatalf("challenge while available: %v", err)
+	}
+}
+
+func TestValidateRefusesBadChallenges(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, newNetwork(t), nil, "")
+	r.start(t)
+	tasks := challenge.Default().Pick(mrand.New(mrand.NewPCG(3, 4)), 2)
+	oracle := r.net.oracles[0]
+	oh := testkit.Host(t, oracle)
+	outsider := testkit.NewKey(t)
+	xh := testkit.Host(t, outsider)
+
+	many := make([]challenge.Task, 65)
+	for i := range many {
+		many[i] = tasks[0]
+	}
+	cases := []struct {
+		name string
+		from host.Host
+		raw  []byte
+	}{
+		{"not an oracle", xh, newChallenge(t, outsider, r.id, 0, tasks)},
+		{"another miner", oh, newChallenge(t, oracle, testkit.ID(t, testkit.NewKey(t)), 0, tasks)},
+		{"wrong generation", oh, newChallenge(t, oracle, r.id, 1, tasks)},
+		{"relayed by a non-signer", xh, newChallenge(t, oracle, r.id, 0, tasks)},
+		{"signed by another oracle", oh, newChallenge(t, r.net.oracles[1], r.id, 0, tasks)},
+		{"no tasks", oh, newChallenge(t, oracle, r.id, 0, nil)},
+		{"too many tasks", oh, newChallenge(t, oracle, r.id, 0, many)},
+		{"garbage", oh, []byte("garbage")},
+	}
+	for _, c := range cases {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		b, err := roundTrip(ctx, c.from, r.addrInfo(), protocol.ValidateProtocol(testNet), c.raw)
+		cancel()
+		if err == nil {
+			t.Errorf("%s: got an answer of %d bytes", c.name, len(b))
+		}
+	}
+
+	// Not while reserved.
+	r.makeAvailable(t, 0)
+	wantGrant(t, r.claimDirect(t, r.claim(t, claimOpts{router: testkit.NewKey(t), gen: 0, leaseMs: 5000})))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := roundTrip(ctx, oh, r.addrInfo(), protocol.ValidateProtocol(testNet), newChallenge(t, oracle, r.id, 0, tasks)); err == nil {
+		t.Error("a reserved miner answered a challenge")
 	}
 }

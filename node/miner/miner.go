@@ -193,7 +193,7 @@ func (m *Miner) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-		case <-m.wake:
+		case <-m.wake: // a transition is due now, not at the next tick
 		}
 		m.step(ctx)
 	}

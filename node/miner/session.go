@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ephemera-network/ephemera/inference"
+	"github.com/ephemera-network/ephemera/internal/wait"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -261,12 +262,7 @@ type revealFrame struct {
 func (m *Miner) watchLease(ctx context.Context, cancel context.CancelCauseFunc, t *pb.SessionTask, router peer.ID, end time.Time) {
 	timer := time.NewTimer(time.Until(end))
 	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.C:
-		}
+	for wait.Tick(ctx, timer.C) {
 		s := m.State()
 		if !holds(s, t, router, time.Now()) {
 			cancel(errLeaseEnded)

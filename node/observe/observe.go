@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/internal/names"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
@@ -378,18 +379,13 @@ func evidenceEvent(in input) (peer.ID, api.Event) {
 
 // OutcomeName is the API name of a release's outcome: completed, failed,
 // expired or cancelled.
-func OutcomeName(o pb.Outcome) string {
-	switch o {
-	case pb.Outcome_COMPLETED:
-		return "completed"
-	case pb.Outcome_FAILED:
-		return "failed"
-	case pb.Outcome_EXPIRED:
-		return "expired"
-	case pb.Outcome_CANCELLED:
-		return "cancelled"
-	}
-	return "unknown"
+func OutcomeName(o pb.Outcome) string { return names.Of(outcomeNames, o, "unknown") }
+
+var outcomeNames = map[pb.Outcome]string{
+	pb.Outcome_COMPLETED: "completed",
+	pb.Outcome_FAILED:    "failed",
+	pb.Outcome_EXPIRED:   "expired",
+	pb.Outcome_CANCELLED: "cancelled",
 }
 
 // PoolMiner is the API's view of m, as GET /v1/pool lists it: an available

@@ -23,6 +23,7 @@ import (
 
 	"github.com/ephemera-network/ephemera/challenge"
 	"github.com/ephemera-network/ephemera/inference"
+	"github.com/ephemera-network/ephemera/internal/wait"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
@@ -175,12 +176,7 @@ func (o *Oracle) loop(ctx context.Context) {
 	last, ticked := uint64(0), false
 	t := time.NewTimer(0)
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	for wait.Tick(ctx, t.C) {
 		now := o.d.Now()
 		// The timer can fire a hair before the boundary by o.d.Now's clock:
 		// a round is handled once, when that clock has reached it.

@@ -10,10 +10,10 @@ import (
 
 	"github.com/ephemera-network/ephemera/inference"
 	"github.com/ephemera-network/ephemera/internal/duration"
-	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -31,17 +31,30 @@ func addMiner(t testing.TB, p *pool.Pool, key crypto.PrivKey, state pb.MinerStat
 func minerRecord(t testing.TB, key crypto.PrivKey, seq uint64, state pb.MinerState, gen uint64, atts [][]byte) protocol.Signed[*pb.Availability] {
 	t.Helper()
 	now := time.Now()
-	return testkit.Signed(t, &pb.Availability{
+	rec := &pb.Availability{
 		Network: testNet, Miner: []byte(testkit.ID(t, key)), Seq: seq, State: state, Generation: gen, Attestations: atts,
 		Models: []string{inference.BuiltinModel}, IssuedMs: protocol.Ms(now), ExpiresMs: protocol.Ms(now.Add(time.Minute)),
-	}, key)
+	}
+	env, err := protocol.Seal(rec, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := protocol.Open[pb.Availability](env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // penalize makes p hold evidence of a double grant by key's miner.
 func penalize(t testing.TB, p *pool.Pool, key crypto.PrivKey) {
 	t.Helper()
 	grant := func(digest byte) []byte {
-		return testkit.Seal(t, &pb.Grant{Network: testNet, Miner: []byte(testkit.ID(t, key)), Generation: 1, ClaimDigest: bytes.Repeat([]byte{digest}, 32)}, key)
+		env, err := protocol.Seal(&pb.Grant{Network: testNet, Miner: []byte(testkit.ID(t, key)), Generation: 1, ClaimDigest: bytes.Repeat([]byte{digest}, 32)}, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return env
 	}
 	if _, isNew, err := p.AddEvidence(&pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_GRANT, First: grant(1), Second: grant(2)}); err != nil || !isNew {
 		t.Fatalf("evidence: new=%v err=%v", isNew, err)
@@ -75,7 +88,8 @@ func TestRoundLoopValidatesAssignedMiners(t *testing.T) {
 	r := newRig(t, key, nil, t.TempDir(), p, func() time.Time { return now })
 	var miners []*fakeMiner
 	for _, k := range append(slices.Clone(yes), no...) {
-		m := r.miner(t, k, honest)
+		m := newFakeMiner(t, k, honest)
+		knows(r.host, m)
 		miners = append(miners, m)
 	}
 	for _, k := range append(yes[:2:2], no...) {
@@ -88,12 +102,18 @@ func TestRoundLoopValidatesAssignedMiners(t *testing.T) {
 	for cooling == nil || !assigned(cooling) {
 		cooling = testkit.NewKey(t)
 	}
-	cm := r.miner(t, cooling, honest)
+	cm := newFakeMiner(t, cooling, honest)
+	knows(r.host, cm)
 	addMiner(t, r.pool, cooling, pb.MinerState_COOLING_OFF, 1)
 
-	r.start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	r.o.Start(ctx)
+	t.Cleanup(func() { _ = r.o.Stop(context.Background()) })
 	testkit.Eventually(t, "two validations", 20*time.Second, func() bool { return r.o.Stats().Signed >= 2 })
-	r.stop(t)
+	if err := r.o.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 
 	if st := r.o.Stats(); st != (Stats{Validations: 2, Passed: 2, Signed: 2}) {
 		t.Errorf("stats %+v", st)
@@ -110,8 +130,8 @@ func TestRoundLoopValidatesAssignedMiners(t *testing.T) {
 	if cm.challenges.Load() != 0 {
 		t.Error("a cooling-off miner was challenged")
 	}
-	for _, env := range r.pub.All() {
-		if a := testkit.Open[pb.Attestation](t, env).Msg; a.Round != round || a.Generation != 1 {
+	for _, env := range r.pub.all() {
+		if a := openAtt(t, env).Msg; a.Round != round || a.Generation != 1 {
 			t.Errorf("attestation for gen %d round %d, want 1 and %d", a.Generation, a.Round, round)
 		}
 	}
@@ -126,7 +146,7 @@ func TestRoundLoopValidatesEachGenerationOnce(t *testing.T) {
 	p.RoundPeriod = duration.Duration(100 * time.Millisecond)
 	r := newRig(t, key, nil, t.TempDir(), p, nil)
 	// As gossip would, deliver our own attestations to our pool.
-	r.pub.Then(func(env []byte) {
+	r.pub.onPublish = func(env []byte) {
 		s, err := protocol.Open[pb.Attestation](env)
 		if err == nil {
 			_, err = r.pool.AddAttestation(s)
@@ -134,19 +154,25 @@ func TestRoundLoopValidatesEachGenerationOnce(t *testing.T) {
 		if err != nil {
 			t.Errorf("pool refuses our attestation: %v", err)
 		}
-	})
+	}
 	var miners []*fakeMiner
 	for range 4 {
-		m := r.miner(t, nil, honest)
+		m := newFakeMiner(t, nil, honest)
+		knows(r.host, m)
 		addMiner(t, r.pool, m.key, pb.MinerState_VALIDATING, 1)
 		miners = append(miners, m)
 	}
-	r.start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	r.o.Start(ctx)
+	t.Cleanup(func() { _ = r.o.Stop(context.Background()) })
 	testkit.Eventually(t, "every miner validated", 20*time.Second, func() bool { return r.o.Stats().Passed == len(miners) })
 	// A few more rounds, in which nothing should happen.
 	start := p.RoundAt(time.Now())
 	testkit.Eventually(t, "three more rounds", 20*time.Second, func() bool { return p.RoundAt(time.Now()) >= start+3 })
-	r.stop(t)
+	if err := r.o.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	for i, m := range miners {
 		if got := m.challenges.Load(); got != 1 {
 			t.Errorf("miner %d challenged %d times, want once", i, got)
@@ -168,16 +194,17 @@ func TestLostPassIsReplaced(t *testing.T) {
 	p := testParams(testkit.ID(t, key))
 	p.RoundPeriod = duration.Duration(100 * time.Millisecond)
 	r := newRig(t, key, nil, t.TempDir(), p, nil)
-	m := r.miner(t, nil, honest)
+	m := newFakeMiner(t, nil, honest)
+	knows(r.host, m)
 	// The rest of the network: what the miner and every other node see.
-	network, err := pool.New(testkit.Store(t, ""), r.check, nil)
+	network, err := pool.New(testkit.Store(t, t.TempDir()), r.check, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Our own pool gets every attestation we publish, as gossip delivers
 	// our messages to our own subscription; the first reaches no peer.
 	var sent atomic.Int32
-	r.pub.Then(func(env []byte) {
+	r.pub.onPublish = func(env []byte) {
 		s, err := protocol.Open[pb.Attestation](env)
 		if err != nil {
 			t.Error(err)
@@ -192,9 +219,12 @@ func TestLostPassIsReplaced(t *testing.T) {
 		if _, err := network.AddAttestation(s); err != nil {
 			t.Errorf("the network refuses our attestation: %v", err)
 		}
-	})
+	}
 	addMiner(t, r.pool, m.key, pb.MinerState_VALIDATING, 1)
-	r.start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	r.o.Start(ctx)
+	t.Cleanup(func() { _ = r.o.Stop(context.Background()) })
 	testkit.Eventually(t, "the first pass", 20*time.Second, func() bool { return r.o.Stats().Passed == 1 })
 
 	// Not heard from since: the pass may yet arrive, nothing is done.
@@ -226,19 +256,21 @@ func TestLostPassIsReplaced(t *testing.T) {
 	challenged := m.challenges.Load()
 	start = p.RoundAt(time.Now())
 	testkit.Eventually(t, "three more rounds", 20*time.Second, func() bool { return p.RoundAt(time.Now()) >= start+3 })
-	r.stop(t)
+	if err := r.o.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	if got := m.challenges.Load(); got != challenged {
 		t.Errorf("an available miner was challenged %d more times", got-challenged)
 	}
 
 	// One verdict per round, the one in the store, and a pass in each.
-	pubs := r.pub.All()
+	pubs := r.pub.all()
 	if len(pubs) < 2 {
 		t.Fatalf("published %d attestations, want a second", len(pubs))
 	}
 	rounds := map[uint64][]byte{}
 	for _, env := range pubs {
-		a := testkit.Open[pb.Attestation](t, env).Msg
+		a := openAtt(t, env).Msg
 		if prev, ok := rounds[a.Round]; ok && !bytes.Equal(prev, env) {
 			t.Fatalf("two verdicts for round %d", a.Round)
 		}
@@ -253,21 +285,5 @@ func TestLostPassIsReplaced(t *testing.T) {
 	}
 	if st := r.o.Stats(); st.Signed != len(rounds) || int(m.challenges.Load()) != len(rounds) {
 		t.Errorf("stats %+v, %d challenges, for %d rounds", st, m.challenges.Load(), len(rounds))
-	}
-}
-
-func TestNotAnOracle(t *testing.T) {
-	key := testkit.NewKey(t)
-	p := testParams(testkit.ID(t, testkit.NewKey(t)))
-	r := newRig(t, key, nil, t.TempDir(), p, nil)
-	m := r.miner(t, nil, honest)
-	addMiner(t, r.pool, m.key, pb.MinerState_VALIDATING, 1)
-	r.start(t)
-	r.stop(t)
-	if _, err := r.o.Validate(context.Background(), m.id, 1, 1); err == nil {
-		t.Error("Validate by a node outside the oracle set succeeded")
-	}
-	if m.challenges.Load() != 0 || r.o.Stats() != (Stats{}) {
-		t.Errorf("a node outside the oracle set validated: %+v", r.o.Stats())
 	}
 }

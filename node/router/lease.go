@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/internal/logging"
+	"github.com/ephemera-network/ephemera/internal/wait"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 )
@@ -34,18 +35,13 @@ func (r *Router) renewLoop(ctx context.Context, e *entry, done chan struct{}, fi
 	t := time.NewTimer(first)
 	defer t.Stop()
 	fails := 0
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	for wait.Tick(ctx, t.C) {
 		rc, err := r.sendRenew(ctx, e)
 		now := r.now()
 		r.mu.Lock()
 		leaseEnd := e.res.LeaseEnd
 		r.mu.Unlock()
-		var wait time.Duration
+		var next time.Duration
 		switch {
 		case err == nil && rc.Ok:
 			fails = 0
@@ -54,7 +50,7 @@ func (r *Router) renewLoop(ctx context.Context, e *entry, done chan struct{}, fi
 			} else {
 				r.log.Warn("renewal receipt with a past lease end", "reservation", e.res.ID, logging.Opt("session", e.res.Session), "miner", e.miner, "lease_end", end)
 			}
-			wait = interval
+			next = interval
 		case err == nil:
 			state := StateLost
 			if !now.Before(leaseEnd) {
@@ -70,11 +66,11 @@ func (r *Router) renewLoop(ctx context.Context, e *entry, done chan struct{}, fi
 		default:
 			fails++
 			r.log.Warn("renewal failed", "reservation", e.res.ID, logging.Opt("session", e.res.Session), "miner", e.miner, "attempt", fails, "err", err)
-			wait = min(interval, retryBase<<min(fails-1, 16))
+			next = min(interval, retryBase<<min(fails-1, 16))
 			// One more attempt just after the lease ends decides it.
-			wait = max(min(wait, leaseEnd.Sub(now)+time.Millisecond), time.Millisecond)
+			next = max(min(next, leaseEnd.Sub(now)+time.Millisecond), time.Millisecond)
 		}
-		t.Reset(wait)
+		t.Reset(next)
 	}
 }
 

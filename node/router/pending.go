@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/internal/logging"
+	"github.com/ephemera-network/ephemera/internal/wait"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/ephemera-network/ephemera/store"
@@ -108,10 +109,8 @@ func (r *Router) settleLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		r.settle(ctx)
-		select {
-		case <-ctx.Done():
+		if !wait.Tick(ctx, t.C) {
 			return
-		case <-t.C:
 		}
 	}
 }

@@ -5,15 +5,19 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/ephemera-network/ephemera/internal/testkit"
 	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/ephemera-network/ephemera/store"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
+	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
 )
 
 // pendingClaim seals a claim for m as claim() does and stores it under
@@ -21,25 +25,32 @@ import (
 // The store is closed again: the router that wrote it is gone.
 func pendingClaim(t *testing.T, n *testNet, key crypto.PrivKey, dir string, m *fakeMiner, gen uint64, userSession string) (string, []byte) {
 	t.Helper()
-	self := testkit.ID(t, key)
+	self, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
 	session, _ := randomBytes(16)
 	nonce, _ := randomBytes(16)
-	lease := n.Params.Lease.Std()
+	lease := n.params.Lease.Std()
 	cl := &pb.Claim{
 		Network: testNetwork, Session: hex.EncodeToString(session), Router: []byte(self), Miner: []byte(m.id),
 		Generation: gen, LeaseMs: uint32(lease.Milliseconds()), Nonce: nonce,
-		ExpiresMs: protocol.Ms(time.Now().Add(n.Params.ClaimLifetime.Std())), Model: "m1",
+		ExpiresMs: protocol.Ms(time.Now().Add(n.params.ClaimLifetime.Std())), Model: "m1",
 	}
-	env := testkit.Seal(t, cl, key)
+	env, err := protocol.Seal(cl, key)
+	if err != nil {
+		t.Fatal(err)
+	}
 	b, err := json.Marshal(pending{Claim: env, Miner: m.id.String(), Session: userSession, Model: "m1", LeaseMs: lease.Milliseconds()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := testkit.Store(t, dir)
-	if err := s.Put(pendKey(cl.Session), b); err != nil {
+	s, err := store.Open(dir, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Close(); err != nil {
+	defer s.Close()
+	if err := s.Put(pendKey(cl.Session), b); err != nil {
 		t.Fatal(err)
 	}
 	return cl.Session, env
@@ -60,8 +71,11 @@ func (m *fakeMiner) sendDirect(t *testing.T, raw []byte) []byte {
 // knows the miner's address from the start, as its first settle needs.
 func restartRouter(t *testing.T, n *testNet, key crypto.PrivKey, dir string, m *fakeMiner) *testRouter {
 	t.Helper()
-	h := testkit.Host(t, key)
-	testkit.Know(h, m.host)
+	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Peerstore().AddAddrs(m.id, m.host.Addrs(), peerstore.PermanentAddrTTL)
 	return startRouter(t, n, h, nil, key, dir, m)
 }
 
@@ -145,8 +159,11 @@ func (tr *testRouter) pendingIDs(t *testing.T) []string {
 func TestClaimLeavesPendingOnlyWhenUnsettled(t *testing.T) {
 	n := newTestNet(t)
 	m, gone := newFakeMiner(t, n), newFakeMiner(t, n)
-	tr := newRouter(t, n, m)
-	res := tr.reserve(t, "", 0)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
+	res, err := tr.Reserve(t.Context(), "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if ids := tr.pendingIDs(t); len(ids) != 0 {
 		t.Fatalf("pending after a grant: %v", ids)
 	}
@@ -154,7 +171,7 @@ func TestClaimLeavesPendingOnlyWhenUnsettled(t *testing.T) {
 		t.Fatalf("stored %+v", s)
 	}
 	// Refused: another router's view still says available.
-	other := newRouter(t, n, m)
+	other := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
 	if _, err := other.Reserve(t.Context(), "", 0); !errors.Is(err, ErrNoMiner) {
 		t.Fatalf("claim of a reserved miner: %v", err)
 	}
@@ -169,7 +186,7 @@ func TestClaimLeavesPendingOnlyWhenUnsettled(t *testing.T) {
 	}
 	// Unreachable: the pool view lists a miner that is gone.
 	gone.host.Close()
-	third := newRouter(t, n, gone)
+	third := newRouter(t, n, testkit.NewKey(t), t.TempDir(), gone)
 	if _, err := third.Reserve(t.Context(), "", 0); !errors.Is(err, ErrNoMiner) {
 		t.Fatalf("claim of an unreachable miner: %v", err)
 	}
@@ -182,7 +199,7 @@ func TestClaimLeavesPendingOnlyWhenUnsettled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(raw, &p); err != nil || p.Miner != gone.id.String() || p.LeaseMs != n.Params.Lease.Std().Milliseconds() {
+	if err := json.Unmarshal(raw, &p); err != nil || p.Miner != gone.id.String() || p.LeaseMs != n.params.Lease.Std().Milliseconds() {
 		t.Fatalf("pending %+v: %v", p, err)
 	}
 	if c, err := protocol.Open[pb.Claim](p.Claim); err != nil || c.Msg.Session != ids[0] || c.Signer != third.host.ID() {
@@ -219,6 +236,24 @@ func TestSettleDropsRefusedClaim(t *testing.T) {
 	}
 }
 
+// clock is a settable Check.Now.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) set(t time.Time) {
+	c.mu.Lock()
+	c.now = t
+	c.mu.Unlock()
+}
+
 // A pending claim to a miner that cannot be reached may have been granted:
 // it is kept, and sent again, until the claim's expiry and the longest
 // lease have passed; then no grant of it can hold the miner any more.
@@ -233,24 +268,24 @@ func TestSettleKeepsUnreachableClaimUntilLeaseMax(t *testing.T) {
 	}
 	m.host.Close() // the miner is gone
 
-	clk := testkit.NewClock(time.Now())
+	clk := &clock{now: time.Now()}
 	check := n.check
 	check.Now = clk.Now
 	tr := newStoppedRouter(t, check, key, dir)
-	testkit.Know(tr.host, m.host)
+	tr.host.Peerstore().AddAddrs(m.id, m.host.Addrs(), peerstore.PermanentAddrTTL)
 	ctx := t.Context()
 
 	tr.settle(ctx)
 	if !tr.hasPending(t, id) {
 		t.Fatal("an unreachable claim was dropped at once")
 	}
-	limit := protocol.Time(c.Msg.ExpiresMs).Add(n.Params.LeaseMax.Std())
-	clk.Set(limit.Add(-time.Second))
+	limit := protocol.Time(c.Msg.ExpiresMs).Add(n.params.LeaseMax.Std())
+	clk.set(limit.Add(-time.Second))
 	tr.settle(ctx)
 	if !tr.hasPending(t, id) {
 		t.Fatal("an unreachable claim was dropped before its expiry and the longest lease had passed")
 	}
-	clk.Set(limit.Add(time.Millisecond))
+	clk.set(limit.Add(time.Millisecond))
 	tr.settle(ctx)
 	if tr.hasPending(t, id) {
 		t.Fatal("an unreachable claim is kept past its expiry and the longest lease")
@@ -264,8 +299,16 @@ func TestSettleKeepsUnreachableClaimUntilLeaseMax(t *testing.T) {
 // the test drives settle itself.
 func newStoppedRouter(t *testing.T, check protocol.Checker, key crypto.PrivKey, dir string) *testRouter {
 	t.Helper()
-	h := testkit.Host(t, key)
-	s := testkit.Store(t, dir)
+	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	s, err := store.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
 	p, err := pool.New(s, check, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -283,8 +326,13 @@ func newStoppedRouter(t *testing.T, check protocol.Checker, key crypto.PrivKey, 
 // record is already gone or, as a store written by an older router may
 // hold, still there beside the reservation.
 func TestSettleLeavesSettledClaimAlone(t *testing.T) {
-	_, m, tr := newPair(t)
-	res := tr.reserve(t, "", 0)
+	n := newTestNet(t)
+	m := newFakeMiner(t, n)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
+	res, err := tr.Reserve(t.Context(), "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	stale := pending{Claim: []byte("read before the grant was stored"), Miner: m.id.String(), LeaseMs: 30000}
 	if err := tr.settleOne(t.Context(), res.ID, stale); err != nil {
 		t.Fatalf("settle of a settled claim: %v", err)

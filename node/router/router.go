@@ -168,12 +168,7 @@ func New(d Deps) (*Router, error) {
 	return r, nil
 }
 
-func (r *Router) now() time.Time {
-	if r.d.Check.Now != nil {
-		return r.d.Check.Now()
-	}
-	return time.Now()
-}
+func (r *Router) now() time.Time { return r.d.Check.Time() }
 
 // Start renews every active reservation until Stop.
 func (r *Router) Start(ctx context.Context) error {

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -11,15 +12,26 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ephemera-network/ephemera/internal/testkit"
+	"github.com/ephemera-network/ephemera/node/pool"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	routedhost "github.com/libp2p/go-libp2p/p2p/host/routed"
 )
 
 func TestReserveGrantsAndPersists(t *testing.T) {
-	_, m, tr := newPair(t)
+	n := newTestNet(t)
+	m := newFakeMiner(t, n)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
 
-	res := tr.reserve(t, "m1", 0)
+	res, err := tr.Reserve(t.Context(), "m1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if res.State != StateActive || res.Miner != m.id.String() || res.Generation != 1 || res.Model != "m1" {
 		t.Fatalf("reservation %+v", res)
 	}
@@ -52,7 +64,9 @@ func TestReserveGrantsAndPersists(t *testing.T) {
 }
 
 func TestSecondReserveFindsNoMiner(t *testing.T) {
-	n, m, tr := newPair(t)
+	n := newTestNet(t)
+	m := newFakeMiner(t, n)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
 	if _, err := tr.Reserve(t.Context(), "", 0); err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +74,7 @@ func TestSecondReserveFindsNoMiner(t *testing.T) {
 		t.Fatalf("second reserve: %v, want ErrNoMiner", err)
 	}
 	// Another router, whose pool view still says available, is refused.
-	other := newRouter(t, n, m)
+	other := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
 	_, err := other.Reserve(t.Context(), "", 0)
 	if !errors.Is(err, ErrNoMiner) || !strings.Contains(err.Error(), "BUSY") {
 		t.Fatalf("reserve by another router: %v, want ErrNoMiner with BUSY", err)
@@ -75,8 +89,10 @@ func TestSecondReserveFindsNoMiner(t *testing.T) {
 }
 
 func TestLeaseBounds(t *testing.T) {
-	n, m, tr := newPair(t)
-	for _, lease := range []time.Duration{n.Params.LeaseMax.Std() + time.Millisecond, -time.Second, time.Microsecond} {
+	n := newTestNet(t)
+	m := newFakeMiner(t, n)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
+	for _, lease := range []time.Duration{n.params.LeaseMax.Std() + time.Millisecond, -time.Second, time.Microsecond} {
 		if _, err := tr.Reserve(t.Context(), "", lease); !errors.Is(err, ErrBadLease) {
 			t.Fatalf("lease %s: %v, want ErrBadLease", lease, err)
 		}
@@ -87,7 +103,7 @@ func TestLeaseBounds(t *testing.T) {
 	if claims != 0 {
 		t.Fatal("a bad lease reached the miner")
 	}
-	if _, err := tr.Reserve(t.Context(), "", n.Params.LeaseMax.Std()); err != nil {
+	if _, err := tr.Reserve(t.Context(), "", n.params.LeaseMax.Std()); err != nil {
 		t.Fatalf("the longest lease: %v", err)
 	}
 }
@@ -95,7 +111,7 @@ func TestLeaseBounds(t *testing.T) {
 func TestConcurrentReservesGetDistinctMiners(t *testing.T) {
 	n := newTestNet(t)
 	miners := []*fakeMiner{newFakeMiner(t, n), newFakeMiner(t, n)}
-	tr := newRouter(t, n, miners...)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), miners...)
 	const calls = 20
 	var wg sync.WaitGroup
 	results := make([]Reservation, calls)
@@ -133,8 +149,10 @@ func TestConcurrentReservesGetDistinctMiners(t *testing.T) {
 // BenchmarkClaimGrant is one Reserve and Release against a fake miner over
 // loopback: two signed exchanges and two synced store writes.
 func BenchmarkClaimGrant(b *testing.B) {
-	_, m, tr := newPair(b)
+	n := newTestNet(b)
+	m := newFakeMiner(b, n)
 	m.autoAvailable = true
+	tr := newRouter(b, n, testkit.NewKey(b), b.TempDir(), m)
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -157,7 +175,9 @@ func BenchmarkClaimGrant(b *testing.B) {
 // stream handling, and the same two synced writes, with no signing,
 // verifying or pool lookup.
 func BenchmarkClaimGrantBaseline(b *testing.B) {
-	_, m, tr := newPair(b)
+	n := newTestNet(b)
+	m := newFakeMiner(b, n)
+	tr := newRouter(b, n, testkit.NewKey(b), b.TempDir(), m)
 	ctx := context.Background()
 	// One real round trip measures the sizes.
 	res, err := tr.Reserve(ctx, "", 0)
@@ -179,11 +199,34 @@ func BenchmarkClaimGrantBaseline(b *testing.B) {
 		b.Fatal(err)
 	}
 	const echo = "/bench/echo/1.0.0"
-	testkit.Serve(b, m.host, echo, func(req []byte) ([]byte, error) { return make([]byte, sizes[len(req)]), nil })
+	m.host.SetStreamHandler(echo, func(s network.Stream) {
+		defer s.Close()
+		req, err := protocol.ReadMsg(bufio.NewReader(s), protocol.MaxMessageSize)
+		if err != nil {
+			s.Reset()
+			return
+		}
+		_ = protocol.WriteMsg(s, make([]byte, sizes[len(req)]))
+	})
 	round := func(req []byte) {
-		if _, _, err := protocol.Call(ctx, tr.host, m.id, echo, req, protocol.MaxMessageSize); err != nil {
+		s, err := tr.host.NewStream(ctx, m.id, echo)
+		if err != nil {
 			b.Fatal(err)
 		}
+		w := bufio.NewWriter(s)
+		if err := protocol.WriteMsg(w, req); err != nil {
+			b.Fatal(err)
+		}
+		if err := w.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.CloseWrite(); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := protocol.ReadMsg(bufio.NewReader(s), protocol.MaxMessageSize); err != nil {
+			b.Fatal(err)
+		}
+		s.Close()
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -214,5 +257,383 @@ func TestOutcome(t *testing.T) {
 		if got := Outcome(c.err); got != c.want {
 			t.Errorf("Outcome(%v) = %q, want %q", c.err, got, c.want)
 		}
+	}
+}
+
+func TestRelease(t *testing.T) {
+	n := newTestNet(t)
+	m := newFakeMiner(t, n)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
+	res, err := tr.Reserve(t.Context(), "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := tr.Release(t.Context(), res.ID, pb.Outcome_COMPLETED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel.State != StateReleased || rel.Ended.IsZero() || rel.Detail != "" {
+		t.Fatalf("released %+v", rel)
+	}
+	state, gen, _, _ := m.snapshot()
+	m.mu.Lock()
+	releases := m.releases
+	m.mu.Unlock()
+	if state != pb.MinerState_VALIDATING || gen != 2 || len(releases) != 1 ||
+		releases[0].Session != res.ID || releases[0].Outcome != pb.Outcome_COMPLETED ||
+		!bytes.Equal(releases[0].Signer, []byte(tr.host.ID())) || !bytes.Equal(releases[0].Router, []byte(tr.host.ID())) {
+		t.Fatalf("miner is %s at %d after releases %v", state, gen, releases)
+	}
+	if got := tr.stored(t)[res.ID]; got.State != StateReleased || got.Ended.IsZero() {
+		t.Fatalf("stored %+v", got)
+	}
+	if _, err := tr.Release(t.Context(), res.ID, pb.Outcome_COMPLETED); !errors.Is(err, ErrEnded) {
+		t.Fatalf("second release: %v, want ErrEnded", err)
+	}
+	if _, err := tr.Release(t.Context(), "nope", pb.Outcome_COMPLETED); !errors.Is(err, ErrUnknownReservation) {
+		t.Fatalf("unknown release: %v", err)
+	}
+	if _, err := tr.Release(t.Context(), res.ID, pb.Outcome_EXPIRED); !errors.Is(err, ErrBadOutcome) {
+		t.Fatalf("release as expired: %v", err)
+	}
+}
+
+func TestReleaseUnconfirmed(t *testing.T) {
+	n := newTestNet(t)
+	m := newFakeMiner(t, n)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
+	res, err := tr.Reserve(t.Context(), "", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.host.Close()
+	rel, err := tr.Release(t.Context(), res.ID, pb.Outcome_FAILED)
+	if !errors.Is(err, ErrNotConfirmed) {
+		t.Fatalf("release of an unreachable miner: %v, want ErrNotConfirmed", err)
+	}
+	if rel.State != StateReleased || tr.stored(t)[res.ID].State != StateReleased {
+		t.Fatalf("not released locally: %+v", rel)
+	}
+}
+
+func TestRenewExtendsLease(t *testing.T) {
+	n := newTestNet(t)
+	m := newFakeMiner(t, n)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
+	res, err := tr.Reserve(t.Context(), "", 1200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Well past the first lease, still active, renewed several times.
+	testkit.Eventually(t, "renewals", 5*time.Second, func() bool {
+		_, _, _, renews := m.snapshot()
+		return renews >= 3
+	})
+	time.Sleep(time.Until(res.LeaseEnd) + 100*time.Millisecond)
+	got, _ := tr.Get(res.ID)
+	if got.State != StateActive || !got.LeaseEnd.After(res.LeaseEnd) {
+		t.Fatalf("after renewals %+v, first lease end %s", got, res.LeaseEnd)
+	}
+	if s := tr.stored(t)[res.ID]; !s.LeaseEnd.After(res.LeaseEnd) {
+		t.Fatalf("stored lease end %s not extended", s.LeaseEnd)
+	}
+	if state, _, _, _ := m.snapshot(); state != pb.MinerState_RESERVED {
+		t.Fatalf("miner is %s", state)
+	}
+}
+
+func TestRenewRefusedIsLost(t *testing.T) {
+	n := newTestNet(t)
+	m := newFakeMiner(t, n)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
+	res, err := tr.Reserve(t.Context(), "", 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock() // the miner forgets the reservation (say, it lost its disk)
+	m.state, m.session = pb.MinerState_VALIDATING, ""
+	m.mu.Unlock()
+	testkit.Eventually(t, "lost", 5*time.Second, func() bool {
+		r, _ := tr.Get(res.ID)
+		return r.State == StateLost
+	})
+	if s := tr.stored(t)[res.ID]; s.State != StateLost || !strings.Contains(s.Detail, "no such reservation") {
+		t.Fatalf("stored %+v", s)
+	}
+}
+
+func TestUnreachableMinerExpires(t *testing.T) {
+	n := newTestNet(t)
+	m := newFakeMiner(t, n)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
+	res, err := tr.Reserve(t.Context(), "", 1200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.host.Close()
+	testkit.Eventually(t, "expired", 5*time.Second, func() bool {
+		r, _ := tr.Get(res.ID)
+		return r.State == StateExpired
+	})
+	r, _ := tr.Get(res.ID)
+	if r.Ended.Before(res.LeaseEnd) {
+		t.Fatalf("expired at %s, before the lease end %s", r.Ended, res.LeaseEnd)
+	}
+}
+
+// A router whose pool view knows nothing finds the miner through the DHT:
+// the model's pool provider, then the miner's availability record.
+func TestDiscoveryThroughDHT(t *testing.T) {
+	n := newTestNet(t)
+	m := newFakeMiner(t, n)
+	minerDHT := newDHT(t, m.host)
+	t.Cleanup(func() { minerDHT.Close() })
+	key := testkit.NewKey(t)
+	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := startRouter(t, n, h, newDHT(t, h), key, t.TempDir()) // no miner known
+	if err := m.host.Connect(t.Context(), peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, "routing tables", 5*time.Second, func() bool {
+		return minerDHT.RoutingTable().Size() > 0 && tr.d.DHT.RoutingTable().Size() > 0
+	})
+	if err := minerDHT.PutValue(t.Context(), protocol.AvailabilityKey([]byte(m.id)), m.available().Raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := minerDHT.Provide(t.Context(), protocol.PoolCID(testNetwork, "m1"), true); err != nil {
+		t.Fatal(err)
+	}
+	if len(tr.pool.Available("m1")) != 0 {
+		t.Fatal("the pool view knew the miner already")
+	}
+	res, err := tr.Reserve(t.Context(), "m1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Miner != m.id.String() {
+		t.Fatalf("reserved %s", res.Miner)
+	}
+}
+
+func TestOrderPrefersTheBetterOfTwo(t *testing.T) {
+	good, bad := pool.Miner{ID: "good"}, pool.Miner{ID: "bad"}
+	score := func(id peer.ID) float64 {
+		if id == "good" {
+			return 1
+		}
+		return 0.1
+	}
+	for range 50 {
+		got := order([]pool.Miner{bad, good}, score)
+		if len(got) != 2 || got[0].ID != "good" {
+			t.Fatalf("order %v", got)
+		}
+	}
+	// With many, every candidate is kept, and the worst is never first.
+	var many []pool.Miner
+	for i := range 10 {
+		many = append(many, pool.Miner{ID: peer.ID(fmt.Sprint(i))})
+	}
+	byIndex := func(id peer.ID) float64 { return float64(id[0]) }
+	for range 50 {
+		got := order(many, byIndex)
+		if len(got) != 10 || got[0].ID == "0" {
+			t.Fatalf("order %v", got)
+		}
+	}
+}
+
+// A miner whose only connection is relayed, with less left under the
+// relay's limit than the lease, is passed over for another; with no other,
+// the reservation fails saying why.
+func TestRelayLimitPassesOver(t *testing.T) {
+	n := newTestNet(t)
+	relayed, direct := newFakeMiner(t, n), newFakeMiner(t, n)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), relayed, direct)
+	tr.d.RelayLeft = func(p peer.ID) (time.Duration, bool) {
+		if p == relayed.id {
+			return 500 * time.Millisecond, true // the default test lease is 2 s
+		}
+		return 0, false
+	}
+	res, err := tr.Reserve(t.Context(), "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Miner != direct.id.String() {
+		t.Fatalf("reserved %s, want the directly reached miner %s", res.Miner, direct.id)
+	}
+	_, err = tr.Reserve(t.Context(), "", 0)
+	if !errors.Is(err, ErrNoMiner) || !strings.Contains(err.Error(), "relay whose limit ends the connection") {
+		t.Fatalf("second reserve: %v, want ErrNoMiner naming the relay's limit", err)
+	}
+	if state, _, _, _ := relayed.snapshot(); state == pb.MinerState_RESERVED {
+		t.Fatal("the relayed miner was claimed anyway")
+	}
+}
+
+func TestForgedGrantRejected(t *testing.T) {
+	n := newTestNet(t)
+	m := newFakeMiner(t, n)
+	m.forgeKey = testkit.NewKey(t)
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
+	_, err := tr.Reserve(t.Context(), "", 0)
+	if !errors.Is(err, ErrNoMiner) || !strings.Contains(err.Error(), "signed by") {
+		t.Fatalf("forged grant: %v, want ErrNoMiner", err)
+	}
+	if len(tr.Reservations()) != 0 || len(tr.stored(t)) != 0 {
+		t.Fatal("a forged grant was kept")
+	}
+}
+
+func TestGrantForAnotherClaimRejected(t *testing.T) {
+	n := newTestNet(t)
+	m := newFakeMiner(t, n)
+	m.autoAvailable = true
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
+	res, err := tr.Reserve(t.Context(), "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.Release(t.Context(), res.ID, pb.Outcome_COMPLETED); err != nil {
+		t.Fatal(err)
+	}
+	tr.know(t, m)
+	m.mu.Lock()
+	m.replay = res.Grant // a validly signed grant, but for the old claim
+	m.mu.Unlock()
+	_, err = tr.Reserve(t.Context(), "", 0)
+	if !errors.Is(err, ErrNoMiner) || !strings.Contains(err.Error(), "another claim") {
+		t.Fatalf("replayed grant: %v", err)
+	}
+	if len(tr.Reservations()) != 1 {
+		t.Fatal("a replayed grant was kept")
+	}
+}
+
+func TestLostGrantIsAskedForAgain(t *testing.T) {
+	n := newTestNet(t)
+	m := newFakeMiner(t, n)
+	m.dropReplies = 1
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
+	res, err := tr.Reserve(t.Context(), "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.claims != 2 || len(m.grants) != 1 || !bytes.Equal(m.grants[0], res.Grant) {
+		t.Fatalf("%d claims, %d grants", m.claims, len(m.grants))
+	}
+}
+
+// A miner whose addresses the router has never seen is still reached: the
+// host a router is given routes, and looks them up in the DHT, here on a
+// third node the miner is connected to. The miner serves no DHT, so the
+// router cannot learn of it any other way.
+func TestMinerOfUnknownAddressesIsDialled(t *testing.T) {
+	n := newTestNet(t)
+	m := newFakeMiner(t, n)
+	boot, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { boot.Close() })
+	bootDHT := newDHT(t, boot)
+	t.Cleanup(func() { bootDHT.Close() })
+	key := testkit.NewKey(t)
+	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kad := newDHT(t, h)
+	tr := startRouter(t, n, routedhost.Wrap(h, kad), kad, key, t.TempDir())
+	for _, p := range []host.Host{m.host, h} {
+		if err := p.Connect(t.Context(), peer.AddrInfo{ID: boot.ID(), Addrs: boot.Addrs()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testkit.Eventually(t, "the router's routing table", 5*time.Second, func() bool { return kad.RoutingTable().Size() > 0 })
+	if err := tr.pool.AddAvailability(m.available()); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Peerstore().Addrs(m.id)) != 0 {
+		t.Fatal("the router knew the miner's addresses already")
+	}
+
+	res, err := tr.Reserve(t.Context(), "m1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Miner != m.id.String() {
+		t.Fatalf("reserved %s", res.Miner)
+	}
+}
+
+func TestRestartResumesRenewing(t *testing.T) {
+	n := newTestNet(t)
+	m := newFakeMiner(t, n)
+	key, dir := testkit.NewKey(t), t.TempDir()
+	tr := newRouter(t, n, key, dir, m)
+	res, err := tr.Reserve(t.Context(), "", 1500*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.close() // stops renewing, releases nothing
+
+	tr = newRouter(t, n, key, dir, m)
+	got, ok := tr.Get(res.ID)
+	if !ok || got.State != StateActive || got.Miner != res.Miner || !bytes.Equal(got.Grant, res.Grant) {
+		t.Fatalf("after restart: %+v %v", got, ok)
+	}
+	if list := tr.Reservations(); len(list) != 1 || list[0].ID != res.ID {
+		t.Fatalf("after restart: %v", list)
+	}
+	_, _, _, before := m.snapshot()
+	testkit.Eventually(t, "renewal after restart", 5*time.Second, func() bool {
+		_, _, _, renews := m.snapshot()
+		return renews > before
+	})
+	time.Sleep(time.Until(res.LeaseEnd) + 200*time.Millisecond)
+	got, _ = tr.Get(res.ID)
+	state, _, session, _ := m.snapshot()
+	if got.State != StateActive || !got.LeaseEnd.After(res.LeaseEnd) || state != pb.MinerState_RESERVED || session != res.ID {
+		t.Fatalf("past the first lease: %+v; miner %s for %q", got, state, session)
+	}
+	if _, err := tr.Release(t.Context(), res.ID, pb.Outcome_COMPLETED); err != nil {
+		t.Fatalf("release after restart: %v", err)
+	}
+}
+
+func TestHistoryIsBounded(t *testing.T) {
+	n := newTestNet(t)
+	m := newFakeMiner(t, n)
+	m.autoAvailable = true
+	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
+	tr.mu.Lock()
+	tr.history = 2
+	tr.mu.Unlock()
+	var ids []string
+	for range 4 {
+		res, err := tr.Reserve(t.Context(), "", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tr.Release(t.Context(), res.ID, pb.Outcome_COMPLETED); err != nil {
+			t.Fatal(err)
+		}
+		tr.know(t, m)
+		ids = append(ids, res.ID)
+	}
+	list := tr.Reservations()
+	if len(list) != 2 || list[0].ID != ids[3] || list[1].ID != ids[2] {
+		t.Fatalf("kept %v, want the last two of %v newest first", list, ids)
+	}
+	stored := tr.stored(t)
+	if _, ok := stored[ids[0]]; ok || len(stored) != 2 {
+		t.Fatalf("store keeps %d reservations", len(stored))
 	}
 }

@@ -157,12 +157,7 @@ func New(d Deps) (*Manager, error) {
 	return m, nil
 }
 
-func (m *Manager) now() time.Time {
-	if m.d.Check.Now != nil {
-		return m.d.Check.Now()
-	}
-	return time.Now()
-}
+func (m *Manager) now() time.Time { return m.d.Check.Time() }
 
 // Start resumes the open sessions and starts releasing reservations that
 // serve no session.

@@ -28,10 +28,9 @@ type outcome struct {
 
 // runTask runs one task to its outcome on its own goroutine: on
 // redundancy miners, retrying on other miners those that fail, then
-// scoring the answers' agreement. It reads the task as it was when it
-// started and reports every change to the worker.
-func (w *worker) runTask(ctx context.Context, lt *liveTask, p Params, miners []*held) {
-	t := cloneTask(lt.t)
+// scoring the answers' agreement. It works on t, the task as it was when
+// it started, and reports every change to the worker.
+func (w *worker) runTask(ctx context.Context, lt *liveTask, t Task, p Params, miners []*held) {
 	need := p.Redundancy
 	mode := pb.TaskMode_TASK_MODE_STREAM
 	if need > 1 {

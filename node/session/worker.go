@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/internal/logging"
+	"github.com/ephemera-network/ephemera/internal/wait"
 	"github.com/ephemera-network/ephemera/node/router"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -337,7 +338,7 @@ func (w *worker) dispatchQueue(now time.Time) {
 		lt.publish()
 		// Not stored: a task found running after a crash is queued again,
 		// as one found queued is.
-		go w.runTask(ctx, lt, w.s.Params, miners)
+		go w.runTask(ctx, lt, cloneTask(lt.t), w.s.Params, miners)
 	}
 }
 
@@ -547,10 +548,8 @@ func (m *Manager) reconcileLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		m.reconcile(ctx)
-		select {
-		case <-ctx.Done():
+		if !wait.Tick(ctx, t.C) {
 			return
-		case <-t.C:
 		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/internal/wait"
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/testnet"
 )
@@ -269,10 +270,8 @@ func (c *run) every(ctx context.Context, period time.Duration, f func(context.Co
 	defer tick.Stop()
 	for {
 		f(ctx)
-		select {
-		case <-ctx.Done():
+		if !wait.Tick(ctx, tick.C) {
 			return
-		case <-tick.C:
 		}
 	}
 }

@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ephemera-network/ephemera/internal/testkit"
-	"github.com/ephemera-network/ephemera/internal/testkit/localnet"
 	"github.com/ephemera-network/ephemera/testnet"
 	"github.com/ephemera-network/ephemera/testnet/chaos"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
+	"github.com/ephemera-network/ephemera/testnet/testkit/localnet"
 )
 
 var binary string // the ephemera binary the run kills and restarts, built once

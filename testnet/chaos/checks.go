@@ -185,7 +185,7 @@ func (c *run) settle(ctx context.Context) {
 	for {
 		active := 0
 		for _, r := range c.named(node.RoleRouter) {
-			var list []chaosReservation
+			var list []api.Reservation
 			if _, err := c.getReservations(ctx, r.name, &list); err != nil {
 				active++
 				continue
@@ -205,27 +205,27 @@ func (c *run) settle(ctx context.Context) {
 // judge reads every router's last word and runs the checks.
 func (c *run) judge(ctx context.Context, rep *Report) error {
 	routers := c.named(node.RoleRouter)
-	final := map[string]map[string]chaosReservation{} // router → id → reservation
-	byPeer := map[string]string{}                     // router peer ID → name
+	final := map[string]map[string]api.Reservation{} // router → id → reservation
+	byPeer := map[string]string{}                    // router peer ID → name
 	for _, r := range routers {
 		byPeer[r.peerID] = r.name
-		var list []chaosReservation
+		var list []api.Reservation
 		if _, err := c.getReservations(ctx, r.name, &list); err != nil {
 			return fmt.Errorf("the last reservations of %s: %w", r.name, err)
 		}
-		final[r.name] = map[string]chaosReservation{}
+		final[r.name] = map[string]api.Reservation{}
 		for _, x := range list {
 			final[r.name][x.ID] = x
 		}
 	}
-	sessions := map[string]chaosSession{}
+	sessions := map[string]api.Session{}
 	for _, id := range c.led.sessionIDs() {
 		router := c.led.routerOf(id)
-		var s chaosSession
+		var s api.SessionDetail
 		if _, err := c.getSession(ctx, router, id, &s); err != nil {
-			s = chaosSession{ID: id, State: "unreadable: " + err.Error()}
+			s.Session = api.Session{ID: id, State: "unreadable: " + err.Error()}
 		}
-		sessions[id] = s
+		sessions[id] = s.Session
 	}
 	c.led.judge(rep, final, byPeer, sessions)
 	return nil
@@ -234,7 +234,7 @@ func (c *run) judge(ctx context.Context, rep *Report) error {
 // judge fills in the report's figures and findings from what was seen and
 // the routers' last answers: final[router][id] and the sessions as their
 // routers last showed them; byPeer names the routers by peer ID.
-func (l *ledger) judge(rep *Report, final map[string]map[string]chaosReservation, byPeer map[string]string, sessions map[string]chaosSession) {
+func (l *ledger) judge(rep *Report, final map[string]map[string]api.Reservation, byPeer map[string]string, sessions map[string]api.Session) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 

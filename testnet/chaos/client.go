@@ -1,20 +1,17 @@
 package chaos
 
-// Every request the run sends to a node is here, and every part of the API
-// it reads that it does not take from package api.
+// Every request the run sends to a node is here.
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/api/client"
 	"github.com/ephemera-network/ephemera/testnet"
 )
 
@@ -28,16 +25,16 @@ func localURL(u string) error {
 	return nil
 }
 
-// chaosClient times out a request to a node that died under it.
-var chaosClient = &http.Client{Timeout: 20 * time.Second}
+// requestTimeout times out a request to a node that died under it.
+const requestTimeout = 20 * time.Second
 
 // errDown is a node that is down or does not answer.
 var errDown = errors.New("node down or not answering")
 
-// call sends a JSON request to the node named name and decodes a 2xx answer
-// into out. It returns the status; an error wrapping errDown when the node
-// is down or the request did not get an answer.
-func (c *run) call(ctx context.Context, name, method, path string, body, out any) (int, error) {
+// call sends a request to the node named name through send, what naming it,
+// and stores a 2xx answer in out. It returns the status; an error wrapping
+// errDown when the node is down or the request did not get an answer.
+func call[T any](c *run, name, what string, out *T, send func(*client.Client) (T, error)) (int, error) {
 	base := c.url(name)
 	if base == "" {
 		return 0, fmt.Errorf("%s: %w", name, errDown)
@@ -45,94 +42,93 @@ func (c *run) call(ctx context.Context, name, method, path string, body, out any
 	if err := localURL(base); err != nil {
 		return 0, err
 	}
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return 0, err
-		}
-		rd = bytes.NewReader(b)
+	v, err := send(client.New(base).WithTimeout(requestTimeout))
+	var se *client.StatusError
+	switch {
+	case err == nil:
+		*out = v
+		return http.StatusOK, nil
+	case errors.As(err, &se):
+		return se.Status, fmt.Errorf("%s %s: %w", name, what, err)
+	case errors.Is(err, client.ErrNotAPI):
+		return http.StatusOK, fmt.Errorf("%s %s: bad answer: %w", name, what, err)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
-	if err != nil {
-		return 0, err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := chaosClient.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("%s %s %s: %w: %v", name, method, path, errDown, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return 0, fmt.Errorf("%s %s %s: %w: %v", name, method, path, errDown, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		return resp.StatusCode, fmt.Errorf("%s %s %s: HTTP %d: %s", name, method, path, resp.StatusCode, bytes.TrimSpace(raw))
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s %s %s: bad answer: %v", name, method, path, err)
-		}
-	}
-	return resp.StatusCode, nil
+	return 0, fmt.Errorf("%s %s: %w: %v", name, what, errDown, err)
 }
 
 // The requests, one per endpoint. Each returns what call returns: the
 // status, and an error wrapping errDown when the node is down or the request
-// got no answer. A 2xx answer is decoded into out, which keeps any field
-// the answer leaves out.
+// got no answer. A 2xx answer is stored in out; otherwise out is left as it
+// was.
 
 // postSession opens a session on router.
-func (c *run) postSession(ctx context.Context, router string, req api.SessionRequest, out *chaosSession) (int, error) {
-	return c.call(ctx, router, http.MethodPost, "/v1/sessions", req, out)
+func (c *run) postSession(ctx context.Context, router string, req api.SessionRequest, out *api.SessionDetail) (int, error) {
+	return call(c, router, "POST /v1/sessions", out, func(cl *client.Client) (api.SessionDetail, error) {
+		return cl.CreateSession(ctx, req)
+	})
 }
 
 // deleteSession ends session id on router.
-func (c *run) deleteSession(ctx context.Context, router, id string, out *chaosSession) (int, error) {
-	return c.call(ctx, router, http.MethodDelete, "/v1/sessions/"+url.PathEscape(id), nil, out)
+func (c *run) deleteSession(ctx context.Context, router, id string, out *api.SessionDetail) (int, error) {
+	return call(c, router, "DELETE /v1/sessions/"+id, out, func(cl *client.Client) (api.SessionDetail, error) {
+		return cl.EndSession(ctx, id)
+	})
 }
 
 // getSession reads session id on router.
-func (c *run) getSession(ctx context.Context, router, id string, out *chaosSession) (int, error) {
-	return c.call(ctx, router, http.MethodGet, "/v1/sessions/"+url.PathEscape(id), nil, out)
+func (c *run) getSession(ctx context.Context, router, id string, out *api.SessionDetail) (int, error) {
+	return call(c, router, "GET /v1/sessions/"+id, out, func(cl *client.Client) (api.SessionDetail, error) {
+		return cl.Session(ctx, id)
+	})
 }
 
 // getSessions lists every session of router.
-func (c *run) getSessions(ctx context.Context, router string, out *[]chaosSession) (int, error) {
-	return c.call(ctx, router, http.MethodGet, "/v1/sessions", nil, out)
+func (c *run) getSessions(ctx context.Context, router string, out *[]api.Session) (int, error) {
+	return call(c, router, "GET /v1/sessions", out, func(cl *client.Client) ([]api.Session, error) {
+		return cl.Sessions(ctx)
+	})
 }
 
 // postTask submits a task to session on router.
-func (c *run) postTask(ctx context.Context, router, session string, req api.TaskRequest, out *chaosTask) (int, error) {
-	return c.call(ctx, router, http.MethodPost, "/v1/sessions/"+url.PathEscape(session)+"/tasks", req, out)
+func (c *run) postTask(ctx context.Context, router, session string, req api.TaskRequest, out *api.Task) (int, error) {
+	return call(c, router, "POST /v1/sessions/"+session+"/tasks", out, func(cl *client.Client) (api.Task, error) {
+		return cl.SubmitTask(ctx, session, req)
+	})
 }
 
 // getTask reads a task of session on router, waiting up to 5 s for its outcome.
-func (c *run) getTask(ctx context.Context, router, session, task string, out *chaosTask) (int, error) {
-	return c.call(ctx, router, http.MethodGet, "/v1/sessions/"+url.PathEscape(session)+"/tasks/"+url.PathEscape(task)+"?wait=5s", nil, out)
+func (c *run) getTask(ctx context.Context, router, session, task string, out *api.Task) (int, error) {
+	return call(c, router, "GET /v1/sessions/"+session+"/tasks/"+task, out, func(cl *client.Client) (api.Task, error) {
+		return cl.Task(ctx, session, task, 5*time.Second)
+	})
 }
 
 // getReservations lists every reservation of router.
-func (c *run) getReservations(ctx context.Context, router string, out *[]chaosReservation) (int, error) {
-	return c.call(ctx, router, http.MethodGet, "/v1/reservations", nil, out)
+func (c *run) getReservations(ctx context.Context, router string, out *[]api.Reservation) (int, error) {
+	return call(c, router, "GET /v1/reservations", out, func(cl *client.Client) ([]api.Reservation, error) {
+		return cl.Reservations(ctx)
+	})
 }
 
 // getNode reads what the node named name says of itself.
 func (c *run) getNode(ctx context.Context, name string, out *api.NodeInfo) (int, error) {
-	return c.call(ctx, name, http.MethodGet, "/v1/node", nil, out)
+	return call(c, name, "GET /v1/node", out, func(cl *client.Client) (api.NodeInfo, error) {
+		return cl.Node(ctx)
+	})
 }
 
 // getPool reads the pool as the node named name sees it.
 func (c *run) getPool(ctx context.Context, name string, out *[]api.PoolMiner) (int, error) {
-	return c.call(ctx, name, http.MethodGet, "/v1/pool", nil, out)
+	return call(c, name, "GET /v1/pool", out, func(cl *client.Client) ([]api.PoolMiner, error) {
+		return cl.Pool(ctx)
+	})
 }
 
 // getTransitions reads the last transitions the node named name saw on gossip.
 func (c *run) getTransitions(ctx context.Context, name string, out *[]api.Event) (int, error) {
-	return c.call(ctx, name, http.MethodGet, fmt.Sprintf("/v1/transitions?limit=%d", api.MaxTransitions), nil, out)
+	return call(c, name, "GET /v1/transitions", out, func(cl *client.Client) ([]api.Event, error) {
+		return cl.Transitions(ctx, api.MaxTransitions)
+	})
 }
 
 // healthy asks the node named name whether it is healthy; a node that is
@@ -140,39 +136,4 @@ func (c *run) getTransitions(ctx context.Context, name string, out *[]api.Event)
 func (c *run) healthy(ctx context.Context, name string) bool {
 	ok, _ := testnet.CheckHealth(ctx, c.url(name))
 	return ok
-}
-
-// chaosSession is the part of a session the run reads.
-type chaosSession struct {
-	ID        string `json:"id"`
-	State     string `json:"state"`
-	EndReason string `json:"end_reason"`
-	Submitted int    `json:"tasks_submitted"`
-	Completed int    `json:"tasks_completed"`
-	Failed    int    `json:"tasks_failed"`
-	Queued    int    `json:"tasks_queued"`
-	Miners    []struct {
-		Reservation string `json:"reservation"`
-		Miner       string `json:"miner"`
-		Generation  uint64 `json:"generation"`
-		State       string `json:"state"`
-	} `json:"miners"`
-}
-
-// chaosTask is the part of a task the run reads.
-type chaosTask struct {
-	ID     string `json:"id"`
-	State  string `json:"state"`
-	Answer string `json:"answer"`
-	Error  string `json:"error"`
-}
-
-// chaosReservation is the part of a router's reservation the run reads.
-type chaosReservation struct {
-	ID         string `json:"id"`
-	Session    string `json:"session"`
-	Miner      string `json:"miner"`
-	Generation uint64 `json:"generation"`
-	State      string `json:"state"`
-	Detail     string `json:"detail"`
 }

@@ -20,7 +20,7 @@ func (c *run) drive(work, ctx context.Context, router string, rng *rand.Rand) {
 	for work.Err() == nil {
 		redundancy := 1 + rng.IntN(min(2, c.tn.Spec.Miners))
 		req := api.SessionRequest{Redundancy: redundancy, MinNodes: redundancy, MaxTasks: 50, ReservePeriod: "5m", TaskTimeout: "30s"}
-		var s chaosSession
+		var s api.SessionDetail
 		status, err := c.postSession(work, router, req, &s)
 		if err != nil || s.ID == "" {
 			if work.Err() == nil && status != 0 {
@@ -46,7 +46,7 @@ func (c *run) drive(work, ctx context.Context, router string, rng *rand.Rand) {
 // runTask submits "What is a + b?" to session and waits for its outcome. It
 // reports whether the session can take more tasks.
 func (c *run) runTask(work context.Context, router, session string, a, b int) bool {
-	var task chaosTask
+	var task api.Task
 	for {
 		status, err := c.postTask(work, router, session, api.TaskRequest{Prompt: fmt.Sprintf("What is %d + %d?", a, b)}, &task)
 		switch {
@@ -69,7 +69,7 @@ func (c *run) runTask(work context.Context, router, session string, a, b int) bo
 	for work.Err() == nil {
 		status, err := c.getTask(work, router, session, task.ID, &task)
 		switch {
-		case err == nil && (task.State == "done" || task.State == "failed"):
+		case err == nil && task.Settled():
 			c.led.finished(task, a+b)
 			return true
 		case err == nil, status == 0:
@@ -88,7 +88,7 @@ func (c *run) runTask(work context.Context, router, session string, a, b int) bo
 // endSession ends a session, retrying while its router is down, until ctx ends.
 func (c *run) endSession(ctx context.Context, router, id string) {
 	for ctx.Err() == nil {
-		var s chaosSession
+		var s api.SessionDetail
 		status, err := c.deleteSession(ctx, router, id, &s)
 		switch {
 		case err == nil, status == http.StatusConflict:
@@ -108,7 +108,7 @@ func (c *run) endSession(ctx context.Context, router, id string) {
 // got no answer included.
 func (c *run) endAll(ctx context.Context) error {
 	for _, r := range c.named(node.RoleRouter) {
-		var list []chaosSession
+		var list []api.Session
 		deadline := time.Now().Add(60 * time.Second)
 		for {
 			_, err := c.getSessions(ctx, r.name, &list)
@@ -123,7 +123,7 @@ func (c *run) endAll(ctx context.Context) error {
 			if c.led.opened(r.name, s.ID) {
 				c.logf("%s: session %s open without an answer to its creation", r.name, s.ID)
 			}
-			if s.State != "ended" {
+			if s.State != api.SessionEnded {
 				ectx, done := context.WithTimeout(ctx, 60*time.Second)
 				c.endSession(ectx, r.name, s.ID)
 				done()

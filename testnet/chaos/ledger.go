@@ -35,7 +35,7 @@ type minerGeneration struct {
 }
 
 type seenReservation struct {
-	chaosReservation
+	api.Reservation
 	first, last time.Time
 }
 
@@ -80,10 +80,10 @@ func (l *ledger) ended(id string) {
 	}
 }
 
-func (l *ledger) finished(t chaosTask, sum int) {
+func (l *ledger) finished(t api.Task, sum int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if t.State == "done" {
+	if t.State == api.TaskDone {
 		l.done++
 		if !strings.Contains(t.Answer, fmt.Sprint(sum)) {
 			l.wrong++
@@ -111,7 +111,7 @@ func (l *ledger) routerOf(id string) string {
 	return ""
 }
 
-func (l *ledger) reservations(router string, list []chaosReservation, at time.Time) {
+func (l *ledger) reservations(router string, list []api.Reservation, at time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	m := l.res[router]
@@ -127,7 +127,7 @@ func (l *ledger) reservations(router string, list []chaosReservation, at time.Ti
 		if !ok {
 			s.first = at
 		}
-		s.chaosReservation, s.last = r, at
+		s.Reservation, s.last = r, at
 		m[r.ID] = s
 	}
 }
@@ -159,7 +159,7 @@ func (l *ledger) events(evs []api.Event) {
 // pollReservations records every router's reservations.
 func (c *run) pollReservations(ctx context.Context) {
 	for _, r := range c.named(node.RoleRouter) {
-		var list []chaosReservation
+		var list []api.Reservation
 		if _, err := c.getReservations(ctx, r.name, &list); err != nil {
 			continue
 		}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/inference"
+	"github.com/ephemera-network/ephemera/internal/wait"
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/node/session"
 	"github.com/ephemera-network/ephemera/protocol/pb"
@@ -333,12 +334,7 @@ func churn(ctx context.Context, nw *Network, sc Scenario, intN func(int) int, re
 	}
 	tick := time.NewTicker(time.Minute)
 	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	for wait.Tick(ctx, tick.C) {
 		miners := nw.Running(node.RoleMiner)
 		n := min(k, len(miners))
 		var wg sync.WaitGroup

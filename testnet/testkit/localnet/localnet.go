@@ -4,9 +4,11 @@ package localnet
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/api"
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/testnet"
 )
@@ -48,4 +50,17 @@ func WithRole(tn *testnet.Testnet, role node.Role) []*node.Node {
 		}
 	}
 	return out
+}
+
+// WaitAvailable waits until n miners are available in the testnet's
+// pool view (Testnet.WaitPool), failing the test after within.
+func WaitAvailable(tb testing.TB, tn *testnet.Testnet, n int, within time.Duration) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	if _, err := tn.WaitPool(ctx, fmt.Sprintf("%d miners available", n), func(m []api.PoolMiner) bool {
+		return testnet.CountState(m, "available") == n
+	}); err != nil {
+		tb.Fatal(err)
+	}
 }
