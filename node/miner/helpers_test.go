@@ -1,13 +1,11 @@
 package miner
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,60 +24,29 @@ import (
 
 const testNet = "minertest"
 
-// published captures what the miner gossips on one topic.
-type published struct {
-	mu   sync.Mutex
-	envs [][]byte
-}
-
-func (p *published) publish(_ context.Context, data []byte) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.envs = append(p.envs, slices.Clone(data))
-	return nil
-}
-
-func (p *published) all() [][]byte {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return slices.Clone(p.envs)
-}
-
-func (p *published) has(b []byte) bool {
-	return slices.ContainsFunc(p.all(), func(e []byte) bool { return bytes.Equal(e, b) })
-}
-
-// network is what the tests of one miner share: the oracle set and the rules.
+// testNetwork is what the tests of one miner share: the oracle set and the
+// rules, with rounds, leases and backoffs short enough for a test to see
+// them pass.
 type testNetwork struct {
-	oracles []crypto.PrivKey
-	check   protocol.Checker
+	*testkit.Oracles
+	check protocol.Checker
 }
 
 func newNetwork(t testing.TB) *testNetwork {
 	t.Helper()
-	n := &testNetwork{}
-	p := protocol.DefaultParams()
-	for range 3 {
-		k := testkit.NewKey(t)
-		n.oracles = append(n.oracles, k)
-		p.Oracles = append(p.Oracles, testkit.ID(t, k).String())
-	}
-	p.Quorum = 2
-	p.RoundPeriod = duration.Duration(time.Second)
-	p.AttestationLifetime = duration.Duration(time.Minute)
-	p.Lease = duration.Duration(time.Second)
-	p.LeaseMax = duration.Duration(5 * time.Second)
-	p.ClaimLifetime = duration.Duration(10 * time.Second)
-	p.RevalidationBackoff = duration.Duration(200 * time.Millisecond)
-	p.RevalidationBackoffMax = duration.Duration(time.Second)
-	p.RecordLifetime = duration.Duration(time.Minute)
-	p.ProvideValidity = duration.Duration(time.Minute)
-	p.ClockSkew = duration.Duration(5 * time.Second)
-	if err := p.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	n.check = protocol.Checker{Network: testNet, Params: p}
-	return n
+	o := testkit.NewOracles(t, testNet, 3, 2, func(p *protocol.Params) {
+		p.RoundPeriod = duration.Duration(time.Second)
+		p.AttestationLifetime = duration.Duration(time.Minute)
+		p.Lease = duration.Duration(time.Second)
+		p.LeaseMax = duration.Duration(5 * time.Second)
+		p.ClaimLifetime = duration.Duration(10 * time.Second)
+		p.RevalidationBackoff = duration.Duration(200 * time.Millisecond)
+		p.RevalidationBackoffMax = duration.Duration(time.Second)
+		p.RecordLifetime = duration.Duration(time.Minute)
+		p.ProvideValidity = duration.Duration(time.Minute)
+		p.ClockSkew = duration.Duration(5 * time.Second)
+	})
+	return &testNetwork{Oracles: o, check: o.Checker()}
 }
 
 // rig is one miner on a real host, store and pool.
@@ -91,36 +58,49 @@ type rig struct {
 	host  host.Host
 	store *store.Store
 	pool  *pool.Pool
-	pools *published // pool topic
-	res   *published // reservations topic
+	pools *testkit.Published // pool topic
+	res   *testkit.Published // reservations topic
 	m     *Miner
 }
 
-// newRig starts a miner with key (fresh if nil) on a store in dir (a temp
-// dir if "").
-func newRig(t testing.TB, n *testNetwork, key crypto.PrivKey, dir string) *rig {
+// newRig is a new miner, not yet started, with a fresh key on a fresh store
+// in a network of its own.
+func newRig(t testing.TB) *rig {
 	t.Helper()
-	if key == nil {
-		key = testkit.NewKey(t)
-	}
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	r := &rig{net: n, key: key, id: testkit.ID(t, key), dir: dir, pools: &published{}, res: &published{}}
+	return openRig(t, newNetwork(t), testkit.NewKey(t), t.TempDir())
+}
+
+// availableRig is a started miner, available at generation 0.
+func availableRig(t testing.TB) *rig {
+	t.Helper()
+	r := newRig(t)
+	r.start(t)
+	r.makeAvailable(t, 0)
+	return r
+}
+
+// reopen builds the miner of r again after down, with its key on its store,
+// as a restarted process would; it is not yet started.
+func (r *rig) reopen(t testing.TB) *rig {
+	t.Helper()
+	return openRig(t, r.net, r.key, r.dir)
+}
+
+// openRig builds a miner with key on a store in dir.
+func openRig(t testing.TB, n *testNetwork, key crypto.PrivKey, dir string) *rig {
+	t.Helper()
+	r := &rig{net: n, key: key, id: testkit.ID(t, key), dir: dir, pools: &testkit.Published{}, res: &testkit.Published{}}
 	r.host = testkit.Host(t, key)
-	st, err := store.Open(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := testkit.Store(t, dir)
 	r.store = st
-	t.Cleanup(func() { st.Close() })
+	var err error
 	r.pool, err = pool.New(st, n.check, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.m, err = New(Deps{
 		Check: n.check, Host: r.host, Key: key, Store: st, Pool: r.pool, Backend: inference.NewBuiltin(),
-		PublishPool: r.pools.publish, PublishReservations: r.res.publish,
+		PublishPool: r.pools.Publish, PublishReservations: r.res.Publish,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -134,6 +114,19 @@ func (r *rig) start(t testing.TB) {
 	t.Cleanup(func() { _ = r.m.Stop(context.Background()) }) // before the store closes: cleanups run last-in first-out
 }
 
+// down stops the miner and closes its store and host, as a process that
+// ends leaves them; reopen is its restart.
+func (r *rig) down(t testing.TB) {
+	t.Helper()
+	if err := r.m.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r.host.Close()
+}
+
 func (r *rig) addrInfo() peer.AddrInfo { return peer.AddrInfo{ID: r.id, Addrs: r.host.Addrs()} }
 
 // attest seals an attestation by oracle i and hands it to the pool, as gossip would.
@@ -145,25 +138,8 @@ func (r *rig) attest(t testing.TB, i int, gen, round uint64, pass bool) []byte {
 // attestFor is attest with an attestation that expires after lifetime.
 func (r *rig) attestFor(t testing.TB, i int, gen, round uint64, pass bool, lifetime time.Duration) []byte {
 	t.Helper()
-	o := r.net.oracles[i]
-	now := time.Now()
-	score := uint32(0)
-	if pass {
-		score = 1000
-	}
-	raw, err := protocol.Seal(&pb.Attestation{
-		Network: testNet, Oracle: []byte(testkit.ID(t, o)), Miner: []byte(r.id), Generation: gen, Round: round,
-		Model: inference.BuiltinModel, ScoreMilli: score, Pass: pass,
-		IssuedMs: protocol.Ms(now), ExpiresMs: protocol.Ms(now.Add(lifetime)),
-		ChallengeDigest: protocol.Digest(fmt.Appendf(nil, "%d/%d/%d", i, gen, round)),
-	}, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := protocol.Open[pb.Attestation](raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := r.net.Verdict(t, i, r.id, gen, round, pass, lifetime)
+	s := testkit.Open[pb.Attestation](t, raw)
 	if ev, err := r.pool.AddAttestation(s); err != nil || ev != nil {
 		t.Fatalf("add attestation: evidence %v, err %v", ev, err)
 	}
@@ -192,7 +168,7 @@ func waitState(t testing.TB, m *Miner, st pb.MinerState, gen uint64) {
 func (r *rig) latestRecord(t testing.TB) protocol.Signed[*pb.Availability] {
 	t.Helper()
 	var best protocol.Signed[*pb.Availability]
-	for _, raw := range r.pools.all() {
+	for _, raw := range r.pools.All() {
 		s, err := protocol.Open[pb.Availability](raw)
 		if err != nil {
 			t.Fatalf("published pool record: %v", err)
@@ -212,7 +188,7 @@ func (r *rig) waitRecord(t testing.TB) protocol.Signed[*pb.Availability] {
 	t.Helper()
 	seq := r.m.State().Seq
 	testkit.Eventually(t, fmt.Sprintf("record %d", seq), 5*time.Second, func() bool {
-		return slices.ContainsFunc(r.pools.all(), func(raw []byte) bool {
+		return slices.ContainsFunc(r.pools.All(), func(raw []byte) bool {
 			s, err := protocol.Open[pb.Availability](raw)
 			return err == nil && s.Msg.Seq >= seq
 		})
@@ -250,39 +226,27 @@ func (r *rig) claim(t testing.TB, o claimOpts) []byte {
 	}
 	nonce := make([]byte, 16)
 	rand.Read(nonce)
-	raw, err := protocol.Seal(&pb.Claim{
+	return testkit.Seal(t, &pb.Claim{
 		Network: o.network, Session: o.session, Router: []byte(testkit.ID(t, o.router)), Miner: []byte(o.miner),
 		Generation: o.gen, LeaseMs: o.leaseMs, Nonce: nonce, ExpiresMs: protocol.Ms(o.expires), Model: inference.BuiltinModel,
 	}, o.router)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
 }
 
 func (r *rig) renew(t testing.TB, router crypto.PrivKey, session string, gen uint64, leaseMs uint32) []byte {
 	t.Helper()
-	raw, err := protocol.Seal(&pb.Renew{
+	return testkit.Seal(t, &pb.Renew{
 		Network: testNet, Session: session, Router: []byte(testkit.ID(t, router)), Miner: []byte(r.id),
 		Generation: gen, LeaseMs: leaseMs, IssuedMs: protocol.Ms(time.Now()),
 	}, router)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
 }
 
 func (r *rig) release(t testing.TB, router crypto.PrivKey, session string, gen uint64) []byte {
 	t.Helper()
 	id := testkit.ID(t, router)
-	raw, err := protocol.Seal(&pb.Release{
+	return testkit.Seal(t, &pb.Release{
 		Network: testNet, Session: session, Signer: []byte(id), Miner: []byte(r.id), Router: []byte(id),
 		Generation: gen, Outcome: pb.Outcome_COMPLETED, Rating: 5, IssuedMs: protocol.Ms(time.Now()),
 	}, router)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
 }
 
 // reply is a miner's answer to a claim: a grant or a refusal.
@@ -348,18 +312,8 @@ func roundTrip(ctx context.Context, h host.Host, to peer.AddrInfo, proto libp2pp
 	if err := h.Connect(ctx, to); err != nil {
 		return nil, err
 	}
-	s, err := h.NewStream(ctx, to.ID, proto)
-	if err != nil {
-		return nil, err
-	}
-	defer s.Close()
-	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
-	if err := protocol.WriteMsg(s, msg); err != nil {
-		s.Reset()
-		return nil, err
-	}
-	_ = s.CloseWrite()
-	return protocol.ReadMsg(bufio.NewReader(s), protocol.MaxMessageSize)
+	reply, _, err := protocol.Call(ctx, h, to.ID, proto, msg, protocol.MaxMessageSize)
+	return reply, err
 }
 
 func reserve(t testing.TB, h host.Host, r *rig, msg []byte) []byte {

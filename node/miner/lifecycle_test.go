@@ -20,7 +20,7 @@ import (
 
 func TestStartValidatesThenAvailable(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, newNetwork(t), nil, "")
+	r := newRig(t)
 	if s := r.m.State(); s.State != pb.MinerState_JOINING {
 		t.Fatalf("fresh miner: %s, want JOINING", s.State)
 	}
@@ -67,7 +67,7 @@ func TestStartValidatesThenAvailable(t *testing.T) {
 
 	// No record ever says JOINING, and sequence numbers never repeat.
 	seqs := map[uint64][]byte{}
-	for _, raw := range r.pools.all() {
+	for _, raw := range r.pools.All() {
 		s, err := protocol.Open[pb.Availability](raw)
 		if err != nil {
 			t.Fatal(err)
@@ -84,17 +84,12 @@ func TestStartValidatesThenAvailable(t *testing.T) {
 
 func TestRestartKeepsState(t *testing.T) {
 	t.Parallel()
-	n := newNetwork(t)
-	key, dir := testkit.NewKey(t), t.TempDir()
-	r := newRig(t, n, key, dir)
+	r := newRig(t)
+	n := r.net
 	r.start(t)
-	if err := r.m.Stop(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	r.store.Close()
-	r.host.Close()
+	r.down(t)
 
-	r2 := newRig(t, n, key, dir)
+	r2 := r.reopen(t)
 	if s := r2.m.State(); s.State != pb.MinerState_VALIDATING || s.Generation != 0 {
 		t.Fatalf("reloaded: %s gen %d, want VALIDATING gen 0", s.State, s.Generation)
 	}
@@ -102,12 +97,8 @@ func TestRestartKeepsState(t *testing.T) {
 	// Restarted while available with valid attestations: still available.
 	r2.start(t)
 	atts := r2.makeAvailable(t, 0)
-	if err := r2.m.Stop(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	r2.store.Close()
-	r2.host.Close()
-	r3 := newRig(t, n, key, dir)
+	r2.down(t)
+	r3 := r2.reopen(t)
 	r3.start(t)
 	if s := r3.m.State(); s.State != pb.MinerState_AVAILABLE || len(s.Attestations) != len(atts) {
 		t.Fatalf("restarted available miner: %s with %d attestations", s.State, len(s.Attestations))
@@ -119,7 +110,7 @@ func TestRestartKeepsState(t *testing.T) {
 
 func TestFailuresCoolOffThenNewGeneration(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, newNetwork(t), nil, "")
+	r := newRig(t)
 	r.start(t)
 	if fq := r.net.check.Params.FailureQuorum(); fq != 2 {
 		t.Fatalf("failure quorum %d, want 2", fq)
@@ -165,7 +156,7 @@ func TestFailuresCoolOffThenNewGeneration(t *testing.T) {
 
 func TestBackoffDoubles(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, newNetwork(t), nil, "")
+	r := newRig(t)
 	r.start(t)
 	for gen, want := range []time.Duration{200 * time.Millisecond, 400 * time.Millisecond} {
 		round := r.net.check.Params.RoundAt(time.Now())
@@ -186,22 +177,17 @@ func TestBackoffDoubles(t *testing.T) {
 // available again.
 func TestRestartAvailableWithExpiredAttestations(t *testing.T) {
 	t.Parallel()
-	n := newNetwork(t)
-	key, dir := testkit.NewKey(t), t.TempDir()
-	r := newRig(t, n, key, dir)
+	r := newRig(t)
+	n := r.net
 	r.start(t)
 	round := n.check.Params.RoundAt(time.Now())
 	r.attestFor(t, 0, 0, round, true, 1200*time.Millisecond)
 	r.attestFor(t, 1, 0, round, true, 1200*time.Millisecond)
 	waitState(t, r.m, pb.MinerState_AVAILABLE, 0)
-	if err := r.m.Stop(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	r.store.Close()
-	r.host.Close()
+	r.down(t)
 	time.Sleep(1300 * time.Millisecond) // down while the attestations expire
 
-	r2 := newRig(t, n, key, dir)
+	r2 := r.reopen(t)
 	r2.start(t)
 	rec := r2.waitRecord(t)
 	if err := n.check.Availability(rec); err != nil {
@@ -209,7 +195,7 @@ func TestRestartAvailableWithExpiredAttestations(t *testing.T) {
 	}
 	wantRefusal(t, r2.claimDirect(t, r2.claim(t, claimOpts{router: testkit.NewKey(t), gen: 0})), pb.RefusalReason_NOT_VALIDATED)
 	r2.makeAvailable(t, 0)
-	for _, raw := range r2.pools.all() {
+	for _, raw := range r2.pools.All() {
 		s, err := protocol.Open[pb.Availability](raw)
 		if err != nil || n.check.Availability(s) != nil {
 			t.Fatalf("an invalid record was published: %v / %v", err, n.check.Availability(s))
@@ -227,20 +213,16 @@ func newChallenge(t testing.TB, key crypto.PrivKey, miner peer.ID, gen uint64, t
 	for _, tk := range tasks {
 		ch.Tasks = append(ch.Tasks, &pb.Task{Family: tk.Family, Seed: tk.Seed, Prompt: tk.Prompt})
 	}
-	raw, err := protocol.Seal(ch, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
+	return testkit.Seal(t, ch, key)
 }
 
 func TestValidateAnswers(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, newNetwork(t), nil, "")
+	r := newRig(t)
 	r.start(t)
 	bank := challenge.Default()
 	tasks := bank.Pick(mrand.New(mrand.NewPCG(1, 2)), 8)
-	oracle := r.net.oracles[0]
+	oracle := r.net.Keys[0]
 	oh := testkit.Host(t, oracle)
 	raw := newChallenge(t, oracle, r.id, 0, tasks)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -287,10 +269,10 @@ func TestValidateAnswers(t *testing.T) {
 
 func TestValidateRefusesBadChallenges(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, newNetwork(t), nil, "")
+	r := newRig(t)
 	r.start(t)
 	tasks := challenge.Default().Pick(mrand.New(mrand.NewPCG(3, 4)), 2)
-	oracle := r.net.oracles[0]
+	oracle := r.net.Keys[0]
 	oh := testkit.Host(t, oracle)
 	outsider := testkit.NewKey(t)
 	xh := testkit.Host(t, outsider)
@@ -308,7 +290,7 @@ func TestValidateRefusesBadChallenges(t *testing.T) {
 		{"another miner", oh, newChallenge(t, oracle, testkit.ID(t, testkit.NewKey(t)), 0, tasks)},
 		{"wrong generation", oh, newChallenge(t, oracle, r.id, 1, tasks)},
 		{"relayed by a non-signer", xh, newChallenge(t, oracle, r.id, 0, tasks)},
-		{"signed by another oracle", oh, newChallenge(t, r.net.oracles[1], r.id, 0, tasks)},
+		{"signed by another oracle", oh, newChallenge(t, r.net.Keys[1], r.id, 0, tasks)},
 		{"no tasks", oh, newChallenge(t, oracle, r.id, 0, nil)},
 		{"too many tasks", oh, newChallenge(t, oracle, r.id, 0, many)},
 		{"garbage", oh, []byte("garbage")},

@@ -16,7 +16,7 @@ import (
 
 func TestClaim(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, newNetwork(t), nil, "")
+	r := newRig(t)
 	r.start(t)
 	routerKey := testkit.NewKey(t)
 	rh := testkit.Host(t, routerKey)
@@ -67,7 +67,7 @@ func TestClaim(t *testing.T) {
 	if s.State != pb.MinerState_RESERVED || s.Session != "session-1" || s.Router != testkit.ID(t, routerKey) || !bytes.Equal(s.Grant, rep.raw) {
 		t.Fatalf("state after grant: %+v", s)
 	}
-	testkit.Eventually(t, "grant gossiped", 2*time.Second, func() bool { return r.res.has(rep.raw) })
+	testkit.Eventually(t, "grant gossiped", 2*time.Second, func() bool { return r.res.Has(rep.raw) })
 	if rec := r.waitRecord(t); rec.Msg.State != pb.MinerState_RESERVED || len(rec.Msg.Attestations) != 0 {
 		t.Fatalf("record: %s with %d attestations", rec.Msg.State, len(rec.Msg.Attestations))
 	}
@@ -92,7 +92,7 @@ func TestClaim(t *testing.T) {
 
 func TestReserveStreamGarbageIsReset(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, newNetwork(t), nil, "")
+	r := newRig(t)
 	r.start(t)
 	rh := testkit.Host(t, testkit.NewKey(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -101,10 +101,7 @@ func TestReserveStreamGarbageIsReset(t *testing.T) {
 		t.Fatalf("garbage got a reply of %d bytes", len(b))
 	}
 	// An envelope of a kind the reserve protocol does not carry.
-	att, err := protocol.Seal(&pb.Evidence{Network: testNet}, r.net.oracles[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	att := testkit.Seal(t, &pb.Evidence{Network: testNet}, r.net.Keys[0])
 	if b, err := roundTrip(ctx, rh, r.addrInfo(), protocol.ReserveProtocol(testNet), att); err == nil {
 		t.Fatalf("evidence got a reply of %d bytes", len(b))
 	}
@@ -112,9 +109,7 @@ func TestReserveStreamGarbageIsReset(t *testing.T) {
 
 func TestConcurrentClaimsOneGrant(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, newNetwork(t), nil, "")
-	r.start(t)
-	r.makeAvailable(t, 0)
+	r := availableRig(t)
 	rh := testkit.Host(t, testkit.NewKey(t))
 	if err := rh.Connect(context.Background(), r.addrInfo()); err != nil {
 		t.Fatal(err)
@@ -168,17 +163,15 @@ func TestConcurrentClaimsOneGrant(t *testing.T) {
 	if s.State != pb.MinerState_RESERVED || s.Session != fmt.Sprintf("s%d", winner) || !bytes.Equal(s.Grant, replies[winner]) {
 		t.Fatalf("state %s session %q, winner s%d", s.State, s.Session, winner)
 	}
-	testkit.Eventually(t, "grant gossiped", 2*time.Second, func() bool { return r.res.has(replies[winner]) })
-	if got := len(r.res.all()); got != 1 {
+	testkit.Eventually(t, "grant gossiped", 2*time.Second, func() bool { return r.res.Has(replies[winner]) })
+	if got := len(r.res.All()); got != 1 {
 		t.Fatalf("%d messages gossiped on reservations, want the one grant", got)
 	}
 }
 
 func TestRenew(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, newNetwork(t), nil, "")
-	r.start(t)
-	r.makeAvailable(t, 0)
+	r := availableRig(t)
 	router := testkit.NewKey(t)
 	rh := testkit.Host(t, router)
 	g := wantGrant(t, r.claimDirect(t, r.claim(t, claimOpts{router: router, gen: 0, session: "s", leaseMs: 1000})))
@@ -225,9 +218,7 @@ func TestRenew(t *testing.T) {
 
 func TestRelease(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, newNetwork(t), nil, "")
-	r.start(t)
-	r.makeAvailable(t, 0)
+	r := availableRig(t)
 	router := testkit.NewKey(t)
 	rh := testkit.Host(t, router)
 	wantGrant(t, r.openReply(t, reserve(t, rh, r, r.claim(t, claimOpts{router: router, gen: 0, session: "s", leaseMs: 5000}))))
@@ -255,7 +246,7 @@ func TestRelease(t *testing.T) {
 	if s := r.m.State(); s.State != pb.MinerState_VALIDATING || s.Generation != 1 || s.Grant != nil || s.Session != "" {
 		t.Fatalf("after release: %+v", s)
 	}
-	testkit.Eventually(t, "release gossiped", 2*time.Second, func() bool { return r.res.has(req) })
+	testkit.Eventually(t, "release gossiped", 2*time.Second, func() bool { return r.res.Has(req) })
 	if rec := r.waitRecord(t); rec.Msg.State != pb.MinerState_VALIDATING || rec.Msg.Generation != 1 {
 		t.Fatalf("record %s gen %d", rec.Msg.State, rec.Msg.Generation)
 	}
@@ -281,9 +272,7 @@ func TestRelease(t *testing.T) {
 
 func TestLeaseExpiry(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, newNetwork(t), nil, "")
-	r.start(t)
-	r.makeAvailable(t, 0)
+	r := availableRig(t)
 	router := testkit.NewKey(t)
 	g := wantGrant(t, r.claimDirect(t, r.claim(t, claimOpts{router: router, gen: 0, session: "s", leaseMs: 1000})))
 	end := protocol.Time(g.Msg.LeaseEndMs)
@@ -302,7 +291,7 @@ func TestLeaseExpiry(t *testing.T) {
 
 	var rel *protocol.Signed[*pb.Release]
 	testkit.Eventually(t, "expiry release gossiped", 2*time.Second, func() bool {
-		for _, raw := range r.res.all() {
+		for _, raw := range r.res.All() {
 			if s, err := protocol.Open[pb.Release](raw); err == nil {
 				rel = &s
 				return true
@@ -335,9 +324,8 @@ func TestLeaseExpiry(t *testing.T) {
 
 func TestCrashKeepsReservation(t *testing.T) {
 	t.Parallel()
-	n := newNetwork(t)
-	key, dir := testkit.NewKey(t), t.TempDir()
-	r := newRig(t, n, key, dir)
+	r := newRig(t)
+	n := r.net
 	r.start(t)
 	r.makeAvailable(t, 0)
 	router := testkit.NewKey(t)
@@ -347,15 +335,9 @@ func TestCrashKeepsReservation(t *testing.T) {
 	before := r.m.State()
 
 	// kill -9 right after the commit: no release, nothing graceful.
-	if err := r.m.Stop(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.store.Close(); err != nil {
-		t.Fatal(err)
-	}
-	r.host.Close()
+	r.down(t)
 
-	r2 := newRig(t, n, key, dir)
+	r2 := r.reopen(t)
 	s := r2.m.State()
 	if s.State != pb.MinerState_RESERVED || s.Session != "s" || !bytes.Equal(s.Grant, rep.raw) || s.Generation != 0 ||
 		!s.LeaseEnd.Equal(before.LeaseEnd) || s.Seq != before.Seq {
@@ -365,7 +347,7 @@ func TestCrashKeepsReservation(t *testing.T) {
 	if s := r2.m.State(); s.State != pb.MinerState_RESERVED || s.Seq <= before.Seq {
 		t.Fatalf("after restart: %s seq %d (was %d)", s.State, s.Seq, before.Seq)
 	}
-	testkit.Eventually(t, "grant gossiped again", 2*time.Second, func() bool { return r2.res.has(rep.raw) })
+	testkit.Eventually(t, "grant gossiped again", 2*time.Second, func() bool { return r2.res.Has(rep.raw) })
 	if rec := r2.waitRecord(t); rec.Msg.State != pb.MinerState_RESERVED || rec.Msg.Seq <= before.Seq {
 		t.Fatalf("record after restart: %s seq %d", rec.Msg.State, rec.Msg.Seq)
 	}
@@ -385,7 +367,7 @@ func TestCrashKeepsReservation(t *testing.T) {
 	}
 	waitState(t, r2.m, pb.MinerState_VALIDATING, 1)
 	testkit.Eventually(t, "expiry release", 2*time.Second, func() bool {
-		return slices.ContainsFunc(r2.res.all(), func(raw []byte) bool {
+		return slices.ContainsFunc(r2.res.All(), func(raw []byte) bool {
 			s, err := protocol.Open[pb.Release](raw)
 			return err == nil && s.Msg.Outcome == pb.Outcome_EXPIRED && s.Msg.Session == "s" && n.check.Release(s) == nil
 		})

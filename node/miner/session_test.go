@@ -21,11 +21,10 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// fakeBackend is the builtin engine behind a gate: each call waits for the
-// gate to close (or its context to end), then fails with fail or answers as
-// the builtin does.
+// fakeBackend holds the builtin engine's calls behind a gate: each call
+// waits for the gate to close (or its context to end), then fails with fail
+// or goes on to the engine.
 type fakeBackend struct {
-	*inference.Builtin
 	gate    chan struct{} // nil: no wait
 	fail    error
 	entered atomic.Int32 // calls that reached the engine
@@ -33,10 +32,18 @@ type fakeBackend struct {
 }
 
 func newFakeBackend() *fakeBackend {
-	return &fakeBackend{Builtin: inference.NewBuiltin(), gaveUp: make(chan error, 16)}
+	return &fakeBackend{gaveUp: make(chan error, 16)}
 }
 
-func (f *fakeBackend) wait(ctx context.Context) error {
+// newHeldBackend is a fakeBackend whose gate stays shut until the test
+// closes it.
+func newHeldBackend() *fakeBackend {
+	fb := newFakeBackend()
+	fb.gate = make(chan struct{})
+	return fb
+}
+
+func (f *fakeBackend) wait(ctx context.Context, _ inference.GenerateRequest) error {
 	f.entered.Add(1)
 	if f.gate != nil {
 		select {
@@ -49,20 +56,6 @@ func (f *fakeBackend) wait(ctx context.Context) error {
 	return f.fail
 }
 
-func (f *fakeBackend) Generate(ctx context.Context, req inference.GenerateRequest) (inference.GenerateResponse, error) {
-	if err := f.wait(ctx); err != nil {
-		return inference.GenerateResponse{}, err
-	}
-	return f.Builtin.Generate(ctx, req)
-}
-
-func (f *fakeBackend) GenerateStream(ctx context.Context, req inference.GenerateRequest, onToken func(string) error) (inference.GenerateResponse, error) {
-	if err := f.wait(ctx); err != nil {
-		return inference.GenerateResponse{}, err
-	}
-	return f.Builtin.GenerateStream(ctx, req, onToken)
-}
-
 // sessionRig is a started miner, reserved by router for session "s".
 type sessionRig struct {
 	*rig
@@ -71,13 +64,13 @@ type sessionRig struct {
 	grant  []byte
 }
 
-// newSessionRig reserves a fresh miner running backend (the builtin if nil)
-// for leaseMs.
-func newSessionRig(t testing.TB, backend inference.Backend, leaseMs uint32) *sessionRig {
+// newSessionRig reserves a fresh miner for leaseMs, its engine behind fb
+// (the builtin as it is if nil).
+func newSessionRig(t testing.TB, fb *fakeBackend, leaseMs uint32) *sessionRig {
 	t.Helper()
-	r := newRig(t, newNetwork(t), nil, "")
-	if backend != nil {
-		r.m.d.Backend = backend
+	r := newRig(t)
+	if fb != nil {
+		r.m.d.Backend = testkit.Builtin(fb.wait)
 	}
 	r.start(t)
 	r.makeAvailable(t, 0)
@@ -134,27 +127,19 @@ func (sr *sessionRig) task(t testing.TB, o taskOpts) []byte {
 	if o.deadline.IsZero() {
 		o.deadline = time.Now().Add(5 * time.Second)
 	}
-	raw, err := protocol.Seal(&pb.SessionTask{
+	return testkit.Seal(t, &pb.SessionTask{
 		Network: o.network, Session: o.session, Router: []byte(testkit.ID(t, o.signer)), Miner: o.miner,
 		Generation: o.gen, GrantDigest: protocol.Digest(o.grant), Task: o.id, Model: o.model,
 		Messages: []*pb.ChatMessage{{Role: "system", Content: "Be brief."}, {Role: "user", Content: o.prompt}},
 		Mode:     o.mode, IssuedMs: protocol.Ms(o.issued), DeadlineMs: protocol.Ms(o.deadline),
 	}, o.signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
 }
 
 func (sr *sessionRig) reveal(t testing.TB, signer crypto.PrivKey, taskDigest []byte) []byte {
 	t.Helper()
-	raw, err := protocol.Seal(&pb.Reveal{
+	return testkit.Seal(t, &pb.Reveal{
 		Network: testNet, Router: []byte(testkit.ID(t, sr.router)), Miner: []byte(sr.id), TaskDigest: taskDigest, Commitments: 1,
 	}, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
 }
 
 // sessionClient is a router's end of one session stream.
@@ -489,8 +474,7 @@ func TestSessionAfterRelease(t *testing.T) {
 
 func TestSessionBusy(t *testing.T) {
 	t.Parallel()
-	fb := newFakeBackend()
-	fb.gate = make(chan struct{})
+	fb := newHeldBackend()
 	sr := newSessionRig(t, fb, 5000)
 
 	type running struct {
@@ -563,8 +547,7 @@ func TestSessionEngineFailure(t *testing.T) {
 
 func TestSessionDeadline(t *testing.T) {
 	t.Parallel()
-	fb := newFakeBackend()
-	fb.gate = make(chan struct{}) // never opens
+	fb := newHeldBackend() // never opens
 	sr := newSessionRig(t, fb, 5000)
 	start := time.Now()
 	raw := sr.task(t, taskOpts{deadline: start.Add(300 * time.Millisecond)})
@@ -602,8 +585,7 @@ func TestSessionDeadline(t *testing.T) {
 // TestSessionLeaseEnds: a task runs only while its reservation holds.
 func TestSessionLeaseEnds(t *testing.T) {
 	t.Parallel()
-	fb := newFakeBackend()
-	fb.gate = make(chan struct{}) // never opens
+	fb := newHeldBackend() // never opens
 	sr := newSessionRig(t, fb, 1000)
 	leaseEnd := sr.m.State().LeaseEnd
 	raw := sr.task(t, taskOpts{deadline: time.Now().Add(4 * time.Second)})
@@ -621,8 +603,7 @@ func TestSessionLeaseEnds(t *testing.T) {
 // and frees the slot.
 func TestSessionRouterGone(t *testing.T) {
 	t.Parallel()
-	fb := newFakeBackend()
-	fb.gate = make(chan struct{}) // never opens
+	fb := newHeldBackend() // never opens
 	sr := newSessionRig(t, fb, 5000)
 	for _, mode := range []pb.TaskMode{pb.TaskMode_TASK_MODE_STREAM, pb.TaskMode_TASK_MODE_COMMIT_REVEAL} {
 		c := sr.open(t, nil)
@@ -644,8 +625,7 @@ func TestSessionRouterGone(t *testing.T) {
 // TestSessionStop: stopping the miner ends its tasks.
 func TestSessionStop(t *testing.T) {
 	t.Parallel()
-	fb := newFakeBackend()
-	fb.gate = make(chan struct{}) // never opens
+	fb := newHeldBackend() // never opens
 	sr := newSessionRig(t, fb, 5000)
 	c := sr.open(t, nil)
 	c.send(t, sr.task(t, taskOpts{deadline: time.Now().Add(5 * time.Second)}))
