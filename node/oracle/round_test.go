@@ -2,7 +2,6 @@ package oracle
 
 import (
 	"bytes"
-	"context"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -31,30 +30,17 @@ func addMiner(t testing.TB, p *pool.Pool, key crypto.PrivKey, state pb.MinerStat
 func minerRecord(t testing.TB, key crypto.PrivKey, seq uint64, state pb.MinerState, gen uint64, atts [][]byte) protocol.Signed[*pb.Availability] {
 	t.Helper()
 	now := time.Now()
-	rec := &pb.Availability{
+	return testkit.Signed(t, &pb.Availability{
 		Network: testNet, Miner: []byte(testkit.ID(t, key)), Seq: seq, State: state, Generation: gen, Attestations: atts,
 		Models: []string{inference.BuiltinModel}, IssuedMs: protocol.Ms(now), ExpiresMs: protocol.Ms(now.Add(time.Minute)),
-	}
-	env, err := protocol.Seal(rec, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := protocol.Open[pb.Availability](env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	}, key)
 }
 
 // penalize makes p hold evidence of a double grant by key's miner.
 func penalize(t testing.TB, p *pool.Pool, key crypto.PrivKey) {
 	t.Helper()
 	grant := func(digest byte) []byte {
-		env, err := protocol.Seal(&pb.Grant{Network: testNet, Miner: []byte(testkit.ID(t, key)), Generation: 1, ClaimDigest: bytes.Repeat([]byte{digest}, 32)}, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return env
+		return testkit.Seal(t, &pb.Grant{Network: testNet, Miner: []byte(testkit.ID(t, key)), Generation: 1, ClaimDigest: bytes.Repeat([]byte{digest}, 32)}, key)
 	}
 	if _, isNew, err := p.AddEvidence(&pb.Evidence{Network: testNet, Kind: pb.EvidenceKind_DOUBLE_GRANT, First: grant(1), Second: grant(2)}); err != nil || !isNew {
 		t.Fatalf("evidence: new=%v err=%v", isNew, err)
@@ -88,8 +74,7 @@ func TestRoundLoopValidatesAssignedMiners(t *testing.T) {
 	r := newRig(t, key, nil, t.TempDir(), p, func() time.Time { return now })
 	var miners []*fakeMiner
 	for _, k := range append(slices.Clone(yes), no...) {
-		m := newFakeMiner(t, k, honest)
-		knows(r.host, m)
+		m := r.miner(t, k, honest)
 		miners = append(miners, m)
 	}
 	for _, k := range append(yes[:2:2], no...) {
@@ -102,18 +87,12 @@ func TestRoundLoopValidatesAssignedMiners(t *testing.T) {
 	for cooling == nil || !assigned(cooling) {
 		cooling = testkit.NewKey(t)
 	}
-	cm := newFakeMiner(t, cooling, honest)
-	knows(r.host, cm)
+	cm := r.miner(t, cooling, honest)
 	addMiner(t, r.pool, cooling, pb.MinerState_COOLING_OFF, 1)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	r.o.Start(ctx)
-	t.Cleanup(func() { _ = r.o.Stop(context.Background()) })
+	r.start(t)
 	testkit.Eventually(t, "two validations", 20*time.Second, func() bool { return r.o.Stats().Signed >= 2 })
-	if err := r.o.Stop(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	r.stop(t)
 
 	if st := r.o.Stats(); st != (Stats{Validations: 2, Passed: 2, Signed: 2}) {
 		t.Errorf("stats %+v", st)
@@ -130,8 +109,8 @@ func TestRoundLoopValidatesAssignedMiners(t *testing.T) {
 	if cm.challenges.Load() != 0 {
 		t.Error("a cooling-off miner was challenged")
 	}
-	for _, env := range r.pub.all() {
-		if a := openAtt(t, env).Msg; a.Round != round || a.Generation != 1 {
+	for _, env := range r.pub.All() {
+		if a := testkit.Open[pb.Attestation](t, env).Msg; a.Round != round || a.Generation != 1 {
 			t.Errorf("attestation for gen %d round %d, want 1 and %d", a.Generation, a.Round, round)
 		}
 	}
@@ -146,7 +125,7 @@ func TestRoundLoopValidatesEachGenerationOnce(t *testing.T) {
 	p.RoundPeriod = duration.Duration(100 * time.Millisecond)
 	r := newRig(t, key, nil, t.TempDir(), p, nil)
 	// As gossip would, deliver our own attestations to our pool.
-	r.pub.onPublish = func(env []byte) {
+	r.pub.Then(func(env []byte) {
 		s, err := protocol.Open[pb.Attestation](env)
 		if err == nil {
 			_, err = r.pool.AddAttestation(s)
@@ -154,25 +133,19 @@ func TestRoundLoopValidatesEachGenerationOnce(t *testing.T) {
 		if err != nil {
 			t.Errorf("pool refuses our attestation: %v", err)
 		}
-	}
+	})
 	var miners []*fakeMiner
 	for range 4 {
-		m := newFakeMiner(t, nil, honest)
-		knows(r.host, m)
+		m := r.miner(t, nil, honest)
 		addMiner(t, r.pool, m.key, pb.MinerState_VALIDATING, 1)
 		miners = append(miners, m)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	r.o.Start(ctx)
-	t.Cleanup(func() { _ = r.o.Stop(context.Background()) })
+	r.start(t)
 	testkit.Eventually(t, "every miner validated", 20*time.Second, func() bool { return r.o.Stats().Passed == len(miners) })
 	// A few more rounds, in which nothing should happen.
 	start := p.RoundAt(time.Now())
 	testkit.Eventually(t, "three more rounds", 20*time.Second, func() bool { return p.RoundAt(time.Now()) >= start+3 })
-	if err := r.o.Stop(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	r.stop(t)
 	for i, m := range miners {
 		if got := m.challenges.Load(); got != 1 {
 			t.Errorf("miner %d challenged %d times, want once", i, got)
@@ -194,17 +167,16 @@ func TestLostPassIsReplaced(t *testing.T) {
 	p := testParams(testkit.ID(t, key))
 	p.RoundPeriod = duration.Duration(100 * time.Millisecond)
 	r := newRig(t, key, nil, t.TempDir(), p, nil)
-	m := newFakeMiner(t, nil, honest)
-	knows(r.host, m)
+	m := r.miner(t, nil, honest)
 	// The rest of the network: what the miner and every other node see.
-	network, err := pool.New(testkit.Store(t, t.TempDir()), r.check, nil)
+	network, err := pool.New(testkit.Store(t, ""), r.check, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Our own pool gets every attestation we publish, as gossip delivers
 	// our messages to our own subscription; the first reaches no peer.
 	var sent atomic.Int32
-	r.pub.onPublish = func(env []byte) {
+	r.pub.Then(func(env []byte) {
 		s, err := protocol.Open[pb.Attestation](env)
 		if err != nil {
 			t.Error(err)
@@ -219,12 +191,9 @@ func TestLostPassIsReplaced(t *testing.T) {
 		if _, err := network.AddAttestation(s); err != nil {
 			t.Errorf("the network refuses our attestation: %v", err)
 		}
-	}
+	})
 	addMiner(t, r.pool, m.key, pb.MinerState_VALIDATING, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	r.o.Start(ctx)
-	t.Cleanup(func() { _ = r.o.Stop(context.Background()) })
+	r.start(t)
 	testkit.Eventually(t, "the first pass", 20*time.Second, func() bool { return r.o.Stats().Passed == 1 })
 
 	// Not heard from since: the pass may yet arrive, nothing is done.
@@ -256,21 +225,19 @@ func TestLostPassIsReplaced(t *testing.T) {
 	challenged := m.challenges.Load()
 	start = p.RoundAt(time.Now())
 	testkit.Eventually(t, "three more rounds", 20*time.Second, func() bool { return p.RoundAt(time.Now()) >= start+3 })
-	if err := r.o.Stop(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	r.stop(t)
 	if got := m.challenges.Load(); got != challenged {
 		t.Errorf("an available miner was challenged %d more times", got-challenged)
 	}
 
 	// One verdict per round, the one in the store, and a pass in each.
-	pubs := r.pub.all()
+	pubs := r.pub.All()
 	if len(pubs) < 2 {
 		t.Fatalf("published %d attestations, want a second", len(pubs))
 	}
 	rounds := map[uint64][]byte{}
 	for _, env := range pubs {
-		a := openAtt(t, env).Msg
+		a := testkit.Open[pb.Attestation](t, env).Msg
 		if prev, ok := rounds[a.Round]; ok && !bytes.Equal(prev, env) {
 			t.Fatalf("two verdicts for round %d", a.Round)
 		}
