@@ -1,7 +1,6 @@
 package router
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -18,13 +17,10 @@ import (
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/ephemera-network/ephemera/store"
 	"github.com/ephemera-network/ephemera/testnet/testkit"
-	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/record"
 )
 
@@ -32,48 +28,14 @@ const testNetwork = "testnet"
 
 // testNet is a network's rules and its oracle set, whose keys the test holds.
 type testNet struct {
-	params  protocol.Params
-	check   protocol.Checker
-	oracles []crypto.PrivKey
+	*testkit.Oracles
+	check protocol.Checker
 }
 
 func newTestNet(tb testing.TB) *testNet {
 	tb.Helper()
-	n := &testNet{oracles: []crypto.PrivKey{testkit.NewKey(tb), testkit.NewKey(tb)}}
-	p := protocol.DefaultParams()
-	for _, k := range n.oracles {
-		id, _ := peer.IDFromPrivateKey(k)
-		p.Oracles = append(p.Oracles, id.String())
-	}
-	p.Quorum = 2
-	p.Lease = duration.Duration(2 * time.Second)
-	if err := p.Validate(); err != nil {
-		tb.Fatal(err)
-	}
-	n.params = p
-	n.check = protocol.Checker{Network: testNetwork, Params: p}
-	return n
-}
-
-// attestations are passing verdicts of every oracle on miner at gen.
-func (n *testNet) attestations(tb testing.TB, miner peer.ID, gen uint64) [][]byte {
-	tb.Helper()
-	now := time.Now()
-	var out [][]byte
-	for _, k := range n.oracles {
-		id, _ := peer.IDFromPrivateKey(k)
-		env, err := protocol.Seal(&pb.Attestation{
-			Network: testNetwork, Oracle: []byte(id), Miner: []byte(miner), Generation: gen,
-			Round: n.params.RoundAt(now), Model: "m1", ScoreMilli: 900, Pass: true,
-			IssuedMs: protocol.Ms(now), ExpiresMs: protocol.Ms(now.Add(n.params.AttestationLifetime.Std())),
-			ChallengeDigest: bytes.Repeat([]byte{7}, 32),
-		}, k)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		out = append(out, env)
-	}
-	return out
+	o := testkit.NewOracles(tb, testNetwork, 2, 2, func(p *protocol.Params) { p.Lease = duration.Duration(2 * time.Second) })
+	return &testNet{Oracles: o, check: o.Checker()}
 }
 
 // fakeMiner serves the reserve protocol as node/miner does, over a tiny
@@ -113,17 +75,13 @@ type fakeMiner struct {
 func newFakeMiner(tb testing.TB, n *testNet) *fakeMiner {
 	tb.Helper()
 	key := testkit.NewKey(tb)
-	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { h.Close() })
+	h := testkit.Host(tb, key)
 	m := &fakeMiner{
 		tb: tb, net: n, key: key, id: h.ID(), host: h, check: n.check,
 		state: pb.MinerState_AVAILABLE, gen: 1, sizes: map[string]int{},
 	}
 	m.record = m.makeRecord()
-	h.SetStreamHandler(protocol.ReserveProtocol(testNetwork), m.handle)
+	testkit.Serve(tb, h, protocol.ReserveProtocol(testNetwork), m.answer)
 	return m
 }
 
@@ -131,15 +89,11 @@ func newFakeMiner(tb testing.TB, n *testNet) *fakeMiner {
 func (m *fakeMiner) makeRecord() []byte {
 	m.seq++
 	now := time.Now()
-	env, err := protocol.Seal(&pb.Availability{
+	return testkit.Seal(m.tb, &pb.Availability{
 		Network: testNetwork, Miner: []byte(m.id), Seq: m.seq, State: pb.MinerState_AVAILABLE,
-		Generation: m.gen, Models: []string{"m1"}, Attestations: m.net.attestations(m.tb, m.id, m.gen),
-		IssuedMs: protocol.Ms(now), ExpiresMs: protocol.Ms(now.Add(m.net.params.RecordLifetime.Std())),
+		Generation: m.gen, Models: []string{"m1"}, Attestations: m.net.Passes(m.tb, m.id, m.gen),
+		IssuedMs: protocol.Ms(now), ExpiresMs: protocol.Ms(now.Add(m.net.Params.RecordLifetime.Std())),
 	}, m.key)
-	if err != nil {
-		m.tb.Fatal(err)
-	}
-	return env
 }
 
 // available is the miner's current availability record, opened.
@@ -147,11 +101,7 @@ func (m *fakeMiner) available() protocol.Signed[*pb.Availability] {
 	m.mu.Lock()
 	raw := m.record
 	m.mu.Unlock()
-	s, err := protocol.Open[pb.Availability](raw)
-	if err != nil {
-		m.tb.Fatal(err)
-	}
-	return s
+	return testkit.Open[pb.Availability](m.tb, raw)
 }
 
 func (m *fakeMiner) snapshot() (state pb.MinerState, gen uint64, session string, renews int) {
@@ -160,33 +110,21 @@ func (m *fakeMiner) snapshot() (state pb.MinerState, gen uint64, session string,
 	return m.state, m.gen, m.session, m.renews
 }
 
-func (m *fakeMiner) handle(s network.Stream) {
-	defer s.Close()
-	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
-	raw, err := protocol.ReadMsg(bufio.NewReader(s), protocol.MaxMessageSize)
-	if err != nil {
-		s.Reset()
-		return
-	}
+// answer is the miner's reply to a request over the reserve protocol; an
+// error resets the stream.
+func (m *fakeMiner) answer(raw []byte) ([]byte, error) {
 	kind, reply, err := m.request(raw)
 	if err != nil {
-		s.Reset()
-		return
+		return nil, err
 	}
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.sizes[kind+"-req"], m.sizes[kind+"-reply"] = len(raw), len(reply)
-	drop := m.dropReplies > 0
-	if drop {
+	if m.dropReplies > 0 {
 		m.dropReplies--
+		return nil, errors.New("reply dropped")
 	}
-	m.mu.Unlock()
-	if drop {
-		s.Reset()
-		return
-	}
-	if err := protocol.WriteMsg(s, reply); err != nil {
-		s.Reset()
-	}
+	return reply, nil
 }
 
 func (m *fakeMiner) request(raw []byte) (string, []byte, error) {
@@ -330,24 +268,30 @@ type testRouter struct {
 	close func()
 }
 
-// newRouter starts a router with key over the store in dir, knowing the
-// miners' addresses and availability records.
-func newRouter(tb testing.TB, n *testNet, key crypto.PrivKey, dir string, miners ...*fakeMiner) *testRouter {
+// newRouter starts a router with a fresh key and store, knowing the miners'
+// addresses and availability records.
+func newRouter(tb testing.TB, n *testNet, miners ...*fakeMiner) *testRouter {
 	tb.Helper()
-	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return startRouter(tb, n, h, nil, key, dir, miners...)
+	return openRouter(tb, n, testkit.NewKey(tb), tb.TempDir(), miners...)
+}
+
+// openRouter is newRouter with key over the store in dir.
+func openRouter(tb testing.TB, n *testNet, key crypto.PrivKey, dir string, miners ...*fakeMiner) *testRouter {
+	tb.Helper()
+	return startRouter(tb, n, testkit.Host(tb, key), nil, key, dir, miners...)
+}
+
+// newPair is a network of one fake miner and a router that knows it.
+func newPair(tb testing.TB) (*testNet, *fakeMiner, *testRouter) {
+	tb.Helper()
+	n := newTestNet(tb)
+	m := newFakeMiner(tb, n)
+	return n, m, newRouter(tb, n, m)
 }
 
 func startRouter(tb testing.TB, n *testNet, h host.Host, kad *dht.IpfsDHT, key crypto.PrivKey, dir string, miners ...*fakeMiner) *testRouter {
 	tb.Helper()
-	s, err := store.Open(dir, nil)
-	if err != nil {
-		h.Close()
-		tb.Fatal(err)
-	}
+	s := testkit.Store(tb, dir)
 	p, err := pool.New(s, n.check, nil)
 	if err != nil {
 		tb.Fatal(err)
@@ -380,11 +324,22 @@ func startRouter(tb testing.TB, n *testNet, h host.Host, kad *dht.IpfsDHT, key c
 	return tr
 }
 
+// reserve is Reserve of a miner of model for lease, failing the test if it
+// fails.
+func (tr *testRouter) reserve(tb testing.TB, model string, lease time.Duration) Reservation {
+	tb.Helper()
+	res, err := tr.Reserve(tb.Context(), model, lease)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return res
+}
+
 // know gives the router the miner's address and feeds its pool view the
 // miner's current record.
 func (tr *testRouter) know(tb testing.TB, m *fakeMiner) {
 	tb.Helper()
-	tr.host.Peerstore().AddAddrs(m.id, m.host.Addrs(), peerstore.PermanentAddrTTL)
+	testkit.Know(tr.host, m.host)
 	if err := tr.pool.AddAvailability(m.available()); err != nil && !errors.Is(err, protocol.ErrIgnore) {
 		tb.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,10 +13,7 @@ import (
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/ephemera-network/ephemera/store"
 	"github.com/ephemera-network/ephemera/testnet/testkit"
-	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/peerstore"
 )
 
 // pendingClaim seals a claim for m as claim() does and stores it under
@@ -25,32 +21,25 @@ import (
 // The store is closed again: the router that wrote it is gone.
 func pendingClaim(t *testing.T, n *testNet, key crypto.PrivKey, dir string, m *fakeMiner, gen uint64, userSession string) (string, []byte) {
 	t.Helper()
-	self, err := peer.IDFromPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	self := testkit.ID(t, key)
 	session, _ := randomBytes(16)
 	nonce, _ := randomBytes(16)
-	lease := n.params.Lease.Std()
+	lease := n.Params.Lease.Std()
 	cl := &pb.Claim{
 		Network: testNetwork, Session: hex.EncodeToString(session), Router: []byte(self), Miner: []byte(m.id),
 		Generation: gen, LeaseMs: uint32(lease.Milliseconds()), Nonce: nonce,
-		ExpiresMs: protocol.Ms(time.Now().Add(n.params.ClaimLifetime.Std())), Model: "m1",
+		ExpiresMs: protocol.Ms(time.Now().Add(n.Params.ClaimLifetime.Std())), Model: "m1",
 	}
-	env, err := protocol.Seal(cl, key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := testkit.Seal(t, cl, key)
 	b, err := json.Marshal(pending{Claim: env, Miner: m.id.String(), Session: userSession, Model: "m1", LeaseMs: lease.Milliseconds()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := store.Open(dir, nil)
-	if err != nil {
+	s := testkit.Store(t, dir)
+	if err := s.Put(pendKey(cl.Session), b); err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	if err := s.Put(pendKey(cl.Session), b); err != nil {
+	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	return cl.Session, env
@@ -71,11 +60,8 @@ func (m *fakeMiner) sendDirect(t *testing.T, raw []byte) []byte {
 // knows the miner's address from the start, as its first settle needs.
 func restartRouter(t *testing.T, n *testNet, key crypto.PrivKey, dir string, m *fakeMiner) *testRouter {
 	t.Helper()
-	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.Peerstore().AddAddrs(m.id, m.host.Addrs(), peerstore.PermanentAddrTTL)
+	h := testkit.Host(t, key)
+	testkit.Know(h, m.host)
 	return startRouter(t, n, h, nil, key, dir, m)
 }
 
@@ -159,11 +145,8 @@ func (tr *testRouter) pendingIDs(t *testing.T) []string {
 func TestClaimLeavesPendingOnlyWhenUnsettled(t *testing.T) {
 	n := newTestNet(t)
 	m, gone := newFakeMiner(t, n), newFakeMiner(t, n)
-	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
-	res, err := tr.Reserve(t.Context(), "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := newRouter(t, n, m)
+	res := tr.reserve(t, "", 0)
 	if ids := tr.pendingIDs(t); len(ids) != 0 {
 		t.Fatalf("pending after a grant: %v", ids)
 	}
@@ -171,7 +154,7 @@ func TestClaimLeavesPendingOnlyWhenUnsettled(t *testing.T) {
 		t.Fatalf("stored %+v", s)
 	}
 	// Refused: another router's view still says available.
-	other := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
+	other := newRouter(t, n, m)
 	if _, err := other.Reserve(t.Context(), "", 0); !errors.Is(err, ErrNoMiner) {
 		t.Fatalf("claim of a reserved miner: %v", err)
 	}
@@ -186,7 +169,7 @@ func TestClaimLeavesPendingOnlyWhenUnsettled(t *testing.T) {
 	}
 	// Unreachable: the pool view lists a miner that is gone.
 	gone.host.Close()
-	third := newRouter(t, n, testkit.NewKey(t), t.TempDir(), gone)
+	third := newRouter(t, n, gone)
 	if _, err := third.Reserve(t.Context(), "", 0); !errors.Is(err, ErrNoMiner) {
 		t.Fatalf("claim of an unreachable miner: %v", err)
 	}
@@ -199,7 +182,7 @@ func TestClaimLeavesPendingOnlyWhenUnsettled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(raw, &p); err != nil || p.Miner != gone.id.String() || p.LeaseMs != n.params.Lease.Std().Milliseconds() {
+	if err := json.Unmarshal(raw, &p); err != nil || p.Miner != gone.id.String() || p.LeaseMs != n.Params.Lease.Std().Milliseconds() {
 		t.Fatalf("pending %+v: %v", p, err)
 	}
 	if c, err := protocol.Open[pb.Claim](p.Claim); err != nil || c.Msg.Session != ids[0] || c.Signer != third.host.ID() {
@@ -236,24 +219,6 @@ func TestSettleDropsRefusedClaim(t *testing.T) {
 	}
 }
 
-// clock is a settable Check.Now.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) set(t time.Time) {
-	c.mu.Lock()
-	c.now = t
-	c.mu.Unlock()
-}
-
 // A pending claim to a miner that cannot be reached may have been granted:
 // it is kept, and sent again, until the claim's expiry and the longest
 // lease have passed; then no grant of it can hold the miner any more.
@@ -268,24 +233,24 @@ func TestSettleKeepsUnreachableClaimUntilLeaseMax(t *testing.T) {
 	}
 	m.host.Close() // the miner is gone
 
-	clk := &clock{now: time.Now()}
+	clk := testkit.NewClock(time.Now())
 	check := n.check
 	check.Now = clk.Now
 	tr := newStoppedRouter(t, check, key, dir)
-	tr.host.Peerstore().AddAddrs(m.id, m.host.Addrs(), peerstore.PermanentAddrTTL)
+	testkit.Know(tr.host, m.host)
 	ctx := t.Context()
 
 	tr.settle(ctx)
 	if !tr.hasPending(t, id) {
 		t.Fatal("an unreachable claim was dropped at once")
 	}
-	limit := protocol.Time(c.Msg.ExpiresMs).Add(n.params.LeaseMax.Std())
-	clk.set(limit.Add(-time.Second))
+	limit := protocol.Time(c.Msg.ExpiresMs).Add(n.Params.LeaseMax.Std())
+	clk.Set(limit.Add(-time.Second))
 	tr.settle(ctx)
 	if !tr.hasPending(t, id) {
 		t.Fatal("an unreachable claim was dropped before its expiry and the longest lease had passed")
 	}
-	clk.set(limit.Add(time.Millisecond))
+	clk.Set(limit.Add(time.Millisecond))
 	tr.settle(ctx)
 	if tr.hasPending(t, id) {
 		t.Fatal("an unreachable claim is kept past its expiry and the longest lease")
@@ -299,16 +264,8 @@ func TestSettleKeepsUnreachableClaimUntilLeaseMax(t *testing.T) {
 // the test drives settle itself.
 func newStoppedRouter(t *testing.T, check protocol.Checker, key crypto.PrivKey, dir string) *testRouter {
 	t.Helper()
-	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	s, err := store.Open(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	h := testkit.Host(t, key)
+	s := testkit.Store(t, dir)
 	p, err := pool.New(s, check, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -326,13 +283,8 @@ func newStoppedRouter(t *testing.T, check protocol.Checker, key crypto.PrivKey, 
 // record is already gone or, as a store written by an older router may
 // hold, still there beside the reservation.
 func TestSettleLeavesSettledClaimAlone(t *testing.T) {
-	n := newTestNet(t)
-	m := newFakeMiner(t, n)
-	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
-	res, err := tr.Reserve(t.Context(), "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, m, tr := newPair(t)
+	res := tr.reserve(t, "", 0)
 	stale := pending{Claim: []byte("read before the grant was stored"), Miner: m.id.String(), LeaseMs: 30000}
 	if err := tr.settleOne(t.Context(), res.ID, stale); err != nil {
 		t.Fatalf("settle of a settled claim: %v", err)

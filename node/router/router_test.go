@@ -1,7 +1,6 @@
 package router
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -16,22 +15,15 @@ import (
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/ephemera-network/ephemera/testnet/testkit"
-	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	routedhost "github.com/libp2p/go-libp2p/p2p/host/routed"
 )
 
 func TestReserveGrantsAndPersists(t *testing.T) {
-	n := newTestNet(t)
-	m := newFakeMiner(t, n)
-	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
+	_, m, tr := newPair(t)
 
-	res, err := tr.Reserve(t.Context(), "m1", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := tr.reserve(t, "m1", 0)
 	if res.State != StateActive || res.Miner != m.id.String() || res.Generation != 1 || res.Model != "m1" {
 		t.Fatalf("reservation %+v", res)
 	}
@@ -64,9 +56,7 @@ func TestReserveGrantsAndPersists(t *testing.T) {
 }
 
 func TestSecondReserveFindsNoMiner(t *testing.T) {
-	n := newTestNet(t)
-	m := newFakeMiner(t, n)
-	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
+	n, m, tr := newPair(t)
 	if _, err := tr.Reserve(t.Context(), "", 0); err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +64,7 @@ func TestSecondReserveFindsNoMiner(t *testing.T) {
 		t.Fatalf("second reserve: %v, want ErrNoMiner", err)
 	}
 	// Another router, whose pool view still says available, is refused.
-	other := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
+	other := newRouter(t, n, m)
 	_, err := other.Reserve(t.Context(), "", 0)
 	if !errors.Is(err, ErrNoMiner) || !strings.Contains(err.Error(), "BUSY") {
 		t.Fatalf("reserve by another router: %v, want ErrNoMiner with BUSY", err)
@@ -89,10 +79,8 @@ func TestSecondReserveFindsNoMiner(t *testing.T) {
 }
 
 func TestLeaseBounds(t *testing.T) {
-	n := newTestNet(t)
-	m := newFakeMiner(t, n)
-	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
-	for _, lease := range []time.Duration{n.params.LeaseMax.Std() + time.Millisecond, -time.Second, time.Microsecond} {
+	n, m, tr := newPair(t)
+	for _, lease := range []time.Duration{n.Params.LeaseMax.Std() + time.Millisecond, -time.Second, time.Microsecond} {
 		if _, err := tr.Reserve(t.Context(), "", lease); !errors.Is(err, ErrBadLease) {
 			t.Fatalf("lease %s: %v, want ErrBadLease", lease, err)
 		}
@@ -103,7 +91,7 @@ func TestLeaseBounds(t *testing.T) {
 	if claims != 0 {
 		t.Fatal("a bad lease reached the miner")
 	}
-	if _, err := tr.Reserve(t.Context(), "", n.params.LeaseMax.Std()); err != nil {
+	if _, err := tr.Reserve(t.Context(), "", n.Params.LeaseMax.Std()); err != nil {
 		t.Fatalf("the longest lease: %v", err)
 	}
 }
@@ -111,7 +99,7 @@ func TestLeaseBounds(t *testing.T) {
 func TestConcurrentReservesGetDistinctMiners(t *testing.T) {
 	n := newTestNet(t)
 	miners := []*fakeMiner{newFakeMiner(t, n), newFakeMiner(t, n)}
-	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), miners...)
+	tr := newRouter(t, n, miners...)
 	const calls = 20
 	var wg sync.WaitGroup
 	results := make([]Reservation, calls)
@@ -149,10 +137,8 @@ func TestConcurrentReservesGetDistinctMiners(t *testing.T) {
 // BenchmarkClaimGrant is one Reserve and Release against a fake miner over
 // loopback: two signed exchanges and two synced store writes.
 func BenchmarkClaimGrant(b *testing.B) {
-	n := newTestNet(b)
-	m := newFakeMiner(b, n)
+	_, m, tr := newPair(b)
 	m.autoAvailable = true
-	tr := newRouter(b, n, testkit.NewKey(b), b.TempDir(), m)
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -175,9 +161,7 @@ func BenchmarkClaimGrant(b *testing.B) {
 // stream handling, and the same two synced writes, with no signing,
 // verifying or pool lookup.
 func BenchmarkClaimGrantBaseline(b *testing.B) {
-	n := newTestNet(b)
-	m := newFakeMiner(b, n)
-	tr := newRouter(b, n, testkit.NewKey(b), b.TempDir(), m)
+	_, m, tr := newPair(b)
 	ctx := context.Background()
 	// One real round trip measures the sizes.
 	res, err := tr.Reserve(ctx, "", 0)
@@ -199,34 +183,11 @@ func BenchmarkClaimGrantBaseline(b *testing.B) {
 		b.Fatal(err)
 	}
 	const echo = "/bench/echo/1.0.0"
-	m.host.SetStreamHandler(echo, func(s network.Stream) {
-		defer s.Close()
-		req, err := protocol.ReadMsg(bufio.NewReader(s), protocol.MaxMessageSize)
-		if err != nil {
-			s.Reset()
-			return
-		}
-		_ = protocol.WriteMsg(s, make([]byte, sizes[len(req)]))
-	})
+	testkit.Serve(b, m.host, echo, func(req []byte) ([]byte, error) { return make([]byte, sizes[len(req)]), nil })
 	round := func(req []byte) {
-		s, err := tr.host.NewStream(ctx, m.id, echo)
-		if err != nil {
+		if _, _, err := protocol.Call(ctx, tr.host, m.id, echo, req, protocol.MaxMessageSize); err != nil {
 			b.Fatal(err)
 		}
-		w := bufio.NewWriter(s)
-		if err := protocol.WriteMsg(w, req); err != nil {
-			b.Fatal(err)
-		}
-		if err := w.Flush(); err != nil {
-			b.Fatal(err)
-		}
-		if err := s.CloseWrite(); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := protocol.ReadMsg(bufio.NewReader(s), protocol.MaxMessageSize); err != nil {
-			b.Fatal(err)
-		}
-		s.Close()
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -261,13 +222,8 @@ func TestOutcome(t *testing.T) {
 }
 
 func TestRelease(t *testing.T) {
-	n := newTestNet(t)
-	m := newFakeMiner(t, n)
-	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
-	res, err := tr.Reserve(t.Context(), "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, m, tr := newPair(t)
+	res := tr.reserve(t, "", 0)
 	rel, err := tr.Release(t.Context(), res.ID, pb.Outcome_COMPLETED)
 	if err != nil {
 		t.Fatal(err)
@@ -299,13 +255,8 @@ func TestRelease(t *testing.T) {
 }
 
 func TestReleaseUnconfirmed(t *testing.T) {
-	n := newTestNet(t)
-	m := newFakeMiner(t, n)
-	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
-	res, err := tr.Reserve(t.Context(), "", 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, m, tr := newPair(t)
+	res := tr.reserve(t, "", 10*time.Second)
 	m.host.Close()
 	rel, err := tr.Release(t.Context(), res.ID, pb.Outcome_FAILED)
 	if !errors.Is(err, ErrNotConfirmed) {
@@ -317,13 +268,8 @@ func TestReleaseUnconfirmed(t *testing.T) {
 }
 
 func TestRenewExtendsLease(t *testing.T) {
-	n := newTestNet(t)
-	m := newFakeMiner(t, n)
-	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
-	res, err := tr.Reserve(t.Context(), "", 1200*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, m, tr := newPair(t)
+	res := tr.reserve(t, "", 1200*time.Millisecond)
 	// Well past the first lease, still active, renewed several times.
 	testkit.Eventually(t, "renewals", 5*time.Second, func() bool {
 		_, _, _, renews := m.snapshot()
@@ -343,13 +289,8 @@ func TestRenewExtendsLease(t *testing.T) {
 }
 
 func TestRenewRefusedIsLost(t *testing.T) {
-	n := newTestNet(t)
-	m := newFakeMiner(t, n)
-	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
-	res, err := tr.Reserve(t.Context(), "", 3*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, m, tr := newPair(t)
+	res := tr.reserve(t, "", 3*time.Second)
 	m.mu.Lock() // the miner forgets the reservation (say, it lost its disk)
 	m.state, m.session = pb.MinerState_VALIDATING, ""
 	m.mu.Unlock()
@@ -363,13 +304,8 @@ func TestRenewRefusedIsLost(t *testing.T) {
 }
 
 func TestUnreachableMinerExpires(t *testing.T) {
-	n := newTestNet(t)
-	m := newFakeMiner(t, n)
-	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
-	res, err := tr.Reserve(t.Context(), "", 1200*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, m, tr := newPair(t)
+	res := tr.reserve(t, "", 1200*time.Millisecond)
 	m.host.Close()
 	testkit.Eventually(t, "expired", 5*time.Second, func() bool {
 		r, _ := tr.Get(res.ID)
@@ -389,10 +325,7 @@ func TestDiscoveryThroughDHT(t *testing.T) {
 	minerDHT := newDHT(t, m.host)
 	t.Cleanup(func() { minerDHT.Close() })
 	key := testkit.NewKey(t)
-	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := testkit.Host(t, key)
 	tr := startRouter(t, n, h, newDHT(t, h), key, t.TempDir()) // no miner known
 	if err := m.host.Connect(t.Context(), peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()}); err != nil {
 		t.Fatal(err)
@@ -409,10 +342,7 @@ func TestDiscoveryThroughDHT(t *testing.T) {
 	if len(tr.pool.Available("m1")) != 0 {
 		t.Fatal("the pool view knew the miner already")
 	}
-	res, err := tr.Reserve(t.Context(), "m1", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := tr.reserve(t, "m1", 0)
 	if res.Miner != m.id.String() {
 		t.Fatalf("reserved %s", res.Miner)
 	}
@@ -452,21 +382,18 @@ func TestOrderPrefersTheBetterOfTwo(t *testing.T) {
 func TestRelayLimitPassesOver(t *testing.T) {
 	n := newTestNet(t)
 	relayed, direct := newFakeMiner(t, n), newFakeMiner(t, n)
-	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), relayed, direct)
+	tr := newRouter(t, n, relayed, direct)
 	tr.d.RelayLeft = func(p peer.ID) (time.Duration, bool) {
 		if p == relayed.id {
 			return 500 * time.Millisecond, true // the default test lease is 2 s
 		}
 		return 0, false
 	}
-	res, err := tr.Reserve(t.Context(), "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := tr.reserve(t, "", 0)
 	if res.Miner != direct.id.String() {
 		t.Fatalf("reserved %s, want the directly reached miner %s", res.Miner, direct.id)
 	}
-	_, err = tr.Reserve(t.Context(), "", 0)
+	_, err := tr.Reserve(t.Context(), "", 0)
 	if !errors.Is(err, ErrNoMiner) || !strings.Contains(err.Error(), "relay whose limit ends the connection") {
 		t.Fatalf("second reserve: %v, want ErrNoMiner naming the relay's limit", err)
 	}
@@ -479,7 +406,7 @@ func TestForgedGrantRejected(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
 	m.forgeKey = testkit.NewKey(t)
-	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
+	tr := newRouter(t, n, m)
 	_, err := tr.Reserve(t.Context(), "", 0)
 	if !errors.Is(err, ErrNoMiner) || !strings.Contains(err.Error(), "signed by") {
 		t.Fatalf("forged grant: %v, want ErrNoMiner", err)
@@ -490,14 +417,9 @@ func TestForgedGrantRejected(t *testing.T) {
 }
 
 func TestGrantForAnotherClaimRejected(t *testing.T) {
-	n := newTestNet(t)
-	m := newFakeMiner(t, n)
+	_, m, tr := newPair(t)
 	m.autoAvailable = true
-	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
-	res, err := tr.Reserve(t.Context(), "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := tr.reserve(t, "", 0)
 	if _, err := tr.Release(t.Context(), res.ID, pb.Outcome_COMPLETED); err != nil {
 		t.Fatal(err)
 	}
@@ -505,7 +427,7 @@ func TestGrantForAnotherClaimRejected(t *testing.T) {
 	m.mu.Lock()
 	m.replay = res.Grant // a validly signed grant, but for the old claim
 	m.mu.Unlock()
-	_, err = tr.Reserve(t.Context(), "", 0)
+	_, err := tr.Reserve(t.Context(), "", 0)
 	if !errors.Is(err, ErrNoMiner) || !strings.Contains(err.Error(), "another claim") {
 		t.Fatalf("replayed grant: %v", err)
 	}
@@ -518,11 +440,8 @@ func TestLostGrantIsAskedForAgain(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
 	m.dropReplies = 1
-	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
-	res, err := tr.Reserve(t.Context(), "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := newRouter(t, n, m)
+	res := tr.reserve(t, "", 0)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.claims != 2 || len(m.grants) != 1 || !bytes.Equal(m.grants[0], res.Grant) {
@@ -537,18 +456,11 @@ func TestLostGrantIsAskedForAgain(t *testing.T) {
 func TestMinerOfUnknownAddressesIsDialled(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
-	boot, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { boot.Close() })
+	boot := testkit.Host(t, nil)
 	bootDHT := newDHT(t, boot)
 	t.Cleanup(func() { bootDHT.Close() })
 	key := testkit.NewKey(t)
-	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := testkit.Host(t, key)
 	kad := newDHT(t, h)
 	tr := startRouter(t, n, routedhost.Wrap(h, kad), kad, key, t.TempDir())
 	for _, p := range []host.Host{m.host, h} {
@@ -564,10 +476,7 @@ func TestMinerOfUnknownAddressesIsDialled(t *testing.T) {
 		t.Fatal("the router knew the miner's addresses already")
 	}
 
-	res, err := tr.Reserve(t.Context(), "m1", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := tr.reserve(t, "m1", 0)
 	if res.Miner != m.id.String() {
 		t.Fatalf("reserved %s", res.Miner)
 	}
@@ -577,14 +486,11 @@ func TestRestartResumesRenewing(t *testing.T) {
 	n := newTestNet(t)
 	m := newFakeMiner(t, n)
 	key, dir := testkit.NewKey(t), t.TempDir()
-	tr := newRouter(t, n, key, dir, m)
-	res, err := tr.Reserve(t.Context(), "", 1500*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := openRouter(t, n, key, dir, m)
+	res := tr.reserve(t, "", 1500*time.Millisecond)
 	tr.close() // stops renewing, releases nothing
 
-	tr = newRouter(t, n, key, dir, m)
+	tr = openRouter(t, n, key, dir, m)
 	got, ok := tr.Get(res.ID)
 	if !ok || got.State != StateActive || got.Miner != res.Miner || !bytes.Equal(got.Grant, res.Grant) {
 		t.Fatalf("after restart: %+v %v", got, ok)
@@ -609,19 +515,14 @@ func TestRestartResumesRenewing(t *testing.T) {
 }
 
 func TestHistoryIsBounded(t *testing.T) {
-	n := newTestNet(t)
-	m := newFakeMiner(t, n)
+	_, m, tr := newPair(t)
 	m.autoAvailable = true
-	tr := newRouter(t, n, testkit.NewKey(t), t.TempDir(), m)
 	tr.mu.Lock()
 	tr.history = 2
 	tr.mu.Unlock()
 	var ids []string
 	for range 4 {
-		res, err := tr.Reserve(t.Context(), "", 0)
-		if err != nil {
-			t.Fatal(err)
-		}
+		res := tr.reserve(t, "", 0)
 		if _, err := tr.Release(t.Context(), res.ID, pb.Outcome_COMPLETED); err != nil {
 			t.Fatal(err)
 		}
