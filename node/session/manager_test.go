@@ -26,7 +26,7 @@ import (
 func TestSessionRedundancyOne(t *testing.T) {
 	n := newTestNet(t)
 	x := n.newMiner(t)
-	tr := n.newRouter(t, testkit.NewKey(t), t.TempDir(), testConfig())
+	tr := n.newRouter(t, testConfig())
 	gen := x.makeAvailable(t)
 	ctx := t.Context()
 
@@ -83,7 +83,7 @@ func TestSessionRedundancyOne(t *testing.T) {
 func TestSessionRedundancyThree(t *testing.T) {
 	n := newTestNet(t)
 	miners := n.newMiners(t, 3)
-	tr := n.newRouter(t, testkit.NewKey(t), t.TempDir(), testConfig())
+	tr := n.newRouter(t, testConfig())
 	for _, m := range miners {
 		m.makeAvailable(t)
 	}
@@ -174,7 +174,7 @@ func TestSessionBadRevealRejected(t *testing.T) {
 	miners := n.newMiners(t, 4)
 	cheater, spare := miners[0], miners[3]
 	cheats := cheater.cheat()
-	tr := n.newRouter(t, testkit.NewKey(t), t.TempDir(), testConfig())
+	tr := n.newRouter(t, testConfig())
 	for _, m := range miners[:3] {
 		m.makeAvailable(t)
 	}
@@ -272,7 +272,7 @@ func TestSessionBadRevealRejected(t *testing.T) {
 // task waiting for miners counts as queued.
 func TestQueueAndSessionBounds(t *testing.T) {
 	n := newTestNet(t)
-	tr := n.newRouter(t, testkit.NewKey(t), t.TempDir(), Config{MaxSessions: 2, MaxQueued: 2, QueueTimeout: time.Minute})
+	tr := n.newRouter(t, Config{MaxSessions: 2, MaxQueued: 2, QueueTimeout: time.Minute})
 	ctx := t.Context()
 	s1, err := tr.m.Create(ctx, Params{})
 	if err != nil {
@@ -348,7 +348,7 @@ func TestQueueAndSessionBounds(t *testing.T) {
 func TestMaxTasksEndsSession(t *testing.T) {
 	n := newTestNet(t)
 	x := n.newMiner(t)
-	tr := n.newRouter(t, testkit.NewKey(t), t.TempDir(), testConfig())
+	tr := n.newRouter(t, testConfig())
 	ctx := t.Context()
 	s, err := tr.m.Create(ctx, Params{MaxTasks: 2})
 	if err != nil {
@@ -389,7 +389,7 @@ func TestMaxTasksEndsSession(t *testing.T) {
 func TestReservePeriodEndsSession(t *testing.T) {
 	n := newTestNet(t)
 	x := n.newMiner(t)
-	tr := n.newRouter(t, testkit.NewKey(t), t.TempDir(), testConfig())
+	tr := n.newRouter(t, testConfig())
 	gen := x.makeAvailable(t)
 	s, err := tr.m.Create(t.Context(), Params{ReservePeriod: dur(2 * time.Second)})
 	if err != nil {
@@ -411,7 +411,7 @@ func TestReservePeriodEndsSession(t *testing.T) {
 func TestStopEndsSessions(t *testing.T) {
 	n := newTestNet(t)
 	x := n.newMiner(t)
-	tr := n.newRouter(t, testkit.NewKey(t), t.TempDir(), testConfig())
+	tr := n.newRouter(t, testConfig())
 	gen := x.makeAvailable(t)
 	ctx := t.Context()
 	// Two miners per task, one to be had: the task waits.
@@ -463,7 +463,7 @@ func TestRestartResumesSessions(t *testing.T) {
 	n := newTestNet(t)
 	x, z := n.newMiner(t), n.newMiner(t)
 	key, dir := testkit.NewKey(t), t.TempDir()
-	tr := n.newRouter(t, key, dir, testConfig())
+	tr := n.openRouter(t, key, dir, testConfig())
 	x.makeAvailable(t)
 	zGen := z.makeAvailable(t)
 	ctx := t.Context()
@@ -498,7 +498,7 @@ func TestRestartResumesSessions(t *testing.T) {
 	// way into a session can be.
 	backdate(t, dir, orphanAge+time.Second)
 
-	tr2 := n.newRouter(t, key, dir, testConfig())
+	tr2 := n.openRouter(t, key, dir, testConfig())
 	testkit.Eventually(t, "the ghost reservation released", 5*time.Second, func() bool {
 		r, ok := tr2.r.Get(ghost.ID)
 		return ok && r.State == router.StateReleased

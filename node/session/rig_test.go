@@ -21,7 +21,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/peerstore"
 )
 
 // The rig: real miners (node/miner) and a real router node (router, pool,
@@ -33,8 +32,8 @@ import (
 const testNetwork = "sesstest"
 
 type testNet struct {
+	oracles *testkit.Oracles
 	check   protocol.Checker
-	oracles []crypto.PrivKey
 
 	mu      sync.Mutex
 	miners  []*testMiner
@@ -45,21 +44,8 @@ type testNet struct {
 
 func newTestNet(t testing.TB) *testNet {
 	t.Helper()
-	n := &testNet{last: map[peer.ID][]byte{}}
-	p := protocol.DefaultParams()
-	for range 2 {
-		k := testkit.NewKey(t)
-		id, _ := peer.IDFromPrivateKey(k)
-		n.oracles = append(n.oracles, k)
-		p.Oracles = append(p.Oracles, id.String())
-	}
-	p.Quorum = 2
-	p.Lease = duration.Duration(5 * time.Second)
-	if err := p.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	n.check = protocol.Checker{Network: testNetwork, Params: p}
-	return n
+	o := testkit.NewOracles(t, testNetwork, 2, 2, func(p *protocol.Params) { p.Lease = duration.Duration(5 * time.Second) })
+	return &testNet{oracles: o, check: o.Checker(), last: map[peer.ID][]byte{}}
 }
 
 // publish is the miners' pool topic: every attached pool view gets the record.
@@ -111,13 +97,12 @@ type testMiner struct {
 	slow  *slowEngine
 }
 
-// slowEngine is the builtin engine taking delay for every answer.
+// slowEngine holds the builtin engine's every answer for delay.
 type slowEngine struct {
-	inference.Backend
 	delay atomic.Int64 // nanoseconds
 }
 
-func (e *slowEngine) wait(ctx context.Context) error {
+func (e *slowEngine) wait(ctx context.Context, _ inference.GenerateRequest) error {
 	t := time.NewTimer(time.Duration(e.delay.Load()))
 	defer t.Stop()
 	select {
@@ -128,20 +113,6 @@ func (e *slowEngine) wait(ctx context.Context) error {
 	}
 }
 
-func (e *slowEngine) Generate(ctx context.Context, req inference.GenerateRequest) (inference.GenerateResponse, error) {
-	if err := e.wait(ctx); err != nil {
-		return inference.GenerateResponse{}, err
-	}
-	return e.Backend.Generate(ctx, req)
-}
-
-func (e *slowEngine) GenerateStream(ctx context.Context, req inference.GenerateRequest, onToken func(string) error) (inference.GenerateResponse, error) {
-	if err := e.wait(ctx); err != nil {
-		return inference.GenerateResponse{}, err
-	}
-	return e.Backend.GenerateStream(ctx, req, onToken)
-}
-
 // setSlow makes the miner take d for every answer.
 func (tm *testMiner) setSlow(d time.Duration) { tm.slow.delay.Store(int64(d)) }
 
@@ -150,14 +121,14 @@ func (n *testNet) newMiner(t testing.TB) *testMiner {
 	t.Helper()
 	key := testkit.NewKey(t)
 	h := testkit.Host(t, key)
-	st := testkit.Store(t, t.TempDir())
+	st := testkit.Store(t, "")
 	p, err := pool.New(st, n.check, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	engine := &slowEngine{Backend: inference.NewBuiltin()}
+	slow := &slowEngine{}
 	m, err := miner.New(miner.Deps{
-		Check: n.check, Host: h, Key: key, Store: st, Pool: p, Backend: engine, PublishPool: n.publish,
+		Check: n.check, Host: h, Key: key, Store: st, Pool: p, Backend: testkit.Builtin(slow.wait), PublishPool: n.publish,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -166,7 +137,7 @@ func (n *testNet) newMiner(t testing.TB) *testMiner {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = m.Stop(context.Background()) }) // before its store and host close
-	tm := &testMiner{n: n, key: key, id: h.ID(), host: h, store: st, pool: p, m: m, slow: engine}
+	tm := &testMiner{n: n, key: key, id: h.ID(), host: h, store: st, pool: p, m: m, slow: slow}
 	n.mu.Lock()
 	n.miners = append(n.miners, tm)
 	routers := slices.Clone(n.routers)
@@ -191,24 +162,8 @@ func (n *testNet) newMiners(t testing.TB, count int) []*testMiner {
 func (tm *testMiner) makeAvailable(t testing.TB) uint64 {
 	t.Helper()
 	gen := tm.m.State().Generation
-	now := time.Now()
-	p := tm.n.check.Params
-	for i, o := range tm.n.oracles {
-		id, _ := peer.IDFromPrivateKey(o)
-		raw, err := protocol.Seal(&pb.Attestation{
-			Network: testNetwork, Oracle: []byte(id), Miner: []byte(tm.id), Generation: gen, Round: p.RoundAt(now),
-			Model: inference.BuiltinModel, ScoreMilli: 1000, Pass: true,
-			IssuedMs: protocol.Ms(now), ExpiresMs: protocol.Ms(now.Add(p.AttestationLifetime.Std())),
-			ChallengeDigest: protocol.Digest(fmt.Appendf(nil, "%d/%d", i, gen)),
-		}, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		a, err := protocol.Open[pb.Attestation](raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ev, err := tm.pool.AddAttestation(a); err != nil || ev != nil {
+	for _, raw := range tm.n.oracles.Passes(t, tm.id, gen) {
+		if ev, err := tm.pool.AddAttestation(testkit.Open[pb.Attestation](t, raw)); err != nil || ev != nil {
 			t.Fatalf("attestation: evidence %v, err %v", ev, err)
 		}
 	}
@@ -257,15 +212,21 @@ func testConfig() Config {
 	return Config{MaxSessions: 8, MaxQueued: 16, QueueTimeout: 30 * time.Second}
 }
 
-// newRouter starts a router node with key over the store in dir.
-func (n *testNet) newRouter(t testing.TB, key crypto.PrivKey, dir string, cfg Config) *testRouter {
+// newRouter starts a router node with a fresh key and store.
+func (n *testNet) newRouter(t testing.TB, cfg Config) *testRouter {
+	t.Helper()
+	return n.openRouter(t, testkit.NewKey(t), t.TempDir(), cfg)
+}
+
+// openRouter starts a router node with key over the store in dir.
+func (n *testNet) openRouter(t testing.TB, key crypto.PrivKey, dir string, cfg Config) *testRouter {
 	t.Helper()
 	h := testkit.Host(t, key)
 	n.mu.Lock()
 	miners := slices.Clone(n.miners)
 	n.mu.Unlock()
 	for _, tm := range miners { // known before the router starts: its first settle dials them
-		h.Peerstore().AddAddrs(tm.id, tm.host.Addrs(), peerstore.PermanentAddrTTL)
+		testkit.Know(h, tm.host)
 	}
 	st := testkit.Store(t, dir)
 	p, err := pool.New(st, n.check, nil)
@@ -306,7 +267,7 @@ func (n *testNet) newRouter(t testing.TB, key crypto.PrivKey, dir string, cfg Co
 }
 
 func (tr *testRouter) know(tm *testMiner) {
-	tr.host.Peerstore().AddAddrs(tm.id, tm.host.Addrs(), peerstore.PermanentAddrTTL)
+	testkit.Know(tr.host, tm.host)
 }
 
 // crash is a kill -9 of the router node: it hears no more gossip, its host

@@ -19,7 +19,7 @@ func TestSessionRunsTasksInParallel(t *testing.T) {
 	for _, x := range miners {
 		x.setSlow(time.Second)
 	}
-	tr := n.newRouter(t, testkit.NewKey(t), t.TempDir(), testConfig())
+	tr := n.newRouter(t, testConfig())
 	for _, x := range miners {
 		x.makeAvailable(t)
 	}
@@ -72,7 +72,7 @@ func TestWarmSessionReusesThenReleasesIdleMiner(t *testing.T) {
 	x := n.newMiner(t)
 	cfg := testConfig()
 	cfg.IdleRelease = 500 * time.Millisecond
-	tr := n.newRouter(t, testkit.NewKey(t), t.TempDir(), cfg)
+	tr := n.newRouter(t, cfg)
 	gen := x.makeAvailable(t)
 	ctx := t.Context()
 
@@ -120,7 +120,7 @@ func TestWarmSessionGrowsWithDemand(t *testing.T) {
 	for _, x := range miners {
 		x.setSlow(100 * time.Millisecond)
 	}
-	tr := n.newRouter(t, testkit.NewKey(t), t.TempDir(), testConfig())
+	tr := n.newRouter(t, testConfig())
 	for _, x := range miners {
 		x.makeAvailable(t)
 	}
@@ -156,7 +156,7 @@ func TestCompletionErrors(t *testing.T) {
 	cfg.MaxSessions = 1
 	cfg.CompletionWait = 200 * time.Millisecond
 	cfg.MaxPerClient = 1
-	tr := n.newRouter(t, testkit.NewKey(t), t.TempDir(), cfg)
+	tr := n.newRouter(t, cfg)
 	x.makeAvailable(t)
 	ctx := t.Context()
 
