@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,9 +22,9 @@ func poolEvent(rec protocol.Signed[*pb.Availability]) pool.Event {
 
 // newObserver watches e's pool on a clock of its own, sampled only when the
 // test ticks.
-func newObserver(t *testing.T, e *env) (*Observer, *clock, chan time.Time) {
+func newObserver(t *testing.T, e *env) (*Observer, *testkit.Clock, chan time.Time) {
 	t.Helper()
-	clk := &clock{t: e.Now}
+	clk := testkit.NewClock(e.Now)
 	ticks := make(chan time.Time)
 	o := New(Config{Pool: e.pool, Now: clk.Now, Ticks: ticks})
 	t.Cleanup(o.Stop)
@@ -504,24 +503,6 @@ func accepted(tb testing.TB) func(*pb.Evidence, error) {
 			tb.Fatalf("not accepted: evidence %v, err %v", ev, err)
 		}
 	}
-}
-
-// clock is a settable clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 // kinds lists events as kind[:state], for comparisons.
