@@ -40,7 +40,7 @@ type rateNet struct {
 func startRateNet(b *testing.B, name string, miners, routers int) rateNet {
 	b.Helper()
 	tn := localnet.Start(b, testnet.Spec{Network: name, Bootstraps: 1, Oracles: 3, Miners: miners, Routers: routers},
-		&benchLauncher{round: benchRound})
+		&tunedLauncher{round: benchRound})
 	return rateNet{tn: tn, routers: localnet.WithRole(tn, node.RoleRouter), miners: miners}
 }
 

@@ -5,21 +5,18 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/ephemera-network/ephemera/internal/duration"
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/node/router"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/ephemera-network/ephemera/store"
 	"github.com/ephemera-network/ephemera/testnet"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 	"github.com/ephemera-network/ephemera/testnet/testkit/localnet"
 	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/network"
 	libp2pprotocol "github.com/libp2p/go-libp2p/core/protocol"
 )
 
@@ -32,47 +29,6 @@ const (
 	benchAvailTimeout = 60 * time.Second // a miner becoming available
 )
 
-// benchLauncher starts nodes in this process, like testnet.InProcess, and
-// records when each node's Start was called. A non-zero round sets every
-// node's params.round_period (only the oracles' schedule depends on it).
-type benchLauncher struct {
-	round time.Duration
-
-	mu      sync.Mutex
-	started map[*node.Node]time.Time
-}
-
-func (l *benchLauncher) Launch(ctx context.Context, name string, home node.Home) (testnet.Node, error) {
-	cfg, err := node.LoadConfig(home.ConfigPath())
-	if err != nil {
-		return nil, err
-	}
-	if l.round > 0 {
-		cfg.Params.RoundPeriod = duration.Duration(l.round)
-	}
-	n, err := node.New(home, cfg, node.Options{Version: "bench"})
-	if err != nil {
-		return nil, err
-	}
-	t0 := time.Now()
-	if err := n.Start(ctx); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	l.mu.Lock()
-	if l.started == nil {
-		l.started = map[*node.Node]time.Time{}
-	}
-	l.started[n] = t0
-	l.mu.Unlock()
-	return testnet.InProcessNode{Node: n}, nil
-}
-
-func (l *benchLauncher) startedAt(n *node.Node) time.Time {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.started[n]
-}
-
 // benchNet is a running testnet of 1 bootstrap, 3 oracles, 1 miner and
 // 1 router, stopped when the benchmark ends.
 type benchNet struct {
@@ -81,7 +37,7 @@ type benchNet struct {
 	router *node.Node
 }
 
-func startBenchNet(b *testing.B, network string, l *benchLauncher) benchNet {
+func startBenchNet(b *testing.B, network string, l *tunedLauncher) benchNet {
 	b.Helper()
 	tn := localnet.Start(b, testnet.Spec{Network: network, Bootstraps: 1, Oracles: 3, Miners: 1, Routers: 1}, l)
 	net := benchNet{tn: tn}
@@ -143,7 +99,7 @@ func (net benchNet) reserveRelease(b *testing.B) router.Reservation {
 // plus a validation: the long end of what a release at a random time sees.
 // One cycle takes seconds, so -benchtime 2s runs one iteration.
 func BenchmarkMinerToAvailable(b *testing.B) {
-	l := &benchLauncher{}
+	l := &tunedLauncher{}
 	net := startBenchNet(b, "bench-avail", l)
 	first := net.waitAvailable(b, 0)
 	toAvailable := first.Sub(l.startedAt(net.miner))
@@ -179,7 +135,7 @@ const benchRound = 250 * time.Millisecond
 // the gossip of the grant and release. The miner's revalidation after each
 // release is waited for outside the timer.
 func BenchmarkReserveRelease(b *testing.B) {
-	net := startBenchNet(b, "bench-rr", &benchLauncher{round: benchRound})
+	net := startBenchNet(b, "bench-rr", &tunedLauncher{round: benchRound})
 	gen := uint64(0)
 	net.waitAvailable(b, gen)
 	for b.Loop() {
@@ -201,7 +157,7 @@ func BenchmarkReserveRelease(b *testing.B) {
 // synced store writes of a reservation's size (store.Open on a temp dir).
 // Nothing is signed, verified or gossiped.
 func BenchmarkReserveReleaseBaseline(b *testing.B) {
-	net := startBenchNet(b, "bench-rr", &benchLauncher{round: benchRound})
+	net := startBenchNet(b, "bench-rr", &tunedLauncher{round: benchRound})
 	net.waitAvailable(b, 0)
 	claim, grant, release, receipt := reserveMessages(b, net)
 
@@ -229,18 +185,7 @@ func BenchmarkReserveReleaseBaseline(b *testing.B) {
 		b.Fatal("claim and release of the same size")
 	}
 	mh, rh := net.miner.Host(), net.router.Host()
-	mh.SetStreamHandler(proto, func(s network.Stream) {
-		defer s.Close()
-		req, err := protocol.ReadMsg(bufio.NewReader(s), protocol.MaxMessageSize)
-		if err != nil {
-			s.Reset()
-			return
-		}
-		if err := protocol.WriteMsg(s, replies[len(req)]); err != nil {
-			s.Reset()
-		}
-	})
-	b.Cleanup(func() { mh.RemoveStreamHandler(proto) })
+	testkit.Serve(b, mh, proto, func(req []byte) ([]byte, error) { return replies[len(req)], nil })
 
 	ctx := context.Background()
 	roundTrip := func(req []byte, want int) {

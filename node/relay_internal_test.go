@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/p2p"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 	"github.com/libp2p/go-libp2p"
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -17,10 +17,6 @@ import (
 // relayTestHost starts a host on loopback with cfg changed by mutate.
 func relayTestHost(t *testing.T, mutate func(*p2p.Config), hostOpts ...libp2p.Option) *p2p.Host {
 	t.Helper()
-	key, _, err := crypto.GenerateEd25519Key(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := p2p.DefaultConfig()
 	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 	// DHT clients: a DHT server would be dialled directly by the others'
@@ -29,7 +25,7 @@ func relayTestHost(t *testing.T, mutate func(*p2p.Config), hostOpts ...libp2p.Op
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	h, err := p2p.New(cfg, p2p.Options{Network: "relaytest", Key: key, HostOptions: hostOpts})
+	h, err := p2p.New(cfg, p2p.Options{Network: "relaytest", Key: testkit.NewKey(t), HostOptions: hostOpts})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/node/session"
 	"github.com/ephemera-network/ephemera/protocol"
-	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 	libp2pprotocol "github.com/libp2p/go-libp2p/core/protocol"
 )
 
@@ -48,26 +48,12 @@ const directProto = libp2pprotocol.ID("/ephemera-bench/generate/1")
 
 func serveDirect(b *testing.B, miner *node.Node) {
 	engine := inference.NewBuiltin()
-	h := miner.Host()
-	h.SetStreamHandler(directProto, func(s network.Stream) {
-		defer s.Close()
-		prompt, err := protocol.ReadMsg(bufio.NewReader(s), protocol.MaxMessageSize)
-		if err != nil {
-			s.Reset()
-			return
-		}
+	testkit.Serve(b, miner.Host(), directProto, func(prompt []byte) ([]byte, error) {
 		resp, err := engine.Generate(context.Background(), inference.GenerateRequest{
 			Messages: []inference.Message{{Role: "user", Content: string(prompt)}},
 		})
-		if err != nil {
-			s.Reset()
-			return
-		}
-		if err := protocol.WriteMsg(s, []byte(resp.Text)); err != nil {
-			s.Reset()
-		}
+		return []byte(resp.Text), err
 	})
-	b.Cleanup(func() { h.RemoveStreamHandler(directProto) })
 }
 
 func callDirect(b *testing.B, from, to *node.Node) {
@@ -131,7 +117,7 @@ func chat(b *testing.B, client *http.Client, url string) {
 // the same hosts (measured alongside, untimed; goal under 2 ms);
 // BenchmarkChatCompletionBaseline is that figure alone.
 func BenchmarkChatCompletion(b *testing.B) {
-	net := startBenchNet(b, "bench-chat", &benchLauncher{round: benchRound})
+	net := startBenchNet(b, "bench-chat", &tunedLauncher{round: benchRound})
 	serveDirect(b, net.miner)
 	client := &http.Client{Timeout: benchStepTimeout}
 	url := net.router.Runtime().APIURL
@@ -156,7 +142,7 @@ func BenchmarkChatCompletion(b *testing.B) {
 // sent straight to the builtin engine on the miner's host over one plain
 // libp2p stream from the router's host.
 func BenchmarkChatCompletionBaseline(b *testing.B) {
-	net := startBenchNet(b, "bench-chat", &benchLauncher{round: benchRound})
+	net := startBenchNet(b, "bench-chat", &tunedLauncher{round: benchRound})
 	serveDirect(b, net.miner)
 	net.waitAvailable(b, 0)
 	var direct latencies
@@ -176,7 +162,7 @@ func BenchmarkChatCompletionBaseline(b *testing.B) {
 // less that of the same prompt sent straight to the engine (measured
 // alongside, untimed); the baseline is BenchmarkChatCompletionBaseline's.
 func BenchmarkSessionTask(b *testing.B) {
-	net := startBenchNet(b, "bench-task", &benchLauncher{round: benchRound})
+	net := startBenchNet(b, "bench-task", &tunedLauncher{round: benchRound})
 	net.waitAvailable(b, 0)
 	ctx := context.Background()
 	sm := net.router.Sessions()

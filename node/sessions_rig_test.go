@@ -31,13 +31,17 @@ const testRound = time.Second
 // tunedLauncher starts nodes in this process, like testnet.InProcess, with
 // every node's params.round_period set to round (when not zero), and gives
 // the node of a name (such as "miner-0") the engine backend returns for it,
-// nil keeping the built-in one.
+// nil keeping the built-in one. It records when each node's Start was
+// called.
 type tunedLauncher struct {
 	round   time.Duration
 	backend func(name string) inference.Backend
+
+	mu      sync.Mutex
+	started map[*node.Node]time.Time
 }
 
-func (l tunedLauncher) Launch(ctx context.Context, name string, home node.Home) (testnet.Node, error) {
+func (l *tunedLauncher) Launch(ctx context.Context, name string, home node.Home) (testnet.Node, error) {
 	cfg, err := node.LoadConfig(home.ConfigPath())
 	if err != nil {
 		return nil, err
@@ -53,10 +57,24 @@ func (l tunedLauncher) Launch(ctx context.Context, name string, home node.Home) 
 	if err != nil {
 		return nil, err
 	}
+	t0 := time.Now()
 	if err := n.Start(ctx); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	l.mu.Lock()
+	if l.started == nil {
+		l.started = map[*node.Node]time.Time{}
+	}
+	l.started[n] = t0
+	l.mu.Unlock()
 	return testnet.InProcessNode{Node: n}, nil
+}
+
+// startedAt is when n's Start was called.
+func (l *tunedLauncher) startedAt(n *node.Node) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.started[n]
 }
 
 // taskMarker is the system message that tells the tests' engines a task
@@ -75,16 +93,19 @@ func askMarked(prompt string) session.TaskRequest {
 	return session.TaskRequest{Messages: []inference.Message{{Role: "system", Content: taskMarker}, {Role: "user", Content: prompt}}}
 }
 
-// slowEngine is the built-in engine, except that a marked task announces
-// itself on started and then runs until its context ends (or a minute has
-// passed): the task is in flight for as long as the test needs.
+// slowEngine holds the built-in engine's marked tasks: a marked task
+// announces itself on started and then runs until its context ends (or a
+// minute has passed), in flight for as long as the test needs. Its hold
+// goes before a testkit.Engine.
 type slowEngine struct {
-	*inference.Builtin
 	started chan struct{}
 	once    sync.Once
 }
 
-func (e *slowEngine) hold(ctx context.Context) error {
+func (e *slowEngine) hold(ctx context.Context, req inference.GenerateRequest) error {
+	if !marked(req) {
+		return nil
+	}
 	e.once.Do(func() { close(e.started) })
 	select {
 	case <-ctx.Done():
@@ -92,24 +113,6 @@ func (e *slowEngine) hold(ctx context.Context) error {
 	case <-time.After(time.Minute):
 		return nil
 	}
-}
-
-func (e *slowEngine) Generate(ctx context.Context, req inference.GenerateRequest) (inference.GenerateResponse, error) {
-	if marked(req) {
-		if err := e.hold(ctx); err != nil {
-			return inference.GenerateResponse{}, err
-		}
-	}
-	return e.Builtin.Generate(ctx, req)
-}
-
-func (e *slowEngine) GenerateStream(ctx context.Context, req inference.GenerateRequest, onToken func(string) error) (inference.GenerateResponse, error) {
-	if marked(req) {
-		if err := e.hold(ctx); err != nil {
-			return inference.GenerateResponse{}, err
-		}
-	}
-	return e.Builtin.GenerateStream(ctx, req, onToken)
 }
 
 // liarEngine answers the oracles' challenges as the built-in engine does,
@@ -181,6 +184,20 @@ func waitSession(t *testing.T, sm *session.Manager, id, what string, timeout tim
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// runTask submits req to the session id and waits up to timeout for the
+// task to end.
+func runTask(t *testing.T, ctx context.Context, sm *session.Manager, id string, req session.TaskRequest, timeout time.Duration) session.Task {
+	t.Helper()
+	task, err := sm.Submit(ctx, id, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task, err = sm.Task(ctx, id, task.ID, timeout); err != nil {
+		t.Fatal(err)
+	}
+	return task
 }
 
 func activeHoldings(s session.Session) []session.Holding {

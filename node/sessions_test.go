@@ -14,6 +14,7 @@ import (
 	"github.com/ephemera-network/ephemera/node/router"
 	"github.com/ephemera-network/ephemera/node/session"
 	"github.com/ephemera-network/ephemera/testnet"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 	"github.com/ephemera-network/ephemera/testnet/testkit/localnet"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -44,14 +45,7 @@ func TestSessionRedundancyThree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	task, err := sm.Submit(ctx, s.ID, ask("What is 17 + 25?"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	task, err = sm.Task(ctx, s.ID, task.ID, 45*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	task := runTask(t, ctx, sm, s.ID, ask("What is 17 + 25?"), 45*time.Second)
 	if task.State != session.TaskDone {
 		t.Fatalf("task %s: %s", task.State, task.Error)
 	}
@@ -99,7 +93,7 @@ func TestHundredTasksOverTenSessions(t *testing.T) {
 		miners   = 6
 	)
 	tn := localnet.Start(t, testnet.Spec{Network: "sess100", Bootstraps: 1, Oracles: 3, Miners: miners, Routers: 1},
-		tunedLauncher{round: testRound})
+		&tunedLauncher{round: testRound})
 	r := localnet.WithRole(tn, node.RoleRouter)[0]
 	start := time.Now()
 	waitPool(t, r, "the router to see 6 available miners", 60*time.Second, func(v poolView) bool {
@@ -217,11 +211,11 @@ func TestSessionSurvivesMinerKilledMidTask(t *testing.T) {
 	if testing.Short() {
 		t.Skip("8 nodes")
 	}
-	slow := &slowEngine{Builtin: inference.NewBuiltin(), started: make(chan struct{})}
+	slow := &slowEngine{started: make(chan struct{})}
 	tn := localnet.Start(t, testnet.Spec{Network: "sesskill", Bootstraps: 1, Oracles: 3, Miners: 3, Routers: 1},
-		tunedLauncher{round: testRound, backend: func(name string) inference.Backend {
+		&tunedLauncher{round: testRound, backend: func(name string) inference.Backend {
 			if name == "miner-0" {
-				return slow
+				return testkit.Builtin(slow.hold)
 			}
 			return nil
 		}})
@@ -316,14 +310,7 @@ func TestSessionSurvivesMinerKilledMidTask(t *testing.T) {
 	}
 
 	// The session goes on with the miner that took over.
-	next, err := sm.Submit(ctx, s.ID, ask("What is 20 + 3?"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	next, err = sm.Task(ctx, s.ID, next.ID, 30*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	next := runTask(t, ctx, sm, s.ID, ask("What is 20 + 3?"), 30*time.Second)
 	if next.State != session.TaskDone || !strings.Contains(next.Answer, "23") || len(next.Answers) != 1 || next.Answers[0].Miner != good.Miner {
 		t.Fatalf("the next task: %+v", next)
 	}
@@ -341,7 +328,7 @@ func TestFaultyMinerOutVoted(t *testing.T) {
 		t.Skip("9 nodes")
 	}
 	tn := localnet.Start(t, testnet.Spec{Network: "sessliar", Bootstraps: 1, Oracles: 3, Miners: 4, Routers: 1},
-		tunedLauncher{round: testRound, backend: func(name string) inference.Backend {
+		&tunedLauncher{round: testRound, backend: func(name string) inference.Backend {
 			if name == "miner-0" {
 				return liarEngine{inference.NewBuiltin()}
 			}
@@ -370,14 +357,7 @@ func TestFaultyMinerOutVoted(t *testing.T) {
 	}
 	giveBack(t, ctx, r, held)
 
-	task, err := sm.Submit(ctx, s.ID, askMarked("What is 17 + 25?"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	task, err = sm.Task(ctx, s.ID, task.ID, 45*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	task := runTask(t, ctx, sm, s.ID, askMarked("What is 17 + 25?"), 45*time.Second)
 	if task.State != session.TaskDone || !strings.Contains(task.Answer, "42") || len(task.Answers) != 3 {
 		t.Fatalf("task %s (%s): %q; answers %+v", task.State, task.Error, task.Answer, task.Answers)
 	}
