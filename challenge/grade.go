@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/ephemera-network/ephemera/internal/vector"
 	"math"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/ephemera-network/ephemera/internal/openaiwire"
+	"github.com/ephemera-network/ephemera/internal/vector"
 )
 
 // EmbedFunc embeds texts as vectors, one per text; an inference backend's
@@ -81,18 +82,7 @@ func verdict(pass bool, expected, answer string) Result {
 	if pass {
 		return Result{Pass: true, Score: 1, Reason: "correct"}
 	}
-	return Result{Reason: fmt.Sprintf("want %q, got %q", clip(expected, 80), clip(answer, 80))}
-}
-
-// clip shortens s for a log line without splitting a UTF-8 sequence.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
+	return Result{Reason: fmt.Sprintf("want %q, got %q", openaiwire.Clip(expected, 80), openaiwire.Clip(answer, 80))}
 }
 
 // GradeAll grades answers[i] for tasks[i], which took latencies[i], and

@@ -1,7 +1,6 @@
 package inference
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/ephemera-network/ephemera/internal/openaiwire"
 )
 
 // DefaultOpenAITimeout bounds one request when OpenAIConfig.Timeout is zero:
@@ -163,22 +164,6 @@ func (o *OpenAI) Name() string { return "openai" }
 // Models lists the configured model.
 func (o *OpenAI) Models() []string { return []string{o.model} }
 
-// chatRequest is the body of POST /chat/completions.
-type chatRequest struct {
-	Model         string         `json:"model"`
-	Messages      []Message      `json:"messages"`
-	MaxTokens     int            `json:"max_tokens,omitempty"`
-	Temperature   float64        `json:"temperature"`
-	Stream        bool           `json:"stream"`
-	StreamOptions *streamOptions `json:"stream_options,omitempty"`
-}
-
-// streamOptions asks for a last chunk with the token counts, which a stream
-// otherwise leaves out.
-type streamOptions struct {
-	IncludeUsage bool `json:"include_usage"`
-}
-
 // embeddingRequest is the body of POST /embeddings.
 type embeddingRequest struct {
 	Model string   `json:"model"`
@@ -297,23 +282,23 @@ func (o *OpenAI) Embed(ctx context.Context, texts []string) ([][]float32, error)
 	return out, nil
 }
 
-func (o *OpenAI) chatRequest(req GenerateRequest, stream bool) (chatRequest, error) {
+func (o *OpenAI) chatRequest(req GenerateRequest, stream bool) (openaiwire.Request, error) {
 	if req.Model != "" && req.Model != o.model {
-		return chatRequest{}, fmt.Errorf("openai backend: %w %q (it serves %q)", ErrUnknownModel, req.Model, o.model)
+		return openaiwire.Request{}, fmt.Errorf("openai backend: %w %q (it serves %q)", ErrUnknownModel, req.Model, o.model)
 	}
 	if req.MaxTokens < 0 {
-		return chatRequest{}, fmt.Errorf("openai backend: max tokens %d, must be 0 (the server's default) or more", req.MaxTokens)
+		return openaiwire.Request{}, fmt.Errorf("openai backend: max tokens %d, must be 0 (the server's default) or more", req.MaxTokens)
 	}
 	if t := req.Temperature; t < 0 || math.IsNaN(t) || math.IsInf(t, 0) {
-		return chatRequest{}, fmt.Errorf("openai backend: temperature %v, must be a finite number, 0 or more", t)
+		return openaiwire.Request{}, fmt.Errorf("openai backend: temperature %v, must be a finite number, 0 or more", t)
 	}
-	msgs := req.Messages
-	if msgs == nil {
-		msgs = []Message{} // [] rather than null: the server then says what is wrong
+	msgs := make([]openaiwire.Message, len(req.Messages)) // [] rather than null: the server then says what is wrong
+	for i, m := range req.Messages {
+		msgs[i] = openaiwire.Message(m)
 	}
-	body := chatRequest{Model: o.model, Messages: msgs, MaxTokens: req.MaxTokens, Temperature: req.Temperature, Stream: stream}
+	body := openaiwire.Request{Model: o.model, Messages: msgs, MaxTokens: req.MaxTokens, Temperature: req.Temperature, Stream: stream}
 	if stream {
-		body.StreamOptions = &streamOptions{IncludeUsage: true}
+		body.StreamOptions = &openaiwire.StreamOptions{IncludeUsage: true}
 	}
 	return body, nil
 }
@@ -434,67 +419,20 @@ type chatAnswer struct {
 	completionTokens int
 }
 
-// chatCompletion is the part of a chat.completion, or of one
-// chat.completion.chunk of a stream, that the backend reads.
-type chatCompletion struct {
-	Choices []struct {
-		Message struct {
-			Content *string `json:"content"`
-		} `json:"message"`
-		Delta struct {
-			Content *string `json:"content"`
-		} `json:"delta"`
-	} `json:"choices"`
-	Usage *struct {
-		PromptTokens     tokenCount `json:"prompt_tokens"`
-		CompletionTokens tokenCount `json:"completion_tokens"`
-	} `json:"usage"`
-	// An answer can carry an error instead: {"error": {"message": ...}} as
-	// OpenAI and llama.cpp write it, or {"object": "error", "message": ...}
-	// as older vLLM does.
-	Error   json.RawMessage `json:"error"`
-	Object  string          `json:"object"`
-	Message json.RawMessage `json:"message"`
-}
-
-// failure is the error message an answer carries, if it carries one.
-func (c *chatCompletion) failure() (string, bool) {
-	if len(c.Error) > 0 && string(c.Error) != "null" {
-		if msg := errorMessage(c.Error); msg != "" {
-			return msg, true
-		}
-		return "(no message)", true
-	}
-	if c.Object == "error" {
-		if msg, ok := jsonString(c.Message); ok && msg != "" {
-			return clip(msg, maxErrorRunes), true
-		}
-		return "(no message)", true
-	}
-	return "", false
-}
-
-// tokenCount is a usage count. The counts are informational, so one that is
-// not a sensible number reads as 0 instead of failing the answer.
-type tokenCount int
-
-func (n *tokenCount) UnmarshalJSON(b []byte) error {
-	var f float64
-	if json.Unmarshal(b, &f) != nil || !(f >= 0) {
-		*n = 0
-		return nil
-	}
-	*n = tokenCount(min(f, math.MaxInt32))
-	return nil
+// failure is the message of an answer that says it failed, one clipped
+// line, if it does.
+func failure(f *openaiwire.Failure) (string, bool) {
+	msg, failed := f.Failed()
+	return orNoMessage(openaiwire.Clip(msg, maxErrorRunes)), failed
 }
 
 // decodeChat reads a non-streamed chat.completion.
 func decodeChat(data []byte) (chatAnswer, error) {
-	var c chatCompletion
+	var c openaiwire.Reply
 	if err := json.Unmarshal(data, &c); err != nil {
-		return chatAnswer{}, fmt.Errorf("bad JSON answer: %w (answer begins %q)", err, clip(string(data), maxQuoteRunes))
+		return chatAnswer{}, fmt.Errorf("bad JSON answer: %w (answer begins %q)", err, openaiwire.Clip(string(data), maxQuoteRunes))
 	}
-	if msg, ok := c.failure(); ok {
+	if msg, ok := failure(&c.Failure); ok {
 		return chatAnswer{}, fmt.Errorf("server error: %s", msg)
 	}
 	if len(c.Choices) == 0 {
@@ -510,41 +448,37 @@ func decodeChat(data []byte) (chatAnswer, error) {
 	return ans, nil
 }
 
-// readStream reads a chat completion sent as Server-Sent Events, up to
-// "data: [DONE]", calling onToken with each non-empty piece of text. Events
-// are assembled as the SSE spec says: data lines joined until a blank line;
-// comments, event names other than "error", ids and unknown fields are
-// skipped. A stream that ends before [DONE] is an error: the answer may be
-// cut short.
+// readStream reads a chat completion sent as server-sent events, up to
+// "data: [DONE]", calling onToken with each non-empty piece of text. An
+// event named "error", and llama.cpp's own "error" field, say the server
+// failed. A stream that ends before [DONE] is an error: the answer may be
+// cut short; its last event is read even without the blank line that
+// should end it.
 func readStream(r io.Reader, onToken func(string) error) (chatAnswer, error) {
-	sc := bufio.NewScanner(r) // ScanLines takes \n and \r\n
-	sc.Buffer(make([]byte, 0, 64<<10), maxAnswerBytes)
 	var (
 		ans      chatAnswer
 		text     strings.Builder
-		data     []string // the data lines of the event being read
-		event    string   // its event name
-		choices  bool     // whether any chunk had a choice
-		finished bool     // whether [DONE] came
+		choices  bool  // whether any chunk had a choice
+		finished bool  // whether [DONE] came
+		failed   error // what ended the stream, other than reading it
 	)
-	dispatch := func() error {
-		payload, name := strings.Join(data, "\n"), event
-		data, event = data[:0], ""
-		if len(payload) == 0 {
+	event := func(ev openaiwire.Event) error {
+		switch {
+		case ev.ErrorLine:
+			return fmt.Errorf("server error in stream: %s", orNoMessage(errorText([]byte(ev.Data))))
+		case ev.Data == "":
 			return nil
-		}
-		if strings.TrimSpace(payload) == "[DONE]" {
+		case openaiwire.IsDone(ev.Data):
 			finished = true
 			return nil
+		case ev.Name == "error":
+			return fmt.Errorf("server error in stream: %s", orNoMessage(errorText([]byte(ev.Data))))
 		}
-		if name == "error" {
-			return fmt.Errorf("server error in stream: %s", orNoMessage(errorText([]byte(payload))))
+		var c openaiwire.Reply
+		if err := json.Unmarshal([]byte(ev.Data), &c); err != nil {
+			return fmt.Errorf("bad stream chunk: %w (chunk begins %q)", err, openaiwire.Clip(ev.Data, maxQuoteRunes))
 		}
-		var c chatCompletion
-		if err := json.Unmarshal([]byte(payload), &c); err != nil {
-			return fmt.Errorf("bad stream chunk: %w (chunk begins %q)", err, clip(payload, maxQuoteRunes))
-		}
-		if msg, ok := c.failure(); ok {
+		if msg, ok := failure(&c.Failure); ok {
 			return fmt.Errorf("server error in stream: %s", msg)
 		}
 		if c.Usage != nil { // the last chunk when include_usage is asked for
@@ -560,38 +494,17 @@ func readStream(r io.Reader, onToken func(string) error) (chatAnswer, error) {
 		}
 		return nil
 	}
-	for !finished && sc.Scan() {
-		line := sc.Text()
-		if line == "" {
-			if err := dispatch(); err != nil {
-				return chatAnswer{}, err
-			}
-			continue
-		}
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch field {
-		case "": // a comment, such as a keep-alive
-		case "data":
-			data = append(data, value)
-		case "event":
-			event = value
-		case "error": // llama.cpp writes a failure as its own "error:" field
-			return chatAnswer{}, fmt.Errorf("server error in stream: %s", orNoMessage(errorText([]byte(value))))
-		}
-	}
-	if err := sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) { // a line longer than an answer may be
-			err = errAnswerTooLarge
-		}
-		return chatAnswer{}, fmt.Errorf("reading the stream: %w", err)
-	}
-	if !finished { // the last event may lack its blank line
-		if err := dispatch(); err != nil {
-			return chatAnswer{}, err
-		}
-	}
+	_, err := openaiwire.ReadEvents(r, maxAnswerBytes, func(ev openaiwire.Event) (bool, error) {
+		failed = event(ev)
+		return finished, failed
+	})
 	switch {
+	case failed != nil:
+		return chatAnswer{}, failed
+	case errors.Is(err, openaiwire.ErrTooLarge): // a line longer than an answer may be
+		return chatAnswer{}, fmt.Errorf("reading the stream: %w", errAnswerTooLarge)
+	case err != nil:
+		return chatAnswer{}, fmt.Errorf("reading the stream: %w", err)
 	case !finished:
 		return chatAnswer{}, errors.New("stream ended before data: [DONE]")
 	case !choices:
@@ -607,9 +520,7 @@ type embeddingList struct {
 		Index     *int      `json:"index"`
 		Embedding []float32 `json:"embedding"`
 	} `json:"data"`
-	Error   json.RawMessage `json:"error"`
-	Object  string          `json:"object"`
-	Message json.RawMessage `json:"message"`
+	openaiwire.Failure
 }
 
 // decodeEmbeddings reads the vectors of n texts, put in order by each item's
@@ -618,10 +529,9 @@ type embeddingList struct {
 func decodeEmbeddings(data []byte, n int) ([][]float32, error) {
 	var l embeddingList
 	if err := json.Unmarshal(data, &l); err != nil {
-		return nil, fmt.Errorf("bad JSON answer: %w (answer begins %q)", err, clip(string(data), maxQuoteRunes))
+		return nil, fmt.Errorf("bad JSON answer: %w (answer begins %q)", err, openaiwire.Clip(string(data), maxQuoteRunes))
 	}
-	failure := chatCompletion{Error: l.Error, Object: l.Object, Message: l.Message}
-	if msg, ok := failure.failure(); ok {
+	if msg, ok := failure(&l.Failure); ok {
 		return nil, fmt.Errorf("server error: %s", msg)
 	}
 	if len(l.Data) != n {
@@ -655,45 +565,20 @@ func decodeEmbeddings(data []byte, n int) ([][]float32, error) {
 func errorText(data []byte) string {
 	var e struct {
 		Error   json.RawMessage `json:"error"`
-		Message json.RawMessage `json:"message"`
-		Detail  json.RawMessage `json:"detail"`
+		Message any             `json:"message"`
+		Detail  any             `json:"detail"`
 	}
 	if json.Unmarshal(data, &e) == nil {
-		if msg := errorMessage(e.Error); msg != "" {
+		if msg := openaiwire.Clip(openaiwire.ErrorMessage(e.Error), maxErrorRunes); msg != "" {
 			return msg
 		}
-		for _, raw := range []json.RawMessage{e.Message, e.Detail} {
-			if msg, ok := jsonString(raw); ok && strings.TrimSpace(msg) != "" {
-				return clip(msg, maxErrorRunes)
+		for _, v := range []any{e.Message, e.Detail} {
+			if msg, ok := v.(string); ok && strings.TrimSpace(msg) != "" {
+				return openaiwire.Clip(msg, maxErrorRunes)
 			}
 		}
 	}
-	return clip(string(data), maxErrorRunes)
-}
-
-// errorMessage is the text of an error value, {"message": ...} or a string,
-// clipped; "" if it has none.
-func errorMessage(raw json.RawMessage) string {
-	if msg, ok := jsonString(raw); ok {
-		return clip(msg, maxErrorRunes)
-	}
-	var obj struct {
-		Message json.RawMessage `json:"message"`
-	}
-	if json.Unmarshal(raw, &obj) == nil {
-		if msg, ok := jsonString(obj.Message); ok {
-			return clip(msg, maxErrorRunes)
-		}
-	}
-	return ""
-}
-
-func jsonString(raw json.RawMessage) (string, bool) {
-	var s string
-	if len(raw) == 0 || json.Unmarshal(raw, &s) != nil {
-		return "", false
-	}
-	return s, true
+	return openaiwire.Clip(string(data), maxErrorRunes)
 }
 
 func orNoMessage(msg string) string {
@@ -701,23 +586,4 @@ func orNoMessage(msg string) string {
 		return "(no message)"
 	}
 	return msg
-}
-
-// clip makes s one printable line of at most n runes (and an ellipsis), so
-// that a server's words cannot break a log line or fill it.
-func clip(s string, n int) string {
-	if len(s) > maxErrorBytes {
-		s = s[:maxErrorBytes] // far more than n runes of text: spare the work on a huge answer
-	}
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsPrint(r) { // invalid UTF-8 reads as U+FFFD, which is printable
-			return r
-		}
-		return ' ' // line breaks, tabs, control characters
-	}, s)
-	s = strings.Join(strings.Fields(s), " ")
-	if rs := []rune(s); len(rs) > n {
-		return string(rs[:n]) + "…"
-	}
-	return s
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/internal/openaiwire"
 )
 
 func runSessions(args []string, stdout, _ io.Writer) error {
@@ -100,7 +101,7 @@ func printSession(w io.Writer, v api.SessionDetail) error {
 		for _, h := range s.Miners {
 			detail := "-"
 			if h.Detail != "" {
-				detail = clipText(h.Detail, 80)
+				detail = openaiwire.Clip(h.Detail, 80)
 			}
 			fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\t%s\n", h.Miner, h.Generation, h.State, h.Tasks,
 				localTime(h.Since), localTime(h.Until), detail)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -18,10 +17,10 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
-	"unicode/utf8"
 
 	"github.com/ephemera-network/ephemera/api"
 	"github.com/ephemera-network/ephemera/api/client"
+	"github.com/ephemera-network/ephemera/internal/openaiwire"
 )
 
 // maxTaskPoll bounds one GET …/tasks/{task}?wait=: the loop asks again
@@ -182,9 +181,9 @@ func printTaskOutcome(w io.Writer, sessionID string, t api.Task, elapsed time.Du
 	for i, a := range t.Answers {
 		switch {
 		case a.Error != "":
-			texts[i] = clipText("error: "+a.Error, 120)
+			texts[i] = openaiwire.Clip("error: "+a.Error, 120)
 		case a.Output != t.Answer:
-			texts[i] = strconv.Quote(clipText(a.Output, 120))
+			texts[i] = strconv.Quote(openaiwire.Clip(a.Output, 120))
 		default:
 			texts[i] = "(the answer above)"
 			continue
@@ -232,16 +231,6 @@ func printTaskOutcome(w io.Writer, sessionID string, t api.Task, elapsed time.Du
 	return nil
 }
 
-// clipText keeps the first n runes of s, on one line.
-func clipText(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if utf8.RuneCountInString(s) <= n {
-		return s
-	}
-	r := []rune(s)
-	return string(r[:n]) + "…"
-}
-
 // streamCompletion asks the OpenAI-compatible endpoint with "stream": true
 // and prints the answer as its chunks arrive, or with asJSON each chunk.
 func streamCompletion(ctx context.Context, c *client.Client, stdout io.Writer, model, prompt string, redundancy int, asJSON bool, why func() string) error {
@@ -279,7 +268,15 @@ func streamCompletion(ctx context.Context, c *client.Client, stdout io.Writer, m
 		}
 		return errors.Join(err, p.end(err == nil))
 	}
-	done, err := readSSE(resp.Body, p.event)
+	done, err := openaiwire.ReadEvents(resp.Body, maxEventData, func(ev openaiwire.Event) (bool, error) {
+		if ev.Cut || ev.ErrorLine {
+			return false, nil // an event cut off by the end of the stream is dropped, as the specification says
+		}
+		return p.event(ev.Data)
+	})
+	if errors.Is(err, openaiwire.ErrTooLarge) {
+		err = fmt.Errorf("an event of the answer stream is larger than %d bytes", maxEventData)
+	}
 	switch {
 	case err == nil && !done:
 		err = errors.New("the answer stream ended before its [DONE] event")
@@ -334,7 +331,7 @@ func (p *chunkPrinter) event(data string) (done bool, err error) {
 	}
 	var ch chatChunk
 	if err := json.Unmarshal([]byte(data), &ch); err != nil {
-		return false, fmt.Errorf("not a chat completion chunk: %s", clipText(data, 60))
+		return false, fmt.Errorf("not a chat completion chunk: %s", openaiwire.Clip(data, 60))
 	}
 	if err := ch.err(); err != nil {
 		return false, err
@@ -362,7 +359,7 @@ func (p *chunkPrinter) event(data string) (done bool, err error) {
 func (p *chunkPrinter) completion(raw []byte) error {
 	var ch chatChunk
 	if err := json.Unmarshal(raw, &ch); err != nil {
-		return fmt.Errorf("not a chat completion: %s", clipText(string(raw), 60))
+		return fmt.Errorf("not a chat completion: %s", openaiwire.Clip(string(raw), 60))
 	}
 	if err := ch.err(); err != nil {
 		return err
@@ -406,48 +403,6 @@ func (p *chunkPrinter) end(whole bool) error {
 
 // maxEventData bounds one server-sent event.
 const maxEventData = 16 << 20
-
-// readSSE reads server-sent events from r and hands each event's data (its
-// data lines joined by newlines) to event, until event says done, fails, or
-// r ends. Comments and other fields are ignored; an event cut off by the end
-// of r is dropped, as the specification says.
-func readSSE(r io.Reader, event func(data string) (done bool, err error)) (done bool, err error) {
-	br := bufio.NewReaderSize(r, 64<<10)
-	var data strings.Builder
-	hasData := false
-	for {
-		line, rerr := br.ReadString('\n')
-		if rerr != nil {
-			if rerr == io.EOF {
-				return false, nil
-			}
-			return false, rerr
-		}
-		line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
-		if line == "" {
-			if hasData {
-				if done, err := event(data.String()); done || err != nil {
-					return done, err
-				}
-			}
-			data.Reset()
-			hasData = false
-			continue
-		}
-		field, value, _ := strings.Cut(line, ":")
-		if field != "data" {
-			continue
-		}
-		if hasData {
-			data.WriteByte('\n')
-		}
-		data.WriteString(strings.TrimPrefix(value, " "))
-		hasData = true
-		if data.Len() > maxEventData {
-			return false, fmt.Errorf("an event of the answer stream is larger than %d bytes", maxEventData)
-		}
-	}
-}
 
 // parseFlagsArg is parseFlagsArgs for a command that takes at most one
 // argument, which may come before, between or after its flags; "--" ends the

@@ -336,7 +336,7 @@ func renderTop(d *topData, fetchErr error, opts topOptions, now time.Time) strin
 	if opts.width > 0 {
 		lines := strings.SplitAfter(frame, "\n")
 		for i, l := range lines {
-			lines[i] = clip(strings.TrimSuffix(l, "\n"), opts.width) + l[len(strings.TrimSuffix(l, "\n")):]
+			lines[i] = fitWidth(strings.TrimSuffix(l, "\n"), opts.width) + l[len(strings.TrimSuffix(l, "\n")):]
 		}
 		frame = strings.Join(lines, "")
 	}
@@ -365,8 +365,8 @@ func wrap(s string, width int) []string {
 	return append(lines, cur)
 }
 
-// clip cuts s to at most width runes.
-func clip(s string, width int) string {
+// fitWidth cuts s to at most width runes, for a column of the screen.
+func fitWidth(s string, width int) string {
 	n := 0
 	for i := range s {
 		if n == width {
