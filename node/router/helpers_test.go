@@ -335,6 +335,15 @@ func (tr *testRouter) reserve(tb testing.TB, model string, lease time.Duration) 
 	return res
 }
 
+// refused is a Reserve that fails with ErrNoMiner, its error naming why.
+func (tr *testRouter) refused(tb testing.TB, why string) {
+	tb.Helper()
+	_, err := tr.Reserve(tb.Context(), "", 0)
+	if !errors.Is(err, ErrNoMiner) || !strings.Contains(err.Error(), why) {
+		tb.Fatalf("reserve: %v, want ErrNoMiner naming %q", err, why)
+	}
+}
+
 // know gives the router the miner's address and feeds its pool view the
 // miner's current record.
 func (tr *testRouter) know(tb testing.TB, m *fakeMiner) {

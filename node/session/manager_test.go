@@ -24,23 +24,15 @@ import (
 // session releases the miner, which must then be validated at its next
 // generation.
 func TestSessionRedundancyOne(t *testing.T) {
-	n := newTestNet(t)
-	x := n.newMiner(t)
-	tr := n.newRouter(t, testConfig())
+	x, tr := newPair(t)
 	gen := x.makeAvailable(t)
 	ctx := t.Context()
 
-	s, err := tr.m.Create(ctx, Params{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := tr.create(t, Params{})
 	if s.State != StateOpen || s.Params.Redundancy != 1 || s.Params.MaxNodes != 1 || !s.Ends.Equal(s.Created.Add(DefaultReservePeriod)) {
 		t.Fatalf("session %+v", s)
 	}
-	task, err := tr.m.Submit(ctx, s.ID, ask("What is 17 + 25?"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	task := tr.submit(t, s.ID, ask("What is 17 + 25?"))
 	if task.ID != "1" || task.Seq != 1 || task.State != TaskQueued {
 		t.Fatalf("submitted %+v", task)
 	}
@@ -57,7 +49,7 @@ func TestSessionRedundancyOne(t *testing.T) {
 		t.Fatalf("answer %+v", a)
 	}
 
-	s, err = tr.m.End(ctx, s.ID)
+	s, err := tr.m.End(ctx, s.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,15 +79,8 @@ func TestSessionRedundancyThree(t *testing.T) {
 	for _, m := range miners {
 		m.makeAvailable(t)
 	}
-	ctx := t.Context()
-	s, err := tr.m.Create(ctx, Params{Redundancy: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	task, err := tr.m.Submit(ctx, s.ID, ask("What is 17 + 25?"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := tr.create(t, Params{Redundancy: 3})
+	task := tr.submit(t, s.ID, ask("What is 17 + 25?"))
 	task = tr.waitTask(t, s.ID, task.ID)
 	if task.State != TaskDone || !strings.Contains(task.Answer, "42") || task.Agreement == nil || *task.Agreement < 0.999 {
 		t.Fatalf("task %+v", task)
@@ -178,11 +163,7 @@ func TestSessionBadRevealRejected(t *testing.T) {
 	for _, m := range miners[:3] {
 		m.makeAvailable(t)
 	}
-	ctx := t.Context()
-	s, err := tr.m.Create(ctx, Params{Redundancy: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := tr.create(t, Params{Redundancy: 3})
 	// The session holds the first three, the cheater among them; then the
 	// spare becomes available.
 	s = tr.waitSession(t, s.ID, "three miners held", 10*time.Second, func(s Session) bool { return active(s) == 3 })
@@ -197,10 +178,7 @@ func TestSessionBadRevealRejected(t *testing.T) {
 	}
 	spareGen := spare.makeAvailable(t)
 
-	task, err := tr.m.Submit(ctx, s.ID, ask("What is 17 + 25?"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	task := tr.submit(t, s.ID, ask("What is 17 + 25?"))
 	task = tr.waitTask(t, s.ID, task.ID)
 	if task.State != TaskDone || !strings.Contains(task.Answer, "42") || task.Attempts != 2 {
 		t.Fatalf("task %+v", task)
@@ -274,16 +252,10 @@ func TestQueueAndSessionBounds(t *testing.T) {
 	n := newTestNet(t)
 	tr := n.newRouter(t, Config{MaxSessions: 2, MaxQueued: 2, QueueTimeout: time.Minute})
 	ctx := t.Context()
-	s1, err := tr.m.Create(ctx, Params{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s1 := tr.create(t, Params{})
 	var ids []string
 	for range 2 {
-		task, err := tr.m.Submit(ctx, s1.ID, ask("What is 17 + 25?"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		task := tr.submit(t, s1.ID, ask("What is 17 + 25?"))
 		ids = append(ids, task.ID)
 	}
 	// Give the worker time to take the first task up and look for miners.
@@ -302,10 +274,7 @@ func TestQueueAndSessionBounds(t *testing.T) {
 			t.Fatalf("task %+v", task)
 		}
 	}
-	s2, err := tr.m.Create(ctx, Params{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s2 := tr.create(t, Params{})
 	if _, err := tr.m.Submit(ctx, s2.ID, ask("elsewhere")); !errors.Is(err, ErrQueueFull) {
 		t.Fatalf("submit to another session: %v, want ErrQueueFull", err)
 	}
@@ -346,21 +315,13 @@ func TestQueueAndSessionBounds(t *testing.T) {
 // A session ends after max_tasks tasks and releases its miners; a task past
 // the limit is refused.
 func TestMaxTasksEndsSession(t *testing.T) {
-	n := newTestNet(t)
-	x := n.newMiner(t)
-	tr := n.newRouter(t, testConfig())
+	x, tr := newPair(t)
 	ctx := t.Context()
-	s, err := tr.m.Create(ctx, Params{MaxTasks: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := tr.create(t, Params{MaxTasks: 2})
 	// No miner yet: both tasks wait, and the session is open.
 	var ids []string
 	for _, q := range []string{"What is 17 + 25?", "What is 2 + 2?"} {
-		task, err := tr.m.Submit(ctx, s.ID, ask(q))
-		if err != nil {
-			t.Fatal(err)
-		}
+		task := tr.submit(t, s.ID, ask(q))
 		ids = append(ids, task.ID)
 	}
 	if _, err := tr.m.Submit(ctx, s.ID, ask("a third")); !errors.Is(err, ErrTaskLimit) {
@@ -387,14 +348,9 @@ func TestMaxTasksEndsSession(t *testing.T) {
 
 // A session ends when its reservation period runs out, and releases its miners.
 func TestReservePeriodEndsSession(t *testing.T) {
-	n := newTestNet(t)
-	x := n.newMiner(t)
-	tr := n.newRouter(t, testConfig())
+	x, tr := newPair(t)
 	gen := x.makeAvailable(t)
-	s, err := tr.m.Create(t.Context(), Params{ReservePeriod: dur(2 * time.Second)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := tr.create(t, Params{ReservePeriod: dur(2 * time.Second)})
 	if s.Params.TaskTimeout != dur(2*time.Second) {
 		t.Fatalf("params %+v", s.Params)
 	}
@@ -409,22 +365,14 @@ func TestReservePeriodEndsSession(t *testing.T) {
 // A graceful shutdown ends every open session, fails what they had queued
 // and releases their miners.
 func TestStopEndsSessions(t *testing.T) {
-	n := newTestNet(t)
-	x := n.newMiner(t)
-	tr := n.newRouter(t, testConfig())
+	x, tr := newPair(t)
 	gen := x.makeAvailable(t)
 	ctx := t.Context()
 	// Two miners per task, one to be had: the task waits.
-	s, err := tr.m.Create(ctx, Params{Redundancy: 2, MinNodes: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := tr.create(t, Params{Redundancy: 2, MinNodes: 1})
 	s = tr.waitSession(t, s.ID, "a miner held", 5*time.Second, func(s Session) bool { return active(s) == 1 })
 	res := s.Miners[0].Reservation
-	task, err := tr.m.Submit(ctx, s.ID, ask("What is 17 + 25?"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	task := tr.submit(t, s.ID, ask("What is 17 + 25?"))
 	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := tr.m.Stop(stopCtx); err != nil {
@@ -478,19 +426,13 @@ func TestRestartResumesSessions(t *testing.T) {
 		t.Fatalf("ghost reservation of %s", ghost.Miner)
 	}
 	// A session that wants two miners a task and finds one: its task waits.
-	s, err := tr.m.Create(ctx, Params{Redundancy: 2, MinNodes: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := tr.create(t, Params{Redundancy: 2, MinNodes: 1})
 	s = tr.waitSession(t, s.ID, "a miner held", 5*time.Second, func(s Session) bool { return active(s) == 1 })
 	held := s.Miners[0]
 	if held.Miner != x.id.String() {
 		t.Fatalf("holding %+v", held)
 	}
-	task, err := tr.m.Submit(ctx, s.ID, ask("What is 17 + 25?"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	task := tr.submit(t, s.ID, ask("What is 17 + 25?"))
 	testkit.Eventually(t, "the router to see both miners reserved", 5*time.Second, func() bool { return len(tr.pool.Available("")) == 0 })
 
 	tr.crash(t)

@@ -148,6 +148,15 @@ func (n *testNet) newMiner(t testing.TB) *testMiner {
 	return tm
 }
 
+// newPair is a fresh network of one miner, validating, and one router node
+// with the test configuration.
+func newPair(t testing.TB) (*testMiner, *testRouter) {
+	t.Helper()
+	n := newTestNet(t)
+	x := n.newMiner(t)
+	return x, n.newRouter(t, testConfig())
+}
+
 func (n *testNet) newMiners(t testing.TB, count int) []*testMiner {
 	t.Helper()
 	out := make([]*testMiner, count)
@@ -290,6 +299,26 @@ func (tr *testRouter) crash(t testing.TB) {
 	if err := tr.store.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// create opens a session of p, failing the test if it cannot.
+func (tr *testRouter) create(t testing.TB, p Params) Session {
+	t.Helper()
+	s, err := tr.m.Create(t.Context(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// submit queues req in the session id, failing the test if it cannot.
+func (tr *testRouter) submit(t testing.TB, id string, req TaskRequest) Task {
+	t.Helper()
+	task, err := tr.m.Submit(t.Context(), id, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return task
 }
 
 // waitSession waits for the session to satisfy cond.

@@ -23,18 +23,11 @@ func TestSessionRunsTasksInParallel(t *testing.T) {
 	for _, x := range miners {
 		x.makeAvailable(t)
 	}
-	ctx := t.Context()
-	s, err := tr.m.Create(ctx, Params{MinNodes: 3, MaxNodes: 3, MaxTasks: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := tr.create(t, Params{MinNodes: 3, MaxNodes: 3, MaxTasks: 3})
 	tr.waitSession(t, s.ID, "three miners held", 10*time.Second, func(s Session) bool { return active(s) == 3 })
 	var ids []string
 	for range 3 {
-		task, err := tr.m.Submit(ctx, s.ID, ask("What is 17 + 25?"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		task := tr.submit(t, s.ID, ask("What is 17 + 25?"))
 		ids = append(ids, task.ID)
 	}
 	testkit.Eventually(t, "three tasks running at once", 5*time.Second, func() bool {
