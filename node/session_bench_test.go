@@ -41,6 +41,13 @@ func (l latencies) report(b *testing.B) {
 	b.ReportMetric(float64(l.pct(0.99).Microseconds())/1000, "p99-ms")
 }
 
+// reportAdded reports l and, as added-p50-ms, how far its median is above
+// direct's.
+func (l latencies) reportAdded(b *testing.B, direct latencies) {
+	l.report(b)
+	b.ReportMetric(float64((l.pct(0.5)-direct.pct(0.5)).Microseconds())/1000, "added-p50-ms")
+}
+
 // directEngine serves the built-in engine on the miner's host over a plain
 // stream: one prompt in, one answer out, nothing signed, reserved or stored.
 // It is the floor a request through router and miner is compared with.
@@ -56,10 +63,14 @@ func serveDirect(b *testing.B, miner *node.Node) {
 	})
 }
 
-func callDirect(b *testing.B, from, to *node.Node) {
-	if err := askDirect(from, to); err != nil {
+// timeDirect times one prompt from the router straight to the miner's
+// engine (served by serveDirect).
+func timeDirect(b *testing.B, net benchNet) time.Duration {
+	start := time.Now()
+	if err := askDirect(net.router, net.miner); err != nil {
 		b.Fatal(err)
 	}
+	return time.Since(start)
 }
 
 // askDirect sends benchPrompt to the engine served by serveDirect.
@@ -129,13 +140,10 @@ func BenchmarkChatCompletion(b *testing.B) {
 		chat(b, client, url)
 		through = append(through, time.Since(start))
 		b.StopTimer()
-		start = time.Now()
-		callDirect(b, net.router, net.miner)
-		direct = append(direct, time.Since(start))
+		direct = append(direct, timeDirect(b, net))
 		b.StartTimer()
 	}
-	through.report(b)
-	b.ReportMetric(float64((through.pct(0.5)-direct.pct(0.5)).Microseconds())/1000, "added-p50-ms")
+	through.reportAdded(b, direct)
 }
 
 // BenchmarkChatCompletionBaseline is the prompt of BenchmarkChatCompletion
@@ -147,9 +155,7 @@ func BenchmarkChatCompletionBaseline(b *testing.B) {
 	net.waitAvailable(b, 0)
 	var direct latencies
 	for b.Loop() {
-		start := time.Now()
-		callDirect(b, net.router, net.miner)
-		direct = append(direct, time.Since(start))
+		direct = append(direct, timeDirect(b, net))
 	}
 	direct.report(b)
 }
@@ -185,13 +191,10 @@ func BenchmarkSessionTask(b *testing.B) {
 		}
 		lat = append(lat, time.Since(start))
 		b.StopTimer()
-		start = time.Now()
-		callDirect(b, net.router, net.miner)
-		direct = append(direct, time.Since(start))
+		direct = append(direct, timeDirect(b, net))
 		b.StartTimer()
 	}
-	lat.report(b)
-	b.ReportMetric(float64((lat.pct(0.5)-direct.pct(0.5)).Microseconds())/1000, "added-p50-ms")
+	lat.reportAdded(b, direct)
 }
 
 // BenchmarkSessionTaskBaseline is BenchmarkChatCompletionBaseline under the
