@@ -76,3 +76,51 @@ func printJSON(w io.Writer, v any) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
+
+// apiCommand makes a command that talks to a running node. Its flags are
+// the API flags and those that define adds; define returns the body, which
+// runs once they are parsed, with the client of the node they name.
+// synopsis is the command's own part of its usage line. arg, when not
+// empty, lets the command take one argument and says what to do about a
+// second (see parseFlagsArg).
+func apiCommand(name, summary, synopsis, arg string, define func(fs *flag.FlagSet) apiBody) command {
+	run := func(args []string, stdout, _ io.Writer) error {
+		fs := newFlagSet(name, strings.TrimSpace(synopsis+" [--api URL | --home DIR] [--api-token T] [--json]"), stdout)
+		af := addAPIFlags(fs)
+		body := define(fs)
+		call := apiCall{stdout: stdout}
+		var err error
+		if arg != "" {
+			call.arg, call.set, err = parseFlagsArg(fs, args, arg)
+		} else {
+			call.set, err = parseFlags(fs, args)
+		}
+		if err != nil {
+			return err
+		}
+		call.json = *af.json
+		c, err := af.client(call.set)
+		if err != nil {
+			return err
+		}
+		return body(c, call)
+	}
+	return command{name, summary, run}
+}
+
+// apiBody is the work of an API command. It checks its own flags before it
+// uses c: making c sends nothing.
+type apiBody func(c *client.Client, call apiCall) error
+
+// noFlags is the define of an API command with no flags of its own.
+func noFlags(body apiBody) func(*flag.FlagSet) apiBody {
+	return func(*flag.FlagSet) apiBody { return body }
+}
+
+// apiCall is what the body of an API command is given besides its client.
+type apiCall struct {
+	arg    string          // the command's argument, if it takes one
+	set    map[string]bool // the flags given, on the command line or in the environment
+	json   bool            // --json
+	stdout io.Writer
+}

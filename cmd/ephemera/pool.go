@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -10,37 +11,33 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/api/client"
 )
 
-func runPool(args []string, stdout, _ io.Writer) error {
-	fs := newFlagSet("pool", "[--api URL | --home DIR] [--state STATE] [--json]", stdout)
-	af := addAPIFlags(fs)
+func pool(fs *flag.FlagSet) apiBody {
 	state := fs.String("state", "", "show only miners in this `state` (joining, validating, available, reserved, cooling_off, stale)")
-	set, err := parseFlags(fs, args)
-	if err != nil {
+	return func(c *client.Client, call apiCall) error { return printPool(c, call, *state) }
+}
+
+func printPool(c *client.Client, call apiCall, state string) error {
+	if err := checkPoolState(state); err != nil {
 		return err
 	}
-	if *state != "" && !slices.Contains(poolStates, *state) {
-		return usageError{fmt.Errorf("--state %q is not one of %s", *state, strings.Join(poolStates, ", "))}
-	}
-	c, err := af.client(set)
-	if err != nil {
-		return err
-	}
+	stdout := call.stdout
 	miners, err := c.Pool(context.Background())
 	if err != nil {
 		return err
 	}
-	if *state != "" {
+	if state != "" {
 		kept := miners[:0]
 		for _, m := range miners {
-			if m.State == *state {
+			if m.State == state {
 				kept = append(kept, m)
 			}
 		}
 		miners = kept
 	}
-	if *af.json {
+	if call.json {
 		return printJSON(stdout, miners)
 	}
 	counts := map[string]int{}
@@ -68,64 +65,42 @@ func runPool(args []string, stdout, _ io.Writer) error {
 // whose record has lapsed.
 var poolStates = []string{"joining", "validating", "available", "reserved", "cooling_off", "stale"}
 
-func runReserve(args []string, stdout, _ io.Writer) error {
-	fs := newFlagSet("reserve", "[--lease 30s] [--model M] [--api URL | --home DIR] [--json]", stdout)
-	af := addAPIFlags(fs)
-	lease := fs.Duration("lease", 0, "lease `duration` (default: the network's)")
-	model := fs.String("model", "", "reserve a miner serving this `model`")
-	set, err := parseFlags(fs, args)
-	if err != nil {
-		return err
+// checkPoolState refuses a --state that /v1/pool never shows.
+func checkPoolState(state string) error {
+	if state != "" && !slices.Contains(poolStates, state) {
+		return usageError{fmt.Errorf("--state %q is not one of %s", state, strings.Join(poolStates, ", "))}
 	}
-	if *lease < 0 {
-		return usageError{fmt.Errorf("--lease %s is negative", *lease)}
-	}
-	c, err := af.client(set)
-	if err != nil {
-		return err
-	}
-	req := api.ReserveRequest{Model: *model}
-	if *lease > 0 {
-		req.Lease = lease.String()
-	}
-	r, err := c.Reserve(context.Background(), req)
-	if err != nil {
-		return err
-	}
-	return printReservation(stdout, r, *af.json)
+	return nil
 }
 
-func runRelease(args []string, stdout, _ io.Writer) error {
-	fs := newFlagSet("release", "ID [--api URL | --home DIR] [--json]", stdout)
-	af := addAPIFlags(fs)
-	// The reservation ID may come before the flags or after them.
-	var id string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		id, args = args[0], args[1:]
+func reserve(fs *flag.FlagSet) apiBody {
+	lease := fs.Duration("lease", 0, "lease `duration` (default: the network's)")
+	model := fs.String("model", "", "reserve a miner serving this `model`")
+	return func(c *client.Client, call apiCall) error {
+		if *lease < 0 {
+			return usageError{fmt.Errorf("--lease %s is negative", *lease)}
+		}
+		req := api.ReserveRequest{Model: *model}
+		if *lease > 0 {
+			req.Lease = lease.String()
+		}
+		r, err := c.Reserve(context.Background(), req)
+		if err != nil {
+			return err
+		}
+		return printReservation(call.stdout, r, call.json)
 	}
-	max := 1
-	if id != "" {
-		max = 0
-	}
-	set, err := parseFlagsArgs(fs, args, max)
-	if err != nil {
-		return err
-	}
-	if id == "" {
-		id = fs.Arg(0)
-	}
-	if id == "" {
+}
+
+func release(c *client.Client, call apiCall) error {
+	if call.arg == "" {
 		return usageError{fmt.Errorf("which reservation? usage: ephemera release ID")}
 	}
-	c, err := af.client(set)
+	r, err := c.Release(context.Background(), call.arg)
 	if err != nil {
 		return err
 	}
-	r, err := c.Release(context.Background(), id)
-	if err != nil {
-		return err
-	}
-	return printReservation(stdout, r, *af.json)
+	return printReservation(call.stdout, r, call.json)
 }
 
 // printReservation shows the router's answer.

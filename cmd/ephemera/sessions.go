@@ -9,27 +9,19 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/api/client"
 	"github.com/ephemera-network/ephemera/internal/openaiwire"
 )
 
-func runSessions(args []string, stdout, _ io.Writer) error {
-	fs := newFlagSet("sessions", "[SESSION-ID] [--api URL | --home DIR] [--json]", stdout)
-	af := addAPIFlags(fs)
-	id, set, err := parseFlagsArg(fs, args, "give one session ID")
-	if err != nil {
-		return err
-	}
-	c, err := af.client(set)
-	if err != nil {
-		return err
-	}
-	ctx := context.Background()
+// printSessions lists the router's sessions, or shows the one named.
+func printSessions(c *client.Client, call apiCall) error {
+	ctx, id, stdout := context.Background(), call.arg, call.stdout
 	if id != "" {
 		v, err := c.Session(ctx, id)
 		if err != nil {
 			return err
 		}
-		if *af.json {
+		if call.json {
 			return printJSON(stdout, v)
 		}
 		return printSession(stdout, v)
@@ -38,7 +30,7 @@ func runSessions(args []string, stdout, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *af.json {
+	if call.json {
 		return printJSON(stdout, list)
 	}
 	counts := map[string]int{}

@@ -3,25 +3,15 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/api/client"
 )
 
-func runStatus(args []string, stdout, _ io.Writer) error {
-	fs := newFlagSet("status", "[--api URL | --home DIR] [--json]", stdout)
-	af := addAPIFlags(fs)
-	set, err := parseFlags(fs, args)
-	if err != nil {
-		return err
-	}
-	c, err := af.client(set)
-	if err != nil {
-		return err
-	}
+func printStatus(c *client.Client, call apiCall) error {
 	ctx := context.Background()
 	info, err := c.Node(ctx)
 	if err != nil {
@@ -31,8 +21,8 @@ func runStatus(args []string, stdout, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *af.json {
-		return printJSON(stdout, struct {
+	if call.json {
+		return printJSON(call.stdout, struct {
 			api.NodeInfo
 			Health api.Health `json:"health"`
 		}{info, health})
@@ -41,7 +31,7 @@ func runStatus(args []string, stdout, _ io.Writer) error {
 	if health.Reason != "" {
 		healthText += " (" + health.Reason + ")"
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	tw := tabwriter.NewWriter(call.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "peer id\t%s\n", info.PeerID)
 	fmt.Fprintf(tw, "network\t%s (hash %s)\n", info.Network, info.NetworkHash)
 	fmt.Fprintf(tw, "roles\t%s\n", strings.Join(info.Roles, ", "))

@@ -31,28 +31,26 @@ const maxTaskPoll = 30 * time.Second
 // its reservation period ends it, should this process die without ending it.
 const sessionGrace = 30 * time.Second
 
-func runSubmit(args []string, stdout, _ io.Writer) error {
-	fs := newFlagSet("submit", `"PROMPT" [--model M] [--redundancy N] [--stream] [--timeout 2m] [--api URL | --home DIR] [--json]`, stdout)
-	af := addAPIFlags(fs)
+func submit(fs *flag.FlagSet) apiBody {
 	model := fs.String("model", "", "`model` to ask (default: any model the pool serves)")
 	redundancy := fs.Int("redundancy", 1, fmt.Sprintf("how many `miners` answer, from 1 to %d; their answers are compared", api.MaxRedundancy))
 	stream := fs.Bool("stream", false, "print the answer as it is produced, through the OpenAI-compatible endpoint (--json: each chunk)")
 	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the answer")
-	prompt, set, err := parseFlagsArg(fs, args, "quote the prompt as one argument")
-	if err != nil {
-		return err
+	return func(c *client.Client, call apiCall) error {
+		return runSubmit(c, call, submitOptions{
+			model: *model, prompt: call.arg, redundancy: *redundancy, timeout: *timeout, json: call.json,
+		}, *stream)
 	}
+}
+
+func runSubmit(c *client.Client, call apiCall, o submitOptions, stream bool) error {
 	switch {
-	case strings.TrimSpace(prompt) == "":
+	case strings.TrimSpace(o.prompt) == "":
 		return usageError{errors.New(`what should the miners answer? usage: ephemera submit "PROMPT" [flags]`)}
-	case *redundancy < 1 || *redundancy > api.MaxRedundancy:
-		return usageError{fmt.Errorf("--redundancy %d is out of range; want 1 to %d", *redundancy, api.MaxRedundancy)}
-	case *timeout <= 0:
-		return usageError{fmt.Errorf("--timeout %s is not a positive duration such as 2m", *timeout)}
-	}
-	c, err := af.client(set)
-	if err != nil {
-		return err
+	case o.redundancy < 1 || o.redundancy > api.MaxRedundancy:
+		return usageError{fmt.Errorf("--redundancy %d is out of range; want 1 to %d", o.redundancy, api.MaxRedundancy)}
+	case o.timeout <= 0:
+		return usageError{fmt.Errorf("--timeout %s is not a positive duration such as 2m", o.timeout)}
 	}
 	// Every request is bounded by the context: --timeout and Ctrl-C.
 	c = c.WithTimeout(0)
@@ -60,25 +58,23 @@ func runSubmit(args []string, stdout, _ io.Writer) error {
 	defer stop()
 	// After the first Ctrl-C, which ends the session, a second one kills.
 	context.AfterFunc(sigCtx, stop)
-	ctx, cancel := context.WithTimeout(sigCtx, *timeout)
+	ctx, cancel := context.WithTimeout(sigCtx, o.timeout)
 	defer cancel()
 	// why says what ended ctx, if anything did.
 	why := func() string {
 		if sigCtx.Err() != nil {
 			return "interrupted"
 		}
-		return fmt.Sprintf("no answer within --timeout %s", *timeout)
+		return fmt.Sprintf("no answer within --timeout %s", o.timeout)
 	}
-	if *stream {
+	if stream {
 		red := 0
-		if set["redundancy"] {
-			red = *redundancy
+		if call.set["redundancy"] {
+			red = o.redundancy
 		}
-		return streamCompletion(ctx, c, stdout, *model, prompt, red, *af.json, why)
+		return streamCompletion(ctx, c, call.stdout, o.model, o.prompt, red, o.json, why)
 	}
-	return submitTask(ctx, c, stdout, submitOptions{
-		model: *model, prompt: prompt, redundancy: *redundancy, timeout: *timeout, json: *af.json,
-	}, why)
+	return submitTask(ctx, c, call.stdout, o, why)
 }
 
 type submitOptions struct {

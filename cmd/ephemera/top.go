@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -48,45 +49,40 @@ const (
 	escClearEOS = "\x1b[J"
 )
 
-func runTop(args []string, stdout, _ io.Writer) error {
-	fs := newFlagSet("top", "[--api URL | --home DIR] [--api-token T] [--interval 2s] [--once] [--state S] [--limit N] [--json]", stdout)
-	af := addAPIFlags(fs)
+func top(fs *flag.FlagSet) apiBody {
 	interval := fs.Duration("interval", 2*time.Second, "refresh every `duration` (at least 200ms)")
 	once := fs.Bool("once", false, "print one frame, without escape codes, and exit (always so when stdout is not a terminal, and with --json)")
 	state := fs.String("state", "", "list only miners in this `state` (joining, validating, available, reserved, cooling_off, stale); the counts stay whole")
 	limit := fs.Int("limit", 0, "list at most `n` miners (default: as many as fit the terminal, else 20)")
-	set, err := parseFlags(fs, args)
-	if err != nil {
+	return func(c *client.Client, call apiCall) error { return runTop(c, call, *interval, *once, *state, *limit) }
+}
+
+func runTop(c *client.Client, call apiCall, interval time.Duration, once bool, state string, limit int) error {
+	set, stdout := call.set, call.stdout
+	if interval < topMinInterval {
+		return usageError{fmt.Errorf("--interval %s is below the minimum of %s", interval, topMinInterval)}
+	}
+	if set["limit"] && limit < 1 {
+		return usageError{fmt.Errorf("--limit %d: list at least 1 miner", limit)}
+	}
+	if err := checkPoolState(state); err != nil {
 		return err
 	}
-	if *interval < topMinInterval {
-		return usageError{fmt.Errorf("--interval %s is below the minimum of %s", *interval, topMinInterval)}
-	}
-	if set["limit"] && *limit < 1 {
-		return usageError{fmt.Errorf("--limit %d: list at least 1 miner", *limit)}
-	}
-	if *state != "" && !slices.Contains(poolStates, *state) {
-		return usageError{fmt.Errorf("--state %q is not one of %s", *state, strings.Join(poolStates, ", "))}
-	}
-	c, err := af.client(set)
-	if err != nil {
-		return err
-	}
-	opts := topOptions{state: *state, limit: topDefaultRows, loc: time.Local}
+	opts := topOptions{state: state, limit: topDefaultRows, loc: time.Local}
 	if set["limit"] {
-		opts.limit = *limit
+		opts.limit = limit
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
-	if *once || *af.json || !isTerminal(stdout) {
+	if once || call.json || !isTerminal(stdout) {
 		fctx, cancel := context.WithTimeout(ctx, topFetchLimit)
 		defer cancel()
 		d, err := gatherTop(fctx, c, opts.state)
 		if err != nil {
 			return err
 		}
-		if *af.json {
+		if call.json {
 			if set["limit"] && len(d.Miners) > opts.limit {
 				d.Miners = d.Miners[:opts.limit]
 			}
@@ -96,7 +92,7 @@ func runTop(args []string, stdout, _ io.Writer) error {
 		return err
 	}
 	opts.fitHeight = !set["limit"]
-	return liveTop(ctx, stdout, c, opts, *interval)
+	return liveTop(ctx, stdout, c, opts, interval)
 }
 
 // liveTop redraws the view every interval on the alternate screen until ctx
