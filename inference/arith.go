@@ -170,49 +170,36 @@ func (p *parser) peek() byte {
 	return 0
 }
 
-func (p *parser) expr() (*big.Rat, error) {
-	v, err := p.term()
-	if err != nil {
-		return nil, err
-	}
-	for p.peek() == '+' || p.peek() == '-' {
-		op := p.peek()
-		p.pos++
-		p.binops++
-		w, err := p.term()
-		if err != nil {
-			return nil, err
-		}
-		if op == '+' {
-			v.Add(v, w)
-		} else {
-			v.Sub(v, w)
-		}
-	}
-	return v, nil
-}
+// expr is a sum of terms, and a term a product of factors.
+func (p *parser) expr() (*big.Rat, error) { return p.chain("+-", p.term) }
+func (p *parser) term() (*big.Rat, error) { return p.chain("*/", p.factor) }
 
-func (p *parser) term() (*big.Rat, error) {
-	v, err := p.factor()
+// chain parses operands joined, left to right, by the operators in ops.
+func (p *parser) chain(ops string, operand func() (*big.Rat, error)) (*big.Rat, error) {
+	v, err := operand()
 	if err != nil {
 		return nil, err
 	}
-	for p.peek() == '*' || p.peek() == '/' {
-		op := p.peek()
+	for op := p.peek(); op != 0 && strings.IndexByte(ops, op) >= 0; op = p.peek() {
 		p.pos++
 		p.binops++
-		w, err := p.factor()
+		w, err := operand()
 		if err != nil {
 			return nil, err
 		}
-		if op == '*' {
+		switch op {
+		case '+':
+			v.Add(v, w)
+		case '-':
+			v.Sub(v, w)
+		case '*':
 			v.Mul(v, w)
-			continue
+		case '/':
+			if w.Sign() == 0 {
+				return nil, errDivByZero
+			}
+			v.Quo(v, w)
 		}
-		if w.Sign() == 0 {
-			return nil, errDivByZero
-		}
-		v.Quo(v, w)
 	}
 	return v, nil
 }

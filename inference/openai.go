@@ -174,11 +174,7 @@ type embeddingRequest struct {
 // configured model whatever the server calls it, so that answers are
 // attributed to the model the miner announces.
 func (o *OpenAI) Generate(ctx context.Context, req GenerateRequest) (GenerateResponse, error) {
-	body, err := o.chatRequest(req, false)
-	if err != nil {
-		return GenerateResponse{}, err
-	}
-	resp, err := o.post(ctx, o.chatURL, body, false)
+	resp, err := o.postChat(ctx, req, false)
 	if err != nil {
 		return GenerateResponse{}, err
 	}
@@ -199,11 +195,7 @@ func (o *OpenAI) Generate(ctx context.Context, req GenerateRequest) (GenerateRes
 // ends the request and is returned wrapped. A server that ignores "stream"
 // and answers with one JSON completion is accepted: its text is one token.
 func (o *OpenAI) GenerateStream(ctx context.Context, req GenerateRequest, onToken func(string) error) (GenerateResponse, error) {
-	body, err := o.chatRequest(req, true)
-	if err != nil {
-		return GenerateResponse{}, err
-	}
-	resp, err := o.post(ctx, o.chatURL, body, true)
+	resp, err := o.postChat(ctx, req, true)
 	if err != nil {
 		return GenerateResponse{}, err
 	}
@@ -315,6 +307,15 @@ func (o *OpenAI) response(ans chatAnswer) GenerateResponse {
 // post sends body as JSON to endpoint and returns the response if its status
 // is 2xx; the caller closes its body. Any other status is an error carrying
 // the server's message.
+// postChat checks req and sends it to the chat endpoint.
+func (o *OpenAI) postChat(ctx context.Context, req GenerateRequest, stream bool) (*http.Response, error) {
+	body, err := o.chatRequest(req, stream)
+	if err != nil {
+		return nil, err
+	}
+	return o.post(ctx, o.chatURL, body, stream)
+}
+
 func (o *OpenAI) post(ctx context.Context, endpoint string, body any, stream bool) (*http.Response, error) {
 	payload, err := json.Marshal(body)
 	if err != nil {

@@ -43,12 +43,7 @@ func (a sessionsAPI) CreateSession(ctx context.Context, req api.SessionRequest) 
 }
 
 func (a sessionsAPI) ListSessions() []api.Session {
-	list := a.m.Sessions()
-	out := make([]api.Session, len(list))
-	for i, s := range list {
-		out[i] = apiSession(s)
-	}
-	return out
+	return wireAll(a.m.Sessions(), apiSession)
 }
 
 func (a sessionsAPI) Session(id string) (api.SessionDetail, error) {

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
@@ -32,37 +31,49 @@ var _ api.Reserver = reserver{}
 
 func (a reserver) Reserve(ctx context.Context, model string, lease time.Duration) (api.Reservation, error) {
 	res, err := a.r.Reserve(ctx, model, lease)
-	switch {
-	case errors.Is(err, router.ErrNoMiner):
-		return api.Reservation{}, fmt.Errorf("%w: %v", api.ErrUnavailable, err)
-	case errors.Is(err, router.ErrBadLease):
-		return api.Reservation{}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
-	case errors.Is(err, router.ErrNotRunning):
-		return api.Reservation{}, fmt.Errorf("%w: %v", api.ErrUnavailable, err)
+	if err != nil {
+		return api.Reservation{}, reservationErr(err)
 	}
-	return apiReservation(res), err
+	return apiReservation(res), nil
 }
 
 func (a reserver) Release(ctx context.Context, id string) (api.Reservation, error) {
 	res, err := a.r.Release(ctx, id, pb.Outcome_COMPLETED)
-	switch {
-	case errors.Is(err, router.ErrUnknownReservation):
-		return api.Reservation{}, fmt.Errorf("%w: %v", api.ErrNotFound, err)
-	case errors.Is(err, router.ErrEnded):
-		return api.Reservation{}, fmt.Errorf("%w: %v", api.ErrConflict, err)
-	case errors.Is(err, router.ErrNotConfirmed):
-		// Released on our side; the reservation's detail says the miner
-		// did not confirm, and its lease will end it there.
-		return apiReservation(res), nil
+	if err != nil && !errors.Is(err, router.ErrNotConfirmed) {
+		return api.Reservation{}, reservationErr(err)
 	}
-	return apiReservation(res), err
+	// Not confirmed is released on our side: the reservation's detail says
+	// the miner did not confirm, and its lease will end it there.
+	return apiReservation(res), nil
 }
 
 func (a reserver) Reservations() []api.Reservation {
-	list := a.r.Reservations()
-	out := make([]api.Reservation, len(list))
-	for i, r := range list {
-		out[i] = apiReservation(r)
+	return wireAll(a.r.Reservations(), apiReservation)
+}
+
+// reservationErr gives a router's error the API status of its kind.
+func reservationErr(err error) error {
+	var kind error
+	switch {
+	case errors.Is(err, router.ErrBadLease):
+		kind = api.ErrBadRequest
+	case errors.Is(err, router.ErrUnknownReservation):
+		kind = api.ErrNotFound
+	case errors.Is(err, router.ErrEnded):
+		kind = api.ErrConflict
+	case errors.Is(err, router.ErrNoMiner), errors.Is(err, router.ErrNotRunning):
+		kind = api.ErrUnavailable
+	default:
+		return err
+	}
+	return statusErr{kind: kind, err: err}
+}
+
+// wireAll converts every element of list to its wire form.
+func wireAll[T, W any](list []T, wire func(T) W) []W {
+	out := make([]W, len(list))
+	for i, v := range list {
+		out[i] = wire(v)
 	}
 	return out
 }

@@ -20,14 +20,7 @@ func BenchmarkStorePut(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { s.Close() })
-	key, val := make([]byte, 32), make([]byte, 256)
-	var i uint64
-	for b.Loop() {
-		i++
-		if err := s.Put(benchKV(key, i), val); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchPuts(b, s.Put)
 }
 
 // BenchmarkStorePutBaseline is the baseline for BenchmarkStorePut: the same write
@@ -38,14 +31,19 @@ func BenchmarkStorePutBaseline(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { db.Close() })
+	benchPuts(b, func(key, val []byte) error {
+		return db.Update(func(txn *badger.Txn) error { return txn.Set(key, val) })
+	})
+}
+
+// benchPuts writes distinct keys with put, one per iteration: the same loop
+// for the store and its baseline.
+func benchPuts(b *testing.B, put func(key, val []byte) error) {
 	key, val := make([]byte, 32), make([]byte, 256)
 	var i uint64
 	for b.Loop() {
 		i++
-		err := db.Update(func(txn *badger.Txn) error {
-			return txn.Set(benchKV(key, i), val)
-		})
-		if err != nil {
+		if err := put(benchKV(key, i), val); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -21,13 +21,9 @@ import (
 // still reserved, at the same generation, until its lease ends or it is
 // released; and the release then works as usual.
 func TestReservedMinerSurvivesKill9(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts 7 processes")
-	}
+	tn, launcher := startCrashNet(t, "crash")
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	tn, launcher := startProcesses(t, testnet.Spec{Network: "crash", Bootstraps: 1, Oracles: 3, Miners: 2, Routers: 1})
-	localnet.WaitAvailable(t, tn, 2, time.Minute)
 	res, err := tn.Reserve(ctx, 2*time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -80,6 +76,18 @@ func getJSON(ctx context.Context, url string, out any) error {
 	}
 	defer resp.Body.Close()
 	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// startCrashNet starts a testnet of real processes with one router and two
+// miners, and waits until both miners are available.
+func startCrashNet(t *testing.T, network string) (*testnet.Testnet, testnet.Subprocess) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts 7 processes")
+	}
+	tn, launcher := startProcesses(t, testnet.Spec{Network: network, Bootstraps: 1, Oracles: 3, Miners: 2, Routers: 1})
+	localnet.WaitAvailable(t, tn, 2, time.Minute)
+	return tn, launcher
 }
 
 // startProcesses starts spec as real processes of the test binary, healthy,
@@ -198,13 +206,9 @@ func runTask(ctx context.Context, t *testing.T, base, session, prompt string) cr
 // releases the miner, which is validated again and available at its next
 // generation.
 func TestRouterKill9ResumesSession(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts 7 processes")
-	}
+	tn, launcher := startCrashNet(t, "rcrash")
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
-	tn, launcher := startProcesses(t, testnet.Spec{Network: "rcrash", Bootstraps: 1, Oracles: 3, Miners: 2, Routers: 1})
-	localnet.WaitAvailable(t, tn, 2, time.Minute)
 
 	base := tn.RouterURL()
 	var s crashSession

@@ -105,14 +105,7 @@ func (r *Router) finishPending(id string) {
 // settleLoop settles pending claims at Start and every settleEvery.
 func (r *Router) settleLoop(ctx context.Context) {
 	defer r.wg.Done()
-	t := time.NewTicker(settleEvery)
-	defer t.Stop()
-	for {
-		r.settle(ctx)
-		if !wait.Tick(ctx, t.C) {
-			return
-		}
-	}
+	wait.Every(ctx, settleEvery, r.settle)
 }
 
 // settle sends every pending claim not in flight to its miner again. The

@@ -544,14 +544,7 @@ func (m *Manager) releaseLater(res router.Reservation, o pb.Outcome) {
 // that a crash took away.
 func (m *Manager) reconcileLoop(ctx context.Context) {
 	defer m.wg.Done()
-	t := time.NewTicker(reconcileEvery)
-	defer t.Stop()
-	for {
-		m.reconcile(ctx)
-		if !wait.Tick(ctx, t.C) {
-			return
-		}
-	}
+	wait.Every(ctx, reconcileEvery, m.reconcile)
 }
 
 const (

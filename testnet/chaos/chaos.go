@@ -10,6 +10,7 @@
 package chaos
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -87,24 +88,12 @@ func (c Config) Validate() error {
 
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
-	if c.Cycles == 0 {
-		c.Cycles = d.Cycles
-	}
-	if c.ConvergeWithin == 0 {
-		c.ConvergeWithin = d.ConvergeWithin
-	}
-	if c.MaxKills == 0 {
-		c.MaxKills = d.MaxKills
-	}
-	if c.MaxDown == 0 {
-		c.MaxDown = d.MaxDown
-	}
-	if c.MaxPause == 0 {
-		c.MaxPause = d.MaxPause
-	}
-	if c.Workers == 0 {
-		c.Workers = d.Workers
-	}
+	c.Cycles = cmp.Or(c.Cycles, d.Cycles)
+	c.ConvergeWithin = cmp.Or(c.ConvergeWithin, d.ConvergeWithin)
+	c.MaxKills = cmp.Or(c.MaxKills, d.MaxKills)
+	c.MaxDown = cmp.Or(c.MaxDown, d.MaxDown)
+	c.MaxPause = cmp.Or(c.MaxPause, d.MaxPause)
+	c.Workers = cmp.Or(c.Workers, d.Workers)
 	if c.Log == nil {
 		c.Log = io.Discard
 	}

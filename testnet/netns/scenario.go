@@ -130,25 +130,15 @@ func (s *scenario) start(n *Node) error {
 
 func (s *scenario) run(ctx context.Context) error {
 	s.ids, s.joiners = map[string]string{}, map[string]*Node{}
-	if err := s.buildHosts(ctx); err != nil {
-		return err
+	steps := []func(context.Context) error{
+		s.buildHosts, s.startCore, s.joinAll, s.relayed, s.late, s.misconfigured, s.doctor,
 	}
-	if err := s.startCore(ctx); err != nil {
-		return err
+	for _, step := range steps {
+		if err := step(ctx); err != nil {
+			return err
+		}
 	}
-	if err := s.joinAll(ctx); err != nil {
-		return err
-	}
-	if err := s.relayed(ctx); err != nil {
-		return err
-	}
-	if err := s.late(ctx); err != nil {
-		return err
-	}
-	if err := s.misconfigured(ctx); err != nil {
-		return err
-	}
-	return s.doctor(ctx)
+	return nil
 }
 
 // doctor asks `ephemera doctor` about a healthy joiner behind NAT, the
