@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/logging"
 	"github.com/ephemera-network/ephemera/p2p"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/testnet/testkit"
@@ -309,7 +310,7 @@ func TestFloodingPeerCutOff(t *testing.T) {
 	defer cancel()
 
 	reg := prometheus.NewRegistry()
-	var logs testkit.LogBuffer
+	var logs logging.Buffer
 	var in inbox
 	g, err := New(ctx, node, "testnet", DefaultConfig(), reg, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {

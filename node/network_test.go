@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/logging"
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/p2p"
-	"github.com/ephemera-network/ephemera/testnet/testkit"
 )
 
 // initBootstrap makes the home of a bootstrap node, a DHT server, in dir.
@@ -26,7 +26,7 @@ func initBootstrap(t *testing.T, dir string) node.Home {
 	return home
 }
 
-func startLogged(t *testing.T, home node.Home, w *testkit.LogBuffer) *node.Node {
+func startLogged(t *testing.T, home node.Home, w *logging.Buffer) *node.Node {
 	t.Helper()
 	cfg, err := node.LoadConfig(home.ConfigPath())
 	if err != nil {
@@ -47,7 +47,7 @@ func startLogged(t *testing.T, home node.Home, w *testkit.LogBuffer) *node.Node 
 // said once in the log, and unhealthy with the reason.
 func TestNetworkDefinitionJoinAndPart(t *testing.T) {
 	dir := t.TempDir()
-	var bootLog testkit.LogBuffer
+	var bootLog logging.Buffer
 	boot := startLogged(t, initBootstrap(t, dir), &bootLog)
 	defer stop(t, boot)
 	bootAddr := boot.FullAddrs()[0].String()
@@ -75,7 +75,7 @@ func TestNetworkDefinitionJoinAndPart(t *testing.T) {
 	if _, err := node.Init(misHome, misCfg, false); err != nil {
 		t.Fatal(err)
 	}
-	var misLog testkit.LogBuffer
+	var misLog logging.Buffer
 	mis := startLogged(t, misHome, &misLog)
 	defer stop(t, mis)
 	if mis.NetworkHash() == boot.NetworkHash() {

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/internal/duration"
-	"github.com/ephemera-network/ephemera/testnet/testkit"
+	"github.com/ephemera-network/ephemera/internal/logging"
 )
 
 // A wrong bootstrap address beside a right one is recorded with the reason
@@ -24,7 +24,7 @@ func TestBootstrapStatusNamesTheCause(t *testing.T) {
 	cfg.Bootstrap = []string{good.Addrs()[0].String() + "/p2p/" + good.ID().String(), bad}
 	cfg.MinPeers = 3 // never met: the bad address is dialled again and again
 	cfg.BootstrapInterval = duration.Duration(time.Second)
-	var logs testkit.LogBuffer
+	var logs logging.Buffer
 	h := startHost(t, cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	h.Start(context.Background())
 

@@ -1,16 +1,16 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/ephemera-network/ephemera/internal/logging"
 )
 
 func open(t *testing.T, dir string, log *slog.Logger) *Store {
@@ -243,26 +243,8 @@ func TestSchema(t *testing.T) {
 	}
 }
 
-// lockedBuffer lets Badger's goroutines log while the test reads.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestBadgerLogReachesSlog(t *testing.T) {
-	var buf lockedBuffer
+	var buf logging.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s := open(t, t.TempDir(), log)
 	if err := s.Close(); err != nil {

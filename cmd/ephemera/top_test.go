@@ -16,8 +16,8 @@ import (
 
 	"github.com/ephemera-network/ephemera/api"
 	"github.com/ephemera-network/ephemera/api/client"
+	"github.com/ephemera-network/ephemera/internal/logging"
 	"github.com/ephemera-network/ephemera/testnet"
-	"github.com/ephemera-network/ephemera/testnet/testkit"
 	"github.com/ephemera-network/ephemera/testnet/testkit/localnet"
 )
 
@@ -410,7 +410,7 @@ func TestTopLive(t *testing.T) {
 		{dead.URL, []string{"node unreachable: cannot reach the node at", dead.URL + "/v1/overview", "(retrying)"}},
 	} {
 		ctx, cancel := context.WithCancel(context.Background())
-		var out testkit.LogBuffer
+		var out logging.Buffer
 		done := make(chan error, 1)
 		go func() {
 			done <- liveTop(ctx, &out, client.New(tc.url), topOptions{limit: 20, height: 30, width: 80, loc: time.UTC}, topMinInterval)
