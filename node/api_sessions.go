@@ -118,29 +118,37 @@ func taskRequest(prompt string, msgs []api.Message, maxTokens int) session.TaskR
 }
 
 // sessionErr maps the manager's errors to the API's statuses.
-func sessionErr(err error) error {
-	var kind error
-	switch {
-	case errors.Is(err, session.ErrBadParams):
-		kind = api.ErrBadRequest
-	case errors.Is(err, session.ErrUnknownModel):
-		kind = api.ErrModelNotFound
-	case errors.Is(err, session.ErrNotFound):
-		kind = api.ErrNotFound
-	case errors.Is(err, session.ErrEnded), errors.Is(err, session.ErrTaskLimit):
-		kind = api.ErrConflict
-	case errors.Is(err, session.ErrQueueFull), errors.Is(err, session.ErrTooMany), errors.Is(err, session.ErrBusy):
-		kind = api.ErrTooMany
-	case errors.Is(err, session.ErrTaskFailed), errors.Is(err, session.ErrStreamBroken):
-		kind = api.ErrBadGateway
-	case errors.Is(err, session.ErrNoMiner), errors.Is(err, session.ErrNotRunning):
-		kind = api.ErrUnavailable
-	case errors.Is(err, context.DeadlineExceeded):
-		kind = api.ErrTimeout
-	default:
-		return err
+func sessionErr(err error) error { return withStatus(err, sessionStatus) }
+
+// sessionStatus is the API status of each error of the session manager.
+var sessionStatus = []errStatus{
+	{api.ErrBadRequest, []error{session.ErrBadParams}},
+	{api.ErrModelNotFound, []error{session.ErrUnknownModel}},
+	{api.ErrNotFound, []error{session.ErrNotFound}},
+	{api.ErrConflict, []error{session.ErrEnded, session.ErrTaskLimit}},
+	{api.ErrTooMany, []error{session.ErrQueueFull, session.ErrTooMany, session.ErrBusy}},
+	{api.ErrBadGateway, []error{session.ErrTaskFailed, session.ErrStreamBroken}},
+	{api.ErrUnavailable, []error{session.ErrNoMiner, session.ErrNotRunning}},
+	{api.ErrTimeout, []error{context.DeadlineExceeded}},
+}
+
+// errStatus gives the errors in errs the API status of kind.
+type errStatus struct {
+	kind error
+	errs []error
+}
+
+// withStatus gives err the API status of the first entry it matches, or
+// returns it as it is.
+func withStatus(err error, table []errStatus) error {
+	for _, s := range table {
+		for _, e := range s.errs {
+			if errors.Is(err, e) {
+				return statusErr{kind: s.kind, err: err}
+			}
+		}
 	}
-	return statusErr{kind: kind, err: err}
+	return err
 }
 
 // statusErr gives err the API status of kind, keeping err's own message.

@@ -52,21 +52,14 @@ func (a reserver) Reservations() []api.Reservation {
 }
 
 // reservationErr gives a router's error the API status of its kind.
-func reservationErr(err error) error {
-	var kind error
-	switch {
-	case errors.Is(err, router.ErrBadLease):
-		kind = api.ErrBadRequest
-	case errors.Is(err, router.ErrUnknownReservation):
-		kind = api.ErrNotFound
-	case errors.Is(err, router.ErrEnded):
-		kind = api.ErrConflict
-	case errors.Is(err, router.ErrNoMiner), errors.Is(err, router.ErrNotRunning):
-		kind = api.ErrUnavailable
-	default:
-		return err
-	}
-	return statusErr{kind: kind, err: err}
+func reservationErr(err error) error { return withStatus(err, reservationStatus) }
+
+// reservationStatus is the API status of each error of the router.
+var reservationStatus = []errStatus{
+	{api.ErrBadRequest, []error{router.ErrBadLease}},
+	{api.ErrNotFound, []error{router.ErrUnknownReservation}},
+	{api.ErrConflict, []error{router.ErrEnded}},
+	{api.ErrUnavailable, []error{router.ErrNoMiner, router.ErrNotRunning}},
 }
 
 // wireAll converts every element of list to its wire form.

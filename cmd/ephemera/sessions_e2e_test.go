@@ -23,6 +23,20 @@ import (
 
 var peerIDPattern = regexp.MustCompile(`12D3KooW[1-9A-HJ-NP-Za-km-z]+`)
 
+// startPool starts spec as a testnet of real processes, in parallel with
+// the other such tests, and waits until its router sees every miner
+// available.
+func startPool(t *testing.T, spec testnet.Spec) *testnet.Testnet {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("starts a testnet of %d processes", spec.Bootstraps+spec.Oracles+spec.Miners+spec.Routers)
+	}
+	t.Parallel()
+	tn := localnet.Start(t, spec, testnet.Subprocess{Binary: bin})
+	waitRouterPool(t, tn.RouterURL(), spec.Miners, 90*time.Second)
+	return tn
+}
+
 // waitRouterPool waits until the router's pool shows at least n available miners.
 func waitRouterPool(t *testing.T, routerURL string, n int, d time.Duration) {
 	t.Helper()
@@ -75,16 +89,10 @@ type listedSession struct {
 }
 
 func TestSubmitAndSessions(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a testnet of 8 processes")
-	}
-	t.Parallel()
 	// Four miners: three answer the redundant prompt, and the fourth is still
 	// available for the streamed one while those three validate again.
-	spec := testnet.Spec{Network: "e2e-sessions", Bootstraps: 1, Oracles: 2, Miners: 4, Routers: 1}
-	tn := localnet.Start(t, spec, testnet.Subprocess{Binary: bin})
+	tn := startPool(t, testnet.Spec{Network: "e2e-sessions", Bootstraps: 1, Oracles: 2, Miners: 4, Routers: 1})
 	router := tn.RouterURL()
-	waitRouterPool(t, router, spec.Miners, 90*time.Second)
 
 	// Three miners answer and agree.
 	out, errOut, code := run(t, "submit", "--api", router, "--redundancy", "3", "What is 17 + 25?")

@@ -18,7 +18,6 @@ import (
 	"github.com/ephemera-network/ephemera/api/client"
 	"github.com/ephemera-network/ephemera/internal/logging"
 	"github.com/ephemera-network/ephemera/testnet"
-	"github.com/ephemera-network/ephemera/testnet/testkit/localnet"
 )
 
 // topID is a peer ID whose short form is 12D3..<tag>; tag has 6 characters.
@@ -455,14 +454,8 @@ func TestTopLive(t *testing.T) {
 // TestTopE2E runs `top --once` of the real binary against a router and an
 // oracle of a testnet whose two miners are available.
 func TestTopE2E(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a testnet of 5 processes")
-	}
-	t.Parallel()
-	spec := testnet.Spec{Network: "e2e-top", Bootstraps: 1, Oracles: 1, Miners: 2, Routers: 1}
-	tn := localnet.Start(t, spec, testnet.Subprocess{Binary: bin})
+	tn := startPool(t, testnet.Spec{Network: "e2e-top", Bootstraps: 1, Oracles: 1, Miners: 2, Routers: 1})
 	router := tn.RouterURL()
-	waitRouterPool(t, router, spec.Miners, 90*time.Second)
 	nodes := tn.Nodes()
 	oracle, routerRT := nodes[1].Runtime(), nodes[len(nodes)-1].Runtime()
 
