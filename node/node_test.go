@@ -11,6 +11,7 @@ import (
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/store"
 	"github.com/ephemera-network/ephemera/testnet"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 	"github.com/ephemera-network/ephemera/testnet/testkit/localnet"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -42,11 +43,7 @@ func start(t *testing.T, home node.Home) *node.Node {
 
 func stop(t *testing.T, n *node.Node) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := n.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
+	testkit.Stop(t, 10*time.Second, n.Stop)
 }
 
 func TestRestartKeepsIdentityAndData(t *testing.T) {

@@ -305,11 +305,7 @@ func startRouter(tb testing.TB, n *testNet, h host.Host, kad *dht.IpfsDHT, key c
 	var once sync.Once
 	tr.close = func() {
 		once.Do(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := r.Stop(ctx); err != nil {
-				tb.Error(err)
-			}
+			testkit.Stop(tb, 10*time.Second, r.Stop)
 			if kad != nil {
 				kad.Close()
 			}

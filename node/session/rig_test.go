@@ -265,13 +265,7 @@ func (n *testNet) openRouter(t testing.TB, key crypto.PrivKey, dir string, cfg C
 	n.mu.Unlock()
 	n.attach(p)
 	m.Start(context.Background())
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := m.Stop(ctx); err != nil {
-			t.Error(err)
-		}
-	})
+	t.Cleanup(func() { testkit.Stop(t, 15*time.Second, m.Stop) })
 	return tr
 }
 

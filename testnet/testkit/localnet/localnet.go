@@ -11,6 +11,7 @@ import (
 	"github.com/ephemera-network/ephemera/api"
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/testnet"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 )
 
 // Start starts spec's nodes with l (in-process when l is nil) in a fresh
@@ -24,13 +25,7 @@ func Start(tb testing.TB, spec testnet.Spec, l testnet.Launcher) *testnet.Testne
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	tn, err := testnet.Start(ctx, tb.TempDir(), spec, l)
-	tb.Cleanup(func() {
-		sctx, done := context.WithTimeout(context.Background(), 30*time.Second)
-		defer done()
-		if err := tn.Stop(sctx); err != nil {
-			tb.Error(err)
-		}
-	})
+	tb.Cleanup(func() { testkit.Stop(tb, 30*time.Second, tn.Stop) })
 	if err != nil {
 		tb.Fatal(err)
 	}
