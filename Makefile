@@ -51,7 +51,7 @@ bench:
 # bench-report: rebuild the report from the last runs' raw figures
 .PHONY: bench-report
 bench-report:
-	cat bench/raw.txt $(wildcard bench/sim-ci.txt bench/sim-mid.txt bench/sim.txt bench/netns.txt) | $(GO) run ./cmd/benchreport -out bench
+	cat bench/raw.txt $(wildcard bench/sim-ci.txt bench/sim-mid.txt bench/sim.txt bench/netns.txt bench/attack.txt) | $(GO) run ./cmd/benchreport -out bench
 	@cat bench/RESULTS.md
 
 ## sim: the full simulation, 500 nodes for 10 simulated minutes (about 9 hours on 2 cores, and more cores barely help; SIM_ARGS=-sim.budget=100m stops the load early; see README); its figures go into the report
@@ -80,6 +80,13 @@ testnet-netns: build
 	@mkdir -p bench
 	$(GO) run ./cmd/netbed --binary $(BIN) --bench $(CURDIR)/bench/netns.txt
 	$(GO) run ./cmd/benchreport -out bench -merge < bench/netns.txt
+
+## attack: every attack of the suite, each against its own local testnet of real processes, with the bounds the network must hold; writes bench/attack.txt into the report (ATTACK_ARGS=--only hoarding runs one)
+.PHONY: attack
+attack:
+	@mkdir -p bench
+	$(GO) run ./cmd/attack --bench $(CURDIR)/bench/attack.txt $(ATTACK_ARGS)
+	$(GO) run ./cmd/benchreport -out bench -merge < bench/attack.txt
 
 ## chaos: kill -9 random nodes of a real local testnet during sessions and restart them; then split a simulated network in two for a minute and heal it; check grants, releases and re-convergence
 .PHONY: chaos
