@@ -206,6 +206,9 @@ func (c Checker) Claim(s Signed[*pb.Claim], self peer.ID) error {
 	if router != s.Signer {
 		return rejectf("claim names router %s but is signed by %s", router, s.Signer)
 	}
+	if !c.Params.RouterAllowed(router) {
+		return rejectf("router %s is not one of the network's routers", router)
+	}
 	miner, err := PeerID(cl.Miner)
 	if err != nil {
 		return err
@@ -257,6 +260,8 @@ func (c Checker) Grant(s Signed[*pb.Grant]) (Signed[*pb.Claim], error) {
 		return claim, rejectf("grant does not match its claim")
 	case !bytes.Equal(cl.Router, []byte(claim.Signer)):
 		return claim, rejectf("claim in grant not signed by its router")
+	case !c.Params.RouterAllowed(claim.Signer):
+		return claim, rejectf("grant to %s, not one of the network's routers", claim.Signer)
 	}
 	return claim, nil
 }

@@ -3,6 +3,7 @@ package protocol_test
 import (
 	"bytes"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -600,5 +601,32 @@ func TestEvidence(t *testing.T) {
 				t.Errorf("sealed evidence: %s, %v", again, err)
 			}
 		})
+	}
+}
+
+// A network that pins its routers: a miner refuses another router's claim,
+// and gossip refuses a grant to one.
+func TestPinnedRouters(t *testing.T) {
+	f := newFixture(t)
+	check := f.check
+	check.Params.Routers = []string{f.Other.ID.String()}
+	raw := testkit.Seal(t, f.claim(), f.Router.Key)
+	claim := testkit.Open[pb.Claim](t, raw)
+	if err := f.check.Claim(claim, f.Miner.ID); err != nil {
+		t.Fatalf("the claim, with no routers pinned: %v", err)
+	}
+	if err := check.Claim(claim, f.Miner.ID); testkit.Class(err) != "reject" || !strings.Contains(err.Error(), "not one of the network's routers") {
+		t.Errorf("a claim from a router not pinned: %v", err)
+	}
+	grant := testkit.Signed(t, f.grant(raw), f.Miner.Key)
+	if _, err := check.Grant(grant); testkit.Class(err) != "reject" {
+		t.Errorf("a grant to a router not pinned: %v", err)
+	}
+	check.Params.Routers = append(check.Params.Routers, f.Router.ID.String())
+	if err := check.Claim(claim, f.Miner.ID); err != nil {
+		t.Errorf("a claim from a pinned router: %v", err)
+	}
+	if _, err := check.Grant(grant); err != nil {
+		t.Errorf("a grant to a pinned router: %v", err)
 	}
 }

@@ -224,6 +224,9 @@ var paramDocs = map[string]string{
 	"record_lifetime":           "Lifetime of a miner's availability record and of DHT provider records;\nboth are refreshed at a third of it.",
 	"clock_skew":                "How far ahead of a member's clock a message may be dated.",
 	"penalty_period":            "How long oracles refuse to attest a miner caught equivocating.",
+	"routers":                   "Peer IDs of the only routers miners take claims from. Empty: any router.",
+	"max_router_share":          "The fraction of the pool's miners one router may hold at once, rounded\nup; 1 means no limit.",
+	"router_share_floor":        "Miners one router may always hold, however small the pool.",
 }
 
 func tomlString(s string) string {

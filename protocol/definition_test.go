@@ -62,6 +62,9 @@ func TestDefinitionHash(t *testing.T) {
 		"pass":      func(d *Definition) { d.Params.PassThreshold = 0.9 },
 		"bank":      func(d *Definition) { d.Params.ChallengeBank = "bank.json" },
 		"per round": func(d *Definition) { d.Params.OraclesPerRound = 2 },
+		"routers":   func(d *Definition) { d.Params.Routers = d.Params.Oracles[:1] },
+		"share":     func(d *Definition) { d.Params.MaxRouterShare = 1 },
+		"floor":     func(d *Definition) { d.Params.RouterShareFloor = 1 },
 	}
 	for name, change := range changes {
 		c := testDefinition(t)
@@ -77,10 +80,11 @@ func TestDefinitionHash(t *testing.T) {
 func TestDefinitionCanonical(t *testing.T) {
 	d := testDefinition(t)
 	want := `{"name":"devnet","params":{"attestation_lifetime":1800000000000,"challenge_bank":"","challenges_per_validation":5,` +
-		`"claim_lifetime":10000000000,"clock_skew":30000000000,"lease":30000000000,"lease_max":600000000000,` +
+		`"claim_lifetime":10000000000,"clock_skew":30000000000,"lease":30000000000,"lease_max":600000000000,"max_router_share":0.5,` +
 		`"oracles":["12D3KooWJWoaqZhDaoEFshF7Rh1bpY9ohihFhzcW6d69Lr2NASuq","12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo"],` +
 		`"oracles_per_round":0,"pass_threshold":0.8,"penalty_period":3600000000000,"provide_validity":90000000000,"quorum":2,` +
-		`"record_lifetime":180000000000,"revalidation_backoff":10000000000,"revalidation_backoff_max":300000000000,"round_period":5000000000}}`
+		`"record_lifetime":180000000000,"revalidation_backoff":10000000000,"revalidation_backoff_max":300000000000,"round_period":5000000000,` +
+		`"router_share_floor":3,"routers":[]}}`
 	if got := string(d.canonical()); got != want {
 		t.Fatalf("canonical\n got %s\nwant %s", got, want)
 	}

@@ -3,6 +3,7 @@ package protocol
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -49,6 +50,15 @@ type Params struct {
 	ClockSkew duration.Duration `toml:"clock_skew"`
 	// PenaltyPeriod is how long oracles refuse to attest an equivocating miner.
 	PenaltyPeriod duration.Duration `toml:"penalty_period"`
+	// Routers lists the peer IDs of the only routers miners take claims
+	// from; empty means any.
+	Routers []string `toml:"routers"`
+	// MaxRouterShare is the fraction of the pool one router may hold at
+	// once, and RouterShareFloor how many miners it may hold whatever the
+	// pool's size (see RouterLimit). Without a limit one identity claims
+	// every available miner and renews for ever.
+	MaxRouterShare   float64 `toml:"max_router_share"`
+	RouterShareFloor int     `toml:"router_share_floor"`
 }
 
 // MinLease is the shortest lease a claim or renewal may ask for: renewals
@@ -74,6 +84,9 @@ func DefaultParams() Params {
 		ProvideValidity:         duration.Duration(90 * time.Second),
 		ClockSkew:               duration.Duration(30 * time.Second),
 		PenaltyPeriod:           duration.Duration(time.Hour),
+		Routers:                 []string{},
+		MaxRouterShare:          0.5,
+		RouterShareFloor:        3,
 	}
 }
 
@@ -81,16 +94,17 @@ func DefaultParams() Params {
 // oracle set is allowed (a network still forming); nothing can then become
 // available, and a node says so in its log.
 func (p Params) Validate() error {
-	seen := map[peer.ID]bool{}
-	for _, s := range p.Oracles {
-		id, err := peer.Decode(s)
-		if err != nil {
-			return fmt.Errorf("params.oracles: %q is not a peer ID", s)
-		}
-		if seen[id] {
-			return fmt.Errorf("params.oracles: %s is listed twice", s)
-		}
-		seen[id] = true
+	if err := peerList("oracles", p.Oracles); err != nil {
+		return err
+	}
+	if err := peerList("routers", p.Routers); err != nil {
+		return err
+	}
+	if !(p.MaxRouterShare > 0 && p.MaxRouterShare <= 1) { // also refuses NaN
+		return fmt.Errorf("params.max_router_share: %v, must be in (0, 1]", p.MaxRouterShare)
+	}
+	if p.RouterShareFloor < 1 {
+		return fmt.Errorf("params.router_share_floor: %d, must be at least 1", p.RouterShareFloor)
 	}
 	if p.Quorum < 1 {
 		return fmt.Errorf("params.quorum: %d, must be at least 1", p.Quorum)
@@ -141,15 +155,48 @@ func (p Params) Validate() error {
 	return nil
 }
 
-// OracleIDs is the oracle set, decoded. Call only on validated params.
-func (p Params) OracleIDs() []peer.ID {
-	out := make([]peer.ID, 0, len(p.Oracles))
-	for _, s := range p.Oracles {
+// peerList checks a list of peer IDs: each decodes, none twice.
+func peerList(name string, ids []string) error {
+	seen := map[peer.ID]bool{}
+	for _, s := range ids {
+		id, err := peer.Decode(s)
+		if err != nil {
+			return fmt.Errorf("params.%s: %q is not a peer ID", name, s)
+		}
+		if seen[id] {
+			return fmt.Errorf("params.%s: %s is listed twice", name, s)
+		}
+		seen[id] = true
+	}
+	return nil
+}
+
+func decodeAll(ids []string) []peer.ID {
+	out := make([]peer.ID, 0, len(ids))
+	for _, s := range ids {
 		if id, err := peer.Decode(s); err == nil {
 			out = append(out, id)
 		}
 	}
 	return out
+}
+
+// OracleIDs is the oracle set, decoded. Call only on validated params.
+func (p Params) OracleIDs() []peer.ID { return decodeAll(p.Oracles) }
+
+// RouterAllowed reports whether miners take claims from id: any router if
+// the network pins none, else only those it lists.
+func (p Params) RouterAllowed(id peer.ID) bool {
+	return len(p.Routers) == 0 || slices.Contains(decodeAll(p.Routers), id)
+}
+
+// RouterLimit is how many miners one router may hold at once in a pool of
+// size miners: ceil(max_router_share × size), and never fewer than
+// router_share_floor, so that a lone router of a small network can still
+// run a session of a few miners. A miner refuses a claim from a router
+// that holds that many already, and a renewal from one that holds more.
+func (p Params) RouterLimit(size int) int {
+	return max(p.RouterShareFloor, int(math.Ceil(p.MaxRouterShare*float64(size)-1e-9)))
 }
 
 // IsOracle reports whether id is in the oracle set.

@@ -58,6 +58,13 @@ func TestParamsValidate(t *testing.T) {
 		{"65 challenges", func(p *protocol.Params) { p.ChallengesPerValidation = 65 }, "params.challenges_per_validation"},
 		{"pass threshold zero", func(p *protocol.Params) { p.PassThreshold = 0 }, "params.pass_threshold"},
 		{"pass threshold one", func(p *protocol.Params) { p.PassThreshold = 1 }, ""},
+		{"pinned routers", func(p *protocol.Params) { p.Routers = ids[:2] }, ""},
+		{"a router twice", func(p *protocol.Params) { p.Routers = []string{ids[0], ids[0]} }, "params.routers"},
+		{"a router not a peer ID", func(p *protocol.Params) { p.Routers = []string{"router-1"} }, "params.routers"},
+		{"router share one", func(p *protocol.Params) { p.MaxRouterShare = 1 }, ""},
+		{"router share zero", func(p *protocol.Params) { p.MaxRouterShare = 0 }, "params.max_router_share"},
+		{"router share over one", func(p *protocol.Params) { p.MaxRouterShare = 1.5 }, "params.max_router_share"},
+		{"router share floor zero", func(p *protocol.Params) { p.RouterShareFloor = 0 }, "params.router_share_floor"},
 		{"pass threshold over one", func(p *protocol.Params) { p.PassThreshold = 1.01 }, "params.pass_threshold"},
 		{"pass threshold negative", func(p *protocol.Params) { p.PassThreshold = -0.5 }, "params.pass_threshold"},
 		{"pass threshold NaN", func(p *protocol.Params) { p.PassThreshold = math.NaN() }, "params.pass_threshold"},
@@ -103,6 +110,30 @@ func TestOracleIDs(t *testing.T) {
 	for _, id := range []peer.ID{f.Miner.ID, f.Other.ID, ""} {
 		if f.check.Params.IsOracle(id) {
 			t.Errorf("%q is an oracle", id)
+		}
+	}
+}
+
+func TestRouterAllowedAndLimit(t *testing.T) {
+	f := newFixture(t)
+	p := f.check.Params
+	if !p.RouterAllowed(f.Router.ID) || !p.RouterAllowed(f.Other.ID) {
+		t.Error("a network that pins no routers refuses one")
+	}
+	p.Routers = []string{f.Router.ID.String()}
+	if !p.RouterAllowed(f.Router.ID) || p.RouterAllowed(f.Other.ID) {
+		t.Error("pinned routers: the listed one refused or another allowed")
+	}
+	p = protocol.DefaultParams()
+	for size, want := range map[int]int{0: 3, 1: 3, 3: 3, 5: 3, 6: 3, 7: 4, 10: 5, 11: 6, 100: 50} {
+		if got := p.RouterLimit(size); got != want {
+			t.Errorf("default limit in a pool of %d: %d, want %d", size, got, want)
+		}
+	}
+	p.MaxRouterShare, p.RouterShareFloor = 0.3, 1
+	for size, want := range map[int]int{1: 1, 3: 1, 4: 2, 10: 3} {
+		if got := p.RouterLimit(size); got != want {
+			t.Errorf("limit at 0.3 in a pool of %d: %d, want %d", size, got, want)
 		}
 	}
 }

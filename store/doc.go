@@ -23,4 +23,6 @@
 //	evidence/<digest pair>               conflicts already held (TTL: the penalty period)
 //	penalty/<peer>                       peers caught equivocating (TTL: the penalty period)
 //	rep/<peer>                           reputation (JSON)
+//	repall                               session ends of every router together (JSON, as a reputation)
+//	charge/<miner>/<router>              what a router's failed sessions cost a miner, toward its cap (TTL 7 days)
 package store

@@ -10,6 +10,7 @@ import (
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
 )
 
@@ -81,6 +82,11 @@ func (m *Miner) Claim(raw []byte) ([]byte, error) {
 		}
 		return m.refuse(digest, reason, err.Error())
 	}
+	if m.State().State == pb.MinerState_AVAILABLE {
+		if over := m.overLimit(claim.Signer, false); over != "" {
+			return m.refuse(digest, pb.RefusalReason_BUSY, over)
+		}
+	}
 	var grant []byte
 	var refusal pb.RefusalReason
 	var detail string
@@ -137,6 +143,27 @@ func (m *Miner) Claim(raw []byte) ([]byte, error) {
 	}
 }
 
+// overLimit says why router may not take this miner (or, if it holds it
+// already, keep it), or "" if it may: it holds as many of the pool's miners
+// as the network lets one router hold (protocol.Params.RouterLimit), as
+// far as this miner's pool view shows. Without the limit one throwaway
+// identity claims every available miner with the longest lease and renews
+// for ever, and every other router is refused. The view lags the network
+// by a gossip hop, so a burst of claims can still take more; the renewals
+// of a router over its limit are refused, so the excess ends with its lease.
+func (m *Miner) overLimit(router peer.ID, holdsSelf bool) string {
+	held, size := m.d.Pool.Holdings(router, m.self)
+	size++ // this miner: available, or reserved by router
+	if holdsSelf {
+		held++
+	}
+	limit := m.d.Check.Params.RouterLimit(size)
+	if held < limit || (holdsSelf && held == limit) {
+		return ""
+	}
+	return fmt.Sprintf("router holds %d of the pool's %d miners; one router may hold %d", held, size, limit)
+}
+
 func (m *Miner) refuse(digest []byte, reason pb.RefusalReason, detail string) ([]byte, error) {
 	s := m.State()
 	return protocol.Seal(&pb.Refusal{
@@ -165,6 +192,7 @@ func (m *Miner) renew(raw []byte) ([]byte, error) {
 		return nil, err
 	}
 	var detail string
+	over := m.overLimit(r.Signer, true)
 	_, err = m.commitQuiet(func(s State, now time.Time) (State, error) {
 		lease := time.Duration(r.Msg.LeaseMs) * time.Millisecond
 		switch {
@@ -176,6 +204,8 @@ func (m *Miner) renew(raw []byte) ([]byte, error) {
 			detail = "lease already ended"
 		case lease < protocol.MinLease || lease > m.d.Check.Params.LeaseMax.Std():
 			detail = fmt.Sprintf("lease %s out of bounds (%s to %s)", lease, protocol.MinLease, m.d.Check.Params.LeaseMax)
+		case over != "":
+			detail = over
 		default:
 			s.LeaseEnd = now.Add(lease)
 			return s, nil

@@ -85,7 +85,7 @@ type Oracle struct {
 	cancel   context.CancelFunc
 	loopDone chan struct{}
 	wg       sync.WaitGroup // validations started by the loop
-	sem      chan struct{}
+	sched    *schedule
 }
 
 // New checks d and returns an oracle; Start runs it.
@@ -118,7 +118,7 @@ func New(d Deps) (*Oracle, error) {
 	}
 	return &Oracle{
 		d: d, self: self, log: d.Log.With("role", "oracle"),
-		inflight: map[string]bool{}, sem: make(chan struct{}, MaxConcurrent),
+		inflight: map[string]bool{}, sched: newSchedule(),
 	}, nil
 }
 
@@ -190,7 +190,10 @@ func (o *Oracle) loop(ctx context.Context) {
 	}
 }
 
-// tick starts a validation of every miner this oracle should validate in round.
+// tick starts a validation of every miner this oracle should validate in
+// round, as far as its slots allow (see schedule): proven miners first, in
+// a fresh random order, then newcomers; a miner backing off after failing
+// here is left out until its backoff ends.
 func (o *Oracle) tick(ctx context.Context, round uint64) {
 	p := o.params()
 	if !p.IsOracle(o.self) {
@@ -200,8 +203,11 @@ func (o *Oracle) tick(ctx context.Context, round uint64) {
 		return
 	}
 	oracles := p.OracleIDs()
-	for _, m := range o.d.Pool.Records() {
-		if !o.due(m, oracles, round) {
+	miners := o.d.Pool.Records()
+	o.sched.forget(miners)
+	o.sched.order(miners, o.proven)
+	for _, m := range miners {
+		if o.sched.waiting(m.ID, o.d.Now()) || !o.due(m, oracles, round) {
 			continue
 		}
 		// One validation of a (miner, generation) at a time: a slow one
@@ -213,14 +219,19 @@ func (o *Oracle) tick(ctx context.Context, round uint64) {
 		if busy {
 			continue
 		}
-		select {
-		case o.sem <- struct{}{}:
-		case <-ctx.Done():
+		release := o.sched.acquire(ctx, o.proven(m))
+		if ctx.Err() != nil {
+			if release != nil {
+				release()
+			}
 			return
+		}
+		if release == nil {
+			continue // a newcomer, and no newcomer slot free: a later round
 		}
 		if p.RoundAt(o.d.Now()) != round {
 			// Waited past the round for a free slot: the next tick takes over.
-			<-o.sem
+			release()
 			return
 		}
 		o.mu.Lock()
@@ -232,14 +243,36 @@ func (o *Oracle) tick(ctx context.Context, round uint64) {
 				o.mu.Lock()
 				delete(o.inflight, key)
 				o.mu.Unlock()
-				<-o.sem
+				release()
 				o.wg.Done()
 			}()
-			if _, err := o.Validate(ctx, m.ID, m.Generation, round); err != nil && ctx.Err() == nil {
+			pass, err := o.validate(ctx, m.ID, m.Generation, round)
+			switch {
+			case err == nil && pass:
+				o.sched.passed(m.ID)
+			case err == nil:
+				// A wrong answer, a reset, or no answer before the deadline:
+				// the same backoff the miner would sit out after a failure
+				// quorum, so a staller cannot take a slot every round.
+				o.sched.failed(m.ID, o.d.Now(), p.Backoff)
+			case ctx.Err() == nil:
+				// No verdict (unreachable, our bank failed): not the
+				// miner's doing for sure, and an unreachable miner holds a
+				// slot only while a dial fails, so no backoff.
 				o.log.Warn("validation", "miner", m.ID, "generation", m.Generation, "round", round, "err", err)
 			}
 		}(m)
 	}
+}
+
+// proven reports whether m has a record of passing: the pool has seen a
+// passing verdict on it by an oracle of the set (at any generation, so a
+// miner back from a session counts), and it has not failed here since. Only
+// a real miner can earn that, so a proven miner gets the slots newcomers
+// may not take; one that passed once and then stalls loses it at its first
+// failure.
+func (o *Oracle) proven(m pool.Miner) bool {
+	return o.sched.failures(m.ID) == 0 && o.d.Pool.Reputation(m.ID).Passes > 0
 }
 
 // stuckRounds is how many round periods after this oracle's latest pass of
@@ -306,14 +339,28 @@ func later(a, b time.Time) time.Time {
 // wrongly or signs wrongly gets a failing verdict; if ctx ends before a
 // verdict is reached, there is none and ctx's error is returned.
 func (o *Oracle) Validate(ctx context.Context, miner peer.ID, generation, round uint64) ([]byte, error) {
+	env, _, err := o.judge(ctx, miner, generation, round)
+	return env, err
+}
+
+// validate is Validate for the round loop, which needs only the verdict.
+func (o *Oracle) validate(ctx context.Context, miner peer.ID, generation, round uint64) (pass bool, err error) {
+	_, pass, err = o.judge(ctx, miner, generation, round)
+	return pass, err
+}
+
+// judge is Validate, also returning whether the verdict is a pass.
+func (o *Oracle) judge(ctx context.Context, miner peer.ID, generation, round uint64) ([]byte, bool, error) {
 	if !o.params().IsOracle(o.self) {
-		return nil, fmt.Errorf("oracle: %s is not in the oracle set", o.self)
+		return nil, false, fmt.Errorf("oracle: %s is not in the oracle set", o.self)
 	}
 	key := signedKey(miner, generation, round)
 	if env, err := o.d.Store.Get(key); err == nil {
-		return env, nil // already judged: never a second verdict
+		// Already judged: never a second verdict.
+		a, err := protocol.Open[pb.Attestation](env)
+		return env, err == nil && a.Msg.Pass, nil
 	} else if !errors.Is(err, store.ErrNotFound) {
-		return nil, err
+		return nil, false, err
 	}
 	cfg := o.d.Bank.Config()
 	n := o.params().ChallengesPerValidation
@@ -324,7 +371,7 @@ func (o *Oracle) Validate(ctx context.Context, miner peer.ID, generation, round 
 	crand.Read(seed[:]) // never fails since Go 1.24
 	tasks := o.d.Bank.Pick(rand.New(rand.NewChaCha8(seed)), n)
 	if len(tasks) == 0 {
-		return nil, errors.New("oracle: the challenge bank gave no tasks")
+		return nil, false, errors.New("oracle: the challenge bank gave no tasks")
 	}
 	nonce := make([]byte, 32)
 	crand.Read(nonce)
@@ -338,7 +385,7 @@ func (o *Oracle) Validate(ctx context.Context, miner peer.ID, generation, round 
 	}
 	chEnv, err := protocol.Seal(ch, o.d.Key)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	digest := protocol.Digest(chEnv)
 	o.validations.Add(1)
@@ -351,13 +398,13 @@ func (o *Oracle) Validate(ctx context.Context, miner peer.ID, generation, round 
 		err = checkAnswer(ans, o.d.Network, miner, digest, len(tasks))
 	}
 	if ctx.Err() != nil {
-		return nil, ctx.Err() // shutdown, not the miner's fault: no verdict
+		return nil, false, ctx.Err() // shutdown, not the miner's fault: no verdict
 	}
 	if errors.Is(err, errUnreachable) {
 		// We could not reach it, perhaps because our own routing does not
 		// know it yet: no verdict, and another round (or oracle) will try.
 		// An unreachable miner gets no passes, so it never becomes available.
-		return nil, err
+		return nil, false, err
 	}
 	var (
 		score float64
@@ -373,9 +420,9 @@ func (o *Oracle) Validate(ctx context.Context, miner peer.ID, generation, round 
 		if gerr != nil {
 			// The bank or our embedder failed, not the miner: no verdict.
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				return nil, false, ctx.Err()
 			}
-			return nil, fmt.Errorf("oracle: grade: %w", gerr)
+			return nil, false, fmt.Errorf("oracle: grade: %w", gerr)
 		}
 		// The pass threshold is the network's rule, not the bank's: every
 		// oracle must judge a score alike.
@@ -397,10 +444,11 @@ func (o *Oracle) Validate(ctx context.Context, miner peer.ID, generation, round 
 	}
 	env, fresh, err := o.signOnce(key, att)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if !fresh {
-		return env, nil
+		a, err := protocol.Open[pb.Attestation](env)
+		return env, err == nil && a.Msg.Pass, nil
 	}
 	o.signed.Add(1)
 	if pass {
@@ -417,7 +465,7 @@ func (o *Oracle) Validate(ctx context.Context, miner peer.ID, generation, round 
 	if err := o.d.Publish(pctx, env); err != nil {
 		o.log.Warn("publish attestation", "miner", miner, "generation", generation, "round", round, "err", err)
 	}
-	return env, nil
+	return env, pass, nil
 }
 
 // errUnreachable: no stream to the miner could be opened.

@@ -30,6 +30,13 @@ func releaseKey(miner peer.ID, gen uint64) []byte {
 func penaltyKey(p peer.ID) []byte { return []byte("penalty/" + string(p)) }
 func repKey(p peer.ID) []byte     { return []byte("rep/" + string(p)) }
 
+// allRoutersKey holds the session ends of every router, as one Reputation.
+const allRoutersKey = "repall"
+
+func chargeKey(miner, router peer.ID) []byte {
+	return []byte("charge/" + string(miner) + "/" + string(router))
+}
+
 // evidenceKey names a conflict by its two messages, in either order.
 func evidenceKey(e *pb.Evidence) []byte {
 	a, b := protocol.Digest(e.First), protocol.Digest(e.Second)

@@ -20,6 +20,8 @@ func TestKeys(t *testing.T) {
 		{string(releaseKey(m, 3)), "release/DLxFFqT/00000000000000000003"},
 		{string(penaltyKey(o)), "penalty/oracle"},
 		{string(repKey(m)), "rep/miner"},
+		{string(chargeKey(m, o)), "charge/miner/oracle"},
+		{allRoutersKey, "repall"},
 		// Either order of the pair names the same conflict.
 		{string(evidenceKey(&pb.Evidence{First: []byte("b"), Second: []byte("a")})), "evidence/" +
 			"3e23e8160039594a33894f6564e1b1348bbd7a0088d42c4acb73eeaed59c009d" +

@@ -380,7 +380,8 @@ func (p *Pool) AddRelease(r protocol.Signed[*pb.Release]) error {
 	if err := p.store.PutWithTTL(key, r.Raw, 7*24*time.Hour); err != nil {
 		return err
 	}
-	p.recordSession(miner, r.Msg.Outcome)
+	router, _ := peer.IDFromBytes(g.Msg.Router) // checked with the grant
+	p.recordSession(miner, router, r.Msg.Outcome)
 	p.publish(Event{Kind: EventRelease, Release: &r})
 	return nil
 }

@@ -3,6 +3,7 @@ package pool_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"testing"
@@ -405,22 +406,23 @@ func TestAddRelease(t *testing.T) {
 		{"completed", e.release(t, 7, pb.Outcome_COMPLETED), "ok", pool.Reputation{Completed: 1}},
 		{"again", e.release(t, 7, pb.Outcome_COMPLETED), "ignore", pool.Reputation{Completed: 1}},
 		{"another outcome, same generation", e.release(t, 7, pb.Outcome_FAILED), "ignore", pool.Reputation{Completed: 1}},
-		{"failed", e.release(t, 8, pb.Outcome_FAILED), "ok", pool.Reputation{Completed: 1, Failed: 1}},
-		{"expired, by the miner", byMiner, "ok", pool.Reputation{Completed: 1, Failed: 1, Expired: 1}},
-		{"cancelled counts as completed", e.release(t, 10, pb.Outcome_CANCELLED), "ok", pool.Reputation{Completed: 2, Failed: 1, Expired: 1}},
+		{"failed", e.release(t, 8, pb.Outcome_FAILED), "ok", pool.Reputation{Completed: 1, Failed: 1, Charged: 1}},
+		// The router has charged the miner all it may: one session.
+		{"expired, by the miner", byMiner, "ok", pool.Reputation{Completed: 1, Failed: 1, Expired: 1, Charged: 1}},
+		{"cancelled counts as completed", e.release(t, 10, pb.Outcome_CANCELLED), "ok", pool.Reputation{Completed: 2, Failed: 1, Expired: 1, Charged: 1}},
 		{"by an outsider", testkit.Signed(t, &pb.Release{
 			Network: testNet, Session: "s1", Signer: []byte(e.Other.ID), Miner: []byte(e.Miner.ID), Router: []byte(e.Router.ID),
 			Generation: 11, Outcome: pb.Outcome_FAILED, IssuedMs: ms(e.Now),
-		}, e.Other.Key), "reject", pool.Reputation{Completed: 2, Failed: 1, Expired: 1}},
-		{"a router with no grant to match", e.release(t, 12, pb.Outcome_FAILED), "ignore", pool.Reputation{Completed: 2, Failed: 1, Expired: 1}},
+		}, e.Other.Key), "reject", pool.Reputation{Completed: 2, Failed: 1, Expired: 1, Charged: 1}},
+		{"a router with no grant to match", e.release(t, 12, pb.Outcome_FAILED), "ignore", pool.Reputation{Completed: 2, Failed: 1, Expired: 1, Charged: 1}},
 		{"another router against a held grant", testkit.Signed(t, &pb.Release{
 			Network: testNet, Session: "s1", Signer: []byte(e.Other.ID), Miner: []byte(e.Miner.ID), Router: []byte(e.Other.ID),
 			Generation: 11, Outcome: pb.Outcome_FAILED, IssuedMs: ms(e.Now),
-		}, e.Other.Key), "reject", pool.Reputation{Completed: 2, Failed: 1, Expired: 1}},
+		}, e.Other.Key), "reject", pool.Reputation{Completed: 2, Failed: 1, Expired: 1, Charged: 1}},
 		{"garbage miner", testkit.Signed(t, &pb.Release{
 			Network: testNet, Session: "s1", Signer: []byte(e.Router.ID), Miner: []byte("nobody"), Router: []byte(e.Router.ID),
 			Generation: 11, Outcome: pb.Outcome_FAILED, IssuedMs: ms(e.Now),
-		}, e.Router.Key), "reject", pool.Reputation{Completed: 2, Failed: 1, Expired: 1}},
+		}, e.Router.Key), "reject", pool.Reputation{Completed: 2, Failed: 1, Expired: 1, Charged: 1}},
 	}
 	for _, s := range steps {
 		err := e.pool.AddRelease(s.r)
@@ -447,13 +449,14 @@ func TestReputationScore(t *testing.T) {
 		{"one fail", pool.Reputation{Fails: 1}, 1.0 / 3},
 		{"three passes, one fail", pool.Reputation{Passes: 3, Fails: 1}, 4.0 / 6},
 		{"one completed session", pool.Reputation{Completed: 1}, 0.5},
-		{"one failed session", pool.Reputation{Failed: 1}, 0.25},
-		{"one expired session", pool.Reputation{Expired: 1}, 0.25},
+		{"one failed session, charged in full", pool.Reputation{Failed: 1, Charged: 1}, 0.25},
+		{"one expired session, charged in full", pool.Reputation{Expired: 1, Charged: 1}, 0.25},
+		{"failed sessions count only as charged", pool.Reputation{Failed: 9, Charged: 0.5}, 1.0 / 2 * 1.0 / 1.5},
 		{"one rejected answer", pool.Reputation{Faults: 1}, 0.25},
 		{"faults weigh like failed sessions", pool.Reputation{Passes: 2, Completed: 3, Faults: 2}, 3.0 / 4 * 4.0 / 6},
-		{"mixed", pool.Reputation{Passes: 8, Completed: 3, Failed: 1}, 9.0 / 10 * 4.0 / 5},
+		{"mixed", pool.Reputation{Passes: 8, Completed: 3, Failed: 1, Charged: 1}, 9.0 / 10 * 4.0 / 5},
 		{"many", pool.Reputation{Passes: 98, Fails: 0, Completed: 99, Expired: 0}, 99.0 / 100},
-		{"all bad", pool.Reputation{Fails: 10, Failed: 10, Expired: 10}, 1.0 / 12 * 1.0 / 21},
+		{"all bad", pool.Reputation{Fails: 10, Failed: 10, Expired: 10, Charged: 20}, 1.0 / 12 * 1.0 / 21},
 		{"verdicts given do not count", pool.Reputation{Verdicts: 100}, 0.5},
 		{"equivocation zeroes", pool.Reputation{Passes: 100, Completed: 100, Equivocations: 1}, 0},
 	}
@@ -608,4 +611,84 @@ func sameSet(a, b []peer.ID) bool {
 	slices.Sort(a)
 	slices.Sort(b)
 	return slices.Equal(a, b)
+}
+
+// reservation is miner m's session with router at gen as gossip brings it:
+// its grant, then its release with outcome.
+func (e *env) reservation(t *testing.T, m, router testkit.Party, gen uint64, outcome pb.Outcome) {
+	t.Helper()
+	session := fmt.Sprintf("s-%s-%d", router.ID, gen)
+	claim := mustSeal(e.Claim(func(c *pb.Claim) {
+		c.Router, c.Miner, c.Generation, c.Session, c.Nonce, c.Model = []byte(router.ID), []byte(m.ID), gen, session, []byte("nonce-"+session), ""
+	}), router.Key)
+	g := testkit.Signed(t, e.Grant(claim, func(g *pb.Grant) {
+		g.Router, g.Miner, g.Generation, g.Session = []byte(router.ID), []byte(m.ID), gen, session
+	}), m.Key)
+	if _, err := e.pool.AddGrant(g); err != nil {
+		t.Fatal(err)
+	}
+	r := testkit.Signed(t, e.Release(func(r *pb.Release) {
+		r.Signer, r.Router, r.Miner, r.Generation, r.Session, r.Outcome, r.Rating = []byte(router.ID), []byte(router.ID), []byte(m.ID), gen, session, outcome, 0
+	}), router.Key)
+	if err := e.pool.AddRelease(r); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The griefing attack: a router reserves a miner and releases it FAILED,
+// again and again. It costs a miner at most one failed session, so a miner
+// that passes its validations stays above a router's fit line (0.25),
+// while an honest router's FAILED release still counts in full.
+func TestGriefingRouterIsCapped(t *testing.T) {
+	const fit = 0.25
+	e := newEnv(t)
+	honest, griefer := e.Router, e.Other
+	// Both miners passed one validation (a quorum of three).
+	for _, m := range []testkit.Party{e.Miner, e.Miner2} {
+		for i := range e.Params.Quorum {
+			if _, err := e.pool.AddAttestation(e.sealAtt(t, i, m.ID, nil)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// The first has a history of sessions the honest router completed.
+	gen := uint64(10)
+	for range 10 {
+		e.reservation(t, e.Miner, honest, gen, pb.Outcome_COMPLETED)
+		gen++
+	}
+	before := e.pool.Reputation(e.Miner.ID).Score()
+	for range 9 {
+		e.reservation(t, e.Miner, griefer, gen, pb.Outcome_FAILED)
+		e.reservation(t, e.Miner2, griefer, gen, pb.Outcome_FAILED)
+		gen++
+	}
+	old, fresh := e.pool.Reputation(e.Miner.ID), e.pool.Reputation(e.Miner2.ID)
+	if old.Failed != 9 || fresh.Failed != 9 {
+		t.Errorf("failed sessions counted %d and %d, want 9", old.Failed, fresh.Failed)
+	}
+	if old.Charged > 1 || fresh.Charged > 1 {
+		t.Errorf("one router charged %v and %v, more than one session", old.Charged, fresh.Charged)
+	}
+	// What one failed session in full would leave: 4/5 × 11/12.
+	if s := old.Score(); s < before*11/12-1e-12 {
+		t.Errorf("an honest miner went from %v to %v", before, s)
+	}
+	if s := fresh.Score(); s < fit {
+		t.Errorf("a new miner fell to %v, below the fit line", s)
+	}
+	if g := e.pool.Reputation(griefer.ID); g.Ended != 18 || g.EndedBad != 18 {
+		t.Errorf("griefer's record %+v", g)
+	}
+
+	// The honest router's word still counts in full, against its own cap.
+	charged := fresh.Charged
+	e.reservation(t, e.Miner2, honest, gen, pb.Outcome_FAILED)
+	if got := e.pool.Reputation(e.Miner2.ID).Charged - charged; math.Abs(got-1) > 1e-12 {
+		t.Errorf("the honest router's failed session charged %v, want 1", got)
+	}
+	e.reservation(t, e.Miner2, honest, gen+1, pb.Outcome_FAILED)
+	if got := e.pool.Reputation(e.Miner2.ID).Charged - charged; math.Abs(got-1) > 1e-12 {
+		t.Errorf("the honest router charged %v in all, more than its cap", got)
+	}
 }
