@@ -164,6 +164,12 @@ type Config struct {
 	// UI's: as "Authorization: Bearer <Token>" or, on GET only (EventSource
 	// cannot set headers), as the query parameter access_token.
 	Token string
+	// Listen is the host:port the API listens on: a request's Host may name
+	// its host, or any IP address when it is unspecified (0.0.0.0, ::).
+	Listen string
+	// AllowedHosts are further names a request's Host may carry, besides
+	// localhost and loopback addresses; "*" takes every Host.
+	AllowedHosts []string
 }
 
 // Handler routes the API's endpoints to c.Source and c.Gatherer, and the
@@ -171,7 +177,9 @@ type Config struct {
 // c.Sessions when the node is a router, and the dashboard's data and files to
 // c.Observer and c.UI. A nil Gatherer serves no /metrics.
 // A known path asked with another method is a 405 with an Allow header; an
-// unknown path a 404; a panic a 500 that says nothing of it.
+// unknown path a 404; a panic a 500 that says nothing of it. A Host the API
+// does not answer to, and a state-changing request from another site's web
+// page, are a 403 (guard).
 func Handler(c Config) http.Handler {
 	if c.Source == nil {
 		panic("api: Handler without a Source")
@@ -225,6 +233,7 @@ func Handler(c Config) http.Handler {
 	if c.Token != "" {
 		h = requireToken(c.Token, c.UI != nil, h)
 	}
+	h = guard(newHostGuard(c.Listen, c.AllowedHosts), h)
 	return recoverPanics(h)
 }
 

@@ -123,7 +123,7 @@ func router(t *testing.T, s *fakeSessions, token string) http.Handler {
 // call serves one request; header is name, value pairs.
 func call(t *testing.T, h http.Handler, method, path, body string, header ...string) *httptest.ResponseRecorder {
 	t.Helper()
-	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	req := api.LocalRequest(method, path, strings.NewReader(body))
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}

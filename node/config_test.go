@@ -60,6 +60,7 @@ func customConfig() node.Config {
 	cfg.API.Listen = "0.0.0.0:9000"
 	cfg.API.Metrics = "127.0.0.1:9100"
 	cfg.API.Token = "s3cret"
+	cfg.API.AllowedHosts = []string{"node.example.org", "10.0.0.7"}
 	cfg.Log.Level = "debug,p2p=info,libp2p.dht=warn"
 	cfg.Log.Format = "json"
 	cfg.Inference = node.InferenceConfig{Backend: "openai", BaseURL: "http://127.0.0.1:8080/v1", APIKey: "sk-local",
@@ -441,6 +442,24 @@ func TestInferenceAndRouterConfig(t *testing.T) {
 				t.Errorf("Validate = %v, want an error naming %s", err, tt.field)
 			}
 		})
+	}
+}
+
+func TestAPIAllowedHostsConfig(t *testing.T) {
+	for _, ok := range [][]string{nil, {}, {"*"}, {"node.example.org", "node.example.org."}, {"10.0.0.7", "::1", "[::1]"}, {"my_host", "EXAMPLE.com"}} {
+		cfg := node.DefaultConfig()
+		cfg.API.AllowedHosts = ok
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("api.allowed_hosts %q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "http://node.example.org", "node.example.org:8080", "node.example.org/v1", "*.example.org", "a..b", "-a.b", "with space", "\x00"} {
+		cfg := node.DefaultConfig()
+		cfg.API.AllowedHosts = []string{"localhost", bad}
+		err := cfg.Validate()
+		if err == nil || !strings.HasPrefix(err.Error(), "api.allowed_hosts: ") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("api.allowed_hosts %q: Validate = %v, want one line naming api.allowed_hosts", bad, err)
+		}
 	}
 }
 
