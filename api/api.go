@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
 	"runtime/debug"
@@ -18,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/openaiwire"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -254,9 +256,14 @@ var probeMethods = []string{
 
 // route serves mux, answering in the API's error shape where mux would not
 // match: 405 with Allow when the path is served under other methods, else 404.
+// A request with a body that is not JSON is a 415 (contentTypeRefusal).
 func route(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := mux.Handler(r); pattern != "" {
+			if msg := contentTypeRefusal(r); msg != "" {
+				writeError(w, http.StatusUnsupportedMediaType, msg)
+				return
+			}
 			mux.ServeHTTP(w, r)
 			return
 		}
@@ -276,6 +283,31 @@ func route(mux *http.ServeMux) http.Handler {
 		writeError(w, http.StatusMethodNotAllowed,
 			fmt.Sprintf("method %s is not allowed on %s; use %s", r.Method, r.URL.Path, strings.Join(allow, " or ")))
 	})
+}
+
+// contentTypeRefusal says why a POST, PUT or PATCH is refused for its
+// Content-Type, or is "" when it is not: the type must be application/json,
+// with any parameters, and may be left out only when there is no body. A
+// web page can send text/plain or a form anywhere without asking; it must
+// ask the API (a CORS preflight, which it answers with no) before it sends
+// JSON.
+func contentTypeRefusal(r *http.Request) string {
+	switch r.Method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch:
+	default:
+		return ""
+	}
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		if r.ContentLength == 0 {
+			return ""
+		}
+		return "a body without Content-Type refused: send it as application/json"
+	}
+	if mt, _, err := mime.ParseMediaType(ct); err == nil && mt == "application/json" {
+		return ""
+	}
+	return fmt.Sprintf("content type %q refused: send the body as application/json", openaiwire.Clip(ct, 100))
 }
 
 // clientKey marks a request's context with the API client it came from.

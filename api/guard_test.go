@@ -192,3 +192,46 @@ func TestOriginCheck(t *testing.T) {
 		})
 	}
 }
+
+func TestContentType(t *testing.T) {
+	const chat = `{"messages":[{"role":"user","content":"hi"}]}`
+	tests := []struct {
+		name, path, body, ctype string
+		want                    int
+	}{
+		{"text/plain chat completion", "/v1/chat/completions", chat, "text/plain", 415},
+		{"form chat completion", "/v1/chat/completions", chat, "application/x-www-form-urlencoded", 415},
+		{"multipart session", "/v1/sessions", `{}`, "multipart/form-data; boundary=x", 415},
+		{"session without Content-Type", "/v1/sessions", `{"max_tasks":1}`, "", 415},
+		{"task as text", "/v1/sessions/s1/tasks", `{"prompt":"hi"}`, "text/plain;charset=UTF-8", 415},
+		{"reservation as text", "/v1/reservations", `{}`, "text/plain", 415},
+		{"JSON lookalike", "/v1/sessions", `{}`, "application/jsonp", 415},
+		{"malformed", "/v1/sessions", `{}`, "application/json; charset", 415},
+		{"JSON chat completion", "/v1/chat/completions", chat, "application/json", 200},
+		{"JSON with charset", "/v1/sessions", `{}`, "application/json; charset=utf-8", 201},
+		{"JSON in capitals", "/v1/reservations", `{}`, "Application/JSON", 201},
+		{"no body, no Content-Type", "/v1/reservations", "", "", 201},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &fakeSessions{}
+			url := serve(t, api.Config{Reserver: acceptingReserver{}, Sessions: s})
+			var hdr []string
+			if tt.ctype != "" {
+				hdr = []string{"Content-Type", tt.ctype}
+			}
+			status, msg := send(t, http.MethodPost, url+tt.path, tt.body, hdr...)
+			if status != tt.want {
+				t.Fatalf("%d (%s), want %d", status, msg, tt.want)
+			}
+			if status == 415 {
+				if !strings.Contains(msg, "application/json") {
+					t.Errorf("message %q does not say what to send", msg)
+				}
+				if s.calls() != 0 {
+					t.Errorf("refused, yet the session manager was called")
+				}
+			}
+		})
+	}
+}
