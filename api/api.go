@@ -172,6 +172,12 @@ type Config struct {
 	// AllowedHosts are further names a request's Host may carry, besides
 	// localhost and loopback addresses; "*" takes every Host.
 	AllowedHosts []string
+	// Streams bounds the event streams and streaming chat completions open
+	// at once.
+	Streams StreamLimits
+	// Registerer, when set, takes the API's own metrics: what it refused
+	// and the streams it dropped.
+	Registerer prometheus.Registerer
 }
 
 // Handler routes the API's endpoints to c.Source and c.Gatherer, and the
@@ -187,6 +193,7 @@ func Handler(c Config) http.Handler {
 		panic("api: Handler without a Source")
 	}
 	src := c.Source
+	m := newMetrics(c.Registerer)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/pool", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, src.Pool())
@@ -199,7 +206,7 @@ func Handler(c Config) http.Handler {
 	}
 	if c.Sessions != nil {
 		handleSessions(mux, c.Sessions)
-		handleOpenAI(mux, c.Sessions)
+		handleOpenAI(mux, c.Sessions, newStreamLimiter(kindChat, c.Streams, m))
 	} else {
 		notRouter(mux, "this node is not a router; sessions, models and chat completions are served by a router's API",
 			"/v1/sessions", "/v1/sessions/", "/v1/models", "/v1/models/", "/v1/chat/completions")
@@ -224,18 +231,18 @@ func Handler(c Config) http.Handler {
 		mux.Handle("GET /metrics", MetricsHandler(c.Gatherer))
 	}
 	if c.Observer != nil {
-		handleObserve(mux, c.Observer)
+		handleObserve(mux, c.Observer, newStreamLimiter(kindEvents, c.Streams, m))
 	}
 	if c.UI != nil {
 		mux.Handle("GET /{$}", c.UI)
 		mux.Handle("GET /index.html", c.UI)
 		mux.Handle("GET /ui/", c.UI)
 	}
-	var h http.Handler = route(mux)
+	var h http.Handler = route(mux, m)
 	if c.Token != "" {
 		h = requireToken(c.Token, c.UI != nil, h)
 	}
-	h = guard(newHostGuard(c.Listen, c.AllowedHosts), h)
+	h = guard(newHostGuard(c.Listen, c.AllowedHosts), m, h)
 	return recoverPanics(h)
 }
 
@@ -257,10 +264,11 @@ var probeMethods = []string{
 // route serves mux, answering in the API's error shape where mux would not
 // match: 405 with Allow when the path is served under other methods, else 404.
 // A request with a body that is not JSON is a 415 (contentTypeRefusal).
-func route(mux *http.ServeMux) http.Handler {
+func route(mux *http.ServeMux, m *metrics) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := mux.Handler(r); pattern != "" {
 			if msg := contentTypeRefusal(r); msg != "" {
+				m.refused.WithLabelValues("content_type").Inc()
 				writeError(w, http.StatusUnsupportedMediaType, msg)
 				return
 			}

@@ -120,15 +120,17 @@ func (g hostGuard) originRefusal(r *http.Request) string {
 
 // guard answers 403 to a request for a Host the API does not answer to,
 // and to a state-changing request from another site's web page.
-func guard(g hostGuard, next http.Handler) http.Handler {
+func guard(g hostGuard, m *metrics, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !g.allows(r.Host) {
+			m.refused.WithLabelValues("host").Inc()
 			writeError(w, http.StatusForbidden, fmt.Sprintf(
 				"host %q refused: this API answers to localhost, loopback addresses and its listen address; add the name to api.allowed_hosts to serve it",
 				openaiwire.Clip(r.Host, 100)))
 			return
 		}
 		if msg := g.originRefusal(r); msg != "" {
+			m.refused.WithLabelValues("origin").Inc()
 			writeError(w, http.StatusForbidden, msg)
 			return
 		}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/ephemera-network/ephemera/api"
 	"github.com/ephemera-network/ephemera/gossip"
 	"github.com/ephemera-network/ephemera/internal/duration"
 	"github.com/ephemera-network/ephemera/internal/logging"
@@ -150,6 +151,17 @@ type APIConfig struct {
 	// Listen's host, that a request's Host header may carry: those a reverse
 	// proxy or DNS gives the API. "*" turns the check off.
 	AllowedHosts []string `toml:"allowed_hosts"`
+	// MaxStreams bounds the event streams (/v1/events) open at once, and
+	// apart from them the streaming chat completions; MaxStreamsPerAddr
+	// bounds those from one remote address. More are answered 429.
+	MaxStreams        int `toml:"max_streams"`
+	MaxStreamsPerAddr int `toml:"max_streams_per_addr"`
+}
+
+// DefaultAPIConfig is the api section of a config that sets none.
+func DefaultAPIConfig() APIConfig {
+	streams := api.DefaultStreamLimits()
+	return APIConfig{Listen: DefaultAPIAddr, AllowedHosts: []string{}, MaxStreams: streams.Max, MaxStreamsPerAddr: streams.MaxPerAddr}
 }
 
 // LogConfig sets how the node logs.
@@ -170,7 +182,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout: duration.Duration(10 * time.Second),
 		P2P:             defaultP2P(),
 		Gossip:          gossip.DefaultConfig(),
-		API:             APIConfig{Listen: DefaultAPIAddr, AllowedHosts: []string{}},
+		API:             DefaultAPIConfig(),
 		Log:             LogConfig{Level: "info", Format: "text"},
 		Inference:       InferenceConfig{Backend: "builtin", Timeout: duration.Duration(2 * time.Minute)},
 		Router:          DefaultRouterConfig(),
@@ -216,6 +228,12 @@ func (c Config) Validate() error {
 	}
 	if err := validateAllowedHosts(c.API.AllowedHosts); err != nil {
 		return err
+	}
+	if c.API.MaxStreams < 1 || c.API.MaxStreams > 100000 {
+		return fmt.Errorf("api.max_streams: %d, must be from 1 to 100000", c.API.MaxStreams)
+	}
+	if c.API.MaxStreamsPerAddr < 1 || c.API.MaxStreamsPerAddr > c.API.MaxStreams {
+		return fmt.Errorf("api.max_streams_per_addr: %d, must be from 1 to api.max_streams (%d)", c.API.MaxStreamsPerAddr, c.API.MaxStreams)
 	}
 	if _, err := ParseLevel(c.Log.Level); err != nil {
 		return err

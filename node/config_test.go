@@ -61,6 +61,7 @@ func customConfig() node.Config {
 	cfg.API.Metrics = "127.0.0.1:9100"
 	cfg.API.Token = "s3cret"
 	cfg.API.AllowedHosts = []string{"node.example.org", "10.0.0.7"}
+	cfg.API.MaxStreams, cfg.API.MaxStreamsPerAddr = 64, 8
 	cfg.Log.Level = "debug,p2p=info,libp2p.dht=warn"
 	cfg.Log.Format = "json"
 	cfg.Inference = node.InferenceConfig{Backend: "openai", BaseURL: "http://127.0.0.1:8080/v1", APIKey: "sk-local",
@@ -432,6 +433,10 @@ func TestInferenceAndRouterConfig(t *testing.T) {
 		{"warm tasks", func(c *node.Config) { c.Router.WarmMaxTasks = 0 }, "router.warm_max_tasks"},
 		{"warm period", func(c *node.Config) { c.Router.WarmPeriod = duration.Duration(time.Millisecond) }, "router.warm_period"},
 		{"per token", func(c *node.Config) { c.Router.MaxPerToken = -1 }, "router.max_per_token"},
+		{"no streams", func(c *node.Config) { c.API.MaxStreams = 0 }, "api.max_streams"},
+		{"too many streams", func(c *node.Config) { c.API.MaxStreams = 1 << 20 }, "api.max_streams"},
+		{"no streams per address", func(c *node.Config) { c.API.MaxStreamsPerAddr = 0 }, "api.max_streams_per_addr"},
+		{"more per address than in all", func(c *node.Config) { c.API.MaxStreams, c.API.MaxStreamsPerAddr = 8, 9 }, "api.max_streams_per_addr"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
