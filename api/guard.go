@@ -20,7 +20,7 @@ import (
 
 // hostGuard decides which Host names the API answers to.
 type hostGuard struct {
-	any bool // "*" was configured: every Host
+	all bool // "*" was configured: every Host
 	// anyIP takes every IP address: the API listens on all of them. A Host
 	// that is an IP address cannot come from a rebound name, since the
 	// browser then connects to the address it names.
@@ -41,7 +41,7 @@ func newHostGuard(listen string, allowed []string) hostGuard {
 	}
 	for _, a := range allowed {
 		if a == "*" {
-			g.any = true
+			g.all = true
 			continue
 		}
 		g.names[hostname(a)] = true
@@ -84,7 +84,7 @@ func (g hostGuard) named(host string) bool {
 // allows reports whether a request's Host header is one the API answers to.
 // An empty one (HTTP/1.0) comes from no browser.
 func (g hostGuard) allows(hostHeader string) bool {
-	return g.any || hostHeader == "" || g.named(hostname(hostHeader))
+	return g.all || hostHeader == "" || g.named(hostname(hostHeader))
 }
 
 // unsafeMethod is a method that may change the node's state.

@@ -270,9 +270,6 @@ func (f fakeStreamSessions) Complete(ctx context.Context, req CompletionRequest,
 // queue fills, and the node is left with the goroutines it had. The write
 // deadline is an hour: only the queue can drop them.
 func TestSilentEventClients(t *testing.T) {
-	if testing.Short() {
-		t.Skip("opens hundreds of connections")
-	}
 	shortTiming(t, time.Hour, time.Hour, time.Hour)
 	const clients = 300
 	limits := DefaultStreamLimits()
