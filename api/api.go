@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
 	"runtime/debug"
@@ -18,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ephemera-network/ephemera/internal/openaiwire"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -164,6 +166,18 @@ type Config struct {
 	// UI's: as "Authorization: Bearer <Token>" or, on GET only (EventSource
 	// cannot set headers), as the query parameter access_token.
 	Token string
+	// Listen is the host:port the API listens on: a request's Host may name
+	// its host, or any IP address when it is unspecified (0.0.0.0, ::).
+	Listen string
+	// AllowedHosts are further names a request's Host may carry, besides
+	// localhost and loopback addresses; "*" takes every Host.
+	AllowedHosts []string
+	// Streams bounds the event streams and streaming chat completions open
+	// at once.
+	Streams StreamLimits
+	// Registerer, when set, takes the API's own metrics: what it refused
+	// and the streams it dropped.
+	Registerer prometheus.Registerer
 }
 
 // Handler routes the API's endpoints to c.Source and c.Gatherer, and the
@@ -171,12 +185,15 @@ type Config struct {
 // c.Sessions when the node is a router, and the dashboard's data and files to
 // c.Observer and c.UI. A nil Gatherer serves no /metrics.
 // A known path asked with another method is a 405 with an Allow header; an
-// unknown path a 404; a panic a 500 that says nothing of it.
+// unknown path a 404; a panic a 500 that says nothing of it. A Host the API
+// does not answer to, and a state-changing request from another site's web
+// page, are a 403 (guard).
 func Handler(c Config) http.Handler {
 	if c.Source == nil {
 		panic("api: Handler without a Source")
 	}
 	src := c.Source
+	m := newMetrics(c.Registerer)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/pool", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, src.Pool())
@@ -189,7 +206,7 @@ func Handler(c Config) http.Handler {
 	}
 	if c.Sessions != nil {
 		handleSessions(mux, c.Sessions)
-		handleOpenAI(mux, c.Sessions)
+		handleOpenAI(mux, c.Sessions, newStreamLimiter(kindChat, c.Streams, m))
 	} else {
 		notRouter(mux, "this node is not a router; sessions, models and chat completions are served by a router's API",
 			"/v1/sessions", "/v1/sessions/", "/v1/models", "/v1/models/", "/v1/chat/completions")
@@ -214,17 +231,18 @@ func Handler(c Config) http.Handler {
 		mux.Handle("GET /metrics", MetricsHandler(c.Gatherer))
 	}
 	if c.Observer != nil {
-		handleObserve(mux, c.Observer)
+		handleObserve(mux, c.Observer, newStreamLimiter(kindEvents, c.Streams, m))
 	}
 	if c.UI != nil {
 		mux.Handle("GET /{$}", c.UI)
 		mux.Handle("GET /index.html", c.UI)
 		mux.Handle("GET /ui/", c.UI)
 	}
-	var h http.Handler = route(mux)
+	var h http.Handler = route(mux, m)
 	if c.Token != "" {
 		h = requireToken(c.Token, c.UI != nil, h)
 	}
+	h = guard(newHostGuard(c.Listen, c.AllowedHosts), m, h)
 	return recoverPanics(h)
 }
 
@@ -245,9 +263,15 @@ var probeMethods = []string{
 
 // route serves mux, answering in the API's error shape where mux would not
 // match: 405 with Allow when the path is served under other methods, else 404.
-func route(mux *http.ServeMux) http.Handler {
+// A request with a body that is not JSON is a 415 (contentTypeRefusal).
+func route(mux *http.ServeMux, m *metrics) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := mux.Handler(r); pattern != "" {
+			if msg := contentTypeRefusal(r); msg != "" {
+				m.refused.WithLabelValues("content_type").Inc()
+				writeError(w, http.StatusUnsupportedMediaType, msg)
+				return
+			}
 			mux.ServeHTTP(w, r)
 			return
 		}
@@ -267,6 +291,31 @@ func route(mux *http.ServeMux) http.Handler {
 		writeError(w, http.StatusMethodNotAllowed,
 			fmt.Sprintf("method %s is not allowed on %s; use %s", r.Method, r.URL.Path, strings.Join(allow, " or ")))
 	})
+}
+
+// contentTypeRefusal says why a POST, PUT or PATCH is refused for its
+// Content-Type, or is "" when it is not: the type must be application/json,
+// with any parameters, and may be left out only when there is no body. A
+// web page can send text/plain or a form anywhere without asking; it must
+// ask the API (a CORS preflight, which it answers with no) before it sends
+// JSON.
+func contentTypeRefusal(r *http.Request) string {
+	switch r.Method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch:
+	default:
+		return ""
+	}
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		if r.ContentLength == 0 {
+			return ""
+		}
+		return "a body without Content-Type refused: send it as application/json"
+	}
+	if mt, _, err := mime.ParseMediaType(ct); err == nil && mt == "application/json" {
+		return ""
+	}
+	return fmt.Sprintf("content type %q refused: send the body as application/json", openaiwire.Clip(ct, 100))
 }
 
 // clientKey marks a request's context with the API client it came from.

@@ -62,7 +62,7 @@ func newRegistry(t *testing.T) *prometheus.Registry {
 func do(t *testing.T, h http.Handler, method, path string) *httptest.ResponseRecorder {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
+	h.ServeHTTP(rec, api.LocalRequest(method, path, nil))
 	return rec
 }
 

@@ -45,7 +45,7 @@ func ephemeraOf(c Completion) openaiwire.Ephemera {
 	return openaiwire.Ephemera{Session: c.Session, Task: c.Task, Miners: miners, Agreement: c.Agreement}
 }
 
-func handleOpenAI(mux *http.ServeMux, s Sessions) {
+func handleOpenAI(mux *http.ServeMux, s Sessions, streams *streamLimiter) {
 	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
 		list := modelList{Object: "list", Data: []modelInfo{}}
 		for _, m := range s.Models() {
@@ -77,7 +77,12 @@ func handleOpenAI(mux *http.ServeMux, s Sessions) {
 		req.Client = clientOf(r)
 		created := time.Now().Unix()
 		if req.Stream {
-			streamChat(w, r, s, req, opts, created)
+			release, ok := streams.acquire(w, r)
+			if !ok {
+				return
+			}
+			defer release()
+			streamChat(w, r, s, req, opts, created, streams.m)
 			return
 		}
 		c, err := s.Complete(r.Context(), req, nil)
@@ -318,7 +323,7 @@ type chatStream struct {
 	model    string
 	started  bool
 	closed   bool
-	failed   error // a write failed: the client has gone
+	failed   error // a write failed: the client has gone, or reads too slowly
 	streamed strings.Builder
 }
 
@@ -384,6 +389,10 @@ func (st *chatStream) write(b []byte) {
 	if st.failed != nil {
 		return
 	}
+	if err := armWrite(st.rc); err != nil {
+		st.failed = err
+		return
+	}
 	if _, err := st.w.Write(b); err != nil {
 		st.failed = err
 		return
@@ -397,7 +406,11 @@ func (st *chatStream) write(b []byte) {
 // with the first delta or the answer, so that an error before either is an
 // ordinary error status; an error after is an error event that ends the
 // stream.
-func streamChat(w http.ResponseWriter, r *http.Request, s Sessions, req CompletionRequest, opts chatOptions, created int64) {
+//
+// Every write has a deadline (armWrite), so that a client that stops
+// reading stops the completion instead of holding its miners; the chunks
+// of one completion are too few to need a queue of their own.
+func streamChat(w http.ResponseWriter, r *http.Request, s Sessions, req CompletionRequest, opts chatOptions, created int64, m *metrics) {
 	model := req.Model
 	if model == "" {
 		// The chunks come before the answer says which model gave it: when
@@ -413,6 +426,15 @@ func streamChat(w http.ResponseWriter, r *http.Request, s Sessions, req Completi
 	c, err := s.Complete(r.Context(), req, st.onDelta)
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	defer func() {
+		if timedOut(st.failed) {
+			m.streamsDropped.WithLabelValues(kindChat).Inc()
+			return
+		}
+		// The connection may serve another request: without a deadline,
+		// as net/http leaves it.
+		_ = st.rc.SetWriteDeadline(time.Time{})
+	}()
 	st.closed = true
 	if err != nil {
 		if !st.started {

@@ -106,7 +106,7 @@ func TestChatCompletionDefaults(t *testing.T) {
 		return api.Completion{Task: "T2", Text: "ok"}, nil // no model, no miners
 	}}
 	rec := call(t, router(t, s, ""), http.MethodPost, "/v1/chat/completions",
-		`{"messages":[{"role":"user","content":"hi"}],"max_tokens":7}`, "Content-Type", "text/plain")
+		`{"messages":[{"role":"user","content":"hi"}],"max_tokens":7}`, "Content-Type", "Application/JSON; charset=utf-8")
 	if rec.Code != http.StatusOK {
 		t.Fatalf("status = %d; %s", rec.Code, rec.Body)
 	}
@@ -453,6 +453,7 @@ func TestChatStreamClientGone(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/v1/chat/completions",
 		strings.NewReader(`{"stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -31,7 +31,9 @@ func fuzzHandler(s *fakeSessions) http.Handler {
 func fuzzPost(t *testing.T, h http.Handler, path, body string, ok int) *httptest.ResponseRecorder {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, path, strings.NewReader(body)))
+	req := api.LocalRequest(http.MethodPost, path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	h.ServeHTTP(rec, req)
 	switch rec.Code {
 	case ok:
 	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:

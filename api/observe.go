@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -174,7 +173,7 @@ var streamTiming = struct {
 	overview, ping, write time.Duration
 }{overview: 2 * time.Second, ping: 15 * time.Second, write: 10 * time.Second}
 
-func handleObserve(mux *http.ServeMux, o Observer) {
+func handleObserve(mux *http.ServeMux, o Observer, streams *streamLimiter) {
 	mux.HandleFunc("GET /v1/overview", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, o.Overview())
 	})
@@ -214,28 +213,41 @@ func handleObserve(mux *http.ServeMux, o Observer) {
 		writeJSON(w, http.StatusOK, evs)
 	})
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
-		streamEvents(w, r, o)
+		release, ok := streams.acquire(w, r)
+		if !ok {
+			return
+		}
+		defer release()
+		streamEvents(w, r, o, streams.m)
 	})
 }
 
 // streamEvents serves /v1/events until the client goes away, the Observer
-// drops it or a write blocks too long.
-func streamEvents(w http.ResponseWriter, r *http.Request, o Observer) {
+// drops it, or the client falls behind: its queue fills, or a write blocks
+// past its deadline.
+func streamEvents(w http.ResponseWriter, r *http.Request, o Observer, m *metrics) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	updates, unsubscribe := o.Subscribe(ctx)
 	defer unsubscribe()
 
-	rc := http.NewResponseController(w)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // proxies such as nginx: do not hold the events back
 	w.WriteHeader(http.StatusOK)
+	out := newSSEWriter(w)
+	defer out.close()
+	slow := false // the stream ends because the client fell behind
+	defer func() {
+		if slow {
+			m.streamsDropped.WithLabelValues(kindEvents).Inc()
+		}
+	}()
 
-	var buf bytes.Buffer
+	// send queues one event (a ping when event is ""); false ends the stream.
 	send := func(event string, v any) bool {
-		buf.Reset()
+		var buf bytes.Buffer
 		if event != "" {
 			buf.WriteString("event: " + event + "\ndata: ")
 			enc := json.NewEncoder(&buf)
@@ -248,15 +260,8 @@ func streamEvents(w http.ResponseWriter, r *http.Request, o Observer) {
 		} else {
 			buf.WriteString(": ping\n\n")
 		}
-		// A client that stops reading fills the socket's buffers; then the
-		// write blocks, and the deadline drops the client.
-		if err := rc.SetWriteDeadline(time.Now().Add(streamTiming.write)); err != nil && !errors.Is(err, http.ErrNotSupported) {
-			return false
-		}
-		if _, err := w.Write(buf.Bytes()); err != nil {
-			return false
-		}
-		if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		if !out.send(buf.Bytes()) {
+			slow = out.behind()
 			return false
 		}
 		return true
@@ -273,6 +278,9 @@ func streamEvents(w http.ResponseWriter, r *http.Request, o Observer) {
 		var ok bool
 		select {
 		case <-ctx.Done():
+			return
+		case <-out.failed():
+			slow = out.behind()
 			return
 		case u, open := <-updates:
 			switch {

@@ -137,7 +137,7 @@ func (s *fakeSub) waitEnded(t *testing.T, what string) {
 func get(t *testing.T, h http.Handler, path string) *httptest.ResponseRecorder {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	h.ServeHTTP(rec, LocalRequest(http.MethodGet, path, nil))
 	return rec
 }
 
@@ -204,7 +204,7 @@ func TestObserveEndpoints(t *testing.T) {
 	}
 
 	rec = httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/overview", nil))
+	h.ServeHTTP(rec, LocalRequest(http.MethodPost, "/v1/overview", nil))
 	if rec.Code != http.StatusMethodNotAllowed || rec.Header().Get("Allow") != "GET, HEAD" {
 		t.Errorf("POST /v1/overview: %d, Allow %q", rec.Code, rec.Header().Get("Allow"))
 	}
@@ -453,7 +453,7 @@ func TestAccessToken(t *testing.T) {
 	h := Handler(Config{Source: obsSource{}, Observer: f, UI: ui, Token: token})
 
 	do := func(method, target, auth string) *httptest.ResponseRecorder {
-		req := httptest.NewRequest(method, target, nil)
+		req := LocalRequest(method, target, nil)
 		if auth != "" {
 			req.Header.Set("Authorization", auth)
 		}
@@ -501,7 +501,7 @@ func TestAccessToken(t *testing.T) {
 	// The token goes no further than the check.
 	var seen *http.Request
 	echo := requireToken(token, false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = r }))
-	echo.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/v1/events?a=1&access_token="+token, nil))
+	echo.ServeHTTP(httptest.NewRecorder(), LocalRequest("GET", "/v1/events?a=1&access_token="+token, nil))
 	if seen == nil || strings.Contains(seen.URL.String(), token) || strings.Contains(seen.RequestURI, token) || seen.URL.Query().Get("a") != "1" {
 		t.Errorf("the handler saw %v", seen)
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"time"
 )
 
@@ -65,11 +64,9 @@ func readBody(r *http.Request) ([]byte, error) {
 
 // decodeBody reads a JSON object strictly: an unknown field, trailing data
 // or a wrong type is a 400 that says what is wrong, never a guess; an
-// oversized body is a 413. An empty body leaves v as it is.
+// oversized body is a 413. An empty body leaves v as it is. Its Content-Type
+// was checked before (contentTypeRefusal).
 func decodeBody(r *http.Request, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return badRequest("content type %q, want application/json", ct)
-	}
 	body, err := readBody(r)
 	if err != nil {
 		return err

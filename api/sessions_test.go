@@ -120,10 +120,14 @@ func router(t *testing.T, s *fakeSessions, token string) http.Handler {
 	})
 }
 
-// call serves one request; header is name, value pairs.
+// call serves one request; header is name, value pairs. A body goes as
+// application/json unless header names another Content-Type.
 func call(t *testing.T, h http.Handler, method, path, body string, header ...string) *httptest.ResponseRecorder {
 	t.Helper()
-	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	req := api.LocalRequest(method, path, strings.NewReader(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
@@ -252,7 +256,7 @@ func TestCreateSessionBadRequest(t *testing.T) {
 		{"negative reserve_period", `{"reserve_period":"-10m"}`, "", 400, "reserve_period: "},
 		{"zero task_timeout", `{"task_timeout":"0s"}`, "", 400, "task_timeout: "},
 		{"duration as number", `{"task_timeout":60}`, "", 400, "task_timeout"},
-		{"content type", `{}`, "text/plain", 400, "content type"},
+		{"content type", `{}`, "text/plain", 415, "content type"},
 		{"huge body", `{"model":"` + strings.Repeat("m", api.MaxBody) + `"}`, "", 413, "body over"},
 	}
 	for _, tt := range tests {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/ephemera-network/ephemera/api"
 	"github.com/ephemera-network/ephemera/gossip"
 	"github.com/ephemera-network/ephemera/internal/duration"
 	"github.com/ephemera-network/ephemera/internal/logging"
@@ -146,6 +147,21 @@ type APIConfig struct {
 	// Token, when set, must come as "Authorization: Bearer <token>" with
 	// every request but /healthz. Required when Listen is beyond loopback.
 	Token string `toml:"token"`
+	// AllowedHosts are the names, besides localhost, loopback addresses and
+	// Listen's host, that a request's Host header may carry: those a reverse
+	// proxy or DNS gives the API. "*" turns the check off.
+	AllowedHosts []string `toml:"allowed_hosts"`
+	// MaxStreams bounds the event streams (/v1/events) open at once, and
+	// apart from them the streaming chat completions; MaxStreamsPerAddr
+	// bounds those from one remote address. More are answered 429.
+	MaxStreams        int `toml:"max_streams"`
+	MaxStreamsPerAddr int `toml:"max_streams_per_addr"`
+}
+
+// DefaultAPIConfig is the api section of a config that sets none.
+func DefaultAPIConfig() APIConfig {
+	streams := api.DefaultStreamLimits()
+	return APIConfig{Listen: DefaultAPIAddr, AllowedHosts: []string{}, MaxStreams: streams.Max, MaxStreamsPerAddr: streams.MaxPerAddr}
 }
 
 // LogConfig sets how the node logs.
@@ -166,7 +182,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout: duration.Duration(10 * time.Second),
 		P2P:             defaultP2P(),
 		Gossip:          gossip.DefaultConfig(),
-		API:             APIConfig{Listen: DefaultAPIAddr},
+		API:             DefaultAPIConfig(),
 		Log:             LogConfig{Level: "info", Format: "text"},
 		Inference:       InferenceConfig{Backend: "builtin", Timeout: duration.Duration(2 * time.Minute)},
 		Router:          DefaultRouterConfig(),
@@ -209,6 +225,15 @@ func (c Config) Validate() error {
 	}
 	if c.API.Token == "" && c.API.Listen != "" && !loopback(c.API.Listen) {
 		return fmt.Errorf("api.token: required when api.listen (%s) is beyond loopback; set it in the config or EPHEMERA_API_TOKEN", c.API.Listen)
+	}
+	if err := validateAllowedHosts(c.API.AllowedHosts); err != nil {
+		return err
+	}
+	if c.API.MaxStreams < 1 || c.API.MaxStreams > 100000 {
+		return fmt.Errorf("api.max_streams: %d, must be from 1 to 100000", c.API.MaxStreams)
+	}
+	if c.API.MaxStreamsPerAddr < 1 || c.API.MaxStreamsPerAddr > c.API.MaxStreams {
+		return fmt.Errorf("api.max_streams_per_addr: %d, must be from 1 to api.max_streams (%d)", c.API.MaxStreamsPerAddr, c.API.MaxStreams)
 	}
 	if _, err := ParseLevel(c.Log.Level); err != nil {
 		return err
@@ -284,6 +309,43 @@ func loopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// validateAllowedHosts checks api.allowed_hosts: host names or addresses
+// without scheme, port or path, or "*".
+func validateAllowedHosts(hosts []string) error {
+	for _, h := range hosts {
+		if h == "*" {
+			continue
+		}
+		name := strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), ".")
+		if net.ParseIP(name) != nil {
+			continue
+		}
+		if !validHostName(name) {
+			return fmt.Errorf("api.allowed_hosts: %q is not a host name or address (no scheme, port or path), nor \"*\"", h)
+		}
+	}
+	return nil
+}
+
+// validHostName reports whether s is a DNS name: dot-separated labels of
+// letters, digits, '-' and '_'.
+func validHostName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func validateHostPort(field, addr string, emptyOK bool) error {

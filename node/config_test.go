@@ -60,6 +60,8 @@ func customConfig() node.Config {
 	cfg.API.Listen = "0.0.0.0:9000"
 	cfg.API.Metrics = "127.0.0.1:9100"
 	cfg.API.Token = "s3cret"
+	cfg.API.AllowedHosts = []string{"node.example.org", "10.0.0.7"}
+	cfg.API.MaxStreams, cfg.API.MaxStreamsPerAddr = 64, 8
 	cfg.Log.Level = "debug,p2p=info,libp2p.dht=warn"
 	cfg.Log.Format = "json"
 	cfg.Inference = node.InferenceConfig{Backend: "openai", BaseURL: "http://127.0.0.1:8080/v1", APIKey: "sk-local",
@@ -431,6 +433,10 @@ func TestInferenceAndRouterConfig(t *testing.T) {
 		{"warm tasks", func(c *node.Config) { c.Router.WarmMaxTasks = 0 }, "router.warm_max_tasks"},
 		{"warm period", func(c *node.Config) { c.Router.WarmPeriod = duration.Duration(time.Millisecond) }, "router.warm_period"},
 		{"per token", func(c *node.Config) { c.Router.MaxPerToken = -1 }, "router.max_per_token"},
+		{"no streams", func(c *node.Config) { c.API.MaxStreams = 0 }, "api.max_streams"},
+		{"too many streams", func(c *node.Config) { c.API.MaxStreams = 1 << 20 }, "api.max_streams"},
+		{"no streams per address", func(c *node.Config) { c.API.MaxStreamsPerAddr = 0 }, "api.max_streams_per_addr"},
+		{"more per address than in all", func(c *node.Config) { c.API.MaxStreams, c.API.MaxStreamsPerAddr = 8, 9 }, "api.max_streams_per_addr"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -441,6 +447,24 @@ func TestInferenceAndRouterConfig(t *testing.T) {
 				t.Errorf("Validate = %v, want an error naming %s", err, tt.field)
 			}
 		})
+	}
+}
+
+func TestAPIAllowedHostsConfig(t *testing.T) {
+	for _, ok := range [][]string{nil, {}, {"*"}, {"node.example.org", "node.example.org."}, {"10.0.0.7", "::1", "[::1]"}, {"my_host", "EXAMPLE.com"}} {
+		cfg := node.DefaultConfig()
+		cfg.API.AllowedHosts = ok
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("api.allowed_hosts %q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "http://node.example.org", "node.example.org:8080", "node.example.org/v1", "*.example.org", "a..b", "-a.b", "with space", "\x00"} {
+		cfg := node.DefaultConfig()
+		cfg.API.AllowedHosts = []string{"localhost", bad}
+		err := cfg.Validate()
+		if err == nil || !strings.HasPrefix(err.Error(), "api.allowed_hosts: ") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("api.allowed_hosts %q: Validate = %v, want one line naming api.allowed_hosts", bad, err)
+		}
 	}
 }
 

@@ -200,7 +200,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.cfg.API.Listen != "" {
 		if n.api, err = api.Listen(n.cfg.API.Listen, api.Handler(api.Config{
 			Source: n, Gatherer: n.reg, Reserver: n.reserverOrNil(), Sessions: n.sessionsOrNil(), Token: n.cfg.API.Token,
-			Observer: n.observerAPI(), UI: ui.Handler(),
+			Observer: n.observerAPI(), UI: ui.Handler(), Listen: n.cfg.API.Listen, AllowedHosts: n.cfg.API.AllowedHosts,
+			Streams:    api.StreamLimits{Max: n.cfg.API.MaxStreams, MaxPerAddr: n.cfg.API.MaxStreamsPerAddr},
+			Registerer: n.reg,
 		}), n.log.With("module", "api")); err != nil {
 			return fmt.Errorf("api: %w", err)
 		}
