@@ -50,7 +50,7 @@ func garbageFrames(ctx context.Context, e *Env) error {
 	if err := h.Connect(ctx, info); err != nil {
 		return fmt.Errorf("connect to %s: %w", target, err)
 	}
-	net := e.Net.Definition.Name
+	net := e.Net.Definition.ID()
 	protos := []libp2pprotocol.ID{protocol.ReserveProtocol(net), protocol.SessionProtocol(net), protocol.ValidateProtocol(net)}
 	before, err := e.rss(target)
 	if err != nil {
@@ -62,8 +62,15 @@ func garbageFrames(ctx context.Context, e *Env) error {
 	defer cancel()
 	var sent atomic.Int64
 	var wg sync.WaitGroup
+	var firstErr sync.Once
 	for i := range writers {
-		wg.Go(func() { sent.Add(floodStreams(fctx, h, info.ID, protos[i%len(protos)], garbage)) })
+		wg.Go(func() {
+			n, err := floodStreams(fctx, h, info.ID, protos[i%len(protos)], garbage)
+			sent.Add(n)
+			if err != nil {
+				firstErr.Do(func() { e.Logf("%s: %v", protos[i%len(protos)], err) })
+			}
+		})
 	}
 	peak := before
 	for fctx.Err() == nil {
@@ -94,12 +101,19 @@ func garbageFrames(ctx context.Context, e *Env) error {
 
 // floodStreams opens streams of proto to p, one after another, and writes
 // garbage on each until the miner resets it or ctx ends. It returns the bytes
-// written.
-func floodStreams(ctx context.Context, h host.Host, p peer.ID, proto libp2pprotocol.ID, garbage []byte) int64 {
+// written and the first error other than the end of ctx.
+func floodStreams(ctx context.Context, h host.Host, p peer.ID, proto libp2pprotocol.ID, garbage []byte) (int64, error) {
 	var sent int64
+	var first error
+	note := func(err error) {
+		if first == nil && ctx.Err() == nil {
+			first = err
+		}
+	}
 	for ctx.Err() == nil {
 		s, err := h.NewStream(ctx, p, proto)
 		if err != nil {
+			note(err)
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
@@ -108,12 +122,13 @@ func floodStreams(ctx context.Context, h host.Host, p peer.ID, proto libp2pproto
 			n, err := s.Write(garbage)
 			sent += int64(n)
 			if err != nil {
+				note(err)
 				break
 			}
 		}
 		s.Reset()
 	}
-	return sent
+	return sent, first
 }
 
 // addrInfo is the peer and its addresses from full multiaddrs.

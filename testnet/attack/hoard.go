@@ -18,7 +18,7 @@ func Hoarding() Attack {
 		Name:      "hoarding",
 		Summary:   "one router identity claims every available miner with the longest lease and renews",
 		Quick:     true,
-		Spec:      testnet.Spec{Network: "attack-hoard", Bootstraps: 1, Oracles: 1, Miners: 4, Routers: 2},
+		Spec:      testnet.Spec{Network: "attack-hoard", Bootstraps: 1, Oracles: 1, Miners: 5, Routers: 2},
 		InProcess: []string{"router-1"},
 		Run:       hoarding,
 	}
