@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 )
 
 // serve runs c's API on a real server on 127.0.0.1, port 0, and returns its
@@ -23,11 +23,7 @@ func serve(t *testing.T, c api.Config) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Close(ctx)
-	})
+	t.Cleanup(func() { testkit.Stop(t, 10*time.Second, srv.Close) })
 	return srv.URL()
 }
 

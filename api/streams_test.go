@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-network/ephemera/testnet/testkit"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -54,11 +55,7 @@ func listen(t *testing.T, h http.Handler) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Close(ctx)
-	})
+	t.Cleanup(func() { testkit.Stop(t, 10*time.Second, srv.Close) })
 	return srv
 }
 
@@ -127,6 +124,18 @@ func streamFrom(t *testing.T, srv *Server, from string) (*http.Response, error) 
 }
 
 // wantStatus checks a stream's answer; a 429 must say when to retry.
+// streamWant opens an event stream from the usual address and checks its
+// status.
+func streamWant(t *testing.T, srv *Server, want int, what string) *http.Response {
+	t.Helper()
+	resp, err := streamFrom(t, srv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, resp, want, what)
+	return resp
+}
+
 func wantStatus(t *testing.T, resp *http.Response, want int, what string) {
 	t.Helper()
 	if resp.StatusCode != want {
@@ -152,18 +161,10 @@ func TestEventStreamCaps(t *testing.T) {
 			Streams: StreamLimits{Max: 16, MaxPerAddr: 2}}))
 		var open []*http.Response
 		for i := range 2 {
-			resp, err := streamFrom(t, srv, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			wantStatus(t, resp, 200, fmt.Sprintf("stream %d", i+1))
+			resp := streamWant(t, srv, 200, fmt.Sprintf("stream %d", i+1))
 			open = append(open, resp)
 		}
-		resp, err := streamFrom(t, srv, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		wantStatus(t, resp, 429, "a third stream from one address")
+		streamWant(t, srv, 429, "a third stream from one address")
 		if got := metricValue(t, reg, "ephemera_api_streams_refused_total", "kind", "events", "reason", "per_address"); got != 1 {
 			t.Errorf("refused per address: %v, want 1", got)
 		}
@@ -199,17 +200,9 @@ func TestEventStreamCaps(t *testing.T) {
 		srv := listen(t, Handler(Config{Source: obsSource{}, Observer: f, Registerer: reg,
 			Streams: StreamLimits{Max: 3, MaxPerAddr: 16}}))
 		for i := range 3 {
-			resp, err := streamFrom(t, srv, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			wantStatus(t, resp, 200, fmt.Sprintf("stream %d", i+1))
+			streamWant(t, srv, 200, fmt.Sprintf("stream %d", i+1))
 		}
-		resp, err := streamFrom(t, srv, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		wantStatus(t, resp, 429, "a fourth stream")
+		streamWant(t, srv, 429, "a fourth stream")
 		if got := metricValue(t, reg, "ephemera_api_streams_refused_total", "kind", "events", "reason", "total"); got != 1 {
 			t.Errorf("refused in all: %v, want 1", got)
 		}
