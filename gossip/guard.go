@@ -34,8 +34,9 @@ type guard struct {
 	h       host.Host
 	block   PeerBlocker // nil: connections are closed, and reconnections closed again
 	period  time.Duration
-	limit   float64 // REJECTed messages that graylist a peer by themselves
+	limit   float64 // the faded count of REJECTs past which a peer is cut off
 	decay   float64 // the factor by which the count of REJECTs falls per decayInterval
+	now     func() time.Time
 	metrics *metrics
 	log     *slog.Logger
 
@@ -54,13 +55,19 @@ func (d decaying) now(t time.Time, factor float64) float64 {
 	return d.n * math.Pow(factor, float64(t.Sub(d.at))/float64(decayInterval))
 }
 
-// invalidToGraylist is how many REJECTed messages on one topic put a peer
-// below the graylist threshold by themselves, whatever positive score it has
-// earned: 13 with our parameters (13² × −100 < −16000 − 100).
+// invalidToGraylist is the count of REJECTed messages on one topic past
+// which they alone put a peer below the graylist threshold, whatever positive
+// score it has earned: √161 ≈ 12.69 with our parameters (n² × −100 <
+// −16000 − 100). The count fades, so it is not a whole number: 13 REJECTs
+// come to 13 only if they arrive at one instant, and to a hair less a few
+// seconds apart. Cutting off past 12.69 rather than at 13 makes the 13th
+// REJECT cut a peer off however its REJECTs are spread over topics (as long
+// as they came within 20 s: 12 × (1 − 0.01^(20 s / 1 h)) < 13 − 12.69), and
+// never the 12th.
 func invalidToGraylist() float64 {
 	tp, most := topicScoreParams(), scoreParams(nil).TopicScoreCap
 	perSquare := -tp.InvalidMessageDeliveriesWeight * tp.TopicWeight
-	return math.Floor(math.Sqrt((most-scoreThresholds().GraylistThreshold)/perSquare)) + 1
+	return math.Sqrt((most - scoreThresholds().GraylistThreshold) / perSquare)
 }
 
 func newGuard(h host.Host, m *metrics, log *slog.Logger) *guard {
@@ -68,7 +75,7 @@ func newGuard(h host.Host, m *metrics, log *slog.Logger) *guard {
 	return &guard{
 		h: h, block: block, period: CutOffPeriod,
 		limit: invalidToGraylist(), decay: topicScoreParams().InvalidMessageDeliveriesDecay,
-		metrics: m, log: log,
+		now: time.Now, metrics: m, log: log,
 		invalid: map[peer.ID]decaying{}, cut: map[peer.ID]time.Time{},
 	}
 }
@@ -77,18 +84,19 @@ func newGuard(h host.Host, m *metrics, log *slog.Logger) *guard {
 // flooder is caught as soon as its invalid messages graylist it, rather than
 // at the next score inspection, up to a second and thousands of messages later.
 // REJECTs from different topics count together, which is stricter than the
-// score, whose penalty is per topic.
+// score, whose penalty is per topic (7 and 6 REJECTs on two topics do not
+// graylist a peer; 13 on one do).
 func (g *guard) rejected(from peer.ID) {
 	if from == g.h.ID() {
 		return // our own message: a bug here, not an attack (so is a validator's panic, not counted)
 	}
-	now := time.Now()
+	now := g.now()
 	g.mu.Lock()
 	d := decaying{n: g.invalid[from].now(now, g.decay) + 1, at: now}
 	g.invalid[from] = d
 	g.mu.Unlock()
-	if d.n >= g.limit {
-		g.cutOff(from, "invalid", slog.Int("rejected", int(d.n)))
+	if d.n > g.limit {
+		g.cutOff(from, "invalid", slog.Int("rejected", int(math.Round(d.n))))
 	}
 }
 
@@ -98,7 +106,7 @@ func (g *guard) rejected(from peer.ID) {
 // without a PeerBlocker, or a connection that was being set up as the block
 // came) is closed again, quietly.
 func (g *guard) scored(scores map[peer.ID]float64) {
-	now := time.Now()
+	now := g.now()
 	g.mu.Lock()
 	for p, d := range g.invalid {
 		if d.now(now, g.decay) < 1 {
@@ -125,7 +133,7 @@ func (g *guard) scored(scores map[peer.ID]float64) {
 // it for the period, and counts and logs it. It does nothing and returns
 // false if p's cut-off is in force already.
 func (g *guard) cutOff(p peer.ID, reason string, why slog.Attr) bool {
-	now := time.Now()
+	now := g.now()
 	g.mu.Lock()
 	if until, ok := g.cut[p]; ok && now.Before(until) {
 		g.mu.Unlock()
