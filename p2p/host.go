@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -225,6 +226,21 @@ func (h *Host) BlockPeer(p peer.ID, d time.Duration) {
 	h.gater.Block(p, d)
 	if err := h.Network().ClosePeer(p); err != nil {
 		h.log.Debug("closing a blocked peer's connections", "peer", p, "err", err)
+	}
+}
+
+// BlockPrefix closes every connection with an address in n and refuses new
+// ones, dialled or accepted, for d (or until an earlier, longer block ends).
+// Gossip calls it on an address or subnet whose peers together sent enough
+// REJECTed messages: fresh keys from one place run out.
+func (h *Host) BlockPrefix(n netip.Prefix, d time.Duration) {
+	h.gater.BlockPrefix(n, d)
+	for _, c := range h.Network().Conns() {
+		if !h.gater.addrAllowed(c.RemoteMultiaddr()) {
+			if err := c.Close(); err != nil {
+				h.log.Debug("closing a blocked network's connection", "peer", c.RemotePeer(), "err", err)
+			}
+		}
 	}
 }
 
