@@ -160,6 +160,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Logger:          n.log.With("module", "p2p"),
 		Validators:      map[string]record.Validator{protocol.AvailabilityNamespace: protocol.AvailabilityValidator{Check: n.check}},
 		ProvideValidity: n.cfg.Params.ProvideValidity.Std(),
+		ProtocolLimits:  streamLimits(n.netID),
 		HostOptions:     n.opts.HostOptions,
 		NoNATService:    n.opts.NoNATService,
 	})

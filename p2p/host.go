@@ -60,10 +60,24 @@ type Options struct {
 	// this way. Options that may be set once (resource and connection
 	// managers, security, the connection gater) are already taken.
 	HostOptions []libp2p.Option
+	// ProtocolLimits bound, in the resource manager, the streams of the
+	// node's own protocols: how many one peer may open to us at once, and
+	// the memory their reads may hold, per peer and in all.
+	ProtocolLimits []ProtocolLimit
 	// NoNATService turns off answering AutoNAT dial-backs, whose dialer has
 	// transports of its own on real sockets: a simulated network, where
 	// every node is a DHT server anyway, must not open any.
 	NoNATService bool
+}
+
+// ProtocolLimit is the resource manager's bound on one protocol's streams.
+// Memory is what readers hold with protocol.ReadStream while they read a
+// message; zero leaves libp2p's default.
+type ProtocolLimit struct {
+	ID                   protocol.ID
+	InboundStreamsOfPeer int   // streams one peer may have open to us at once
+	MemoryOfPeer         int64 // bytes one peer's streams may hold
+	Memory               int64 // bytes all the protocol's streams may hold
 }
 
 // Host is a libp2p host with the node's DHT on it.
@@ -101,7 +115,7 @@ func New(cfg Config, opts Options) (*Host, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 
-	rm, err := newResourceManager(cfg, opts.Registerer)
+	rm, err := newResourceManager(cfg, opts.Registerer, opts.ProtocolLimits)
 	if err != nil {
 		return nil, err
 	}
@@ -288,20 +302,33 @@ func dhtMode(s string) dht.ModeOpt {
 
 // newResourceManager scales libp2p's default limits to the configured memory
 // and caps connections explicitly, so one node never takes the whole machine.
-func newResourceManager(cfg Config, reg prometheus.Registerer) (network.ResourceManager, error) {
+func newResourceManager(cfg Config, reg prometheus.Registerer, protos []ProtocolLimit) (network.ResourceManager, error) {
 	scaling := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&scaling)
 	const fileDescriptors = 4096
 	base := scaling.Scale(int64(cfg.MaxMemoryMB)<<20, fileDescriptors)
 	conns := rcmgr.LimitVal(cfg.MaxConns)
-	limits := rcmgr.PartialLimitConfig{
+	partial := rcmgr.PartialLimitConfig{
 		System: rcmgr.ResourceLimits{
 			Conns:         conns,
 			ConnsInbound:  rcmgr.LimitVal(cfg.MaxConns / 2),
 			ConnsOutbound: conns,
 			Memory:        rcmgr.LimitVal64(int64(cfg.MaxMemoryMB) << 20),
 		},
-	}.Build(base)
+		Protocol:     map[protocol.ID]rcmgr.ResourceLimits{},
+		ProtocolPeer: map[protocol.ID]rcmgr.ResourceLimits{},
+	}
+	for _, p := range protos {
+		peerLimits := rcmgr.ResourceLimits{StreamsInbound: rcmgr.LimitVal(p.InboundStreamsOfPeer)}
+		if p.MemoryOfPeer > 0 {
+			peerLimits.Memory = rcmgr.LimitVal64(p.MemoryOfPeer)
+		}
+		partial.ProtocolPeer[p.ID] = peerLimits
+		if p.Memory > 0 {
+			partial.Protocol[p.ID] = rcmgr.ResourceLimits{Memory: rcmgr.LimitVal64(p.Memory)}
+		}
+	}
+	limits := partial.Build(base)
 	var ropts []rcmgr.Option
 	if reg != nil {
 		// libp2p.New registers the resource manager's collectors with reg.
