@@ -161,8 +161,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Validators:      map[string]record.Validator{protocol.AvailabilityNamespace: protocol.AvailabilityValidator{Check: n.check}},
 		ProvideValidity: n.cfg.Params.ProvideValidity.Std(),
 		ProtocolLimits:  streamLimits(n.netID),
-		HostOptions:     n.opts.HostOptions,
-		NoNATService:    n.opts.NoNATService,
+		// An availability record lives record_lifetime, and may be issued
+		// up to clock_skew ahead of our clock.
+		RecordMaxAge: n.cfg.Params.RecordLifetime.Std() + n.cfg.Params.ClockSkew.Std(),
+		HostOptions:  n.opts.HostOptions,
+		NoNATService: n.opts.NoNATService,
 	})
 	if err != nil {
 		return err

@@ -54,7 +54,12 @@ type Options struct {
 	// ProvideValidity is how long provider records stored here live; zero
 	// keeps Kademlia's 48 h, far too long for a pool that changes by the minute.
 	ProvideValidity time.Duration
-	Logger          *slog.Logger
+	// RecordMaxAge is how long a value record stored here lives, from its
+	// arrival, and a third of it how often expired ones are swept; zero
+	// keeps Kademlia's 48 h, swept daily. A node sets its longest record
+	// lifetime.
+	RecordMaxAge time.Duration
+	Logger       *slog.Logger
 	// HostOptions come after the host's own libp2p options: a simulated
 	// network (go-libp2p's x/simlibp2p) puts QUIC on its own packet conns
 	// this way. Options that may be set once (resource and connection
@@ -85,6 +90,7 @@ type Host struct {
 	host.Host
 	DHT *dht.IpfsDHT
 
+	records     *recordStore
 	cfg         Config
 	gater       *Gater
 	relay       *relayv2.Relay            // nil unless relay_service
@@ -173,10 +179,17 @@ func New(cfg Config, opts Options) (*Host, error) {
 		}
 	}
 
+	hst.records = newRecordStore(h.ID(), cfg.DHTRecordsPerPeer, cfg.DHTMaxRecords)
 	dopts := []dht.Option{
 		dht.ProtocolPrefix(ProtocolPrefix(opts.Network)),
 		dht.Mode(dhtMode(cfg.DHTMode)),
 		dht.NamespacedValidator("pk", record.PublicKeyValidator{}),
+		dht.ValueDatastore(hst.records),
+		dht.OnRequestHook(hst.records.hook),
+	}
+	if opts.RecordMaxAge > 0 {
+		dopts = append(dopts, dht.MaxRecordAge(opts.RecordMaxAge),
+			dht.ValueGCInterval(max(opts.RecordMaxAge/3, time.Second)))
 	}
 	if opts.ProvideValidity > 0 {
 		dopts = append(dopts, dht.ProviderManagerOpts(records.ProvideValidity(opts.ProvideValidity)))
