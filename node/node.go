@@ -171,6 +171,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.onStop(func(context.Context) error { return n.host.Close() })
+	// The oracle set must stay reachable however full the node is.
+	for _, o := range n.cfg.Params.OracleIDs() {
+		n.host.Protect(o, "oracle")
+	}
 	n.registerMetrics()
 	// Before gossip: a peer of another network is parted with as soon as
 	// identify names its hash.

@@ -167,6 +167,12 @@ func New(cfg Config, opts Options) (*Host, error) {
 	}
 	hst.Host = h
 	hst.built.Store(&h)
+	// Room for newcomers when full; the network's bootstraps are never
+	// trimmed (the node protects its oracles too, see Protect).
+	h.Network().Notify(newSlotKeeper(cm, cfg.MaxConns/2).notifiee())
+	for _, p := range peers {
+		cm.Protect(p.ID, "bootstrap")
+	}
 	for _, a := range listen {
 		if err := h.Network().Listen(a); err != nil {
 			h.Close()
@@ -255,6 +261,10 @@ func (h *Host) BlockPeer(p peer.ID, d time.Duration) {
 		h.log.Debug("closing a blocked peer's connections", "peer", p, "err", err)
 	}
 }
+
+// Protect keeps p's connections from being trimmed, by the connection
+// manager or to make room for newcomers; tag names why (oracle, bootstrap).
+func (h *Host) Protect(p peer.ID, tag string) { h.ConnManager().Protect(p, tag) }
 
 // BlockPrefix closes every connection with an address in n and refuses new
 // ones, dialled or accepted, for d (or until an earlier, longer block ends).
