@@ -63,6 +63,12 @@ func MessageID(m *pb.Message) string {
 // *p2p.Host is), refused for CutOffPeriod. Any other connected peer that
 // gossipsub has dropped is introduced to it again (see reviver).
 func New(ctx context.Context, h host.Host, network string, cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Gossip, error) {
+	return start(ctx, h, network, cfg, reg, log, nil)
+}
+
+// start is New with tune, if not nil, applied to the guard before anything
+// runs: a test's clock, or the addresses a test counts.
+func start(ctx context.Context, h host.Host, network string, cfg Config, reg prometheus.Registerer, log *slog.Logger, tune func(*guard)) (*Gossip, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -78,6 +84,9 @@ func New(ctx context.Context, h host.Host, network string, cfg Config, reg prome
 		return nil, err
 	}
 	g := &Gossip{network: network, cfg: cfg, metrics: m, log: log, guard: newGuard(h, m, log), topics: map[string]*Topic{}}
+	if tune != nil {
+		tune(g.guard)
+	}
 	ps, err := pubsub.NewGossipSub(ctx, h,
 		pubsub.WithMessageIdFn(MessageID),
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),

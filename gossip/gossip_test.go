@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -387,8 +388,18 @@ func TestInvalidToGraylist(t *testing.T) {
 		tp := topicScoreParams()
 		return scoreParams(nil).TopicScoreCap + n*n*tp.InvalidMessageDeliveriesWeight*tp.TopicWeight
 	}
-	if score(n) >= GraylistThreshold() || score(n-1) < GraylistThreshold() {
-		t.Fatalf("%v REJECTs: score at most %v, one fewer %v; graylist threshold %v", n, score(n), score(n-1), GraylistThreshold())
+	// The limit is the boundary itself: any count past it graylists, none
+	// below does, and the 13th REJECT is the first whole one past it.
+	if score(n+0.001) >= GraylistThreshold() || score(n-0.001) < GraylistThreshold() {
+		t.Fatalf("limit %v: score just past it %v, just below it %v; graylist threshold %v", n, score(n+0.001), score(n-0.001), GraylistThreshold())
+	}
+	if n <= 12 || n >= 13 {
+		t.Fatalf("limit %v, want between 12 and 13", n)
+	}
+	// 13 REJECTs within 20 s come to more than the limit, faded.
+	f := topicScoreParams().InvalidMessageDeliveriesDecay
+	if faded := 1 + 12*math.Pow(f, float64(20*time.Second/decayInterval)); faded <= n {
+		t.Fatalf("13 REJECTs within 20 s count %v, not past the limit %v", faded, n)
 	}
 }
 

@@ -11,6 +11,7 @@ type metrics struct {
 	validated *prometheus.CounterVec
 	published *prometheus.CounterVec
 	cutOff    *prometheus.CounterVec
+	netCut    *prometheus.CounterVec
 	revived   prometheus.Counter
 }
 
@@ -27,8 +28,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"topic"}),
 		cutOff: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ephemera", Subsystem: "gossip", Name: "peers_cut_off_total",
-			Help: "Peers whose connections were closed and refused for a while, by reason: graylisted (score below the graylist threshold) or invalid (enough REJECTed messages to graylist it).",
+			Help: "Peers whose connections were closed and refused for a while, by reason: graylisted (score below the graylist threshold), invalid (enough REJECTed messages to graylist it) or network (its address or subnet was cut off).",
 		}, []string{"reason"}),
+		netCut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ephemera", Subsystem: "gossip", Name: "networks_cut_off_total",
+			Help: "Addresses (IPv4, IPv6 /64) and subnets (IPv4 /24, IPv6 /48) whose peers together sent enough REJECTed messages that every connection with them was closed and refused for a while, by kind: address or subnet.",
+		}, []string{"kind"}),
 		revived: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "ephemera", Subsystem: "gossip", Name: "peers_revived_total",
 			Help: "Connected peers that gossipsub had dropped (it gives up on a peer whose stream died four times in 10 minutes while it stayed connected, as after restarts) and that were introduced to it again.",
@@ -37,7 +42,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.validated, m.published, m.cutOff, m.revived} {
+	for _, c := range []prometheus.Collector{m.validated, m.published, m.cutOff, m.netCut, m.revived} {
 		if err := reg.Register(c); err != nil {
 			return nil, errors.Join(errors.New("gossip metrics"), err)
 		}

@@ -45,6 +45,8 @@ func customConfig() node.Config {
 	cfg.P2P.ConnGrace = duration.Duration(time.Minute + 30*time.Second)
 	cfg.P2P.MaxConns = 40
 	cfg.P2P.MaxMemoryMB = 64
+	cfg.P2P.DHTMaxRecords = 500
+	cfg.P2P.DHTRecordsPerPeer = 4
 	cfg.P2P.Announce = []string{"/ip4/198.51.100.7/udp/7600/quic-v1"}
 	cfg.P2P.AnnounceExtra = []string{"/dns4/miner.example/tcp/7600"}
 	cfg.P2P.NATPortMap = true

@@ -160,13 +160,21 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Logger:          n.log.With("module", "p2p"),
 		Validators:      map[string]record.Validator{protocol.AvailabilityNamespace: protocol.AvailabilityValidator{Check: n.check}},
 		ProvideValidity: n.cfg.Params.ProvideValidity.Std(),
-		HostOptions:     n.opts.HostOptions,
-		NoNATService:    n.opts.NoNATService,
+		ProtocolLimits:  streamLimits(n.netID),
+		// An availability record lives record_lifetime, and may be issued
+		// up to clock_skew ahead of our clock.
+		RecordMaxAge: n.cfg.Params.RecordLifetime.Std() + n.cfg.Params.ClockSkew.Std(),
+		HostOptions:  n.opts.HostOptions,
+		NoNATService: n.opts.NoNATService,
 	})
 	if err != nil {
 		return err
 	}
 	n.onStop(func(context.Context) error { return n.host.Close() })
+	// The oracle set must stay reachable however full the node is.
+	for _, o := range n.cfg.Params.OracleIDs() {
+		n.host.Protect(o, "oracle")
+	}
 	n.registerMetrics()
 	// Before gossip: a peer of another network is parted with as soon as
 	// identify names its hash.

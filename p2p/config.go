@@ -37,6 +37,10 @@ type Config struct {
 	ConnLowWater  int               `toml:"conn_low_water"`
 	ConnHighWater int               `toml:"conn_high_water"`
 	ConnGrace     duration.Duration `toml:"conn_grace_period"`
+	// DHTMaxRecords caps the DHT value records this node stores for others;
+	// DHTRecordsPerPeer caps those one peer may have put.
+	DHTMaxRecords     int `toml:"dht_max_records"`
+	DHTRecordsPerPeer int `toml:"dht_records_per_peer"`
 	// MaxConns caps all connections in the resource manager; MaxMemoryMB caps its memory.
 	MaxConns    int `toml:"max_conns"`
 	MaxMemoryMB int `toml:"max_memory_mb"`
@@ -71,6 +75,8 @@ func DefaultConfig() Config {
 		ConnLowWater:      64,
 		ConnHighWater:     192,
 		ConnGrace:         duration.Duration(30 * time.Second),
+		DHTMaxRecords:     10000,
+		DHTRecordsPerPeer: 16,
 		MaxConns:          512,
 		MaxMemoryMB:       256,
 		Announce:          []string{},
@@ -115,6 +121,12 @@ func (c Config) Validate() error {
 	}
 	if c.ConnGrace.Std() < 0 {
 		return fmt.Errorf("p2p.conn_grace_period: %s is negative", c.ConnGrace)
+	}
+	if c.DHTMaxRecords < 1 || c.DHTMaxRecords > 10_000_000 {
+		return fmt.Errorf("p2p.dht_max_records: %d, must be from 1 to 10000000", c.DHTMaxRecords)
+	}
+	if c.DHTRecordsPerPeer < 1 || c.DHTRecordsPerPeer > c.DHTMaxRecords {
+		return fmt.Errorf("p2p.dht_records_per_peer: %d, must be from 1 to dht_max_records (%d)", c.DHTRecordsPerPeer, c.DHTMaxRecords)
 	}
 	if c.MaxConns < c.ConnHighWater {
 		return fmt.Errorf("p2p.max_conns: %d, must be at least conn_high_water (%d)", c.MaxConns, c.ConnHighWater)

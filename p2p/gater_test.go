@@ -3,12 +3,14 @@ package p2p
 import (
 	"cmp"
 	"context"
+	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/ephemera-network/ephemera/testnet/testkit"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 )
 
 func TestGaterBlockExpires(t *testing.T) {
@@ -110,3 +112,30 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A blocked network is refused both ways, by address, until its block ends.
+func TestGaterBlockPrefixExpires(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	g := NewGater()
+	g.now = func() time.Time { return now }
+	p := testPeer(t)
+	in, out := ma.StringCast("/ip4/198.51.100.7/tcp/4001"), ma.StringCast("/ip4/198.51.101.7/udp/4001/quic-v1")
+	conn := func(a ma.Multiaddr) network.ConnMultiaddrs { return connAddrs{remote: a} }
+
+	g.BlockPrefix(netip.MustParsePrefix("198.51.100.0/24"), time.Minute)
+	if g.InterceptAccept(conn(in)) || g.InterceptAddrDial(p, in) || g.InterceptSecured(network.DirOutbound, p, conn(in)) {
+		t.Fatal("an address of a blocked subnet was let through")
+	}
+	if !g.InterceptAccept(conn(out)) || !g.InterceptAddrDial(p, out) || !g.InterceptSecured(network.DirInbound, p, conn(out)) {
+		t.Fatal("an address outside the blocked subnet was refused")
+	}
+	now = now.Add(time.Minute)
+	if !g.InterceptAccept(conn(in)) || !g.InterceptAddrDial(p, in) {
+		t.Fatal("the subnet's block did not expire")
+	}
+}
+
+type connAddrs struct{ remote ma.Multiaddr }
+
+func (c connAddrs) LocalMultiaddr() ma.Multiaddr  { return ma.StringCast("/ip4/127.0.0.1/tcp/1") }
+func (c connAddrs) RemoteMultiaddr() ma.Multiaddr { return c.remote }

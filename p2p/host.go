@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -53,16 +54,35 @@ type Options struct {
 	// ProvideValidity is how long provider records stored here live; zero
 	// keeps Kademlia's 48 h, far too long for a pool that changes by the minute.
 	ProvideValidity time.Duration
-	Logger          *slog.Logger
+	// RecordMaxAge is how long a value record stored here lives, from its
+	// arrival, and a third of it how often expired ones are swept; zero
+	// keeps Kademlia's 48 h, swept daily. A node sets its longest record
+	// lifetime.
+	RecordMaxAge time.Duration
+	Logger       *slog.Logger
 	// HostOptions come after the host's own libp2p options: a simulated
 	// network (go-libp2p's x/simlibp2p) puts QUIC on its own packet conns
 	// this way. Options that may be set once (resource and connection
 	// managers, security, the connection gater) are already taken.
 	HostOptions []libp2p.Option
+	// ProtocolLimits bound, in the resource manager, the streams of the
+	// node's own protocols: how many one peer may open to us at once, and
+	// the memory their reads may hold, per peer and in all.
+	ProtocolLimits []ProtocolLimit
 	// NoNATService turns off answering AutoNAT dial-backs, whose dialer has
 	// transports of its own on real sockets: a simulated network, where
 	// every node is a DHT server anyway, must not open any.
 	NoNATService bool
+}
+
+// ProtocolLimit is the resource manager's bound on one protocol's streams.
+// Memory is what readers hold with protocol.ReadStream while they read a
+// message; zero leaves libp2p's default.
+type ProtocolLimit struct {
+	ID                   protocol.ID
+	InboundStreamsOfPeer int   // streams one peer may have open to us at once
+	MemoryOfPeer         int64 // bytes one peer's streams may hold
+	Memory               int64 // bytes all the protocol's streams may hold
 }
 
 // Host is a libp2p host with the node's DHT on it.
@@ -70,6 +90,7 @@ type Host struct {
 	host.Host
 	DHT *dht.IpfsDHT
 
+	records     *recordStore
 	cfg         Config
 	gater       *Gater
 	relay       *relayv2.Relay            // nil unless relay_service
@@ -100,7 +121,7 @@ func New(cfg Config, opts Options) (*Host, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 
-	rm, err := newResourceManager(cfg, opts.Registerer)
+	rm, err := newResourceManager(cfg, opts.Registerer, opts.ProtocolLimits)
 	if err != nil {
 		return nil, err
 	}
@@ -146,6 +167,12 @@ func New(cfg Config, opts Options) (*Host, error) {
 	}
 	hst.Host = h
 	hst.built.Store(&h)
+	// Room for newcomers when full; the network's bootstraps are never
+	// trimmed (the node protects its oracles too, see Protect).
+	h.Network().Notify(newSlotKeeper(cm, cfg.MaxConns/2).notifiee())
+	for _, p := range peers {
+		cm.Protect(p.ID, "bootstrap")
+	}
 	for _, a := range listen {
 		if err := h.Network().Listen(a); err != nil {
 			h.Close()
@@ -158,10 +185,17 @@ func New(cfg Config, opts Options) (*Host, error) {
 		}
 	}
 
+	hst.records = newRecordStore(h.ID(), cfg.DHTRecordsPerPeer, cfg.DHTMaxRecords)
 	dopts := []dht.Option{
 		dht.ProtocolPrefix(ProtocolPrefix(opts.Network)),
 		dht.Mode(dhtMode(cfg.DHTMode)),
 		dht.NamespacedValidator("pk", record.PublicKeyValidator{}),
+		dht.ValueDatastore(hst.records),
+		dht.OnRequestHook(hst.records.hook),
+	}
+	if opts.RecordMaxAge > 0 {
+		dopts = append(dopts, dht.MaxRecordAge(opts.RecordMaxAge),
+			dht.ValueGCInterval(max(opts.RecordMaxAge/3, time.Second)))
 	}
 	if opts.ProvideValidity > 0 {
 		dopts = append(dopts, dht.ProviderManagerOpts(records.ProvideValidity(opts.ProvideValidity)))
@@ -228,6 +262,25 @@ func (h *Host) BlockPeer(p peer.ID, d time.Duration) {
 	}
 }
 
+// Protect keeps p's connections from being trimmed, by the connection
+// manager or to make room for newcomers; tag names why (oracle, bootstrap).
+func (h *Host) Protect(p peer.ID, tag string) { h.ConnManager().Protect(p, tag) }
+
+// BlockPrefix closes every connection with an address in n and refuses new
+// ones, dialled or accepted, for d (or until an earlier, longer block ends).
+// Gossip calls it on an address or subnet whose peers together sent enough
+// REJECTed messages: fresh keys from one place run out.
+func (h *Host) BlockPrefix(n netip.Prefix, d time.Duration) {
+	h.gater.BlockPrefix(n, d)
+	for _, c := range h.Network().Conns() {
+		if !h.gater.addrAllowed(c.RemoteMultiaddr()) {
+			if err := c.Close(); err != nil {
+				h.log.Debug("closing a blocked network's connection", "peer", c.RemotePeer(), "err", err)
+			}
+		}
+	}
+}
+
 // BlockedUntil is when p's block ends, and whether p is blocked now.
 func (h *Host) BlockedUntil(p peer.ID) (time.Time, bool) { return h.gater.BlockedUntil(p) }
 
@@ -272,20 +325,33 @@ func dhtMode(s string) dht.ModeOpt {
 
 // newResourceManager scales libp2p's default limits to the configured memory
 // and caps connections explicitly, so one node never takes the whole machine.
-func newResourceManager(cfg Config, reg prometheus.Registerer) (network.ResourceManager, error) {
+func newResourceManager(cfg Config, reg prometheus.Registerer, protos []ProtocolLimit) (network.ResourceManager, error) {
 	scaling := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&scaling)
 	const fileDescriptors = 4096
 	base := scaling.Scale(int64(cfg.MaxMemoryMB)<<20, fileDescriptors)
 	conns := rcmgr.LimitVal(cfg.MaxConns)
-	limits := rcmgr.PartialLimitConfig{
+	partial := rcmgr.PartialLimitConfig{
 		System: rcmgr.ResourceLimits{
 			Conns:         conns,
 			ConnsInbound:  rcmgr.LimitVal(cfg.MaxConns / 2),
 			ConnsOutbound: conns,
 			Memory:        rcmgr.LimitVal64(int64(cfg.MaxMemoryMB) << 20),
 		},
-	}.Build(base)
+		Protocol:     map[protocol.ID]rcmgr.ResourceLimits{},
+		ProtocolPeer: map[protocol.ID]rcmgr.ResourceLimits{},
+	}
+	for _, p := range protos {
+		peerLimits := rcmgr.ResourceLimits{StreamsInbound: rcmgr.LimitVal(p.InboundStreamsOfPeer)}
+		if p.MemoryOfPeer > 0 {
+			peerLimits.Memory = rcmgr.LimitVal64(p.MemoryOfPeer)
+		}
+		partial.ProtocolPeer[p.ID] = peerLimits
+		if p.Memory > 0 {
+			partial.Protocol[p.ID] = rcmgr.ResourceLimits{Memory: rcmgr.LimitVal64(p.Memory)}
+		}
+	}
+	limits := partial.Build(base)
 	var ropts []rcmgr.Option
 	if reg != nil {
 		// libp2p.New registers the resource manager's collectors with reg.

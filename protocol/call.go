@@ -43,7 +43,7 @@ func Call(ctx context.Context, h host.Host, p peer.ID, proto libp2pprotocol.ID, 
 	if err := s.CloseWrite(); err != nil {
 		return nil, 0, failed(ctx, s, "close write", err)
 	}
-	if reply, err = ReadMsg(bufio.NewReader(s), maxReply); err != nil {
+	if reply, err = ReadStream(s, bufio.NewReader(s), maxReply); err != nil {
 		return nil, 0, failed(ctx, s, "read reply", err)
 	}
 	rtt = time.Since(start)

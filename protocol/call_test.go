@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"strings"
 	"testing"
@@ -122,5 +123,46 @@ func TestSend(t *testing.T) {
 		if got, err := protocol.ReadMsg(r, 64); err != nil || string(got) != want {
 			t.Fatalf("read %q, %v; want %q", got, err, want)
 		}
+	}
+}
+
+// A reader refuses a frame over its kind's limit as soon as the length
+// prefix arrives, without waiting for (or making room for) the body: a
+// reserve request is a few hundred bytes, and a peer announcing a megabyte
+// gets its stream reset at once.
+func TestReadStreamRefusesOversizedFrameBeforeBody(t *testing.T) {
+	client, server := testkit.Host(t, nil), testkit.Host(t, nil)
+	testkit.Know(client, server)
+	errs := make(chan error, 1)
+	server.SetStreamHandler(callProto, func(s network.Stream) {
+		_, err := protocol.ReadStream(s, bufio.NewReader(s), protocol.MaxReserveRequestSize)
+		errs <- err
+		s.Reset()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := client.NewStream(ctx, server.ID(), callProto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Reset()
+	// The header of a 1 MiB frame and its first kilobyte; the rest never
+	// comes, so a reader that waited for it would wait for the test's end.
+	frame := binary.AppendUvarint(nil, protocol.MaxMessageSize)
+	if _, err := s.Write(append(frame, make([]byte, 1024)...)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errs:
+		if !errors.Is(err, protocol.ErrTooLarge) {
+			t.Fatalf("read error %v, want ErrTooLarge", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the reader waited for the body of an oversized frame")
+	}
+	// The stream is reset: the rest of the frame can't be written.
+	_ = s.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := s.Write(make([]byte, protocol.MaxMessageSize)); err == nil {
+		t.Fatal("the sender wrote a megabyte on a stream the reader refused")
 	}
 }

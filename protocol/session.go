@@ -170,7 +170,7 @@ func WriteFrame(w io.Writer, f *pb.SessionFrame) error {
 // ReadFrame reads one SessionFrame, strictly: a frame with fields this
 // version does not know, or with no body, is an error.
 func ReadFrame(r *bufio.Reader) (*pb.SessionFrame, error) {
-	b, err := ReadMsg(r, MaxMessageSize)
+	b, err := ReadMsg(r, MaxFrameSize)
 	if err != nil {
 		return nil, err
 	}

@@ -21,7 +21,7 @@ const reserveTimeout = 10 * time.Second
 func (m *Miner) handleReserve(s network.Stream) {
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(reserveTimeout))
-	raw, err := protocol.ReadMsg(bufio.NewReader(s), protocol.MaxMessageSize)
+	raw, err := protocol.ReadStream(s, bufio.NewReader(s), protocol.MaxReserveRequestSize)
 	if err != nil {
 		s.Reset()
 		return

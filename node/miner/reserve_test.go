@@ -3,6 +3,8 @@ package miner
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -12,6 +14,7 @@ import (
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/ephemera-network/ephemera/testnet/testkit"
+	"github.com/libp2p/go-libp2p/core/network"
 )
 
 func TestClaim(t *testing.T) {
@@ -372,4 +375,32 @@ func TestCrashKeepsReservation(t *testing.T) {
 			return err == nil && s.Msg.Outcome == pb.Outcome_EXPIRED && s.Msg.Session == "s" && n.check.Release(s) == nil
 		})
 	})
+}
+
+// A reserve request is a few hundred bytes: a frame announcing a megabyte
+// has its stream reset as soon as its length arrives, not read.
+func TestReserveStreamOversizedFrameReset(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.start(t)
+	rh := testkit.Host(t, testkit.NewKey(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := rh.Connect(ctx, r.addrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	s, err := rh.NewStream(ctx, r.id, protocol.ReserveProtocol(testNet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Reset()
+	frame := binary.AppendUvarint(nil, protocol.MaxReserveRequestSize+1)
+	if _, err := s.Write(append(frame, make([]byte, 512)...)); err != nil {
+		t.Fatal(err)
+	}
+	// Before the miner's own 10 s deadline for the request.
+	_ = s.SetReadDeadline(time.Now().Add(8 * time.Second))
+	if _, err := s.Read(make([]byte, 1)); !errors.Is(err, network.ErrReset) {
+		t.Fatalf("read %v, want the stream reset", err)
+	}
 }

@@ -37,9 +37,6 @@ const taskReadTimeout = 5 * time.Second
 // longer.
 const taskGrace = 2 * time.Second
 
-// maxRevealSize bounds the Reveal frame: a few hundred bytes in practice.
-const maxRevealSize = 4 << 10
-
 // maxDetail bounds a TaskError's detail, in bytes.
 const maxDetail = 200
 
@@ -95,7 +92,7 @@ func (m *Miner) handleSession(s network.Stream, slots chan struct{}) {
 	// The task is read and checked before it may take a slot.
 	_ = s.SetDeadline(time.Now().Add(taskReadTimeout))
 	br := bufio.NewReader(s)
-	raw, err := protocol.ReadMsg(br, protocol.MaxMessageSize)
+	raw, err := protocol.ReadStream(s, br, protocol.MaxTaskSize)
 	if err != nil {
 		s.Reset()
 		return
@@ -222,7 +219,7 @@ func (m *Miner) runTask(ts *taskStream, leaseEnd time.Time) {
 	reveals := make(chan revealFrame, 1)
 	wg.Go(func() {
 		if t.Mode == pb.TaskMode_TASK_MODE_COMMIT_REVEAL {
-			raw, err := protocol.ReadMsg(ts.br, maxRevealSize)
+			raw, err := protocol.ReadStream(ts.s, ts.br, protocol.MaxRevealSize)
 			if err != nil {
 				cancel(fmt.Errorf("%w: waiting for the reveal: %w", errStreamBroken, err))
 			}

@@ -30,7 +30,7 @@ func (m *Miner) handleValidate(s network.Stream) {
 	// an oracle of the set can occupy the engine, not any peer that opens
 	// streams and sends nothing.
 	_ = s.SetDeadline(time.Now().Add(challengeReadTimeout))
-	raw, err := protocol.ReadMsg(bufio.NewReader(s), protocol.MaxMessageSize)
+	raw, err := protocol.ReadStream(s, bufio.NewReader(s), protocol.MaxChallengeSize)
 	if err != nil {
 		s.Reset()
 		return

@@ -475,7 +475,7 @@ var errUnreachable = errors.New("miner unreachable")
 // elapsed time runs from writing the challenge to reading the answer.
 func (o *Oracle) exchange(ctx context.Context, miner peer.ID, chEnv []byte) (protocol.Signed[*pb.Answer], time.Duration, error) {
 	var none protocol.Signed[*pb.Answer]
-	raw, elapsed, err := protocol.Call(ctx, o.d.Host, miner, protocol.ValidateProtocol(o.d.Network), chEnv, protocol.MaxMessageSize)
+	raw, elapsed, err := protocol.Call(ctx, o.d.Host, miner, protocol.ValidateProtocol(o.d.Network), chEnv, protocol.MaxAnswerSize)
 	switch {
 	case errors.Is(err, protocol.ErrNoStream):
 		return none, 0, fmt.Errorf("%w: %v", errUnreachable, err)

@@ -125,7 +125,7 @@ func (r *Router) exchange(ctx context.Context, miner peer.ID, req []byte) (reply
 }
 
 func (r *Router) exchangeOnce(ctx context.Context, miner peer.ID, req []byte) (reply []byte, sent bool, err error) {
-	reply, _, err = protocol.Call(ctx, r.d.Host, miner, protocol.ReserveProtocol(r.d.Network), req, protocol.MaxMessageSize)
+	reply, _, err = protocol.Call(ctx, r.d.Host, miner, protocol.ReserveProtocol(r.d.Network), req, protocol.MaxReserveReplySize)
 	return reply, !errors.Is(err, protocol.ErrNoStream), err
 }
 
