@@ -186,6 +186,15 @@ func New(cfg Config, opts Options) (*Host, error) {
 	}
 
 	hst.records = newRecordStore(h.ID(), cfg.DHTRecordsPerPeer, cfg.DHTMaxRecords)
+	if opts.Registerer != nil {
+		held := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ephemera_dht_records",
+			Help: "Value records this node's DHT holds for others and itself, at most p2p.dht_max_records.",
+		}, func() float64 { all, _ := hst.records.held(""); return float64(all) })
+		if err := opts.Registerer.Register(held); err != nil {
+			log.Warn("p2p: the DHT records gauge is not registered", "err", err)
+		}
+	}
 	dopts := []dht.Option{
 		dht.ProtocolPrefix(ProtocolPrefix(opts.Network)),
 		dht.Mode(dhtMode(cfg.DHTMode)),

@@ -5,6 +5,7 @@
 package attack
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ephemera-network/ephemera/inference"
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/testnet"
 )
@@ -27,6 +29,12 @@ type Attack struct {
 	// InProcess names the members that run in this process (the
 	// attacker's own nodes); the others are real processes.
 	InProcess []string
+	// Backend, when set, gives an in-process node an inference engine of
+	// the attacker's making.
+	Backend func(name string) inference.Backend
+	// Available is how many miners must be available before the attack
+	// begins; 0 means every miner of Spec.
+	Available int
 	Run       func(ctx context.Context, e *Env) error
 }
 
@@ -35,6 +43,8 @@ type Env struct {
 	Net    *testnet.Testnet
 	Result *Result
 	Log    io.Writer
+	// launcher starts members again after Stop, as Run first did.
+	launcher testnet.Launcher
 }
 
 // Result is what one attack measured and whether its bounds held.
@@ -83,7 +93,7 @@ func (e *Env) Logf(format string, args ...any) {
 // runs the attack and stops the testnet.
 func Run(ctx context.Context, a Attack, binary, dir string, log io.Writer) (res *Result, err error) {
 	res = &Result{Attack: a.Name}
-	launcher := mixed{in: a.InProcess, process: testnet.Subprocess{Binary: binary}}
+	launcher := mixed{in: a.InProcess, process: testnet.Subprocess{Binary: binary}, inProcess: testnet.InProcess{Backend: a.Backend}}
 	tn, err := testnet.Start(ctx, dir, a.Spec, launcher)
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -100,23 +110,24 @@ func Run(ctx context.Context, a Attack, binary, dir string, log io.Writer) (res 
 	}
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if err := waitAvailable(wctx, tn, a.Spec.Miners); err != nil {
+	if err := waitAvailable(wctx, tn, cmp.Or(a.Available, a.Spec.Miners)); err != nil {
 		return res, err
 	}
-	e := &Env{Net: tn, Result: res, Log: log}
+	e := &Env{Net: tn, Result: res, Log: log, launcher: launcher}
 	return res, a.Run(ctx, e)
 }
 
 // mixed launches the members named in in this process and the others as
 // real processes.
 type mixed struct {
-	in      []string
-	process testnet.Subprocess
+	in        []string
+	process   testnet.Subprocess
+	inProcess testnet.InProcess
 }
 
 func (m mixed) Launch(ctx context.Context, name string, home node.Home) (testnet.Node, error) {
 	if slices.Contains(m.in, name) {
-		return testnet.InProcess{}.Launch(ctx, name, home)
+		return m.inProcess.Launch(ctx, name, home)
 	}
 	return m.process.Launch(ctx, name, home)
 }
@@ -146,7 +157,7 @@ func (e *Env) InProcess(name string) (*node.Node, error) {
 
 // All lists every attack, quick ones first.
 func All() []Attack {
-	all := []Attack{CrossSite(), SilentEvents(), Hoarding(), GarbageFrames(), FullBootstrap()}
+	all := []Attack{CrossSite(), SilentEvents(), Hoarding(), GarbageFrames(), FullBootstrap(), Stalling(12), Stalling(50), RecordSpam()}
 	slices.SortStableFunc(all, func(a, b Attack) int {
 		if a.Quick == b.Quick {
 			return 0

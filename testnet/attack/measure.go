@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -88,4 +89,26 @@ func (e *Env) newAttacker() (host.Host, error) {
 	}
 	h.SetStreamHandler(protocol.NetworkMarker(e.Net.Definition.Hash()), func(s network.Stream) { s.Reset() })
 	return h, nil
+}
+
+// metric reads an unlabelled gauge or counter of member name from its API's
+// /metrics.
+func (e *Env) metric(name, metric string) (float64, error) {
+	m, err := e.Member(name)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.Get(m.Node.Runtime().APIURL + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), metric+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, fmt.Errorf("%s: no %s in /metrics", name, metric)
 }
