@@ -437,9 +437,13 @@ func (t *Testnet) Restart(ctx context.Context, name string, l Launcher) (Node, e
 		if err != nil {
 			return nil, err
 		}
-		cfg.P2P.Listen = cfg.P2P.Listen[:0]
-		for _, a := range r.Runtime().Addrs {
-			cfg.P2P.Listen = append(cfg.P2P.Listen, strings.Split(a, "/p2p/")[0])
+		// Back on the same ports, when the node still says which: a node
+		// stopped in this process no longer does, and keeps its config's.
+		if addrs := r.Runtime().Addrs; len(addrs) > 0 {
+			cfg.P2P.Listen = cfg.P2P.Listen[:0]
+			for _, a := range addrs {
+				cfg.P2P.Listen = append(cfg.P2P.Listen, strings.Split(a, "/p2p/")[0])
+			}
 		}
 		if _, err := node.Init(r.home, cfg, true); err != nil {
 			return nil, err

@@ -59,6 +59,15 @@ func recordSpam(ctx context.Context, e *Env) error {
 		}
 		hosts = append(hosts, h)
 	}
+	for _, h := range hosts {
+		for h.DHT.RoutingTable().Size() == 0 {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	var firstErr sync.Once
 	begin := time.Now()
 	var put atomic.Int64
 	var wg sync.WaitGroup
@@ -71,8 +80,10 @@ func recordSpam(ctx context.Context, e *Env) error {
 					continue
 				}
 				pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				if hosts[i%senders].DHT.PutValue(pctx, key, raw) == nil {
+				if err := hosts[i%senders].DHT.PutValue(pctx, key, raw); err == nil {
 					put.Add(1)
+				} else {
+					firstErr.Do(func() { e.Logf("a put failed: %v", err) })
 				}
 				cancel()
 			}
@@ -138,6 +149,7 @@ func spamHost(e *Env, check protocol.Checker) (*p2p.Host, error) {
 		return nil, err
 	}
 	h.SetStreamHandler(protocol.NetworkMarker(e.Net.Definition.Hash()), func(s network.Stream) { s.Reset() })
+	h.Start(context.Background())
 	return h, nil
 }
 
