@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"log/slog"
+	"maps"
 	"math"
 	"net/netip"
 	"sync"
@@ -287,26 +288,10 @@ func (g *guard) cutQuietly(p peer.ID, until time.Time) {
 func (g *guard) scored(scores map[peer.ID]float64) {
 	now := g.now()
 	g.mu.Lock()
-	for p, d := range g.invalid {
-		if d.now(now, g.decay) < 1 {
-			delete(g.invalid, p)
-		}
-	}
-	for p, until := range g.cut {
-		if !now.Before(until) {
-			delete(g.cut, p)
-		}
-	}
-	for n, d := range g.netBad {
-		if d.now(now, g.decay) < 1 {
-			delete(g.netBad, n)
-		}
-	}
-	for n, until := range g.netCut {
-		if !now.Before(until) {
-			delete(g.netCut, n)
-		}
-	}
+	maps.DeleteFunc(g.invalid, func(_ peer.ID, d decaying) bool { return d.now(now, g.decay) < 1 })
+	maps.DeleteFunc(g.cut, func(_ peer.ID, until time.Time) bool { return !now.Before(until) })
+	maps.DeleteFunc(g.netBad, func(_ netip.Prefix, d decaying) bool { return d.now(now, g.decay) < 1 })
+	maps.DeleteFunc(g.netCut, func(_ netip.Prefix, until time.Time) bool { return !now.Before(until) })
 	g.mu.Unlock()
 	for p, s := range scores {
 		if s >= GraylistThreshold() || g.h.Network().Connectedness(p) != network.Connected {

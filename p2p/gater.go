@@ -1,6 +1,7 @@
 package p2p
 
 import (
+	"maps"
 	"net/netip"
 	"sync"
 	"time"
@@ -40,11 +41,7 @@ func (g *Gater) BlockPrefix(n netip.Prefix, d time.Duration) {
 	n = n.Masked()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for q, t := range g.nets {
-		if !now.Before(t) {
-			delete(g.nets, q)
-		}
-	}
+	maps.DeleteFunc(g.nets, func(_ netip.Prefix, t time.Time) bool { return !now.Before(t) })
 	if end := now.Add(d); end.After(g.nets[n]) {
 		g.nets[n] = end
 	}
@@ -84,11 +81,7 @@ func (g *Gater) Block(p peer.ID, d time.Duration) {
 	defer g.mu.Unlock()
 	// Expired blocks go here rather than on a timer: the map holds no more
 	// than the peers blocked since the last Block.
-	for q, t := range g.until {
-		if !now.Before(t) {
-			delete(g.until, q)
-		}
-	}
+	maps.DeleteFunc(g.until, func(_ peer.ID, t time.Time) bool { return !now.Before(t) })
 	if end := now.Add(d); end.After(g.until[p]) {
 		g.until[p] = end
 	}
