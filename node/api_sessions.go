@@ -3,7 +3,6 @@ package node
 import (
 	"cmp"
 	"context"
-	"errors"
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
@@ -37,7 +36,7 @@ func (a sessionsAPI) CreateSession(ctx context.Context, req api.SessionRequest) 
 		ReservePeriod: duration.Duration(period), MaxTasks: req.MaxTasks, TaskTimeout: duration.Duration(timeout),
 	})
 	if err != nil {
-		return api.SessionDetail{}, sessionErr(err)
+		return api.SessionDetail{}, apiErr(err)
 	}
 	return a.detail(s), nil
 }
@@ -49,7 +48,7 @@ func (a sessionsAPI) ListSessions() []api.Session {
 func (a sessionsAPI) Session(id string) (api.SessionDetail, error) {
 	s, err := a.m.Get(id)
 	if err != nil {
-		return api.SessionDetail{}, sessionErr(err)
+		return api.SessionDetail{}, apiErr(err)
 	}
 	return a.detail(s), nil
 }
@@ -57,7 +56,7 @@ func (a sessionsAPI) Session(id string) (api.SessionDetail, error) {
 func (a sessionsAPI) EndSession(ctx context.Context, id string) (api.SessionDetail, error) {
 	s, err := a.m.End(ctx, id)
 	if err != nil {
-		return api.SessionDetail{}, sessionErr(err)
+		return api.SessionDetail{}, apiErr(err)
 	}
 	return a.detail(s), nil
 }
@@ -65,7 +64,7 @@ func (a sessionsAPI) EndSession(ctx context.Context, id string) (api.SessionDeta
 func (a sessionsAPI) SubmitTask(ctx context.Context, id string, req api.TaskRequest) (api.Task, error) {
 	t, err := a.m.Submit(ctx, id, taskRequest(req.Prompt, req.Messages, req.MaxTokens))
 	if err != nil {
-		return api.Task{}, sessionErr(err)
+		return api.Task{}, apiErr(err)
 	}
 	return apiTask(t), nil
 }
@@ -73,7 +72,7 @@ func (a sessionsAPI) SubmitTask(ctx context.Context, id string, req api.TaskRequ
 func (a sessionsAPI) Task(ctx context.Context, id, task string, wait time.Duration) (api.Task, error) {
 	t, err := a.m.Task(ctx, id, task, wait)
 	if err != nil {
-		return api.Task{}, sessionErr(err)
+		return api.Task{}, apiErr(err)
 	}
 	return apiTask(t), nil
 }
@@ -84,7 +83,7 @@ func (a sessionsAPI) Complete(ctx context.Context, req api.CompletionRequest, on
 	}
 	c, err := a.m.Complete(ctx, session.Demand{Model: req.Model, Redundancy: req.Redundancy, Client: req.Client}, taskRequest("", req.Messages, req.MaxTokens), onDelta)
 	if err != nil {
-		return api.Completion{}, sessionErr(err)
+		return api.Completion{}, apiErr(err)
 	}
 	t := c.Task
 	out := api.Completion{Task: t.ID, Model: req.Model, Text: t.Answer, Session: c.Session, Agreement: 1}
@@ -116,43 +115,3 @@ func taskRequest(prompt string, msgs []api.Message, maxTokens int) session.TaskR
 	}
 	return q
 }
-
-// sessionErr maps the manager's errors to the API's statuses.
-func sessionErr(err error) error { return withStatus(err, sessionStatus) }
-
-// sessionStatus is the API status of each error of the session manager.
-var sessionStatus = []errStatus{
-	{api.ErrBadRequest, []error{session.ErrBadParams}},
-	{api.ErrModelNotFound, []error{session.ErrUnknownModel}},
-	{api.ErrNotFound, []error{session.ErrNotFound}},
-	{api.ErrConflict, []error{session.ErrEnded, session.ErrTaskLimit}},
-	{api.ErrTooMany, []error{session.ErrQueueFull, session.ErrTooMany, session.ErrBusy}},
-	{api.ErrBadGateway, []error{session.ErrTaskFailed, session.ErrStreamBroken}},
-	{api.ErrUnavailable, []error{session.ErrNoMiner, session.ErrNotRunning}},
-	{api.ErrTimeout, []error{context.DeadlineExceeded}},
-}
-
-// errStatus gives the errors in errs the API status of kind.
-type errStatus struct {
-	kind error
-	errs []error
-}
-
-// withStatus gives err the API status of the first entry it matches, or
-// returns it as it is.
-func withStatus(err error, table []errStatus) error {
-	for _, s := range table {
-		for _, e := range s.errs {
-			if errors.Is(err, e) {
-				return statusErr{kind: s.kind, err: err}
-			}
-		}
-	}
-	return err
-}
-
-// statusErr gives err the API status of kind, keeping err's own message.
-type statusErr struct{ kind, err error }
-
-func (e statusErr) Error() string   { return e.err.Error() }
-func (e statusErr) Unwrap() []error { return []error{e.kind, e.err} }

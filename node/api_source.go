@@ -32,7 +32,7 @@ var _ api.Reserver = reserver{}
 func (a reserver) Reserve(ctx context.Context, model string, lease time.Duration) (api.Reservation, error) {
 	res, err := a.r.Reserve(ctx, model, lease)
 	if err != nil {
-		return api.Reservation{}, reservationErr(err)
+		return api.Reservation{}, apiErr(err)
 	}
 	return apiReservation(res), nil
 }
@@ -40,7 +40,7 @@ func (a reserver) Reserve(ctx context.Context, model string, lease time.Duration
 func (a reserver) Release(ctx context.Context, id string) (api.Reservation, error) {
 	res, err := a.r.Release(ctx, id, pb.Outcome_COMPLETED)
 	if err != nil && !errors.Is(err, router.ErrNotConfirmed) {
-		return api.Reservation{}, reservationErr(err)
+		return api.Reservation{}, apiErr(err)
 	}
 	// Not confirmed is released on our side: the reservation's detail says
 	// the miner did not confirm, and its lease will end it there.
@@ -49,17 +49,6 @@ func (a reserver) Release(ctx context.Context, id string) (api.Reservation, erro
 
 func (a reserver) Reservations() []api.Reservation {
 	return wireAll(a.r.Reservations(), apiReservation)
-}
-
-// reservationErr gives a router's error the API status of its kind.
-func reservationErr(err error) error { return withStatus(err, reservationStatus) }
-
-// reservationStatus is the API status of each error of the router.
-var reservationStatus = []errStatus{
-	{api.ErrBadRequest, []error{router.ErrBadLease}},
-	{api.ErrNotFound, []error{router.ErrUnknownReservation}},
-	{api.ErrConflict, []error{router.ErrEnded}},
-	{api.ErrUnavailable, []error{router.ErrNoMiner, router.ErrNotRunning}},
 }
 
 // wireAll converts every element of list to its wire form.

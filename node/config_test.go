@@ -90,6 +90,9 @@ func customConfig() node.Config {
 	cfg.Params.ProvideValidity = duration.Duration(45 * time.Second)
 	cfg.Params.ClockSkew = duration.Duration(10 * time.Second)
 	cfg.Params.PenaltyPeriod = duration.Duration(2 * time.Hour)
+	cfg.Params.Routers = []string{bootstrapPeer}
+	cfg.Params.MaxRouterShare = 0.25
+	cfg.Params.RouterShareFloor = 2
 	return cfg
 }
 

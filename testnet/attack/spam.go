@@ -36,11 +36,7 @@ func recordSpam(ctx context.Context, e *Env) error {
 		boundMB = 20.0
 	)
 	target := "bootstrap-0"
-	before, err := e.rss(target)
-	if err != nil {
-		return err
-	}
-	heldBefore, err := e.metric(target, "ephemera_dht_records")
+	before, heldBefore, err := e.records(target)
 	if err != nil {
 		return err
 	}
@@ -96,11 +92,7 @@ func recordSpam(ctx context.Context, e *Env) error {
 	wg.Wait()
 	e.Logf("%d records sent in %s (%d puts reached some node)", records, time.Since(begin).Round(time.Second), put.Load())
 	time.Sleep(3 * time.Second)
-	during, err := e.rss(target)
-	if err != nil {
-		return err
-	}
-	held, err := e.metric(target, "ephemera_dht_records")
+	during, held, err := e.records(target)
 	if err != nil {
 		return err
 	}
@@ -169,4 +161,13 @@ func spamRecord(network string, lifetime time.Duration) (string, []byte, error) 
 		Models: []string{inference.BuiltinModel}, IssuedMs: protocol.Ms(now), ExpiresMs: protocol.Ms(now.Add(lifetime)),
 	}, key)
 	return protocol.AvailabilityKey([]byte(id)), raw, err
+}
+
+// records is the memory (MB) of member name and the DHT records it holds.
+func (e *Env) records(name string) (rss, held float64, err error) {
+	if rss, err = e.rss(name); err != nil {
+		return 0, 0, err
+	}
+	held, err = e.metric(name, "ephemera_dht_records")
+	return rss, held, err
 }
