@@ -12,9 +12,9 @@ import (
 type roleCollector struct {
 	n *Node
 
-	poolMiners, reputation, minerState, minerGeneration, validations, reservations *prometheus.Desc
-	sessions, queued, tasks, agreement                                             *prometheus.Desc
-	completions, warmSessions, warmMiners, warmSeconds, idleReleases               *prometheus.Desc
+	poolMiners, reputation, minerState, minerGeneration, minerEvictions, validations, reservations *prometheus.Desc
+	sessions, queued, tasks, agreement                                                             *prometheus.Desc
+	completions, warmSessions, warmMiners, warmSeconds, idleReleases                               *prometheus.Desc
 }
 
 func newRoleCollector(n *Node) *roleCollector {
@@ -27,6 +27,7 @@ func newRoleCollector(n *Node) *roleCollector {
 		reputation:      d("miner_reputation", "This node's reputation score (0 to 1) of each miner it knows.", "peer"),
 		minerState:      d("miner_state", "1 for this miner's own lifecycle state.", "state"),
 		minerGeneration: d("miner_generation", "This miner's current generation."),
+		minerEvictions:  d("miner_evictions_total", "Reservations this miner ended early because their router held more than its share of the pool."),
 		validations:     d("oracle_validations_total", "Validations this oracle ran, by verdict.", "verdict"),
 		reservations:    d("router_reservations", "This router's reservations, by state.", "state"),
 		sessions:        d("router_sessions", "This router's sessions, by state (ended: since the router started).", "state"),
@@ -42,7 +43,7 @@ func newRoleCollector(n *Node) *roleCollector {
 }
 
 func (c *roleCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.poolMiners, c.reputation, c.minerState, c.minerGeneration, c.validations, c.reservations,
+	for _, d := range []*prometheus.Desc{c.poolMiners, c.reputation, c.minerState, c.minerGeneration, c.minerEvictions, c.validations, c.reservations,
 		c.sessions, c.queued, c.tasks, c.agreement, c.completions, c.warmSessions, c.warmMiners, c.warmSeconds, c.idleReleases} {
 		ch <- d
 	}
@@ -70,6 +71,7 @@ func (c *roleCollector) Collect(ch chan<- prometheus.Metric) {
 			gauge(c.minerState, v, pool.StateName(st))
 		}
 		gauge(c.minerGeneration, float64(s.Generation))
+		ch <- prometheus.MustNewConstMetric(c.minerEvictions, prometheus.CounterValue, float64(c.n.miner.Evictions()))
 	}
 	if c.n.oracle != nil {
 		st := c.n.oracle.Stats()

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ephemera-network/ephemera/inference"
@@ -61,7 +62,11 @@ type Miner struct {
 	provided   time.Time // when the pool CIDs were last provided
 	lastRecord time.Time // when the availability record was last signed
 	heardBy    int       // pool-topic peers when it was last signed
+	share      shareView // the reservation's router share, as last judged
 	sem        chan struct{}
+
+	grantSeen atomic.Bool   // the pool view accepted a grant since the share was judged
+	evictions atomic.Uint64 // reservations ended over their router's share
 }
 
 // maxValidations bounds the challenges a miner answers at once; rendezvous
@@ -106,7 +111,12 @@ func (m *Miner) Start(ctx context.Context) error {
 	m.d.Host.SetStreamHandler(protocol.ReserveProtocol(net), m.handleReserve)
 	m.d.Host.SetStreamHandler(protocol.SessionProtocol(net), m.sessionHandler(maxTasks))
 	m.d.Pool.Subscribe(func(ev pool.Event) {
-		if ev.Kind == pool.EventAttestation && string(ev.Attestation.Msg.Miner) == string(m.self) {
+		switch {
+		case ev.Kind == pool.EventAttestation && string(ev.Attestation.Msg.Miner) == string(m.self):
+			m.poke()
+		case ev.Kind == pool.EventGrant && string(ev.Grant.Msg.Miner) != string(m.self):
+			// Perhaps one more to this miner's router: judge its share now.
+			m.grantSeen.Store(true)
 			m.poke()
 		}
 	})
@@ -225,6 +235,8 @@ func (m *Miner) step(ctx context.Context) {
 	case pb.MinerState_RESERVED:
 		if !now.Before(s.LeaseEnd) {
 			m.expire()
+		} else if m.shareDue(s, now) {
+			m.judgeShare(s, now)
 		}
 	}
 	if m.recordDue(now) {

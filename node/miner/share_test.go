@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ephemera-network/ephemera/inference"
+	"github.com/ephemera-network/ephemera/internal/duration"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/ephemera-network/ephemera/testnet/testkit"
@@ -40,11 +41,17 @@ func (r *rig) other(t *testing.T) (crypto.PrivKey, peer.ID) {
 // grantSeen hands r's pool the grant of miner k to router at generation 0.
 func (r *rig) grantSeen(t *testing.T, k, router crypto.PrivKey) {
 	t.Helper()
+	r.grantSeenAt(t, k, router, time.Now().Add(time.Minute-r.net.check.Params.Lease.Std()), r.net.check.Params.Lease.Std())
+}
+
+// grantSeenAt is grantSeen of a grant issued at issued, for lease.
+func (r *rig) grantSeenAt(t *testing.T, k, router crypto.PrivKey, issued time.Time, lease time.Duration) {
+	t.Helper()
 	id := testkit.ID(t, k)
-	claim := r.claim(t, claimOpts{router: router, miner: id, gen: 0, session: "s-" + id.String()})
+	claim := r.claim(t, claimOpts{router: router, miner: id, gen: 0, session: "s-" + id.String(), leaseMs: uint32(lease.Milliseconds())})
 	g := testkit.Signed(t, &pb.Grant{
 		Network: testNet, Miner: []byte(id), Router: []byte(testkit.ID(t, router)), Session: "s-" + id.String(),
-		LeaseEndMs: protocol.Ms(time.Now().Add(time.Minute)), ClaimDigest: protocol.Digest(claim), Claim: claim,
+		LeaseEndMs: protocol.Ms(issued.Add(lease)), ClaimDigest: protocol.Digest(claim), Claim: claim,
 	}, k)
 	if _, err := r.pool.AddGrant(g); err != nil {
 		t.Fatal(err)
@@ -139,5 +146,69 @@ func TestRouterOverShareCannotRenew(t *testing.T) {
 	}
 	if rc := renew(); !rc.Ok {
 		t.Fatalf("renewal back within the share refused: %s", rc.Detail)
+	}
+}
+
+// A router that got more than its share in a burst, faster than gossip:
+// five miners granted it at once where three is its limit. Each miner
+// ranks the router's grants it holds by issue time; the one whose grant
+// ranks fourth ends its reservation within seconds, as a lease end (the
+// next generation, validating again), and the one whose grant ranks first
+// keeps it. The leases are long, so no expiry can pass for an eviction.
+func TestRouterOverShareEvicted(t *testing.T) {
+	t.Parallel()
+	n := newNetwork(t)
+	n.check.Params.RouterShareFloor = 1
+	n.check.Params.LeaseMax = duration.Duration(time.Hour)
+	const lease = 30 * time.Minute
+	hoarder := testkit.NewKey(t)
+	burst := func(ranked int) *rig {
+		r := openRig(t, n, testkit.NewKey(t), t.TempDir())
+		r.start(t)
+		r.makeAvailable(t, 0)
+		var others []crypto.PrivKey
+		for range 4 {
+			k, _ := r.other(t)
+			others = append(others, k)
+		}
+		wantGrant(t, r.claimDirect(t, r.claim(t, claimOpts{router: hoarder, gen: 0, session: "s", leaseMs: uint32(lease.Milliseconds())})))
+		// The other grants of the burst arrive after it: ranked-1 of them
+		// issued before this miner's grant, the rest after.
+		issued := time.UnixMilli(protocol.GrantIssuedMs(testkit.Open[pb.Grant](t, r.m.State().Grant).Msg))
+		for i, k := range others[:3] {
+			at := issued.Add(time.Duration(i+1) * time.Millisecond)
+			if i < ranked-1 {
+				at = issued.Add(-time.Duration(i+1) * time.Millisecond)
+			}
+			r.grantSeenAt(t, k, hoarder, at, lease)
+		}
+		return r
+	}
+	late, early := burst(4), burst(1)
+
+	testkit.Eventually(t, "the miner ranked fourth ends its reservation", 20*time.Second, func() bool {
+		s := late.m.State()
+		return s.State == pb.MinerState_VALIDATING && s.Generation == 1
+	})
+	if got := late.m.Evictions(); got != 1 {
+		t.Errorf("evictions: %d, want 1", got)
+	}
+	// No release goes out: one signed by the miner before its lease end is
+	// rejected on gossip. The record of the next generation ends the hold.
+	if rec := late.waitRecord(t); rec.Msg.State != pb.MinerState_VALIDATING || rec.Msg.Generation != 1 {
+		t.Errorf("record after the eviction: %s at generation %d", rec.Msg.State, rec.Msg.Generation)
+	}
+	if n := len(late.res.All()); n != 1 { // its grant only
+		t.Errorf("%d messages on the reservations topic, want the grant only", n)
+	}
+	// The first-ranked miner judges too, and keeps its reservation.
+	since := early.m.State().Since
+	testkit.Eventually(t, "the miner ranked first judges its router's share", 20*time.Second, func() bool {
+		early.m.mu.Lock()
+		defer early.m.mu.Unlock()
+		return early.m.share.checked.Sub(since) >= shareGrace
+	})
+	if s := early.m.State(); s.State != pb.MinerState_RESERVED || s.Generation != 0 || early.m.Evictions() != 0 {
+		t.Fatalf("the miner within the limit: %s at generation %d, %d evictions", s.State, s.Generation, early.m.Evictions())
 	}
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
 	"github.com/ephemera-network/ephemera/api/client"
+	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/testnet"
 )
 
@@ -68,12 +70,27 @@ func hoarding(ctx context.Context, e *Env) error {
 	waited := time.Since(begin)
 	stop()
 	count := <-held
+	// The hoarder's grants beyond its share that the miners ended early.
+	evicted := 0.0
+	for _, m := range e.Net.Members() {
+		if !slices.Contains(m.Roles, node.RoleMiner) {
+			continue
+		}
+		v, merr := e.metric(m.Name, "ephemera_miner_evictions_total")
+		if merr != nil {
+			return merr
+		}
+		evicted += v
+	}
 	e.Result.Figure("hoarder-claims", float64(count), "reservations")
+	e.Result.Figure("miners-evicted", evicted, "reservations")
 	e.Result.Figure("honest-reserve-s", waited.Seconds(), "s")
 	ok := err == nil && waited <= bound
-	detail := fmt.Sprintf("the hoarder made %d reservations; the honest router reserved %s after %.1f s", count, got.Miner, waited.Seconds())
+	detail := fmt.Sprintf("the hoarder made %d reservations, %.0f ended over its share; the honest router reserved %s after %.1f s",
+		count, evicted, got.Miner, waited.Seconds())
 	if err != nil {
-		detail = fmt.Sprintf("the hoarder made %d reservations; the honest router got none in %.0f s: %v", count, waited.Seconds(), err)
+		detail = fmt.Sprintf("the hoarder made %d reservations, %.0f ended over its share; the honest router got none in %.0f s: %v",
+			count, evicted, waited.Seconds(), err)
 	}
 	e.Result.Check(fmt.Sprintf("an honest router gets a miner within %s while one identity hoards", bound), ok, "%s", detail)
 	if err == nil {
