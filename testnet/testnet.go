@@ -438,12 +438,16 @@ func (t *Testnet) Restart(ctx context.Context, name string, l Launcher) (Node, e
 			return nil, err
 		}
 		// Back on the same ports, when the node still says which: a node
-		// stopped in this process no longer does, and keeps its config's.
-		if addrs := r.Runtime().Addrs; len(addrs) > 0 {
-			cfg.P2P.Listen = cfg.P2P.Listen[:0]
-			for _, a := range addrs {
-				cfg.P2P.Listen = append(cfg.P2P.Listen, strings.Split(a, "/p2p/")[0])
+		// stopped in this process no longer does (its only address is
+		// /p2p/<id>), and keeps its config's.
+		var listen []string
+		for _, a := range r.Runtime().Addrs {
+			if l, _, _ := strings.Cut(a, "/p2p/"); l != "" {
+				listen = append(listen, l)
 			}
+		}
+		if len(listen) > 0 {
+			cfg.P2P.Listen = listen
 		}
 		if _, err := node.Init(r.home, cfg, true); err != nil {
 			return nil, err
