@@ -241,9 +241,7 @@ func (m *Miner) release(raw []byte) ([]byte, error) {
 			detail = "no such reservation"
 			return s, errNoChange
 		}
-		s.Generation++
-		s.Failures = 0
-		return s.enter(pb.MinerState_VALIDATING, now), nil
+		return s.revalidate(now), nil
 	})
 	if err != nil && !errors.Is(err, errNoChange) {
 		return nil, err
@@ -272,9 +270,7 @@ func (m *Miner) expire() {
 		if err != nil {
 			return s, err
 		}
-		s.Generation++
-		s.Failures = 0
-		return s.enter(pb.MinerState_VALIDATING, now), nil
+		return s.revalidate(now), nil
 	})
 	if err != nil {
 		if !errors.Is(err, errNoChange) {

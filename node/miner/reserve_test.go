@@ -14,6 +14,7 @@ import (
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/ephemera-network/ephemera/testnet/testkit"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 )
 
@@ -95,11 +96,7 @@ func TestClaim(t *testing.T) {
 
 func TestReserveStreamGarbageIsReset(t *testing.T) {
 	t.Parallel()
-	r := newRig(t)
-	r.start(t)
-	rh := testkit.Host(t, testkit.NewKey(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	r, rh, ctx := strangerRig(t)
 	if b, err := roundTrip(ctx, rh, r.addrInfo(), protocol.ReserveProtocol(testNet), []byte("garbage")); err == nil {
 		t.Fatalf("garbage got a reply of %d bytes", len(b))
 	}
@@ -381,11 +378,7 @@ func TestCrashKeepsReservation(t *testing.T) {
 // has its stream reset as soon as its length arrives, not read.
 func TestReserveStreamOversizedFrameReset(t *testing.T) {
 	t.Parallel()
-	r := newRig(t)
-	r.start(t)
-	rh := testkit.Host(t, testkit.NewKey(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	r, rh, ctx := strangerRig(t)
 	if err := rh.Connect(ctx, r.addrInfo()); err != nil {
 		t.Fatal(err)
 	}
@@ -403,4 +396,15 @@ func TestReserveStreamOversizedFrameReset(t *testing.T) {
 	if _, err := s.Read(make([]byte, 1)); !errors.Is(err, network.ErrReset) {
 		t.Fatalf("read %v, want the stream reset", err)
 	}
+}
+
+// strangerRig is a started miner and a host with no business with it, and
+// 10 s to send it what the test sends.
+func strangerRig(t *testing.T) (*rig, host.Host, context.Context) {
+	t.Helper()
+	r := newRig(t)
+	r.start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return r, testkit.Host(t, testkit.NewKey(t)), ctx
 }

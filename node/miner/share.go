@@ -91,9 +91,7 @@ func (m *Miner) judgeShare(s State, now time.Time) {
 		if c.State != pb.MinerState_RESERVED || !bytes.Equal(c.ClaimDigest, s.ClaimDigest) || !now.Before(c.LeaseEnd) {
 			return c, errNoChange // released, expired or ended meanwhile
 		}
-		c.Generation++
-		c.Failures = 0
-		return c.enter(pb.MinerState_VALIDATING, now), nil
+		return c.revalidate(now), nil
 	})
 	if err != nil {
 		if !errors.Is(err, errNoChange) {

@@ -64,11 +64,7 @@ func (r *rig) grantSeenAt(t *testing.T, k, router crypto.PrivKey, issued time.Ti
 // sign records do not count toward the pool.
 func TestRouterShare(t *testing.T) {
 	t.Parallel()
-	n := newNetwork(t)
-	n.check.Params.RouterShareFloor = 1
-	r := openRig(t, n, testkit.NewKey(t), t.TempDir())
-	r.start(t)
-	r.makeAvailable(t, 0)
+	r := shareRig(t)
 	hoarder, honest := testkit.NewKey(t), testkit.NewKey(t)
 	var others []crypto.PrivKey
 	for range 4 {
@@ -102,11 +98,7 @@ func TestRouterShare(t *testing.T) {
 // gossip, cannot renew until it is back within it.
 func TestRouterOverShareCannotRenew(t *testing.T) {
 	t.Parallel()
-	n := newNetwork(t)
-	n.check.Params.RouterShareFloor = 1
-	r := openRig(t, n, testkit.NewKey(t), t.TempDir())
-	r.start(t)
-	r.makeAvailable(t, 0)
+	r := shareRig(t)
 	hoarder := testkit.NewKey(t)
 	var others []crypto.PrivKey
 	for range 4 {
@@ -211,4 +203,16 @@ func TestRouterOverShareEvicted(t *testing.T) {
 	if s := early.m.State(); s.State != pb.MinerState_RESERVED || s.Generation != 0 || early.m.Evictions() != 0 {
 		t.Fatalf("the miner within the limit: %s at generation %d, %d evictions", s.State, s.Generation, early.m.Evictions())
 	}
+}
+
+// shareRig is an available miner on a network whose routers may hold half
+// the pool, with no floor.
+func shareRig(t *testing.T) *rig {
+	t.Helper()
+	n := newNetwork(t)
+	n.check.Params.RouterShareFloor = 1
+	r := openRig(t, n, testkit.NewKey(t), t.TempDir())
+	r.start(t)
+	r.makeAvailable(t, 0)
+	return r
 }

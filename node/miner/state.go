@@ -46,6 +46,15 @@ func saveState(txn *store.Txn, s State) error {
 	return store.PutJSON(txn, stateKey, s)
 }
 
+// revalidate ends a reservation: the miner validates again at the next
+// generation, with a fresh count of failures, as the lifecycle requires
+// after every session.
+func (s State) revalidate(now time.Time) State {
+	s.Generation++
+	s.Failures = 0
+	return s.enter(pb.MinerState_VALIDATING, now)
+}
+
 // enter moves s to a new state, clearing what belonged to the old one.
 func (s State) enter(st pb.MinerState, now time.Time) State {
 	s.State = st
