@@ -16,23 +16,17 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ephemera", Subsystem: "api", Name: name, Help: help}, labels)
+	}
+	gauge := func(name, help string, labels ...string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "ephemera", Subsystem: "api", Name: name, Help: help}, labels)
+	}
 	m := &metrics{
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "ephemera", Subsystem: "api", Name: "requests_refused_total",
-			Help: "Requests refused before any endpoint: reason host (403), origin (403) or content_type (415).",
-		}, []string{"reason"}),
-		streamsOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: "ephemera", Subsystem: "api", Name: "streams_open",
-			Help: "Open event streams (kind events) and streaming chat completions (kind chat).",
-		}, []string{"kind"}),
-		streamsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "ephemera", Subsystem: "api", Name: "streams_refused_total",
-			Help: "Streams refused with 429 for api.max_streams (reason total) or api.max_streams_per_addr (reason per_address).",
-		}, []string{"kind", "reason"}),
-		streamsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "ephemera", Subsystem: "api", Name: "streams_dropped_total",
-			Help: "Streams ended because their client read too slowly: its queue filled or a write passed its deadline.",
-		}, []string{"kind"}),
+		refused:        counter("requests_refused_total", "Requests refused before any endpoint: reason host (403), origin (403) or content_type (415).", "reason"),
+		streamsOpen:    gauge("streams_open", "Open event streams (kind events) and streaming chat completions (kind chat).", "kind"),
+		streamsRefused: counter("streams_refused_total", "Streams refused with 429 for api.max_streams (reason total) or api.max_streams_per_addr (reason per_address).", "kind", "reason"),
+		streamsDropped: counter("streams_dropped_total", "Streams ended because their client read too slowly: its queue filled or a write passed its deadline.", "kind"),
 	}
 	if reg != nil {
 		m.refused = register(reg, m.refused)

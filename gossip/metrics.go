@@ -17,23 +17,14 @@ type metrics struct {
 
 // newMetrics registers the gossip counters with reg; a nil reg keeps them unexported.
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ephemera", Subsystem: "gossip", Name: name, Help: help}, labels)
+	}
 	m := &metrics{
-		validated: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "ephemera", Subsystem: "gossip", Name: "messages_total",
-			Help: "Gossip messages received, by topic and validation outcome (accept, reject, ignore, throttled).",
-		}, []string{"topic", "outcome"}),
-		published: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "ephemera", Subsystem: "gossip", Name: "published_total",
-			Help: "Gossip messages this node published, by topic.",
-		}, []string{"topic"}),
-		cutOff: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "ephemera", Subsystem: "gossip", Name: "peers_cut_off_total",
-			Help: "Peers whose connections were closed and refused for a while, by reason: graylisted (score below the graylist threshold), invalid (enough REJECTed messages to graylist it) or network (its address or subnet was cut off).",
-		}, []string{"reason"}),
-		netCut: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "ephemera", Subsystem: "gossip", Name: "networks_cut_off_total",
-			Help: "Addresses (IPv4, IPv6 /64) and subnets (IPv4 /24, IPv6 /48) whose peers together sent enough REJECTed messages that every connection with them was closed and refused for a while, by kind: address or subnet.",
-		}, []string{"kind"}),
+		validated: counter("messages_total", "Gossip messages received, by topic and validation outcome (accept, reject, ignore, throttled).", "topic", "outcome"),
+		published: counter("published_total", "Gossip messages this node published, by topic.", "topic"),
+		cutOff:    counter("peers_cut_off_total", "Peers whose connections were closed and refused for a while, by reason: graylisted (score below the graylist threshold), invalid (enough REJECTed messages to graylist it) or network (its address or subnet was cut off).", "reason"),
+		netCut:    counter("networks_cut_off_total", "Addresses (IPv4, IPv6 /64) and subnets (IPv4 /24, IPv6 /48) whose peers together sent enough REJECTed messages that every connection with them was closed and refused for a while, by kind: address or subnet.", "kind"),
 		revived: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "ephemera", Subsystem: "gossip", Name: "peers_revived_total",
 			Help: "Connected peers that gossipsub had dropped (it gives up on a peer whose stream died four times in 10 minutes while it stayed connected, as after restarts) and that were introduced to it again.",
