@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/ephemera-network/ephemera/api"
 	"github.com/ephemera-network/ephemera/api/client"
 	"github.com/ephemera-network/ephemera/inference"
+	"github.com/ephemera-network/ephemera/node/oracle"
 	"github.com/ephemera-network/ephemera/testnet"
 )
 
@@ -20,22 +22,28 @@ func Stalling(n int) Attack {
 	for i := 1; i <= n; i++ {
 		stallers = append(stallers, fmt.Sprintf("miner-%d", i))
 	}
+	calls := new(atomic.Int64)
 	return Attack{
 		Name:      fmt.Sprintf("stalling-%d", n),
 		Summary:   fmt.Sprintf("%d identities take the oracles' challenges and never answer, while an honest miner is released", n),
 		Spec:      testnet.Spec{Network: fmt.Sprintf("attack-stall-%d", n), Bootstraps: 1, Oracles: 3, Miners: 1 + n, Routers: 1},
 		InProcess: stallers,
-		Backend:   func(string) inference.Backend { return stalled{inference.NewBuiltin()} },
+		Backend:   func(string) inference.Backend { return stalled{inference.NewBuiltin(), calls} },
 		Available: 1,
-		Run:       func(ctx context.Context, e *Env) error { return stalling(ctx, e, stallers) },
+		Run:       func(ctx context.Context, e *Env) error { return stalling(ctx, e, stallers, calls) },
 	}
 }
 
 // stalled is an engine that serves the builtin model's name and never
-// answers: each call returns only when its caller gives up.
-type stalled struct{ inference.Backend }
+// answers: each call returns only when its caller gives up. It counts the
+// calls, the challenges the stallers took.
+type stalled struct {
+	inference.Backend
+	calls *atomic.Int64
+}
 
-func (stalled) Generate(ctx context.Context, _ inference.GenerateRequest) (inference.GenerateResponse, error) {
+func (s stalled) Generate(ctx context.Context, _ inference.GenerateRequest) (inference.GenerateResponse, error) {
+	s.calls.Add(1)
 	<-ctx.Done()
 	return inference.GenerateResponse{}, ctx.Err()
 }
@@ -44,12 +52,13 @@ func (s stalled) GenerateStream(ctx context.Context, req inference.GenerateReque
 	return s.Generate(ctx, req)
 }
 
-func (stalled) Embed(ctx context.Context, _ []string) ([][]float32, error) {
+func (s stalled) Embed(ctx context.Context, _ []string) ([][]float32, error) {
+	s.calls.Add(1)
 	<-ctx.Done()
 	return nil, ctx.Err()
 }
 
-func stalling(ctx context.Context, e *Env, stallers []string) error {
+func stalling(ctx context.Context, e *Env, stallers []string, calls *atomic.Int64) error {
 	const samples = 3
 	// Quiet: the stallers are stopped, and the honest miner is released
 	// and validated again.
@@ -75,7 +84,14 @@ func stalling(ctx context.Context, e *Env, stallers []string) error {
 			return err
 		}
 	}
-	time.Sleep(5 * time.Second)
+	// Measured once the stallers hold as many slots as the oracles give
+	// newcomers in all, or after a minute.
+	busy := min(len(stallers), e.Net.Spec.Oracles*oracle.NewcomerSlots)
+	for deadline := time.Now().Add(time.Minute); calls.Load() < int64(busy) && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	e.Logf("the stallers took %d challenges before the measure", calls.Load())
+	before := calls.Load()
 	attacked, err := revalidations(ctx, e, samples)
 	if err != nil {
 		return fmt.Errorf("under attack: %w", err)
@@ -84,6 +100,7 @@ func stalling(ctx context.Context, e *Env, stallers []string) error {
 	e.Result.Figure("quiet-revalidate-s", q.Seconds(), "s")
 	e.Result.Figure("attacked-revalidate-s", a.Seconds(), "s")
 	e.Result.Figure("ratio", a.Seconds()/q.Seconds(), "×")
+	e.Result.Figure("staller-calls-while-measured", float64(calls.Load()-before), "engine calls")
 	e.Result.Check(fmt.Sprintf("with %d stalling identities a released honest miner revalidates within 2× of its quiet time", len(stallers)),
 		a <= 2*q, "median of %d: %s quiet (%v), %s attacked (%v)", samples, q.Round(time.Millisecond), round(quiet), a.Round(time.Millisecond), round(attacked))
 	return nil
