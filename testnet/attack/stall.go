@@ -24,9 +24,9 @@ func Stalling(n int) Attack {
 	}
 	calls := new(atomic.Int64)
 	return Attack{
-		Name:      fmt.Sprintf("stalling-%d", n),
+		Name:      fmt.Sprintf("%d-stallers", n), // no -N at the end: benchmark names drop it
 		Summary:   fmt.Sprintf("%d identities take the oracles' challenges and never answer, while an honest miner is released", n),
-		Spec:      testnet.Spec{Network: fmt.Sprintf("attack-stall-%d", n), Bootstraps: 1, Oracles: 3, Miners: 1 + n, Routers: 1},
+		Spec:      testnet.Spec{Network: fmt.Sprintf("attack-stall%d", n), Bootstraps: 1, Oracles: 3, Miners: 1 + n, Routers: 1},
 		InProcess: stallers,
 		Backend:   func(string) inference.Backend { return stalled{inference.NewBuiltin(), calls} },
 		Available: 1,

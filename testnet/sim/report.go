@@ -47,10 +47,13 @@ type Report struct {
 	GossipMsgsPerNodeS float64        `json:"gossip_msgs_per_node_s"`
 	PacketsPerNodeS    float64        `json:"packets_per_node_s"`
 	KBPerNodeS         float64        `json:"kb_per_node_s"`
-	PeersPerNode       float64        `json:"peers_per_node"`
-	PeersAtEnd         float64        `json:"peers_at_end"`
-	HeapPerNodeMB      float64        `json:"heap_per_node_mb"`
-	RSSPerNodeMB       float64        `json:"rss_per_node_mb"`
+	// ByRole is the same traffic per node of each role (bootstrap, oracle,
+	// miner, router): what a node of that role pays.
+	ByRole        map[string]RoleTraffic `json:"by_role"`
+	PeersPerNode  float64                `json:"peers_per_node"`
+	PeersAtEnd    float64                `json:"peers_at_end"`
+	HeapPerNodeMB float64                `json:"heap_per_node_mb"`
+	RSSPerNodeMB  float64                `json:"rss_per_node_mb"`
 
 	// Link is the raw baseline: one-way delay between two nodes over the
 	// simulated links, over every pair, and a round trip's.
@@ -61,6 +64,16 @@ type Report struct {
 	Converged  bool    `json:"converged,omitempty"`
 	Diverged   int     `json:"diverged,omitempty"`
 }
+
+// RoleTraffic is the gossip a node of one role receives and the bytes it
+// sends, per second.
+type RoleTraffic struct {
+	MsgsPerNodeS float64 `json:"gossip_msgs_per_node_s"`
+	KBPerNodeS   float64 `json:"kb_per_node_s"`
+}
+
+// roleOrder is the order roles are reported in.
+var roleOrder = []node.Role{node.RoleMiner, node.RoleOracle, node.RoleRouter, node.RoleBootstrap}
 
 func (s Scenario) describe() string {
 	p := s.Plan
@@ -168,6 +181,17 @@ func (r *Report) BenchLines(w io.Writer) {
 	fmt.Fprintf(w, "%s\t1\t%.0f simulated-s\t%.1f fill-s\t%.4f att-delivery\t%.1f att-p50-ms\t%.1f att-p99-ms\t%.4f reserve-success\t%.1f find-p95-ms\t%d double-bookings\t%.1f stale-p95-ms\t%.2f gossip-msgs/node/s\t%.1f packets/node/s\t%.2f kB/node/s\t%.1f heap-MB/node\t%.1f rss-MB/node\t%.0f real-s\n",
 		name, r.FillS+r.SimulatedS, r.FillS, r.AttDeliveryRatio, r.AttP50Ms, r.AttP99Ms, r.ReserveSuccess, r.FindP95Ms, r.DoubleBookings, r.StaleP95Ms,
 		r.GossipMsgsPerNodeS, r.PacketsPerNodeS, r.KBPerNodeS, r.HeapPerNodeMB, r.RSSPerNodeMB, r.RealS)
+	// Each role's figures, named after it: miner-msgs/node/s is what a
+	// miner receives.
+	var roles strings.Builder
+	for _, role := range roleOrder {
+		if t, ok := r.ByRole[string(role)]; ok {
+			fmt.Fprintf(&roles, "\t%.2f %s-msgs/node/s\t%.2f %s-kB/node/s", t.MsgsPerNodeS, role, t.KBPerNodeS, role)
+		}
+	}
+	if roles.Len() > 0 {
+		fmt.Fprintf(w, "%sByRole\t1%s\n", name, roles.String())
+	}
 	fmt.Fprintf(w, "%sBaseline\t1\t%.1f att-p50-ms\t%.1f att-p99-ms\t%.1f find-p95-ms\t%.1f stale-p95-ms\n",
 		name, r.LinkP50Ms, r.LinkP99Ms, r.RTTP95Ms, r.LinkP95Ms)
 }
@@ -218,6 +242,11 @@ func (r *Report) Print(w io.Writer) {
 		r.Sessions.Created, r.Sessions.CreateFails, r.Sessions.Ended, r.Sessions.TasksDone, r.Sessions.TasksFailed, r.Unreleased, r.ReleasedLost)
 	f("churn:               %d miners left, %d joined", r.Left, r.Joined)
 	f("traffic per node:    %.1f gossip messages/s received, %.1f packets/s and %.1f kB/s sent", r.GossipMsgsPerNodeS, r.PacketsPerNodeS, r.KBPerNodeS)
+	for _, role := range roleOrder {
+		if t, ok := r.ByRole[string(role)]; ok {
+			f("  a %-9s        %.1f gossip messages/s received, %.1f kB/s sent", string(role)+":", t.MsgsPerNodeS, t.KBPerNodeS)
+		}
+	}
 	f("peers per node:      %.1f connected when the pool filled, %.1f at the end", r.PeersPerNode, r.PeersAtEnd)
 	f("memory per node:     %.1f MB heap in use, %.1f MB resident (process total / nodes)", r.HeapPerNodeMB, r.RSSPerNodeMB)
 	if r.PartitionS > 0 {

@@ -485,7 +485,8 @@ func newTrafficWindow(nw *Network) *trafficWindow {
 
 func (w *trafficWindow) close(rep *Report) {
 	end := time.Now()
-	var nodeSeconds, packets, bytes, msgs float64
+	all := &roleSums{}
+	byRole := map[node.Role]*roleSums{}
 	for _, m := range w.nw.Members() {
 		from, to := m.Started, end
 		if from.Before(w.start) {
@@ -497,18 +498,44 @@ func (w *trafficWindow) close(rep *Report) {
 		if !to.After(from) {
 			continue
 		}
-		nodeSeconds += to.Sub(from).Seconds()
-		b := w.base[m.Index]
-		t := m.Traffic()
-		packets += float64(t.SentPackets - b.traffic.SentPackets)
-		bytes += float64(t.SentBytes - b.traffic.SentBytes)
-		msgs += float64(gossipReceived(m) - b.gossip)
+		b, t := w.base[m.Index], m.Traffic()
+		one := roleSums{
+			nodeSeconds: to.Sub(from).Seconds(),
+			packets:     float64(t.SentPackets - b.traffic.SentPackets),
+			bytes:       float64(t.SentBytes - b.traffic.SentBytes),
+			msgs:        float64(gossipReceived(m) - b.gossip),
+		}
+		all.add(one)
+		if byRole[m.Role] == nil {
+			byRole[m.Role] = &roleSums{}
+		}
+		byRole[m.Role].add(one)
 	}
-	if nodeSeconds > 0 {
-		rep.GossipMsgsPerNodeS = msgs / nodeSeconds
-		rep.PacketsPerNodeS = packets / nodeSeconds
-		rep.KBPerNodeS = bytes / nodeSeconds / 1000
+	if all.nodeSeconds > 0 {
+		rep.GossipMsgsPerNodeS = all.msgs / all.nodeSeconds
+		rep.PacketsPerNodeS = all.packets / all.nodeSeconds
+		rep.KBPerNodeS = all.bytes / all.nodeSeconds / 1000
 	}
+	rep.ByRole = map[string]RoleTraffic{}
+	for role, s := range byRole {
+		if s.nodeSeconds > 0 {
+			rep.ByRole[string(role)] = RoleTraffic{
+				MsgsPerNodeS: s.msgs / s.nodeSeconds,
+				KBPerNodeS:   s.bytes / s.nodeSeconds / 1000,
+			}
+		}
+	}
+}
+
+// roleSums adds up the traffic of a set of nodes over the seconds each was
+// up in the window.
+type roleSums struct{ nodeSeconds, packets, bytes, msgs float64 }
+
+func (s *roleSums) add(o roleSums) {
+	s.nodeSeconds += o.nodeSeconds
+	s.packets += o.packets
+	s.bytes += o.bytes
+	s.msgs += o.msgs
 }
 
 // memoryPerNode is the process's heap in use and resident memory, in MB,
