@@ -190,6 +190,20 @@ func (o *Oracle) loop(ctx context.Context) {
 	}
 }
 
+// acquire takes a validation slot for m (see schedule.acquire): a proven
+// miner waits for one as long as ctx lasts, a newcomer until round ends.
+func (o *Oracle) acquire(ctx context.Context, m pool.Miner, round uint64) func() {
+	if o.proven(m) {
+		return o.sched.acquire(ctx, true)
+	}
+	period := o.params().RoundPeriod.Std()
+	end := time.UnixMilli(int64(round+1) * period.Milliseconds())
+	// Bounded by a period, for a clock that is not the wall clock (tests').
+	nctx, cancel := context.WithTimeout(ctx, min(end.Sub(o.d.Now()), period))
+	defer cancel()
+	return o.sched.acquire(nctx, false)
+}
+
 // tick starts a validation of every miner this oracle should validate in
 // round, as far as its slots allow (see schedule): proven miners first, in
 // a fresh random order, then newcomers; a miner backing off after failing
@@ -219,7 +233,7 @@ func (o *Oracle) tick(ctx context.Context, round uint64) {
 		if busy {
 			continue
 		}
-		release := o.sched.acquire(ctx, o.proven(m))
+		release := o.acquire(ctx, m, round)
 		if ctx.Err() != nil {
 			if release != nil {
 				release()
@@ -227,7 +241,7 @@ func (o *Oracle) tick(ctx context.Context, round uint64) {
 			return
 		}
 		if release == nil {
-			continue // a newcomer, and no newcomer slot free: a later round
+			continue // a newcomer, and no newcomer slot freed this round: a later round
 		}
 		if p.RoundAt(o.d.Now()) != round {
 			// Waited past the round for a free slot: the next tick takes over.

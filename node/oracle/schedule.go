@@ -120,11 +120,11 @@ func (s *schedule) forget(known []pool.Miner) {
 }
 
 // acquire takes a slot for a validation and returns its release, or nil if
-// there is none to have. A proven miner waits for any free slot until ctx
-// ends; a newcomer takes one only if it is free now and newcomers hold
-// fewer than NewcomerSlots, and is otherwise left for a later round: the
-// loop never blocks behind a newcomer, and never lets newcomers fill the
-// slots that proven miners need.
+// ctx ended first. A proven miner takes any free slot; a newcomer takes one
+// only while newcomers hold fewer than NewcomerSlots, so that newcomers never
+// fill the slots proven miners need. The round loop serves proven miners
+// first, and gives newcomers until the round's end (see tick): a fresh
+// network fills at the pace of its newcomer slots, not of one batch a round.
 func (s *schedule) acquire(ctx context.Context, proven bool) (release func()) {
 	if proven {
 		select {
@@ -136,13 +136,13 @@ func (s *schedule) acquire(ctx context.Context, proven bool) (release func()) {
 	}
 	select {
 	case s.newcomers <- struct{}{}:
-	default:
+	case <-ctx.Done():
 		return nil
 	}
 	select {
 	case s.all <- struct{}{}:
 		return func() { <-s.all; <-s.newcomers }
-	default:
+	case <-ctx.Done():
 		<-s.newcomers
 		return nil
 	}

@@ -158,6 +158,12 @@ func TestScheduleBackoff(t *testing.T) {
 func TestScheduleSlots(t *testing.T) {
 	s := newSchedule()
 	ctx := context.Background()
+	// soon bounds a wait for a slot that must not come.
+	soon := func() context.Context {
+		c, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		t.Cleanup(cancel)
+		return c
+	}
 	var releases []func()
 	for range NewcomerSlots {
 		if rel := s.acquire(ctx, false); rel == nil {
@@ -166,7 +172,7 @@ func TestScheduleSlots(t *testing.T) {
 			releases = append(releases, rel)
 		}
 	}
-	if s.acquire(ctx, false) != nil {
+	if s.acquire(soon(), false) != nil {
 		t.Fatal("newcomers hold more than their slots")
 	}
 	for range MaxConcurrent - NewcomerSlots {
@@ -176,15 +182,13 @@ func TestScheduleSlots(t *testing.T) {
 			releases = append(releases, rel)
 		}
 	}
-	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	defer cancel()
-	if s.acquire(short, true) != nil {
+	if s.acquire(soon(), true) != nil {
 		t.Fatal("more than MaxConcurrent slots")
 	}
 	// A proven miner's slot freed does not go to a newcomer while
 	// newcomers hold their share; a newcomer's does.
 	releases[len(releases)-1]()
-	if s.acquire(ctx, false) != nil {
+	if s.acquire(soon(), false) != nil {
 		t.Fatal("a newcomer took a proven miner's slot")
 	}
 	releases[0]()
