@@ -92,6 +92,9 @@ func start(ctx context.Context, h host.Host, network string, cfg Config, reg pro
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
 		pubsub.WithNoAuthor(),
 		pubsub.WithMaxMessageSize(cfg.MaxMessageSize),
+		// IDONTWANT (gossipsub v1.2) stays at its default, messages of 1 KiB
+		// or more: sent for ours too (200 B and up), it cost the 88-node
+		// simulation 8% more bytes and 23% more packets than it spared.
 		pubsub.WithGossipSubParams(pubsub.DefaultGossipSubParams()),
 		pubsub.WithPeerScore(scoreParams(ids, ownNets(h.Network().ListenAddresses())...), scoreThresholds()),
 		pubsub.WithPeerScoreInspect(g.keepScores, scoreInspectPeriod),
