@@ -179,6 +179,11 @@ func Start(ctx context.Context, dir string, spec Spec, l Launcher) (*Testnet, er
 	t.Definition = protocol.Definition{Name: spec.Network, Bootstrap: []string{}, DHTMode: p2p.DHTModeServer, Params: protocol.DefaultParams()}
 	t.Definition.Params.Oracles = oracles
 	t.Definition.Params.Quorum = min(2, max(1, len(oracles)))
+	if spec.Routers <= 1 {
+		// One router is the network's only client: it may hold the whole
+		// pool, as a single-router network should (OPERATING.md).
+		t.Definition.Params.MaxRouterShare = 1
+	}
 	initHome := func(m member) error {
 		if _, err := node.Init(m.home, homeConfig(spec, m.roles, t.Definition), true); err != nil {
 			return fmt.Errorf("%s: %w", m.name, err)
