@@ -138,7 +138,12 @@ func inProcess(t *testing.T, n testnet.Node) *node.Node {
 // Two nodes that know only the bootstrap node find each other through the DHT.
 func TestTwoNodesFindEachOtherThroughBootstrap(t *testing.T) {
 	tn := localnet.Start(t, testnet.Spec{Network: "findnet", Bootstraps: 1, Miners: 2}, nil)
-	a, b := inProcess(t, tn.Nodes()[1]), inProcess(t, tn.Nodes()[2])
+	boot, a, b := inProcess(t, tn.Nodes()[0]), inProcess(t, tn.Nodes()[1]), inProcess(t, tn.Nodes()[2])
+	// Healthy means connected to the bootstrap: its routing table may not
+	// hold b yet, nor a's the bootstrap.
+	testkit.Eventually(t, "the bootstrap's routing table to hold b", 20*time.Second, func() bool {
+		return boot.Host().DHT.RoutingTable().Find(b.ID()) != "" && a.Host().DHT.RoutingTable().Find(boot.ID()) != ""
+	})
 
 	// Forget b entirely, so that only the DHT can tell a where it is.
 	a.Host().DHT.RoutingTable().RemovePeer(b.ID())
