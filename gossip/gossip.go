@@ -144,17 +144,29 @@ func (g *Gossip) PeerScore(p peer.ID) float64 {
 // GraylistThreshold is the score below which a peer is ignored entirely.
 func GraylistThreshold() float64 { return scoreThresholds().GraylistThreshold }
 
-// Topic is a joined, subscribed topic.
+// Topic is a joined topic: subscribed, or joined only to publish.
 type Topic struct {
 	name    string
 	topic   *pubsub.Topic
-	sub     *pubsub.Subscription
+	sub     *pubsub.Subscription // nil when joined only to publish
 	metrics *metrics
 }
 
 // Join joins topic name with validator v in place before any message can
 // arrive, and hands each accepted message to handle until ctx ends.
 func (g *Gossip) Join(ctx context.Context, name string, v Validator, handle Handler) (*Topic, error) {
+	return g.join(ctx, name, v, handle, true)
+}
+
+// JoinToPublish joins topic name without subscribing: this node's messages
+// go to the topic's subscribers it knows (gossipsub's fanout), checked by v
+// first as every published message is, and it receives none. A node that
+// needs nothing from a topic so costs its peers nothing on it.
+func (g *Gossip) JoinToPublish(ctx context.Context, name string, v Validator) (*Topic, error) {
+	return g.join(ctx, name, v, nil, false)
+}
+
+func (g *Gossip) join(ctx context.Context, name string, v Validator, handle Handler, subscribe bool) (*Topic, error) {
 	id := protocol.TopicID(g.network, name)
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -171,14 +183,15 @@ func (g *Gossip) Join(ctx context.Context, name string, v Validator, handle Hand
 	if err != nil {
 		return nil, fmt.Errorf("gossip: join %s: %w", id, err)
 	}
-	sub, err := t.Subscribe()
-	if err != nil {
-		t.Close()
-		return nil, fmt.Errorf("gossip: subscribe %s: %w", id, err)
+	topic := &Topic{name: name, topic: t, metrics: g.metrics}
+	if subscribe {
+		if topic.sub, err = t.Subscribe(); err != nil {
+			t.Close()
+			return nil, fmt.Errorf("gossip: subscribe %s: %w", id, err)
+		}
+		g.wg.Go(func() { topic.deliver(ctx, handle) })
 	}
-	topic := &Topic{name: name, topic: t, sub: sub, metrics: g.metrics}
 	g.topics[name] = topic
-	g.wg.Go(func() { topic.deliver(ctx, handle) })
 	return topic, nil
 }
 
@@ -246,7 +259,9 @@ func (g *Gossip) Close() error {
 	g.mu.Lock()
 	var errs []error
 	for _, t := range g.topics {
-		t.sub.Cancel()
+		if t.sub != nil {
+			t.sub.Cancel()
+		}
 		if err := t.topic.Close(); err != nil && !errors.Is(err, context.Canceled) {
 			errs = append(errs, err)
 		}

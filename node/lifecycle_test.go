@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -181,8 +182,9 @@ func TestLifecycle(t *testing.T) {
 	}
 }
 
-// A miner that signs two grants for one generation is caught by every node:
-// its reputation drops to zero everywhere and no router reserves it again.
+// A miner that signs two grants for one generation is caught by every node
+// that follows gossip (all but the miners): its reputation drops to zero
+// there and no router reserves it again.
 func TestEquivocatingMinerCaughtByEveryNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("7 nodes")
@@ -224,6 +226,9 @@ func TestEquivocatingMinerCaughtByEveryNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, n := range nodes {
+		if slices.Contains(miners, inProcess(t, n)) {
+			continue // a miner follows no topic (PROTOCOL §11)
+		}
 		waitPool(t, inProcess(t, n), fmt.Sprintf("node %d to zero the cheat's reputation", i), 20*time.Second, func(v poolView) bool {
 			m, ok := v.Find(cheat.ID().String())
 			return ok && m.Reputation == 0

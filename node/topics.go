@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/ephemera-network/ephemera/gossip"
 	"github.com/ephemera-network/ephemera/node/pool"
@@ -10,7 +11,11 @@ import (
 )
 
 // startPool builds the pool view and joins every topic with the kinds
-// protocol.TopicKinds says it carries, each judged by the pool.
+// protocol.TopicKinds says it carries, each judged by the pool. A node that
+// is only a miner joins them only to publish its records and grants: it
+// needs no other miner's, and oracles send it its own verdicts directly
+// (protocol.NoticeProtocol), so its gossip costs stay flat as the network
+// grows.
 func (n *Node) startPool(ctx context.Context) error {
 	var err error
 	if n.pool, err = pool.New(n.store, n.check, n.log.With("module", "pool")); err != nil {
@@ -26,7 +31,13 @@ func (n *Node) startPool(ctx context.Context) error {
 			}
 			kinds = append(kinds, gossip.Judged(j.New, j.Take))
 		}
-		t, err := n.gossip.Join(ctx, name, gossip.EnvelopeValidator(kinds...), nil)
+		join := n.gossip.Join
+		if !n.followsGossip() {
+			join = func(ctx context.Context, name string, v gossip.Validator, _ gossip.Handler) (*gossip.Topic, error) {
+				return n.gossip.JoinToPublish(ctx, name, v)
+			}
+		}
+		t, err := join(ctx, name, gossip.EnvelopeValidator(kinds...), nil)
 		if err != nil {
 			return err
 		}
@@ -36,6 +47,12 @@ func (n *Node) startPool(ctx context.Context) error {
 		n.topicsMu.Unlock()
 	}
 	return nil
+}
+
+// followsGossip reports whether this node subscribes to the network's
+// topics: every role but the miner needs the whole pool view.
+func (n *Node) followsGossip() bool {
+	return slices.ContainsFunc(n.cfg.Roles, func(r Role) bool { return r != RoleMiner })
 }
 
 // publish sends data on one of the network's topics.

@@ -300,6 +300,48 @@ func (c Checker) Release(s Signed[*pb.Release]) error {
 	return c.notFuture(r.IssuedMs)
 }
 
+// Eviction checks an oracle's eviction: signed by the oracle it names, one
+// of the set, about a grant ranked beyond its router's limit, not from the
+// future and not older than a claim may be (a stale verdict judged a view
+// that has moved on).
+func (c Checker) Eviction(s Signed[*pb.Eviction]) error {
+	e := s.Msg
+	if err := c.network(e.Network); err != nil {
+		return err
+	}
+	oracle, err := PeerID(e.Oracle)
+	if err != nil {
+		return err
+	}
+	if oracle != s.Signer {
+		return rejectf("eviction names oracle %s but is signed by %s", oracle, s.Signer)
+	}
+	if !c.Params.IsOracle(oracle) {
+		return rejectf("signer %s is not in the oracle set", oracle)
+	}
+	if _, err := PeerID(e.Miner); err != nil {
+		return err
+	}
+	if _, err := PeerID(e.Router); err != nil {
+		return err
+	}
+	switch {
+	case len(e.ClaimDigest) != 32:
+		return rejectf("claim digest of %d bytes", len(e.ClaimDigest))
+	case e.Held <= e.Limit || e.Rank <= e.Limit || e.Rank > e.Held:
+		return rejectf("rank %d of %d held is not beyond the limit %d", e.Rank, e.Held, e.Limit)
+	case int(e.Limit) != c.Params.RouterLimit(int(e.Pool)):
+		return rejectf("limit %d, the network's for a pool of %d is %d", e.Limit, e.Pool, c.Params.RouterLimit(int(e.Pool)))
+	}
+	if err := c.notFuture(e.IssuedMs); err != nil {
+		return err
+	}
+	if c.Time().Sub(Time(e.IssuedMs)) > c.Params.ClaimLifetime.Std()+c.Params.ClockSkew.Std() {
+		return ignoref("issued %s ago", c.Time().Sub(Time(e.IssuedMs)).Round(time.Millisecond))
+	}
+	return nil
+}
+
 // Evidence checks that two signed messages conflict: two grants by one
 // miner for one generation, or two different verdicts by one oracle for one
 // (miner, generation, round). It returns the equivocating signer.

@@ -39,6 +39,7 @@ var kinds = map[protoreflect.FullName]Kind{
 	(&pb.Release{}).ProtoReflect().Descriptor().FullName():      kind("release"),
 	(&pb.Receipt{}).ProtoReflect().Descriptor().FullName():      kind("receipt"),
 	(&pb.Evidence{}).ProtoReflect().Descriptor().FullName():     kind("evidence"),
+	(&pb.Eviction{}).ProtoReflect().Descriptor().FullName():     kind("eviction"),
 	(&pb.SessionTask{}).ProtoReflect().Descriptor().FullName():  kind("session-task"),
 	(&pb.TaskResult{}).ProtoReflect().Descriptor().FullName():   kind("task-result"),
 	(&pb.TaskCommit{}).ProtoReflect().Descriptor().FullName():   kind("task-commit"),

@@ -24,6 +24,13 @@ func SessionProtocol(network string) libp2pprotocol.ID {
 	return libp2pprotocol.ID("/ephemera/" + network + "/session/1.0.0")
 }
 
+// NoticeProtocol carries an oracle's verdicts about one miner to that miner:
+// its attestations and evictions. A miner follows no gossip topic, so this
+// is how it learns them.
+func NoticeProtocol(network string) libp2pprotocol.ID {
+	return libp2pprotocol.ID("/ephemera/" + network + "/notice/1.0.0")
+}
+
 // AvailabilityNamespace is the DHT record namespace of availability records:
 // the key of a miner's record is "/avail/" followed by its binary peer ID.
 const AvailabilityNamespace = "avail"

@@ -27,6 +27,7 @@ const (
 	MaxAnswerSize         = MaxMessageSize // Answer: model output for every task
 	MaxTaskSize           = MaxMessageSize // SessionTask: a chat's whole history
 	MaxRevealSize         = 4 << 10        // Reveal
+	MaxNoticeSize         = 4 << 10        // Attestation or Eviction: a miner reads these from oracles
 	MaxFrameSize          = MaxMessageSize // SessionFrame: a delta, or a signed result with the whole output
 )
 

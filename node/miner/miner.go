@@ -59,13 +59,13 @@ type Miner struct {
 	cancel     context.CancelFunc
 	spawnMu    sync.Mutex // orders spawn's wg.Add before Stop's wg.Wait
 	wg         sync.WaitGroup
-	provided   time.Time // when the pool CIDs were last provided
-	lastRecord time.Time // when the availability record was last signed
-	heardBy    int       // pool-topic peers when it was last signed
-	share      shareView // the reservation's router share, as last judged
+	provided   time.Time             // when the pool CIDs were last provided
+	lastRecord time.Time             // when the availability record was last signed
+	heardBy    int                   // pool-topic peers when it was last signed
+	votes      evictionVotes         // the oracles that would evict the current reservation
+	overShare  map[peer.ID]time.Time // routers evicted from this miner, until when their claims are refused
 	sem        chan struct{}
 
-	grantSeen atomic.Bool   // the pool view accepted a grant since the share was judged
 	evictions atomic.Uint64 // reservations ended over their router's share
 }
 
@@ -82,7 +82,8 @@ func New(d Deps) (*Miner, error) {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
 	m := &Miner{d: d, self: d.Host.ID(), log: d.Log, wake: make(chan struct{}, 1), sem: make(chan struct{}, maxValidations),
-		ctx: context.Background()}
+		overShare: map[peer.ID]time.Time{},
+		ctx:       context.Background()}
 	err := d.Store.View(func(txn *store.Txn) error {
 		s, err := loadState(txn)
 		m.state = s
@@ -110,13 +111,9 @@ func (m *Miner) Start(ctx context.Context) error {
 	m.d.Host.SetStreamHandler(protocol.ValidateProtocol(net), m.handleValidate)
 	m.d.Host.SetStreamHandler(protocol.ReserveProtocol(net), m.handleReserve)
 	m.d.Host.SetStreamHandler(protocol.SessionProtocol(net), m.sessionHandler(maxTasks))
+	m.d.Host.SetStreamHandler(protocol.NoticeProtocol(net), m.handleNotice)
 	m.d.Pool.Subscribe(func(ev pool.Event) {
-		switch {
-		case ev.Kind == pool.EventAttestation && string(ev.Attestation.Msg.Miner) == string(m.self):
-			m.poke()
-		case ev.Kind == pool.EventGrant && string(ev.Grant.Msg.Miner) != string(m.self):
-			// Perhaps one more to this miner's router: judge its share now.
-			m.grantSeen.Store(true)
+		if ev.Kind == pool.EventAttestation && string(ev.Attestation.Msg.Miner) == string(m.self) {
 			m.poke()
 		}
 	})
@@ -138,6 +135,7 @@ func (m *Miner) Stop(ctx context.Context) error {
 	m.d.Host.RemoveStreamHandler(protocol.ValidateProtocol(net))
 	m.d.Host.RemoveStreamHandler(protocol.ReserveProtocol(net))
 	m.d.Host.RemoveStreamHandler(protocol.SessionProtocol(net))
+	m.d.Host.RemoveStreamHandler(protocol.NoticeProtocol(net))
 	m.spawnMu.Lock()
 	if m.cancel != nil {
 		m.cancel()
@@ -235,8 +233,6 @@ func (m *Miner) step(ctx context.Context) {
 	case pb.MinerState_RESERVED:
 		if !now.Before(s.LeaseEnd) {
 			m.expire()
-		} else if m.shareDue(s, now) {
-			m.judgeShare(s, now)
 		}
 	}
 	if m.recordDue(now) {

@@ -10,7 +10,6 @@ import (
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
 )
 
@@ -82,12 +81,8 @@ func (m *Miner) Claim(raw []byte) ([]byte, error) {
 		}
 		return m.refuse(digest, reason, err.Error())
 	}
-	poolSize := 0
-	if m.State().State == pb.MinerState_AVAILABLE {
-		var over string
-		if over, poolSize = m.overLimit(claim.Signer, false); over != "" {
-			return m.refuse(digest, pb.RefusalReason_BUSY, over)
-		}
+	if why := m.refusesRouter(claim.Signer, time.Now()); why != "" {
+		return m.refuse(digest, pb.RefusalReason_BUSY, why)
 	}
 	var grant []byte
 	var refusal pb.RefusalReason
@@ -134,7 +129,6 @@ func (m *Miner) Claim(raw []byte) ([]byte, error) {
 		return nil, err
 	case grant != nil:
 		if fresh {
-			m.seeShare(digest, poolSize, time.Now()) // the pool the grant was judged in
 			m.log.Info("miner state", "to", "reserved", "reservation", claim.Msg.Session, "peer", claim.Signer)
 		}
 		m.gossip(m.d.PublishReservations, grant) // again on a retry: a lost grant is found again
@@ -144,29 +138,6 @@ func (m *Miner) Claim(raw []byte) ([]byte, error) {
 	default:
 		return nil, err
 	}
-}
-
-// overLimit says why router may not take this miner (or, if it holds it
-// already, keep it), or "" if it may: it holds as many of the pool's miners
-// as the network lets one router hold (protocol.Params.RouterLimit), as
-// far as this miner's pool view shows; and the pool's size, this miner
-// included. Without the limit one throwaway identity claims every
-// available miner with the longest lease and renews for ever, and every
-// other router is refused. The view lags the network by a gossip hop, so a
-// burst of claims can still take more: the miners whose grants rank beyond
-// the limit end their reservations within seconds (judgeShare), and the
-// renewals of a router over its limit are refused.
-func (m *Miner) overLimit(router peer.ID, holdsSelf bool) (string, int) {
-	held, size := m.d.Pool.Holdings(router, m.self)
-	size++ // this miner: available, or reserved by router
-	if holdsSelf {
-		held++
-	}
-	limit := m.d.Check.Params.RouterLimit(size)
-	if held < limit || (holdsSelf && held == limit) {
-		return "", size
-	}
-	return fmt.Sprintf("router holds %d of the pool's %d miners; one router may hold %d", held, size, limit), size
 }
 
 func (m *Miner) refuse(digest []byte, reason pb.RefusalReason, detail string) ([]byte, error) {
@@ -197,7 +168,6 @@ func (m *Miner) renew(raw []byte) ([]byte, error) {
 		return nil, err
 	}
 	var detail string
-	over, _ := m.overLimit(r.Signer, true)
 	_, err = m.commitQuiet(func(s State, now time.Time) (State, error) {
 		lease := time.Duration(r.Msg.LeaseMs) * time.Millisecond
 		switch {
@@ -209,8 +179,6 @@ func (m *Miner) renew(raw []byte) ([]byte, error) {
 			detail = "lease already ended"
 		case lease < protocol.MinLease || lease > m.d.Check.Params.LeaseMax.Std():
 			detail = fmt.Sprintf("lease %s out of bounds (%s to %s)", lease, protocol.MinLease, m.d.Check.Params.LeaseMax)
-		case over != "":
-			detail = over
 		default:
 			s.LeaseEnd = now.Add(lease)
 			return s, nil

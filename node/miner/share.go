@@ -3,89 +3,54 @@ package miner
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// A router that sends claims to many miners faster than their grants cross
-// gossip can take more than its share of the pool (overLimit): each miner
-// counts only the grants it has seen. So a reserved miner keeps judging its
-// router's share, and a miner whose grant ranks beyond the limit ends its
-// reservation at once, as a lease end, instead of at the router's next
-// renewal (a third of a lease, minutes with the longest one).
-const (
-	// shareGrace is how long after its grant a miner waits before it
-	// judges: long enough for the other grants of a burst to arrive.
-	shareGrace = 2 * time.Second
-	// shareEvery is how often a reserved miner judges again; it also does
-	// at once when its pool view accepts a grant.
-	shareEvery = time.Second
-)
+// A router may hold only its share of the pool (protocol.Params.RouterLimit).
+// A miner follows no gossip, so it cannot count what a router holds: the
+// oracles, which follow every grant, judge it, and send each miner whose
+// grant ranks beyond its router's limit an eviction (docs/PROTOCOL.md §8).
+// The miner ends the reservation once a quorum of oracles has sent one, so
+// no single oracle can end a reservation, and then refuses that router's
+// claims for shareMemory: a router that took more than its share a moment
+// ago would take this miner again at once.
+const shareMemory = time.Minute
 
-// shareView is what the miner remembers of the reservation it judges: the
-// largest pool it has seen since the grant. The limit is judged against
-// that, so that a pool that shrinks for a moment (miners released by other
-// routers revalidate out of it) ends none of a router's grants that were
-// within its limit; the pool cannot be swelled to raise it (Pool.Holdings).
-type shareView struct {
-	digest  string // the claim digest of the reservation
-	size    int
-	checked time.Time
+// evictionVotes are the oracles that judged one reservation over its
+// router's share.
+type evictionVotes struct {
+	digest  string // the reservation's claim digest
+	oracles map[peer.ID]bool
 }
 
-// seeShare notes a pool of size for the reservation of claim digest, and
-// returns the largest seen for it.
-func (m *Miner) seeShare(digest []byte, size int, now time.Time) int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.share.digest != string(digest) {
-		m.share = shareView{digest: string(digest)}
+// evict counts an oracle's eviction of the miner's current reservation and
+// ends the reservation once a quorum of oracles agree. An eviction of any
+// other reservation (ended already, or a past one) is ignored.
+func (m *Miner) evict(e protocol.Signed[*pb.Eviction]) error {
+	if err := m.d.Check.Eviction(e); err != nil {
+		return err
 	}
-	m.share.size = max(m.share.size, size)
-	m.share.checked = now
-	return m.share.size
-}
-
-// shareDue reports whether the reservation s must be judged now.
-func (m *Miner) shareDue(s State, now time.Time) bool {
-	if now.Sub(s.Since) < shareGrace {
-		return false
-	}
-	if m.grantSeen.Swap(false) {
-		return true
+	ev := e.Msg
+	router, _ := peer.IDFromBytes(ev.Router) // checked above
+	s := m.State()
+	if !bytes.Equal(ev.Miner, []byte(m.self)) || s.State != pb.MinerState_RESERVED ||
+		!bytes.Equal(ev.ClaimDigest, s.ClaimDigest) || ev.Generation != s.Generation || router != s.Router {
+		return fmt.Errorf("%w: not about this miner's reservation", protocol.ErrIgnore)
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.share.digest != string(s.ClaimDigest) || now.Sub(m.share.checked) >= shareEvery
-}
-
-// judgeShare ends reservation s if its router holds more than its limit in
-// this miner's view and this miner's grant ranks beyond the limit
-// (protocol.GrantRank). A grant within the limit is never ended, and the
-// ranking is the same in every view that holds the same grants, so the
-// router keeps the first grants it got and loses the excess.
-func (m *Miner) judgeShare(s State, now time.Time) {
-	grants, size := m.d.Pool.Held(s.Router, m.self)
-	size = m.seeShare(s.ClaimDigest, size+1, now) // this miner, reserved by the router
-	held := len(grants) + 1
-	limit := m.d.Check.Params.RouterLimit(size)
-	if held <= limit {
-		return
+	if m.votes.digest != string(s.ClaimDigest) {
+		m.votes = evictionVotes{digest: string(s.ClaimDigest), oracles: map[peer.ID]bool{}}
 	}
-	own, err := protocol.Open[pb.Grant](s.Grant)
-	if err != nil {
-		m.log.Error("stored grant", "err", err)
-		return
-	}
-	others := make([]*pb.Grant, len(grants))
-	for i, g := range grants {
-		others[i] = g.Msg
-	}
-	rank := protocol.GrantRank(own.Msg, others)
-	if rank <= limit {
-		return
+	m.votes.oracles[e.Signer] = true
+	votes := len(m.votes.oracles)
+	m.mu.Unlock()
+	if votes < m.d.Check.Params.Quorum {
+		return nil
 	}
 	after, err := m.commit(func(c State, now time.Time) (State, error) {
 		if c.State != pb.MinerState_RESERVED || !bytes.Equal(c.ClaimDigest, s.ClaimDigest) || !now.Before(c.LeaseEnd) {
@@ -94,15 +59,35 @@ func (m *Miner) judgeShare(s State, now time.Time) {
 		return c.revalidate(now), nil
 	})
 	if err != nil {
-		if !errors.Is(err, errNoChange) {
-			m.log.Error("ending a reservation over its router's share", "err", err)
+		if errors.Is(err, errNoChange) {
+			return nil
 		}
-		return
+		return fmt.Errorf("ending a reservation over its router's share: %w", err)
 	}
+	m.mu.Lock()
+	m.overShare[router] = time.Now().Add(shareMemory)
+	m.mu.Unlock()
 	m.evictions.Add(1)
 	m.log.Info("miner state", "from", "reserved", "to", "validating", "generation", after.Generation,
 		"why", "router over its share", "reservation", s.Session, "peer", s.Router,
-		"held", held, "pool", size, "limit", limit, "rank", rank)
+		"held", ev.Held, "pool", ev.Pool, "limit", ev.Limit, "rank", ev.Rank, "oracles", votes)
+	return nil
+}
+
+// overShare says why this miner refuses router's claims, or "" if it does
+// not: a quorum of oracles evicted it from router within shareMemory.
+func (m *Miner) refusesRouter(router peer.ID, now time.Time) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	until, ok := m.overShare[router]
+	if !ok {
+		return ""
+	}
+	if !now.Before(until) {
+		delete(m.overShare, router)
+		return ""
+	}
+	return fmt.Sprintf("oracles judged this router over its share of the pool; its claims are refused for %s", until.Sub(now).Round(time.Second))
 }
 
 // Evictions counts the reservations this miner ended because its router

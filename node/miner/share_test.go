@@ -1,12 +1,12 @@
 package miner
 
 import (
-	"fmt"
+	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ephemera-network/ephemera/inference"
 	"github.com/ephemera-network/ephemera/internal/duration"
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
@@ -15,204 +15,149 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// other is another miner of r's pool view, available at generation 0 with
-// a quorum of passes, as gossip would have brought it.
-func (r *rig) other(t *testing.T) (crypto.PrivKey, peer.ID) {
+// eviction is oracle i's eviction of r's current reservation, signed by
+// signer (the oracle itself unless set), as edit changes it.
+func (r *rig) eviction(t *testing.T, i int, signer crypto.PrivKey, edit func(*pb.Eviction)) []byte {
 	t.Helper()
-	k := testkit.NewKey(t)
-	id := testkit.ID(t, k)
-	atts := r.net.Passes(t, id, 0)
-	for _, a := range atts {
-		if _, err := r.pool.AddAttestation(testkit.Open[pb.Attestation](t, a)); err != nil {
-			t.Fatal(err)
-		}
+	s := r.m.State()
+	if signer == nil {
+		signer = r.net.Keys[i]
 	}
-	now := time.Now()
-	rec := testkit.Signed(t, &pb.Availability{
-		Network: testNet, Miner: []byte(id), Seq: 1, State: pb.MinerState_AVAILABLE, Generation: 0, Attestations: atts,
-		Models: []string{inference.BuiltinModel}, IssuedMs: protocol.Ms(now), ExpiresMs: protocol.Ms(now.Add(time.Minute)),
-	}, k)
-	if err := r.pool.AddAvailability(rec); err != nil {
-		t.Fatal(err)
+	e := &pb.Eviction{
+		Network: testNet, Oracle: []byte(testkit.ID(t, r.net.Keys[i])), Miner: []byte(r.id),
+		Generation: s.Generation, ClaimDigest: s.ClaimDigest, Router: []byte(s.Router),
+		Held: 4, Pool: 5, Limit: uint32(r.net.check.Params.RouterLimit(5)), Rank: 4, IssuedMs: protocol.Ms(time.Now()),
 	}
-	return k, id
+	if edit != nil {
+		edit(e)
+	}
+	return testkit.Signed(t, e, signer).Raw
 }
 
-// grantSeen hands r's pool the grant of miner k to router at generation 0.
-func (r *rig) grantSeen(t *testing.T, k, router crypto.PrivKey) {
+// shareRig is a miner reserved by router with a long lease, on a network
+// whose routers may hold half the pool with no floor.
+func shareRig(t *testing.T, router crypto.PrivKey) *rig {
 	t.Helper()
-	r.grantSeenAt(t, k, router, time.Now().Add(time.Minute-r.net.check.Params.Lease.Std()), r.net.check.Params.Lease.Std())
-}
-
-// grantSeenAt is grantSeen of a grant issued at issued, for lease.
-func (r *rig) grantSeenAt(t *testing.T, k, router crypto.PrivKey, issued time.Time, lease time.Duration) {
-	t.Helper()
-	id := testkit.ID(t, k)
-	claim := r.claim(t, claimOpts{router: router, miner: id, gen: 0, session: "s-" + id.String(), leaseMs: uint32(lease.Milliseconds())})
-	g := testkit.Signed(t, &pb.Grant{
-		Network: testNet, Miner: []byte(id), Router: []byte(testkit.ID(t, router)), Session: "s-" + id.String(),
-		LeaseEndMs: protocol.Ms(issued.Add(lease)), ClaimDigest: protocol.Digest(claim), Claim: claim,
-	}, k)
-	if _, err := r.pool.AddGrant(g); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// The hoarding attack: one router claims every miner it can. In a pool of
-// five, at max_router_share 0.5, it holds at most three; the miner refuses
-// it a fourth and grants an honest router's claim. Identities that merely
-// sign records do not count toward the pool.
-func TestRouterShare(t *testing.T) {
-	t.Parallel()
-	r := shareRig(t)
-	hoarder, honest := testkit.NewKey(t), testkit.NewKey(t)
-	var others []crypto.PrivKey
-	for range 4 {
-		k, _ := r.other(t)
-		others = append(others, k)
-	}
-	// Throwaway identities saying they are validating or reserved, with no passes.
-	for _, st := range []pb.MinerState{pb.MinerState_VALIDATING, pb.MinerState_RESERVED, pb.MinerState_RESERVED} {
-		k := testkit.NewKey(t)
-		now := time.Now()
-		if err := r.pool.AddAvailability(testkit.Signed(t, &pb.Availability{
-			Network: testNet, Miner: []byte(testkit.ID(t, k)), Seq: 1, State: st, Models: []string{inference.BuiltinModel},
-			IssuedMs: protocol.Ms(now), ExpiresMs: protocol.Ms(now.Add(time.Minute)),
-		}, k)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, k := range others[:3] {
-		r.grantSeen(t, k, hoarder)
-	}
-
-	rep := r.claimDirect(t, r.claim(t, claimOpts{router: hoarder, gen: 0}))
-	wantRefusal(t, rep, pb.RefusalReason_BUSY)
-	if d := rep.refusal.Msg.Detail; !strings.Contains(d, "router holds 3 of the pool's 5 miners; one router may hold 3") {
-		t.Errorf("refusal detail %q", d)
-	}
-	wantGrant(t, r.claimDirect(t, r.claim(t, claimOpts{router: honest, gen: 0})))
-}
-
-// A router that got more than its share, in a burst of claims faster than
-// gossip, cannot renew until it is back within it.
-func TestRouterOverShareCannotRenew(t *testing.T) {
-	t.Parallel()
-	r := shareRig(t)
-	hoarder := testkit.NewKey(t)
-	var others []crypto.PrivKey
-	for range 4 {
-		k, _ := r.other(t)
-		others = append(others, k)
-	}
-	for _, k := range others[:2] {
-		r.grantSeen(t, k, hoarder)
-	}
-	// Two of five held: a third is within the limit of three.
-	wantGrant(t, r.claimDirect(t, r.claim(t, claimOpts{router: hoarder, gen: 0, session: "s", leaseMs: 1000})))
-	renew := func() *pb.Receipt {
-		req := r.renew(t, hoarder, "s", 0, 1000)
-		raw, err := r.m.renew(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r.openReceipt(t, raw, req)
-	}
-	if rc := renew(); !rc.Ok {
-		t.Fatalf("renewal within the share refused: %s", rc.Detail)
-	}
-	// A fourth, granted by a miner that had not yet seen the others.
-	r.grantSeen(t, others[2], hoarder)
-	rc := renew()
-	if rc.Ok || !strings.Contains(rc.Detail, fmt.Sprintf("router holds %d of the pool's %d miners; one router may hold %d", 4, 5, 3)) {
-		t.Fatalf("renewal over the share: ok=%v %q", rc.Ok, rc.Detail)
-	}
-	// One of them released: back within its share.
-	id := testkit.ID(t, others[2])
-	rel := testkit.Signed(t, &pb.Release{
-		Network: testNet, Session: "s-" + id.String(), Signer: []byte(testkit.ID(t, hoarder)), Miner: []byte(id),
-		Router: []byte(testkit.ID(t, hoarder)), Outcome: pb.Outcome_COMPLETED, IssuedMs: protocol.Ms(time.Now()),
-	}, hoarder)
-	if err := r.pool.AddRelease(rel); err != nil {
-		t.Fatal(err)
-	}
-	if rc := renew(); !rc.Ok {
-		t.Fatalf("renewal back within the share refused: %s", rc.Detail)
-	}
-}
-
-// A router that got more than its share in a burst, faster than gossip:
-// five miners granted it at once where three is its limit. Each miner
-// ranks the router's grants it holds by issue time; the one whose grant
-// ranks fourth ends its reservation within seconds, as a lease end (the
-// next generation, validating again), and the one whose grant ranks first
-// keeps it. The leases are long, so no expiry can pass for an eviction.
-func TestRouterOverShareEvicted(t *testing.T) {
-	t.Parallel()
 	n := newNetwork(t)
 	n.check.Params.RouterShareFloor = 1
 	n.check.Params.LeaseMax = duration.Duration(time.Hour)
-	const lease = 30 * time.Minute
-	hoarder := testkit.NewKey(t)
-	burst := func(ranked int) *rig {
-		r := openRig(t, n, testkit.NewKey(t), t.TempDir())
-		r.start(t)
-		r.makeAvailable(t, 0)
-		var others []crypto.PrivKey
-		for range 4 {
-			k, _ := r.other(t)
-			others = append(others, k)
-		}
-		wantGrant(t, r.claimDirect(t, r.claim(t, claimOpts{router: hoarder, gen: 0, session: "s", leaseMs: uint32(lease.Milliseconds())})))
-		// The other grants of the burst arrive after it: ranked-1 of them
-		// issued before this miner's grant, the rest after.
-		issued := time.UnixMilli(protocol.GrantIssuedMs(testkit.Open[pb.Grant](t, r.m.State().Grant).Msg))
-		for i, k := range others[:3] {
-			at := issued.Add(time.Duration(i+1) * time.Millisecond)
-			if i < ranked-1 {
-				at = issued.Add(-time.Duration(i+1) * time.Millisecond)
-			}
-			r.grantSeenAt(t, k, hoarder, at, lease)
-		}
-		return r
-	}
-	late, early := burst(4), burst(1)
-
-	testkit.Eventually(t, "the miner ranked fourth ends its reservation", 20*time.Second, func() bool {
-		s := late.m.State()
-		return s.State == pb.MinerState_VALIDATING && s.Generation == 1
-	})
-	if got := late.m.Evictions(); got != 1 {
-		t.Errorf("evictions: %d, want 1", got)
-	}
-	// No release goes out: one signed by the miner before its lease end is
-	// rejected on gossip. The record of the next generation ends the hold.
-	if rec := late.waitRecord(t); rec.Msg.State != pb.MinerState_VALIDATING || rec.Msg.Generation != 1 {
-		t.Errorf("record after the eviction: %s at generation %d", rec.Msg.State, rec.Msg.Generation)
-	}
-	if n := len(late.res.All()); n != 1 { // its grant only
-		t.Errorf("%d messages on the reservations topic, want the grant only", n)
-	}
-	// The first-ranked miner judges too, and keeps its reservation.
-	since := early.m.State().Since
-	testkit.Eventually(t, "the miner ranked first judges its router's share", 20*time.Second, func() bool {
-		early.m.mu.Lock()
-		defer early.m.mu.Unlock()
-		return early.m.share.checked.Sub(since) >= shareGrace
-	})
-	if s := early.m.State(); s.State != pb.MinerState_RESERVED || s.Generation != 0 || early.m.Evictions() != 0 {
-		t.Fatalf("the miner within the limit: %s at generation %d, %d evictions", s.State, s.Generation, early.m.Evictions())
-	}
-}
-
-// shareRig is an available miner on a network whose routers may hold half
-// the pool, with no floor.
-func shareRig(t *testing.T) *rig {
-	t.Helper()
-	n := newNetwork(t)
-	n.check.Params.RouterShareFloor = 1
 	r := openRig(t, n, testkit.NewKey(t), t.TempDir())
 	r.start(t)
 	r.makeAvailable(t, 0)
+	wantGrant(t, r.claimDirect(t, r.claim(t, claimOpts{router: router, gen: 0, session: "s", leaseMs: uint32(time.Hour.Milliseconds())})))
 	return r
+}
+
+// A router that got more than its share: a quorum of oracles evicts this
+// miner, which ends the reservation as a lease end would (the next
+// generation, validating again), and then refuses that router's claims
+// while it grants another's. One oracle alone, even twice, ends nothing.
+func TestEvictionByQuorum(t *testing.T) {
+	t.Parallel()
+	hoarder, honest := testkit.NewKey(t), testkit.NewKey(t)
+	r := shareRig(t, hoarder)
+	oracle := func(i int) peer.ID { return testkit.ID(t, r.net.Keys[i]) }
+
+	for range 2 {
+		if err := r.m.notice(r.eviction(t, 0, nil, nil), oracle(0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := r.m.State(); s.State != pb.MinerState_RESERVED || r.m.Evictions() != 0 {
+		t.Fatalf("after one oracle's eviction: %s, %d evictions", s.State, r.m.Evictions())
+	}
+	if err := r.m.notice(r.eviction(t, 1, nil, nil), oracle(1)); err != nil {
+		t.Fatal(err)
+	}
+	if s := r.m.State(); s.State != pb.MinerState_VALIDATING || s.Generation != 1 || r.m.Evictions() != 1 {
+		t.Fatalf("after a quorum of evictions: %s at generation %d, %d evictions", s.State, s.Generation, r.m.Evictions())
+	}
+	// No release goes out: one signed by the miner before its lease end is
+	// rejected on gossip. The record of the next generation ends the hold.
+	if rec := r.waitRecord(t); rec.Msg.State != pb.MinerState_VALIDATING || rec.Msg.Generation != 1 {
+		t.Errorf("record after the eviction: %s at generation %d", rec.Msg.State, rec.Msg.Generation)
+	}
+	if n := len(r.res.All()); n != 1 {
+		t.Errorf("%d messages on the reservations topic, want the grant only", n)
+	}
+
+	r.makeAvailable(t, 1)
+	rep := r.claimDirect(t, r.claim(t, claimOpts{router: hoarder, gen: 1}))
+	wantRefusal(t, rep, pb.RefusalReason_BUSY)
+	if d := rep.refusal.Msg.Detail; !strings.Contains(d, "oracles judged this router over its share") {
+		t.Errorf("refusal detail %q", d)
+	}
+	wantGrant(t, r.claimDirect(t, r.claim(t, claimOpts{router: honest, gen: 1})))
+}
+
+// What a miner refuses of the notices about it: an eviction signed by no
+// oracle, relayed by a peer that did not sign it, about another
+// reservation, or whose numbers say the grant is within its limit; and an
+// attestation about another miner.
+func TestNoticesRefused(t *testing.T) {
+	t.Parallel()
+	r := shareRig(t, testkit.NewKey(t))
+	oracle0 := testkit.ID(t, r.net.Keys[0])
+	outsider := testkit.NewKey(t)
+	for _, c := range []struct {
+		name   string
+		raw    []byte
+		from   peer.ID
+		reject bool // a protocol rejection, not merely ignored
+	}{
+		{"signed by a non-oracle", r.eviction(t, 0, outsider, func(e *pb.Eviction) { e.Oracle = []byte(testkit.ID(t, outsider)) }), testkit.ID(t, outsider), true},
+		{"relayed", r.eviction(t, 0, nil, nil), testkit.ID(t, r.net.Keys[1]), false},
+		{"another reservation", r.eviction(t, 0, nil, func(e *pb.Eviction) { e.ClaimDigest = make([]byte, 32) }), oracle0, false},
+		{"within the limit", r.eviction(t, 0, nil, func(e *pb.Eviction) { e.Rank = e.Limit }), oracle0, true},
+		{"a wrong limit", r.eviction(t, 0, nil, func(e *pb.Eviction) { e.Limit, e.Held, e.Rank = 1, 4, 4 }), oracle0, true},
+		{"stale", r.eviction(t, 0, nil, func(e *pb.Eviction) { e.IssuedMs = protocol.Ms(time.Now().Add(-time.Hour)) }), oracle0, false},
+		{"attestation about another miner", r.net.Verdict(t, 0, testkit.ID(t, outsider), 0, 1, true, time.Minute), oracle0, false},
+		{"not a notice", testkit.Signed(t, &pb.Renew{Network: testNet}, r.net.Keys[0]).Raw, oracle0, false},
+	} {
+		err := r.m.notice(c.raw, c.from)
+		if err == nil {
+			t.Errorf("%s: taken", c.name)
+		} else if c.reject && !errors.Is(err, protocol.ErrReject) {
+			t.Errorf("%s: %v, want a rejection", c.name, err)
+		}
+	}
+	for i := range 2 { // a quorum of the refused kind changes nothing
+		_ = r.m.notice(r.eviction(t, i, nil, func(e *pb.Eviction) { e.ClaimDigest = make([]byte, 32) }), testkit.ID(t, r.net.Keys[i]))
+	}
+	if s := r.m.State(); s.State != pb.MinerState_RESERVED || r.m.Evictions() != 0 {
+		t.Fatalf("after refused notices: %s, %d evictions", s.State, r.m.Evictions())
+	}
+}
+
+// Oracles send a miner its verdicts on the notice protocol, from their own
+// hosts; a peer outside the oracle set gets its stream reset unread.
+func TestNoticeStream(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.start(t)
+	round := r.net.check.Params.RoundAt(time.Now())
+	send := func(key crypto.PrivKey, raw []byte) error {
+		h := testkit.Host(t, key)
+		h.Peerstore().AddAddrs(r.id, r.host.Addrs(), time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s, _, err := protocol.Send(ctx, h, r.id, protocol.NoticeProtocol(testNet), raw)
+		if err != nil {
+			return err
+		}
+		return s.Close()
+	}
+	outsider := testkit.NewKey(t)
+	if err := send(outsider, r.net.Verdict(t, 0, r.id, 0, round, true, time.Minute)); err != nil {
+		t.Logf("outsider: %v", err) // reset, perhaps before the write returns
+	}
+	for i := range 2 {
+		if err := send(r.net.Keys[i], r.net.Verdict(t, i, r.id, 0, round, true, time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitState(t, r.m, pb.MinerState_AVAILABLE, 0)
+	if n := len(r.pool.Attestations(r.id, 0)); n != 2 {
+		t.Errorf("%d attestations held, want the oracles' two", n)
+	}
 }

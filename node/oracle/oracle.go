@@ -67,6 +67,7 @@ type Stats struct {
 	Passed      int // validations that reached a passing verdict
 	Failed      int // validations that reached a failing verdict
 	Signed      int // new attestations signed and stored (not counting stored ones returned again)
+	Evictions   int // evictions sent to miners whose router held more than its share
 }
 
 // Oracle validates miners and signs attestations.
@@ -76,6 +77,7 @@ type Oracle struct {
 	log  *slog.Logger
 
 	validations, passed, failed, signed atomic.Int64
+	evictions                           atomic.Int64 // evictions sent to miners of routers over their share
 
 	notOracleLogged atomic.Bool
 
@@ -129,6 +131,7 @@ func (o *Oracle) Stats() Stats {
 		Passed:      int(o.passed.Load()),
 		Failed:      int(o.failed.Load()),
 		Signed:      int(o.signed.Load()),
+		Evictions:   int(o.evictions.Load()),
 	}
 }
 
@@ -147,6 +150,7 @@ func (o *Oracle) Start(ctx context.Context) error {
 	ctx, o.cancel = context.WithCancel(ctx)
 	o.loopDone = make(chan struct{})
 	go o.loop(ctx)
+	o.wg.Go(func() { o.judgeShares(ctx) })
 	return nil
 }
 
@@ -478,6 +482,10 @@ func (o *Oracle) judge(ctx context.Context, miner peer.ID, generation, round uin
 	defer pcancel()
 	if err := o.d.Publish(pctx, env); err != nil {
 		o.log.Warn("publish attestation", "miner", miner, "generation", generation, "round", round, "err", err)
+	}
+	// The miner follows no gossip: it learns its verdicts from us.
+	if err := o.notify(context.WithoutCancel(ctx), miner, env); err != nil {
+		o.log.Debug("send attestation to its miner", "miner", miner, "generation", generation, "round", round, "err", err)
 	}
 	return env, pass, nil
 }

@@ -1540,6 +1540,134 @@ func (x *Evidence) GetSecond() []byte {
 	return nil
 }
 
+// Eviction: an oracle's verdict that the router of a miner's reservation
+// holds more than its share of the pool and that this reservation ranks
+// beyond the router's limit. An oracle sends it to the miner on the notice
+// protocol; the miner ends the reservation once a quorum of oracles has.
+type Eviction struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Network       string                 `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
+	Oracle        []byte                 `protobuf:"bytes,2,opt,name=oracle,proto3" json:"oracle,omitempty"`
+	Miner         []byte                 `protobuf:"bytes,3,opt,name=miner,proto3" json:"miner,omitempty"`
+	Generation    uint64                 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`                     // the reservation's generation
+	ClaimDigest   []byte                 `protobuf:"bytes,5,opt,name=claim_digest,json=claimDigest,proto3" json:"claim_digest,omitempty"` // the reservation's claim, as in its grant
+	Router        []byte                 `protobuf:"bytes,6,opt,name=router,proto3" json:"router,omitempty"`
+	Held          uint32                 `protobuf:"varint,7,opt,name=held,proto3" json:"held,omitempty"`   // the miners router holds in the oracle's view, this one included
+	Pool          uint32                 `protobuf:"varint,8,opt,name=pool,proto3" json:"pool,omitempty"`   // the pool's size in that view, the largest since the grant
+	Limit         uint32                 `protobuf:"varint,9,opt,name=limit,proto3" json:"limit,omitempty"` // RouterLimit(pool)
+	Rank          uint32                 `protobuf:"varint,10,opt,name=rank,proto3" json:"rank,omitempty"`  // this grant among the router's (GrantRank), beyond limit
+	IssuedMs      int64                  `protobuf:"varint,11,opt,name=issued_ms,json=issuedMs,proto3" json:"issued_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Eviction) Reset() {
+	*x = Eviction{}
+	mi := &file_ephemera_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Eviction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Eviction) ProtoMessage() {}
+
+func (x *Eviction) ProtoReflect() protoreflect.Message {
+	mi := &file_ephemera_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Eviction.ProtoReflect.Descriptor instead.
+func (*Eviction) Descriptor() ([]byte, []int) {
+	return file_ephemera_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Eviction) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *Eviction) GetOracle() []byte {
+	if x != nil {
+		return x.Oracle
+	}
+	return nil
+}
+
+func (x *Eviction) GetMiner() []byte {
+	if x != nil {
+		return x.Miner
+	}
+	return nil
+}
+
+func (x *Eviction) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *Eviction) GetClaimDigest() []byte {
+	if x != nil {
+		return x.ClaimDigest
+	}
+	return nil
+}
+
+func (x *Eviction) GetRouter() []byte {
+	if x != nil {
+		return x.Router
+	}
+	return nil
+}
+
+func (x *Eviction) GetHeld() uint32 {
+	if x != nil {
+		return x.Held
+	}
+	return 0
+}
+
+func (x *Eviction) GetPool() uint32 {
+	if x != nil {
+		return x.Pool
+	}
+	return 0
+}
+
+func (x *Eviction) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *Eviction) GetRank() uint32 {
+	if x != nil {
+		return x.Rank
+	}
+	return 0
+}
+
+func (x *Eviction) GetIssuedMs() int64 {
+	if x != nil {
+		return x.IssuedMs
+	}
+	return 0
+}
+
 // ChatMessage is one message of a chat prompt, as in OpenAI's API.
 type ChatMessage struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1551,7 +1679,7 @@ type ChatMessage struct {
 
 func (x *ChatMessage) Reset() {
 	*x = ChatMessage{}
-	mi := &file_ephemera_proto_msgTypes[12]
+	mi := &file_ephemera_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1563,7 +1691,7 @@ func (x *ChatMessage) String() string {
 func (*ChatMessage) ProtoMessage() {}
 
 func (x *ChatMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_ephemera_proto_msgTypes[12]
+	mi := &file_ephemera_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1576,7 +1704,7 @@ func (x *ChatMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatMessage.ProtoReflect.Descriptor instead.
 func (*ChatMessage) Descriptor() ([]byte, []int) {
-	return file_ephemera_proto_rawDescGZIP(), []int{12}
+	return file_ephemera_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ChatMessage) GetRole() string {
@@ -1617,7 +1745,7 @@ type SessionTask struct {
 
 func (x *SessionTask) Reset() {
 	*x = SessionTask{}
-	mi := &file_ephemera_proto_msgTypes[13]
+	mi := &file_ephemera_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1629,7 +1757,7 @@ func (x *SessionTask) String() string {
 func (*SessionTask) ProtoMessage() {}
 
 func (x *SessionTask) ProtoReflect() protoreflect.Message {
-	mi := &file_ephemera_proto_msgTypes[13]
+	mi := &file_ephemera_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1642,7 +1770,7 @@ func (x *SessionTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionTask.ProtoReflect.Descriptor instead.
 func (*SessionTask) Descriptor() ([]byte, []int) {
-	return file_ephemera_proto_rawDescGZIP(), []int{13}
+	return file_ephemera_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SessionTask) GetNetwork() string {
@@ -1753,7 +1881,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_ephemera_proto_msgTypes[14]
+	mi := &file_ephemera_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1765,7 +1893,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_ephemera_proto_msgTypes[14]
+	mi := &file_ephemera_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1778,7 +1906,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_ephemera_proto_rawDescGZIP(), []int{14}
+	return file_ephemera_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TaskResult) GetNetwork() string {
@@ -1851,7 +1979,7 @@ type TaskCommit struct {
 
 func (x *TaskCommit) Reset() {
 	*x = TaskCommit{}
-	mi := &file_ephemera_proto_msgTypes[15]
+	mi := &file_ephemera_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1863,7 +1991,7 @@ func (x *TaskCommit) String() string {
 func (*TaskCommit) ProtoMessage() {}
 
 func (x *TaskCommit) ProtoReflect() protoreflect.Message {
-	mi := &file_ephemera_proto_msgTypes[15]
+	mi := &file_ephemera_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1876,7 +2004,7 @@ func (x *TaskCommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskCommit.ProtoReflect.Descriptor instead.
 func (*TaskCommit) Descriptor() ([]byte, []int) {
-	return file_ephemera_proto_rawDescGZIP(), []int{15}
+	return file_ephemera_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TaskCommit) GetNetwork() string {
@@ -1922,7 +2050,7 @@ type Reveal struct {
 
 func (x *Reveal) Reset() {
 	*x = Reveal{}
-	mi := &file_ephemera_proto_msgTypes[16]
+	mi := &file_ephemera_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1934,7 +2062,7 @@ func (x *Reveal) String() string {
 func (*Reveal) ProtoMessage() {}
 
 func (x *Reveal) ProtoReflect() protoreflect.Message {
-	mi := &file_ephemera_proto_msgTypes[16]
+	mi := &file_ephemera_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1947,7 +2075,7 @@ func (x *Reveal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reveal.ProtoReflect.Descriptor instead.
 func (*Reveal) Descriptor() ([]byte, []int) {
-	return file_ephemera_proto_rawDescGZIP(), []int{16}
+	return file_ephemera_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Reveal) GetNetwork() string {
@@ -1999,7 +2127,7 @@ type TaskError struct {
 
 func (x *TaskError) Reset() {
 	*x = TaskError{}
-	mi := &file_ephemera_proto_msgTypes[17]
+	mi := &file_ephemera_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2011,7 +2139,7 @@ func (x *TaskError) String() string {
 func (*TaskError) ProtoMessage() {}
 
 func (x *TaskError) ProtoReflect() protoreflect.Message {
-	mi := &file_ephemera_proto_msgTypes[17]
+	mi := &file_ephemera_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2024,7 +2152,7 @@ func (x *TaskError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskError.ProtoReflect.Descriptor instead.
 func (*TaskError) Descriptor() ([]byte, []int) {
-	return file_ephemera_proto_rawDescGZIP(), []int{17}
+	return file_ephemera_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TaskError) GetNetwork() string {
@@ -2078,7 +2206,7 @@ type SessionFrame struct {
 
 func (x *SessionFrame) Reset() {
 	*x = SessionFrame{}
-	mi := &file_ephemera_proto_msgTypes[18]
+	mi := &file_ephemera_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2090,7 +2218,7 @@ func (x *SessionFrame) String() string {
 func (*SessionFrame) ProtoMessage() {}
 
 func (x *SessionFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_ephemera_proto_msgTypes[18]
+	mi := &file_ephemera_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2103,7 +2231,7 @@ func (x *SessionFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionFrame.ProtoReflect.Descriptor instead.
 func (*SessionFrame) Descriptor() ([]byte, []int) {
-	return file_ephemera_proto_rawDescGZIP(), []int{18}
+	return file_ephemera_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SessionFrame) GetBody() isSessionFrame_Body {
@@ -2278,7 +2406,22 @@ const file_ephemera_proto_rawDesc = "" +
 	"\anetwork\x18\x01 \x01(\tR\anetwork\x12-\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x19.ephemera.v1.EvidenceKindR\x04kind\x12\x14\n" +
 	"\x05first\x18\x03 \x01(\fR\x05first\x12\x16\n" +
-	"\x06second\x18\x04 \x01(\fR\x06second\";\n" +
+	"\x06second\x18\x04 \x01(\fR\x06second\"\x9c\x02\n" +
+	"\bEviction\x12\x18\n" +
+	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x16\n" +
+	"\x06oracle\x18\x02 \x01(\fR\x06oracle\x12\x14\n" +
+	"\x05miner\x18\x03 \x01(\fR\x05miner\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x04 \x01(\x04R\n" +
+	"generation\x12!\n" +
+	"\fclaim_digest\x18\x05 \x01(\fR\vclaimDigest\x12\x16\n" +
+	"\x06router\x18\x06 \x01(\fR\x06router\x12\x12\n" +
+	"\x04held\x18\a \x01(\rR\x04held\x12\x12\n" +
+	"\x04pool\x18\b \x01(\rR\x04pool\x12\x14\n" +
+	"\x05limit\x18\t \x01(\rR\x05limit\x12\x12\n" +
+	"\x04rank\x18\n" +
+	" \x01(\rR\x04rank\x12\x1b\n" +
+	"\tissued_ms\x18\v \x01(\x03R\bissuedMs\";\n" +
 	"\vChatMessage\x12\x12\n" +
 	"\x04role\x18\x01 \x01(\tR\x04role\x12\x18\n" +
 	"\acontent\x18\x02 \x01(\tR\acontent\"\x9a\x03\n" +
@@ -2394,7 +2537,7 @@ func file_ephemera_proto_rawDescGZIP() []byte {
 }
 
 var file_ephemera_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_ephemera_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_ephemera_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_ephemera_proto_goTypes = []any{
 	(MinerState)(0),      // 0: ephemera.v1.MinerState
 	(RefusalReason)(0),   // 1: ephemera.v1.RefusalReason
@@ -2414,13 +2557,14 @@ var file_ephemera_proto_goTypes = []any{
 	(*Release)(nil),      // 15: ephemera.v1.Release
 	(*Receipt)(nil),      // 16: ephemera.v1.Receipt
 	(*Evidence)(nil),     // 17: ephemera.v1.Evidence
-	(*ChatMessage)(nil),  // 18: ephemera.v1.ChatMessage
-	(*SessionTask)(nil),  // 19: ephemera.v1.SessionTask
-	(*TaskResult)(nil),   // 20: ephemera.v1.TaskResult
-	(*TaskCommit)(nil),   // 21: ephemera.v1.TaskCommit
-	(*Reveal)(nil),       // 22: ephemera.v1.Reveal
-	(*TaskError)(nil),    // 23: ephemera.v1.TaskError
-	(*SessionFrame)(nil), // 24: ephemera.v1.SessionFrame
+	(*Eviction)(nil),     // 18: ephemera.v1.Eviction
+	(*ChatMessage)(nil),  // 19: ephemera.v1.ChatMessage
+	(*SessionTask)(nil),  // 20: ephemera.v1.SessionTask
+	(*TaskResult)(nil),   // 21: ephemera.v1.TaskResult
+	(*TaskCommit)(nil),   // 22: ephemera.v1.TaskCommit
+	(*Reveal)(nil),       // 23: ephemera.v1.Reveal
+	(*TaskError)(nil),    // 24: ephemera.v1.TaskError
+	(*SessionFrame)(nil), // 25: ephemera.v1.SessionFrame
 }
 var file_ephemera_proto_depIdxs = []int32{
 	6,  // 0: ephemera.v1.Challenge.tasks:type_name -> ephemera.v1.Task
@@ -2430,7 +2574,7 @@ var file_ephemera_proto_depIdxs = []int32{
 	2,  // 4: ephemera.v1.Release.outcome:type_name -> ephemera.v1.Outcome
 	0,  // 5: ephemera.v1.Receipt.state:type_name -> ephemera.v1.MinerState
 	3,  // 6: ephemera.v1.Evidence.kind:type_name -> ephemera.v1.EvidenceKind
-	18, // 7: ephemera.v1.SessionTask.messages:type_name -> ephemera.v1.ChatMessage
+	19, // 7: ephemera.v1.SessionTask.messages:type_name -> ephemera.v1.ChatMessage
 	4,  // 8: ephemera.v1.SessionTask.mode:type_name -> ephemera.v1.TaskMode
 	5,  // 9: ephemera.v1.TaskError.code:type_name -> ephemera.v1.TaskErrorCode
 	10, // [10:10] is the sub-list for method output_type
@@ -2445,7 +2589,7 @@ func file_ephemera_proto_init() {
 	if File_ephemera_proto != nil {
 		return
 	}
-	file_ephemera_proto_msgTypes[18].OneofWrappers = []any{
+	file_ephemera_proto_msgTypes[19].OneofWrappers = []any{
 		(*SessionFrame_Envelope)(nil),
 		(*SessionFrame_Delta)(nil),
 	}
@@ -2455,7 +2599,7 @@ func file_ephemera_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ephemera_proto_rawDesc), len(file_ephemera_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
