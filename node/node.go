@@ -468,3 +468,17 @@ func (n *Node) PoolView() *pool.Pool { return n.pool }
 // GossipCounts are the messages this node received on each topic, by
 // validation outcome, and those it published.
 func (n *Node) GossipCounts() map[string]gossip.TopicCounts { return n.gossip.Counts() }
+
+// SigChecks counts the signatures this node has verified of the network's
+// gossip and of the verdicts and records it judges: one per gossip message
+// validated (its envelope), and one per attestation or notice its
+// signature cache could not spare. The signatures of its own stream
+// exchanges (claims, tasks, answers), which grow with its own work and not
+// with the network, are not counted.
+func (n *Node) SigChecks() uint64 {
+	var total uint64
+	for _, c := range n.gossip.Counts() {
+		total += c.Accept + c.Reject + c.Ignore
+	}
+	return total + n.check.Cache.Verified()
+}

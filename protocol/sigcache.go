@@ -3,6 +3,7 @@ package protocol
 import (
 	"crypto/sha256"
 	"sync"
+	"sync/atomic"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
@@ -14,10 +15,15 @@ import (
 // without it, the same few attestation signatures would be verified again
 // for every record and every transition. Safe for concurrent use.
 type SigCache struct {
-	mu   sync.Mutex
-	max  int
-	seen map[[32]byte]struct{}
+	mu       sync.Mutex
+	max      int
+	seen     map[[32]byte]struct{}
+	verified atomic.Uint64
 }
+
+// Verified counts the signatures verified through the cache: the opens it
+// could not spare.
+func (c *SigCache) Verified() uint64 { return c.verified.Load() }
 
 // NewSigCache holds up to max digests; when full, it forgets an arbitrary half.
 func NewSigCache(max int) *SigCache {
@@ -46,6 +52,12 @@ func (c *SigCache) add(d [32]byte) {
 	c.seen[d] = struct{}{}
 }
 
+// OpenCached is Open through cache c (see openCached), for messages a node
+// opens again and again, or whose verifications it counts.
+func OpenCached[T any, M Message[T]](c *SigCache, raw []byte) (Signed[M], error) {
+	return openCached[T, M](c, raw)
+}
+
 // openCached opens an envelope like Open, skipping the signature check for
 // bytes already verified: the same bytes carry the same signature, so a
 // cached digest trusts nothing new. A nil cache always verifies.
@@ -65,6 +77,7 @@ func openCached[T any, M Message[T]](c *SigCache, raw []byte) (Signed[M], error)
 			}
 		}
 	}
+	c.verified.Add(1)
 	s, err := Open[T, M](raw)
 	if err == nil {
 		c.add(d)

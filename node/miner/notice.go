@@ -50,7 +50,7 @@ func (m *Miner) notice(raw []byte, from peer.ID) error {
 	}
 	switch {
 	case bytes.Equal(pt, kindAttestation.PayloadType):
-		a, err := protocol.Open[pb.Attestation](raw)
+		a, err := protocol.OpenCached[pb.Attestation](m.d.Check.Cache, raw)
 		if err != nil {
 			return err
 		}
@@ -62,7 +62,7 @@ func (m *Miner) notice(raw []byte, from peer.ID) error {
 		_, err = m.d.Pool.AddAttestation(a)
 		return err
 	case bytes.Equal(pt, kindEviction.PayloadType):
-		e, err := protocol.Open[pb.Eviction](raw)
+		e, err := protocol.OpenCached[pb.Eviction](m.d.Check.Cache, raw)
 		if err != nil {
 			return err
 		}
