@@ -65,11 +65,12 @@ type Report struct {
 	Diverged   int     `json:"diverged,omitempty"`
 }
 
-// RoleTraffic is the gossip a node of one role receives and the bytes it
-// sends, per second.
+// RoleTraffic is the gossip a node of one role receives, the bytes it
+// sends and the signatures it verifies (node.Node.SigChecks), per second.
 type RoleTraffic struct {
 	MsgsPerNodeS float64 `json:"gossip_msgs_per_node_s"`
 	KBPerNodeS   float64 `json:"kb_per_node_s"`
+	SigsPerNodeS float64 `json:"sig_checks_per_node_s"`
 }
 
 // roleOrder is the order roles are reported in.
@@ -186,7 +187,8 @@ func (r *Report) BenchLines(w io.Writer) {
 	var roles strings.Builder
 	for _, role := range roleOrder {
 		if t, ok := r.ByRole[string(role)]; ok {
-			fmt.Fprintf(&roles, "\t%.2f %s-msgs/node/s\t%.2f %s-kB/node/s", t.MsgsPerNodeS, role, t.KBPerNodeS, role)
+			fmt.Fprintf(&roles, "\t%.2f %s-msgs/node/s\t%.2f %s-kB/node/s\t%.2f %s-sigs/node/s",
+				t.MsgsPerNodeS, role, t.KBPerNodeS, role, t.SigsPerNodeS, role)
 		}
 	}
 	if roles.Len() > 0 {
@@ -244,7 +246,8 @@ func (r *Report) Print(w io.Writer) {
 	f("traffic per node:    %.1f gossip messages/s received, %.1f packets/s and %.1f kB/s sent", r.GossipMsgsPerNodeS, r.PacketsPerNodeS, r.KBPerNodeS)
 	for _, role := range roleOrder {
 		if t, ok := r.ByRole[string(role)]; ok {
-			f("  a %-9s        %.1f gossip messages/s received, %.1f kB/s sent", string(role)+":", t.MsgsPerNodeS, t.KBPerNodeS)
+			f("  a %-9s        %.1f gossip messages/s received, %.1f kB/s sent, %.1f signatures/s verified",
+				string(role)+":", t.MsgsPerNodeS, t.KBPerNodeS, t.SigsPerNodeS)
 		}
 	}
 	f("peers per node:      %.1f connected when the pool filled, %.1f at the end", r.PeersPerNode, r.PeersAtEnd)

@@ -463,8 +463,8 @@ type trafficWindow struct {
 }
 
 type baseline struct {
-	traffic Traffic
-	gossip  uint64
+	traffic      Traffic
+	gossip, sigs uint64
 }
 
 func gossipReceived(m *Member) uint64 {
@@ -478,7 +478,7 @@ func gossipReceived(m *Member) uint64 {
 func newTrafficWindow(nw *Network) *trafficWindow {
 	w := &trafficWindow{nw: nw, start: time.Now(), base: map[int]baseline{}}
 	for _, m := range nw.Running("") {
-		w.base[m.Index] = baseline{m.Traffic(), gossipReceived(m)}
+		w.base[m.Index] = baseline{m.Traffic(), gossipReceived(m), m.SigChecks()}
 	}
 	return w
 }
@@ -504,6 +504,7 @@ func (w *trafficWindow) close(rep *Report) {
 			packets:     float64(t.SentPackets - b.traffic.SentPackets),
 			bytes:       float64(t.SentBytes - b.traffic.SentBytes),
 			msgs:        float64(gossipReceived(m) - b.gossip),
+			sigs:        float64(m.SigChecks() - b.sigs),
 		}
 		all.add(one)
 		if byRole[m.Role] == nil {
@@ -522,6 +523,7 @@ func (w *trafficWindow) close(rep *Report) {
 			rep.ByRole[string(role)] = RoleTraffic{
 				MsgsPerNodeS: s.msgs / s.nodeSeconds,
 				KBPerNodeS:   s.bytes / s.nodeSeconds / 1000,
+				SigsPerNodeS: s.sigs / s.nodeSeconds,
 			}
 		}
 	}
@@ -529,13 +531,14 @@ func (w *trafficWindow) close(rep *Report) {
 
 // roleSums adds up the traffic of a set of nodes over the seconds each was
 // up in the window.
-type roleSums struct{ nodeSeconds, packets, bytes, msgs float64 }
+type roleSums struct{ nodeSeconds, packets, bytes, msgs, sigs float64 }
 
 func (s *roleSums) add(o roleSums) {
 	s.nodeSeconds += o.nodeSeconds
 	s.packets += o.packets
 	s.bytes += o.bytes
 	s.msgs += o.msgs
+	s.sigs += o.sigs
 }
 
 // memoryPerNode is the process's heap in use and resident memory, in MB,
