@@ -45,6 +45,7 @@ type minerGen struct {
 type attSeen struct {
 	issued time.Time
 	oracle peer.ID
+	miner  peer.ID
 	recv   map[int]time.Duration // member index → delay
 }
 
@@ -85,7 +86,8 @@ func (w *watcher) watch(m *Member) {
 			w.mu.Lock()
 			s := w.atts[key]
 			if s == nil {
-				s = &attSeen{issued: protocol.Time(a.Msg.IssuedMs), oracle: a.Signer, recv: map[int]time.Duration{}}
+				miner, _ := peer.IDFromBytes(a.Msg.Miner)
+				s = &attSeen{issued: protocol.Time(a.Msg.IssuedMs), oracle: a.Signer, miner: miner, recv: map[int]time.Duration{}}
 				w.atts[key] = s
 			}
 			if _, dup := s.recv[m.Index]; !dup {
