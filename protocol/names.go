@@ -9,9 +9,12 @@ import (
 	mh "github.com/multiformats/go-multihash"
 )
 
-// Stream protocols, per network.
+// ValidateProtocol carries an oracle's challenge and the miner's answer.
+// Version 2: a miner that speaks it follows no gossip topic and learns its
+// verdicts only on the notice protocol, which an oracle of version 1 never
+// sends; the bump keeps the two from validating each other for nothing.
 func ValidateProtocol(network string) libp2pprotocol.ID {
-	return libp2pprotocol.ID("/ephemera/" + network + "/validate/1.0.0")
+	return libp2pprotocol.ID("/ephemera/" + network + "/validate/2.0.0")
 }
 
 // ReserveProtocol carries claims, renewals and releases.

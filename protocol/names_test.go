@@ -49,7 +49,7 @@ func TestPoolCID(t *testing.T) {
 }
 
 func TestNames(t *testing.T) {
-	if got := protocol.ValidateProtocol("testnet"); got != "/ephemera/testnet/validate/1.0.0" {
+	if got := protocol.ValidateProtocol("testnet"); got != "/ephemera/testnet/validate/2.0.0" {
 		t.Errorf("ValidateProtocol %q", got)
 	}
 	if got := protocol.ReserveProtocol("testnet"); got != "/ephemera/testnet/reserve/1.0.0" {

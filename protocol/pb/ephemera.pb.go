@@ -431,7 +431,7 @@ func (x *Task) GetPrompt() string {
 	return ""
 }
 
-// Challenge: oracle to miner, on /ephemera/<net>/validate/1.0.0.
+// Challenge: oracle to miner, on /ephemera/<net>/validate/2.0.0.
 type Challenge struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Network         string                 `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
