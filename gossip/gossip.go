@@ -100,8 +100,9 @@ func start(ctx context.Context, h host.Host, network string, cfg Config, reg pro
 		pubsub.WithPeerScoreInspect(g.keepScores, scoreInspectPeriod),
 		// Our messages are few and matter (attestations, grants): the origin
 		// sends each to every subscribed peer above the publish threshold,
-		// rather than only to a mesh that may still be forming.
-		pubsub.WithFloodPublish(true),
+		// rather than only to a mesh that may still be forming. Unless it
+		// subscribes to nothing (cfg.Fanout): then it has no mesh to wait for.
+		pubsub.WithFloodPublish(!cfg.Fanout),
 		pubsub.WithPeerExchange(true),
 		pubsub.WithLogger(log),
 	)

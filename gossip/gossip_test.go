@@ -420,3 +420,40 @@ func cutOffs(t *testing.T, reg *prometheus.Registry) float64 {
 	}
 	return n
 }
+
+// A node joined only to publish (a miner) gets its messages to the topic's
+// subscribers by fanout, and receives none of theirs.
+func TestJoinToPublish(t *testing.T) {
+	hm, hb, hc := newHost(t), newHost(t), newHost(t)
+	testkit.Connect(t, hm, hb)
+	testkit.Connect(t, hm, hc)
+	testkit.Connect(t, hb, hc)
+	var inB, inC inbox
+	_, topicB := newGossip(t, hb, nil, &inB)
+	newGossip(t, hc, nil, &inC)
+	ctx, cancel := context.WithCancel(context.Background())
+	cfg := DefaultConfig()
+	cfg.Fanout = true
+	gm, err := New(ctx, hm, "testnet", cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gm.Close(); cancel() })
+	topicM, err := gm.JoinToPublish(ctx, protocol.TopicAttestations, EnvelopeValidator(noteKind()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the subscribers known", func() bool { return len(topicM.Peers()) == 2 })
+	if err := topicM.Publish(ctx, testkit.SealRecord(t, &note{text: "record"}, nil)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "delivery to both subscribers", func() bool { return inB.count() == 1 && inC.count() == 1 })
+	if err := topicB.Publish(ctx, testkit.SealRecord(t, &note{text: "verdict"}, nil)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "delivery to the other subscriber", func() bool { return inC.count() == 2 })
+	time.Sleep(500 * time.Millisecond)
+	if c := gm.Counts()[protocol.TopicAttestations]; c.Accept != c.Published || c.Published != 1 {
+		t.Errorf("the publisher's counts %+v: it validated a message not its own", c)
+	}
+}

@@ -467,10 +467,13 @@ type baseline struct {
 	gossip, sigs uint64
 }
 
+// gossipReceived counts the gossip messages m received from its peers:
+// those it validated, less its own (gossipsub validates what a node
+// publishes too).
 func gossipReceived(m *Member) uint64 {
 	var n uint64
 	for _, c := range m.GossipCounts() {
-		n += c.Accept + c.Reject + c.Ignore + c.Throttled
+		n += c.Accept + c.Reject + c.Ignore + c.Throttled - min(c.Published, c.Accept)
 	}
 	return n
 }
