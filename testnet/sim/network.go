@@ -1,9 +1,10 @@
 // Package sim runs hundreds of full Ephemera nodes in one process over a
-// simulated network (go-libp2p's x/simlibp2p and marcopolo/simnet): QUIC on
-// packet links with per-pair latency, under testing/synctest's virtual
-// clock. Every node is the real thing — its own Badger store on disk, libp2p
-// host, private DHT, gossip and roles — only the wire is simulated, so ten
-// simulated minutes of a 500-node network cost minutes, not hours.
+// simulated network, under testing/synctest's virtual clock: QUIC on packet
+// links with per-pair latency (go-libp2p's x/simlibp2p and
+// marcopolo/simnet), or, lighter, Noise and yamux on in-process streams with
+// the same latency (memnet.go). Every node is the real thing — its own
+// Badger store on disk, libp2p host, private DHT, gossip and roles — only
+// the wire is simulated.
 //
 // The package is driven from tests (synctest needs a *testing.T); see
 // sim_test.go and `make sim`.
@@ -43,12 +44,26 @@ const connLow, connHigh = 16, 32
 // Link is how fast a simulated node's access link is, each way.
 const linkBitsPerSecond = 100_000_000
 
+// Transport is what carries the simulated nodes' connections.
+type Transport string
+
+const (
+	// TransportQUIC is the nodes' own QUIC, on simulated packet links.
+	TransportQUIC Transport = "quic"
+	// TransportMem is in-process streams with the links' delays and
+	// bandwidth, secured and multiplexed by the host's upgrader as TCP
+	// would be (memnet.go): several times cheaper, for the largest sizes.
+	TransportMem Transport = "mem"
+)
+
 // Network is a simulated network of full nodes.
 type Network struct {
-	dir     string
-	netName string
-	log     *slog.Logger
-	sim     *simnet.Simnet
+	dir       string
+	netName   string
+	log       *slog.Logger
+	sim       *simnet.Simnet
+	transport Transport
+	mem       memNet
 
 	mu      sync.Mutex
 	nextIdx int
@@ -72,7 +87,8 @@ type Member struct {
 	Role  node.Role
 	Index int
 	*node.Node
-	conn    *countingConn
+	ip      net.IP
+	link    *linkCounters
 	Started time.Time
 	Stopped time.Time // zero while running
 }
@@ -80,13 +96,17 @@ type Member struct {
 // Running reports whether the member is up.
 func (m *Member) Running() bool { return m.Stopped.IsZero() }
 
-// NewNetwork prepares an empty network whose homes go under dir. Call it
-// inside the synctest bubble: the simnet's goroutines must belong to it.
-func NewNetwork(dir, network string, log *slog.Logger) *Network {
+// NewNetwork prepares an empty network whose homes go under dir, its nodes
+// connected by tr (QUIC if empty). Call it inside the synctest bubble: the
+// simnet's goroutines must belong to it.
+func NewNetwork(dir, network string, tr Transport, log *slog.Logger) *Network {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := &Network{dir: dir, netName: network, log: log}
+	if tr == "" {
+		tr = TransportQUIC
+	}
+	n := &Network{dir: dir, netName: network, log: log, transport: tr}
 	n.sim = &simnet.Simnet{LatencyFunc: n.latency, Logger: log.With("module", "simnet")}
 	n.sim.Start()
 	return n
@@ -96,30 +116,31 @@ func NewNetwork(dir, network string, log *slog.Logger) *Network {
 // from the core (by a hash of its address), so one-way delays are 20–100 ms
 // and each pair's is stable.
 func (n *Network) latency(p *simnet.Packet) time.Duration {
-	return accessDelay(p.From) + accessDelay(p.To)
+	return accessDelay(hostOf(p.From)) + accessDelay(hostOf(p.To))
 }
 
 // delay is the one-way delay between two members.
 func (n *Network) delay(a, b *Member) time.Duration {
-	return accessDelay(a.conn.LocalAddr()) + accessDelay(b.conn.LocalAddr())
+	return accessDelay(a.ip.String()) + accessDelay(b.ip.String())
 }
 
-func accessDelay(a net.Addr) time.Duration {
-	ip := a.String()
-	if u, ok := a.(*net.UDPAddr); ok {
-		ip = u.IP.String()
-	}
+// accessDelay is how far the node at ip sits from the core. Both
+// transports use it, so a pair's delay is the same on either.
+func accessDelay(ip string) time.Duration {
 	h := fnv.New32a()
 	h.Write([]byte(ip))
 	return 10*time.Millisecond + time.Duration(h.Sum32()%41)*time.Millisecond
 }
+
+// simIP is the address of the node with index idx.
+func simIP(idx int) net.IP { return simnet.IntToPublicIPv4(idx) }
 
 // Partition splits the network: packets between a node in side and one
 // outside it are dropped until Heal.
 func (n *Network) Partition(side []*Member) {
 	m := map[string]int{}
 	for _, x := range side {
-		m[simnet.IntToPublicIPv4(x.Index).String()] = 1
+		m[simIP(x.Index).String()] = 1
 	}
 	n.partition.Store(&m)
 }
@@ -143,13 +164,18 @@ func hostOf(a net.Addr) string {
 	return h
 }
 
+// linkCounters count what a node's link carries.
+type linkCounters struct {
+	sentPackets, sentBytes atomic.Uint64
+	recvPackets, recvBytes atomic.Uint64
+}
+
 // countingConn is a node's packet conn on the simnet. It counts what the
 // node sends and receives, and drops what a partition forbids.
 type countingConn struct {
 	*simnet.SimConn
-	net                    *Network
-	sentPackets, sentBytes atomic.Uint64
-	recvPackets, recvBytes atomic.Uint64
+	net *Network
+	*linkCounters
 }
 
 func (c *countingConn) WriteTo(p []byte, addr net.Addr) (int, error) {
@@ -175,14 +201,16 @@ type Traffic struct {
 	SentPackets, SentBytes, RecvPackets, RecvBytes uint64
 }
 
-// Traffic reads the member's link counters.
+// Traffic reads the member's link counters. On the mem transport a packet
+// is a TCP segment's worth of a write.
 func (m *Member) Traffic() Traffic {
-	return Traffic{m.conn.sentPackets.Load(), m.conn.sentBytes.Load(), m.conn.recvPackets.Load(), m.conn.recvBytes.Load()}
+	l := m.link
+	return Traffic{l.sentPackets.Load(), l.sentBytes.Load(), l.recvPackets.Load(), l.recvBytes.Load()}
 }
 
-// quicOn puts the host's QUIC on the simulated link at addr, as
-// simlibp2p.QUICSimnet does, keeping the conn to count its traffic.
-func (n *Network) quicOn(c *countingConn) libp2p.Option {
+// quicOn puts the host's QUIC on the packet conn c (a simulated link), as
+// simlibp2p.QUICSimnet does.
+func (n *Network) quicOn(c net.PacketConn) libp2p.Option {
 	ip := c.LocalAddr().(*net.UDPAddr).IP
 	opts := []quicreuse.Option{
 		quicreuse.OverrideSourceIPSelector(func() (quicreuse.SourceIPSelector, error) { return fixedSource(ip), nil }),
@@ -346,7 +374,7 @@ func (n *Network) launch(ctx context.Context, role node.Role, home *node.Home, t
 	n.mu.Unlock()
 	name := filepath.Base(home.Dir)
 
-	ip := simnet.IntToPublicIPv4(idx)
+	ip := simIP(idx)
 	cfg := n.config(role, ip)
 	if tune != nil {
 		tune(&cfg)
@@ -354,21 +382,32 @@ func (n *Network) launch(ctx context.Context, role node.Role, home *node.Home, t
 	if _, err := node.Init(*home, cfg, true); err != nil {
 		return nil, err
 	}
-	conn := &countingConn{net: n}
-	n.mu.Lock() // the simnet's endpoint table is not safe for concurrent use
-	conn.SimConn = n.sim.NewEndpoint(&net.UDPAddr{IP: ip, Port: simPort}, simnet.NodeBiDiLinkSettings{
-		Downlink: simnet.LinkSettings{BitsPerSecond: linkBitsPerSecond},
-		Uplink:   simnet.LinkSettings{BitsPerSecond: linkBitsPerSecond},
-	})
-	n.mu.Unlock()
+	link := &linkCounters{}
+	udp := &net.UDPAddr{IP: ip, Port: simPort}
+	hostOpts := []libp2p.Option{
+		// Identify's address discovery stalls synctest (see x/simlibp2p).
+		libp2p.DisableIdentifyAddressDiscovery(),
+	}
+	switch n.transport {
+	case TransportMem:
+		// The node still listens on QUIC, as p2p.listen requires, on a
+		// conn that nobody dials.
+		hostOpts = append(hostOpts, n.quicOn(newNullPacketConn(udp)))
+		hostOpts = append(hostOpts, n.memOn(idx, link)...)
+	default:
+		conn := &countingConn{net: n, linkCounters: link}
+		n.mu.Lock() // the simnet's endpoint table is not safe for concurrent use
+		conn.SimConn = n.sim.NewEndpoint(udp, simnet.NodeBiDiLinkSettings{
+			Downlink: simnet.LinkSettings{BitsPerSecond: linkBitsPerSecond},
+			Uplink:   simnet.LinkSettings{BitsPerSecond: linkBitsPerSecond},
+		})
+		n.mu.Unlock()
+		hostOpts = append(hostOpts, n.quicOn(conn))
+	}
 	opts := node.Options{
-		Version: "sim",
-		Logger:  n.log.With("node", name),
-		HostOptions: []libp2p.Option{
-			n.quicOn(conn),
-			// Identify's address discovery stalls synctest (see x/simlibp2p).
-			libp2p.DisableIdentifyAddressDiscovery(),
-		},
+		Version:      "sim",
+		Logger:       n.log.With("node", name),
+		HostOptions:  hostOpts,
 		NoNATService: true,
 	}
 	if role == node.RoleRouter && n.onReserve != nil {
@@ -381,7 +420,7 @@ func (n *Network) launch(ctx context.Context, role node.Role, home *node.Home, t
 	if err := nd.Start(ctx); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	m := &Member{Name: name, Role: role, Index: idx, Node: nd, conn: conn, Started: time.Now()}
+	m := &Member{Name: name, Role: role, Index: idx, Node: nd, ip: ip, link: link, Started: time.Now()}
 	if n.watch != nil {
 		n.watch(m)
 	}

@@ -83,6 +83,9 @@ func (s Scenario) describe() string {
 	if s.Partition > 0 {
 		d += fmt.Sprintf(", partitioned in two for %v", s.Partition)
 	}
+	if s.Transport == TransportMem {
+		d += ", on the mem transport"
+	}
 	return d
 }
 

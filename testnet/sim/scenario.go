@@ -45,6 +45,9 @@ type Scenario struct {
 	// FillWithin bounds how long the first pool may take to fill.
 	FillWithin time.Duration
 	Seed       uint64
+	// Transport carries the nodes' connections: QUIC on simulated packet
+	// links if empty, or the lighter mem transport.
+	Transport Transport
 	// RealBudget, if set, ends the load early once the run has taken this
 	// much of the machine's time; the report then says how much it
 	// simulated. The pool must still fill first.
@@ -71,6 +74,10 @@ func (s Scenario) Validate() error {
 		return fmt.Errorf("sim: real budget %v is negative", s.RealBudget)
 	case s.Partition > 0 && s.ConvergeWithin <= 0:
 		return errors.New("sim: a partition needs a converge_within bound")
+	case s.Transport != "" && s.Transport != TransportQUIC && s.Transport != TransportMem:
+		return fmt.Errorf("sim: transport %q: want quic or mem", s.Transport)
+	case s.Partition > 0 && s.Transport == TransportMem:
+		return errMemPartition
 	}
 	return nil
 }
@@ -87,7 +94,7 @@ func Run(ctx context.Context, dir string, sc Scenario, log *slog.Logger, progres
 	}
 	realStart := realNow()
 	w := newWatcher()
-	nw := NewNetwork(dir, "sim", log)
+	nw := NewNetwork(dir, "sim", sc.Transport, log)
 	nw.watch = w.watch
 	nw.onReserve = w.reserved
 	rep := &Report{Scenario: sc.describe(), Nodes: sc.Plan.Total()}

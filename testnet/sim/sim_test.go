@@ -16,7 +16,8 @@ import (
 )
 
 var (
-	simSize   = flag.String("sim.size", "", "the simulated network: race (the default under -race), small, ci (about 100 nodes, the default), mid (200) or full (500)")
+	simSize   = flag.String("sim.size", "", "the simulated network: race (the default under -race), small, ci (about 100 nodes, the default), mid (200), full (500) or huge (1000)")
+	simTrans  = flag.String("sim.transport", "", "quic (QUIC on simulated packet links) or mem (Noise and yamux on in-process streams); the size's own if empty")
 	simOut    = flag.String("sim.out", "", "write the report as JSON to this file")
 	simBench  = flag.String("sim.bench", "", "write the figures as benchmark lines, for cmd/benchreport, to this file")
 	simLog    = flag.String("sim.log", "", "write the nodes' warnings to this file")
@@ -36,6 +37,10 @@ var sizes = map[string]Scenario{
 		Duration: 2 * time.Minute, Churn: 0.10, SessionEvery: 30 * time.Second, FillWithin: 10 * time.Minute},
 	"full": {Plan: Plan{Bootstraps: 3, Oracles: 10, Miners: 450, Routers: 40, Quorum: 2, JoinOver: 2 * time.Minute},
 		Duration: 10 * time.Minute, Churn: 0.10, SessionEvery: 30 * time.Second, FillWithin: 10 * time.Minute},
+	// huge runs on the mem transport: QUIC's per-packet work would make a
+	// thousand nodes cost too many hours (the smaller sizes keep it).
+	"huge": {Plan: Plan{Bootstraps: 4, Oracles: 16, Miners: 900, Routers: 80, Quorum: 2, JoinOver: 3 * time.Minute},
+		Duration: 2 * time.Minute, Churn: 0.10, SessionEvery: 30 * time.Second, FillWithin: 15 * time.Minute, Transport: TransportMem},
 }
 
 // TestSimulation runs a network of full nodes over simulated links, with
@@ -53,9 +58,12 @@ func TestSimulation(t *testing.T) {
 	}
 	sc, ok := sizes[size]
 	if !ok {
-		t.Fatalf("-sim.size %q: want race, small, ci, mid or full", size)
+		t.Fatalf("-sim.size %q: want race, small, ci, mid, full or huge", size)
 	}
 	sc.Seed = 1
+	if *simTrans != "" {
+		sc.Transport = Transport(*simTrans)
+	}
 	if *simFor > 0 {
 		sc.Duration = *simFor
 	}
