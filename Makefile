@@ -51,7 +51,7 @@ bench:
 # bench-report: rebuild the report from the last runs' raw figures
 .PHONY: bench-report
 bench-report:
-	cat bench/raw.txt $(wildcard bench/sim-ci.txt bench/sim-mid.txt bench/sim.txt bench/netns.txt bench/attack.txt) | $(GO) run ./cmd/benchreport -out bench
+	cat bench/raw.txt $(wildcard bench/sim-ci.txt bench/sim-mid.txt bench/sim.txt bench/sim-huge.txt bench/netns.txt bench/attack.txt) | $(GO) run ./cmd/benchreport -out bench
 	@cat bench/RESULTS.md
 
 ## sim: the full simulation, 500 nodes for 10 simulated minutes (about 9 hours on 2 cores, and more cores barely help; SIM_ARGS=-sim.budget=100m stops the load early; see README); its figures go into the report
@@ -60,6 +60,13 @@ sim:
 	@mkdir -p bench
 	@# every core: at this size the collector's marking gains more from them than the bubble's lock costs (see oneProcessor)
 	GOMAXPROCS=$$(nproc) $(GO) test -run '^TestSimulation$$' -count=1 -timeout 12h -v ./testnet/sim -args -sim.size=full -sim.bench=$(CURDIR)/bench/sim.txt -sim.out=$(CURDIR)/bench/sim.json $(SIM_ARGS)
+	$(MAKE) --no-print-directory bench-report
+
+## sim-huge: 1,000 nodes on the mem transport (Noise and yamux on simulated links), 2 simulated minutes after the fill; SIM_ARGS=-sim.budget=100m stops the load early; its figures go into the report
+.PHONY: sim-huge
+sim-huge:
+	@mkdir -p bench
+	GOMAXPROCS=$$(nproc) $(GO) test -run '^TestSimulation$$' -count=1 -timeout 12h -v ./testnet/sim -args -sim.size=huge -sim.bench=$(CURDIR)/bench/sim-huge.txt -sim.out=$(CURDIR)/bench/sim-huge.json $(SIM_ARGS)
 	$(MAKE) --no-print-directory bench-report
 
 ## sim-mid: the 200-node simulation, 2 simulated minutes after the fill (about 25 minutes); its figures go into the report
