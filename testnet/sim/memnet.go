@@ -21,17 +21,20 @@ import (
 )
 
 // The mem transport carries a node's connections as in-process byte
-// streams between /ip4/<ip>/memory/<index> addresses, in place of QUIC datagrams on
-// the simnet (the address keeps the node's IP, which the resource manager's
-// per-IP limits and rate limits and the gater key on). Each stream behaves as a TCP connection on the same links
-// would: the dial takes a round trip, every write reaches the other side
-// after the pair's one-way delay, no sooner than the sender's 100 Mbit/s
-// uplink lets it out, and in order. The host's own upgrader secures it with
-// Noise (or TLS) and multiplexes it with yamux, exactly as it would a TCP
-// connection, so the nodes speak the real protocols over it. What it leaves
-// out is packet loss, congestion control and QUIC's per-packet timers and
-// crypto, which cost the simulation most of its transport time and which
-// nothing Ephemera checks depends on: no link here is lossy.
+// streams between /ip4/<ip>/memory/<index> addresses, in place of QUIC
+// datagrams on the simnet. The address keeps the node's IP, on which the
+// resource manager's per-IP limits and rate limits and the gater key. Each
+// stream behaves as a TCP connection on the same links would: the dial
+// takes a round trip, and every write reaches the other side in order,
+// after the pair's one-way delay, no sooner than 100 Mbit/s lets it out
+// (each connection has the whole rate to itself, where the simnet shares it
+// among a node's connections; nothing here comes near it). The host's own
+// upgrader secures it with Noise and multiplexes it with yamux, exactly as
+// it would a TCP connection, so the nodes speak their real protocols over
+// it. What it leaves out is packet loss, congestion control and QUIC's
+// per-packet timers and crypto: they cost the simulation a third of its
+// time, and nothing Ephemera checks depends on them, since no link here is
+// lossy.
 
 // tcpSegment is the payload of one simulated TCP segment: the mem transport
 // counts a write of n bytes as ceil(n/tcpSegment) packets.
@@ -449,3 +452,8 @@ func (c *nullPacketConn) Close() error                              { c.once.Do(
 func (c *nullPacketConn) LocalAddr() net.Addr                       { return c.addr }
 func (c *nullPacketConn) SetDeadline(t time.Time) error             { return c.SetReadDeadline(t) }
 func (c *nullPacketConn) SetWriteDeadline(time.Time) error          { return nil }
+
+// SetReadBuffer and SetWriteBuffer keep quic-go from warning that it cannot
+// size the buffers of a conn that carries nothing.
+func (c *nullPacketConn) SetReadBuffer(int) error  { return nil }
+func (c *nullPacketConn) SetWriteBuffer(int) error { return nil }
