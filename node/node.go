@@ -54,6 +54,9 @@ type Options struct {
 	// too (see p2p.Options).
 	HostOptions  []libp2p.Option
 	NoNATService bool
+	// StoreOptions tune the node's store, such as store.Compact for a
+	// process that runs hundreds of nodes.
+	StoreOptions []store.Option
 	// ObserveReserve, if set, is told of every reservation a router role
 	// attempts: what it got, how long it took, and the error if none.
 	ObserveReserve func(res router.Reservation, took time.Duration, err error)
@@ -135,7 +138,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 		return err
 	}
-	if n.store, err = store.Open(n.home.DataPath(), n.log); err != nil {
+	if n.store, err = store.Open(n.home.DataPath(), n.log, n.opts.StoreOptions...); err != nil {
 		return err
 	}
 	n.onStop(func(context.Context) error { return n.store.Close() })

@@ -275,3 +275,37 @@ func TestRunGCStops(t *testing.T) {
 		t.Fatal("RunGC did not return after cancel")
 	}
 }
+
+// A compact store keeps what a default one does: a small value and one
+// past its value threshold, across a reopen, even after more writes than
+// its memtable holds.
+func TestCompactKeepsData(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, nil, Compact())
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := []byte(strings.Repeat("x", 100<<10))
+	for i := range 64 { // 6 MiB: three memtables' worth
+		if err := s.Put(fmt.Appendf(nil, "big/%02d", i), big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Put([]byte("self/gen"), []byte("7")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir, nil, Compact())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, err := s.Get([]byte("self/gen")); err != nil || string(got) != "7" {
+		t.Fatalf("small value after reopen: %q, %v", got, err)
+	}
+	if got, err := s.Get([]byte("big/63")); err != nil || len(got) != len(big) {
+		t.Fatalf("big value after reopen: %d bytes, %v", len(got), err)
+	}
+}

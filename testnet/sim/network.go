@@ -27,6 +27,7 @@ import (
 	"github.com/ephemera-network/ephemera/node"
 	"github.com/ephemera-network/ephemera/node/router"
 	"github.com/ephemera-network/ephemera/p2p"
+	"github.com/ephemera-network/ephemera/store"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
@@ -409,6 +410,9 @@ func (n *Network) launch(ctx context.Context, role node.Role, home *node.Home, t
 		Logger:       n.log.With("node", name),
 		HostOptions:  hostOpts,
 		NoNATService: true,
+		// Hundreds of stores share this process's memory: compact caches
+		// and memtables, every commit still synced (store.Compact).
+		StoreOptions: []store.Option{store.Compact()},
 	}
 	if role == node.RoleRouter && n.onReserve != nil {
 		opts.ObserveReserve = n.onReserve(idx)
