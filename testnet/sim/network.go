@@ -29,6 +29,7 @@ import (
 	"github.com/ephemera-network/ephemera/p2p"
 	"github.com/ephemera-network/ephemera/store"
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
 	"github.com/marcopolo/simnet"
@@ -169,6 +170,10 @@ func hostOf(a net.Addr) string {
 type linkCounters struct {
 	sentPackets, sentBytes atomic.Uint64
 	recvPackets, recvBytes atomic.Uint64
+	// conns counts the connections the node opened or accepted: when it
+	// runs far above what the connection limits hold, the nodes are
+	// trimming and redialling, which costs the simulation handshakes.
+	conns atomic.Uint64
 }
 
 // countingConn is a node's packet conn on the simnet. It counts what the
@@ -424,6 +429,7 @@ func (n *Network) launch(ctx context.Context, role node.Role, home *node.Home, t
 	if err := nd.Start(ctx); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	nd.Host().Network().Notify(&network.NotifyBundle{ConnectedF: func(network.Network, network.Conn) { link.conns.Add(1) }})
 	m := &Member{Name: name, Role: role, Index: idx, Node: nd, ip: ip, link: link, Started: time.Now()}
 	if n.watch != nil {
 		n.watch(m)

@@ -216,9 +216,9 @@ func reportProgress(nw *Network, t0, realStart time.Time, out io.Writer, stop <-
 			topics = append(topics, fmt.Sprintf("%s %.0f", t, float64(now.published[t]-last.published[t])/seconds))
 		}
 		fmt.Fprintf(out, "sim: %4.0f s simulated, %5.0f s real: %d nodes, %.0f peers each, %d miners available at the emptiest router; "+
-			"per node and s %.0f packets, %.1f gossip received; published per s: %s; %.1f GB resident, %d goroutines\n",
+			"per node and s %.0f packets, %.2f connections opened, %.1f gossip received; published per s: %s; %.1f GB resident, %d goroutines\n",
 			time.Since(t0).Seconds(), realSince(realStart).Seconds(), running, peersPerNode(nw), minAvailable(nw),
-			float64(now.packets-last.packets)/perNodeS, float64(now.received-last.received)/perNodeS, strings.Join(topics, ", "),
+			float64(now.packets-last.packets)/perNodeS, float64(now.conns-last.conns)/perNodeS, float64(now.received-last.received)/perNodeS, strings.Join(topics, ", "),
 			float64(residentBytes())/1e9, runtime.NumGoroutine())
 		last, lastAt = now, time.Now()
 	}
@@ -226,14 +226,15 @@ func reportProgress(nw *Network, t0, realStart time.Time, out io.Writer, stop <-
 
 // trafficTotals sums every member's counters, stopped ones included.
 type trafficTotals struct {
-	packets, received uint64
-	published         map[string]uint64
+	packets, conns, received uint64
+	published                map[string]uint64
 }
 
 func trafficTotalsOf(nw *Network) trafficTotals {
 	t := trafficTotals{published: map[string]uint64{}}
 	for _, m := range nw.Members() {
 		t.packets += m.Traffic().SentPackets
+		t.conns += m.link.conns.Load()
 		for topic, c := range m.GossipCounts() {
 			t.received += c.Accept + c.Reject + c.Ignore + c.Throttled
 			t.published[topic] += c.Published
