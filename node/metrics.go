@@ -13,6 +13,7 @@ type roleCollector struct {
 	n *Node
 
 	poolMiners, reputation, minerState, minerGeneration, minerEvictions, validations, reservations *prometheus.Desc
+	oracleEvictions, sigChecks                                                                     *prometheus.Desc
 	sessions, queued, tasks, agreement                                                             *prometheus.Desc
 	completions, warmSessions, warmMiners, warmSeconds, idleReleases                               *prometheus.Desc
 }
@@ -29,6 +30,8 @@ func newRoleCollector(n *Node) *roleCollector {
 		minerGeneration: d("miner_generation", "This miner's current generation."),
 		minerEvictions:  d("miner_evictions_total", "Reservations this miner ended early because their router held more than its share of the pool."),
 		validations:     d("oracle_validations_total", "Validations this oracle ran, by verdict.", "verdict"),
+		oracleEvictions: d("oracle_evictions_total", "Evictions this oracle sent to miners whose router held more than its share of the pool."),
+		sigChecks:       d("signature_checks_total", "Signatures this node verified of gossip messages, verdicts and records (not of its own stream exchanges)."),
 		reservations:    d("router_reservations", "This router's reservations, by state.", "state"),
 		sessions:        d("router_sessions", "This router's sessions, by state (ended: since the router started).", "state"),
 		queued:          d("router_queued_tasks", "Tasks waiting for a miner on this router."),
@@ -44,6 +47,7 @@ func newRoleCollector(n *Node) *roleCollector {
 
 func (c *roleCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.poolMiners, c.reputation, c.minerState, c.minerGeneration, c.minerEvictions, c.validations, c.reservations,
+		c.oracleEvictions, c.sigChecks,
 		c.sessions, c.queued, c.tasks, c.agreement, c.completions, c.warmSessions, c.warmMiners, c.warmSeconds, c.idleReleases} {
 		ch <- d
 	}
@@ -77,7 +81,9 @@ func (c *roleCollector) Collect(ch chan<- prometheus.Metric) {
 		st := c.n.oracle.Stats()
 		ch <- prometheus.MustNewConstMetric(c.validations, prometheus.CounterValue, float64(st.Passed), "pass")
 		ch <- prometheus.MustNewConstMetric(c.validations, prometheus.CounterValue, float64(st.Failed), "fail")
+		ch <- prometheus.MustNewConstMetric(c.oracleEvictions, prometheus.CounterValue, float64(st.Evictions))
 	}
+	ch <- prometheus.MustNewConstMetric(c.sigChecks, prometheus.CounterValue, float64(c.n.SigChecks()))
 	if c.n.router != nil {
 		byState := map[string]int{"active": 0, "released": 0, "expired": 0, "lost": 0}
 		for _, r := range c.n.router.Reservations() {

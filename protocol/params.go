@@ -193,8 +193,8 @@ func (p Params) RouterAllowed(id peer.ID) bool {
 // RouterLimit is how many miners one router may hold at once in a pool of
 // size miners: ceil(max_router_share × size), and never fewer than
 // router_share_floor, so that a lone router of a small network can still
-// run a session of a few miners. A miner refuses a claim from a router
-// that holds that many already, and a renewal from one that holds more.
+// run a session of a few miners. Oracles evict the miners a router holds
+// beyond it (Eviction; node/oracle/share.go).
 func (p Params) RouterLimit(size int) int {
 	return max(p.RouterShareFloor, int(math.Ceil(p.MaxRouterShare*float64(size)-1e-9)))
 }

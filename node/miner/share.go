@@ -74,7 +74,7 @@ func (m *Miner) evict(e protocol.Signed[*pb.Eviction]) error {
 	return nil
 }
 
-// overShare says why this miner refuses router's claims, or "" if it does
+// refusesRouter says why this miner refuses router's claims, or "" if it does
 // not: a quorum of oracles evicted it from router within shareMemory.
 func (m *Miner) refusesRouter(router peer.ID, now time.Time) string {
 	m.mu.Lock()
