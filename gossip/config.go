@@ -15,12 +15,6 @@ type Config struct {
 	ValidatorTimeout duration.Duration `toml:"validator_timeout"`
 	// ValidatorConcurrency bounds how many messages of one topic validate at once.
 	ValidatorConcurrency int `toml:"validator_concurrency"`
-	// Fanout, set by a node that subscribes to no topic (a miner), sends
-	// its messages to gossipsub's fanout, D peers of the topic, instead of
-	// flooding them to every subscribed peer: its messages are its own
-	// records and grants, which the mesh spreads from there, and so what it
-	// sends does not grow with the peers it knows.
-	Fanout bool `toml:"-"`
 }
 
 // DefaultConfig suits signed control messages, which are a few hundred bytes.

@@ -62,13 +62,29 @@ func MessageID(m *pb.Message) string {
 // it, is cut off: its connections are closed and, if h is a PeerBlocker (as
 // *p2p.Host is), refused for CutOffPeriod. Any other connected peer that
 // gossipsub has dropped is introduced to it again (see reviver).
-func New(ctx context.Context, h host.Host, network string, cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Gossip, error) {
-	return start(ctx, h, network, cfg, reg, log, nil)
+func New(ctx context.Context, h host.Host, network string, cfg Config, reg prometheus.Registerer, log *slog.Logger, opts ...Option) (*Gossip, error) {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	return start(ctx, h, network, cfg, reg, log, o, nil)
 }
 
-// start is New with tune, if not nil, applied to the guard before anything
+// Option changes how New runs gossipsub for this node's role.
+type Option func(*options)
+
+type options struct{ fanout bool }
+
+// Fanout is for a node that subscribes to no topic (a miner): it sends its
+// messages to gossipsub's fanout, D peers of the topic, instead of flooding
+// them to every subscribed peer. Its messages are its own records and
+// grants, which the subscribers' meshes spread from there, and so what it
+// sends does not grow with the peers it knows.
+func Fanout() Option { return func(o *options) { o.fanout = true } }
+
+// start is New with its options o, and tune, if not nil, applied to the guard before anything
 // runs: a test's clock, or the addresses a test counts.
-func start(ctx context.Context, h host.Host, network string, cfg Config, reg prometheus.Registerer, log *slog.Logger, tune func(*guard)) (*Gossip, error) {
+func start(ctx context.Context, h host.Host, network string, cfg Config, reg prometheus.Registerer, log *slog.Logger, o options, tune func(*guard)) (*Gossip, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -101,8 +117,8 @@ func start(ctx context.Context, h host.Host, network string, cfg Config, reg pro
 		// Our messages are few and matter (attestations, grants): the origin
 		// sends each to every subscribed peer above the publish threshold,
 		// rather than only to a mesh that may still be forming. Unless it
-		// subscribes to nothing (cfg.Fanout): then it has no mesh to wait for.
-		pubsub.WithFloodPublish(!cfg.Fanout),
+		// subscribes to nothing (Fanout): then it has no mesh to wait for.
+		pubsub.WithFloodPublish(!o.fanout),
 		pubsub.WithPeerExchange(true),
 		pubsub.WithLogger(log),
 	)

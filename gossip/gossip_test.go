@@ -432,9 +432,7 @@ func TestJoinToPublish(t *testing.T) {
 	_, topicB := newGossip(t, hb, nil, &inB)
 	newGossip(t, hc, nil, &inC)
 	ctx, cancel := context.WithCancel(context.Background())
-	cfg := DefaultConfig()
-	cfg.Fanout = true
-	gm, err := New(ctx, hm, "testnet", cfg, nil, nil)
+	gm, err := New(ctx, hm, "testnet", DefaultConfig(), nil, nil, Fanout())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,7 +64,7 @@ func TestCutOffAtThirteenthRejectOverTwoTopics(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	reg := prometheus.NewRegistry()
-	g, err := start(ctx, node, "testnet", DefaultConfig(), reg, nil, func(gd *guard) { gd.now = steppingClock(10 * time.Millisecond) })
+	g, err := start(ctx, node, "testnet", DefaultConfig(), reg, nil, options{}, func(gd *guard) { gd.now = steppingClock(10 * time.Millisecond) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestFreshIdentitiesFromOneAddressCutOff(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	reg := prometheus.NewRegistry()
-	g, err := start(ctx, node, "testnet", DefaultConfig(), reg, nil, func(gd *guard) { gd.exempt = nil })
+	g, err := start(ctx, node, "testnet", DefaultConfig(), reg, nil, options{}, func(gd *guard) { gd.exempt = nil })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -187,9 +187,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 
 	// 5. Gossip, with every topic's validator in place before the first
 	// message: the pool view judges what the topics carry.
-	gcfg := n.cfg.Gossip
-	gcfg.Fanout = !n.followsGossip()
-	if n.gossip, err = gossip.New(runCtx, n.host, n.netID, gcfg, n.reg, n.log.With("module", "gossip")); err != nil {
+	var gopts []gossip.Option
+	if !n.followsGossip() {
+		gopts = append(gopts, gossip.Fanout())
+	}
+	if n.gossip, err = gossip.New(runCtx, n.host, n.netID, n.cfg.Gossip, n.reg, n.log.With("module", "gossip"), gopts...); err != nil {
 		return err
 	}
 	n.onStop(func(context.Context) error { return n.gossip.Close() })
