@@ -77,22 +77,31 @@ func (c Checker) notFuture(issuedMs int64) error {
 	return nil
 }
 
+// byOracle checks what every oracle's message must be: for this network,
+// naming as its oracle the peer that signed it, one of the oracle set.
+func (c Checker) byOracle(what, network string, oracleField []byte, signer peer.ID) error {
+	if err := c.network(network); err != nil {
+		return err
+	}
+	oracle, err := PeerID(oracleField)
+	if err != nil {
+		return err
+	}
+	if oracle != signer {
+		return rejectf("%s names oracle %s but is signed by %s", what, oracle, signer)
+	}
+	if !c.Params.IsOracle(oracle) {
+		return rejectf("signer %s is not in the oracle set", oracle)
+	}
+	return nil
+}
+
 // Attestation checks a signed attestation: signed by an oracle of the set
 // about a valid miner, unexpired, not from the future.
 func (c Checker) Attestation(s Signed[*pb.Attestation]) error {
 	a := s.Msg
-	if err := c.network(a.Network); err != nil {
+	if err := c.byOracle("attestation", a.Network, a.Oracle, s.Signer); err != nil {
 		return err
-	}
-	oracle, err := PeerID(a.Oracle)
-	if err != nil {
-		return err
-	}
-	if oracle != s.Signer {
-		return rejectf("attestation names oracle %s but is signed by %s", oracle, s.Signer)
-	}
-	if !c.Params.IsOracle(oracle) {
-		return rejectf("signer %s is not in the oracle set", oracle)
 	}
 	if _, err := PeerID(a.Miner); err != nil {
 		return err
@@ -306,18 +315,8 @@ func (c Checker) Release(s Signed[*pb.Release]) error {
 // that has moved on).
 func (c Checker) Eviction(s Signed[*pb.Eviction]) error {
 	e := s.Msg
-	if err := c.network(e.Network); err != nil {
+	if err := c.byOracle("eviction", e.Network, e.Oracle, s.Signer); err != nil {
 		return err
-	}
-	oracle, err := PeerID(e.Oracle)
-	if err != nil {
-		return err
-	}
-	if oracle != s.Signer {
-		return rejectf("eviction names oracle %s but is signed by %s", oracle, s.Signer)
-	}
-	if !c.Params.IsOracle(oracle) {
-		return rejectf("signer %s is not in the oracle set", oracle)
 	}
 	if _, err := PeerID(e.Miner); err != nil {
 		return err

@@ -38,14 +38,6 @@ func (p *Pool) Holders() (size int, held map[peer.ID][]protocol.Signed[*pb.Grant
 	return size, held
 }
 
-// HeldBy is the router that holds miner at generation in this node's view:
-// the router of the grant held for it, unless a release of that generation
-// is held too; "" if none.
-func (p *Pool) HeldBy(miner peer.ID, generation uint64) peer.ID {
-	h, _ := p.holding(miner, generation)
-	return h.router
-}
-
 type hold struct {
 	router peer.ID
 	grant  protocol.Signed[*pb.Grant]
