@@ -54,7 +54,7 @@ bench-report:
 	cat bench/raw.txt $(wildcard bench/sim-ci.txt bench/sim-mid.txt bench/sim.txt bench/sim-huge.txt bench/netns.txt bench/attack.txt) | $(GO) run ./cmd/benchreport -out bench
 	@cat bench/RESULTS.md
 
-## sim: the full simulation, 503 nodes on the mem transport for 10 simulated minutes (about an hour on 2 cores: 547 s of load took 55 minutes; SIM_ARGS=-sim.budget=30m stops the load early); its figures go into the report
+## sim: the full simulation, 503 nodes on the mem transport for 10 simulated minutes (about an hour on 2 cores; SIM_ARGS=-sim.budget=30m stops the load early); its figures go into the report
 .PHONY: sim
 sim:
 	@mkdir -p bench
