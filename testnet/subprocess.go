@@ -90,6 +90,9 @@ func (s Subprocess) Launch(ctx context.Context, name string, home node.Home) (No
 // Runtime is what the node wrote to node.json.
 func (p *Process) Runtime() node.Runtime { return p.rt }
 
+// LogPath is the file the process logs to.
+func (p *Process) LogPath() string { return p.logPath }
+
 // Stop sends SIGTERM and waits for the process to exit, killing it if ctx ends first.
 func (p *Process) Stop(ctx context.Context) error {
 	select {

@@ -5,6 +5,9 @@ package localnet
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,6 +28,8 @@ func Start(tb testing.TB, spec testnet.Spec, l testnet.Launcher) *testnet.Testne
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	tn, err := testnet.Start(ctx, tb.TempDir(), spec, l)
+	// Runs after the stop below, so the logs are whole.
+	tb.Cleanup(func() { saveLogs(tb, tn) })
 	tb.Cleanup(func() { testkit.Stop(tb, 30*time.Second, tn.Stop) })
 	if err != nil {
 		tb.Fatal(err)
@@ -59,3 +64,41 @@ func WaitAvailable(tb testing.TB, tn *testnet.Testnet, n int, within time.Durati
 		tb.Fatal(err)
 	}
 }
+
+// saveLogs, when the test has failed, copies each process's log to
+// $EPHEMERA_ARTIFACTS/TEST/NAME.log and prints its last lines: a failure
+// on a machine far away must say what the nodes saw.
+func saveLogs(tb testing.TB, tn *testnet.Testnet) {
+	if !tb.Failed() {
+		return
+	}
+	dir := os.Getenv("EPHEMERA_ARTIFACTS")
+	if dir != "" {
+		dir = filepath.Join(dir, strings.ReplaceAll(tb.Name(), "/", "_"))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			tb.Log(err)
+			dir = ""
+		}
+	}
+	for _, m := range tn.Members() {
+		p, ok := m.Node.(*testnet.Process)
+		if !ok {
+			continue
+		}
+		b, err := os.ReadFile(p.LogPath())
+		if err != nil {
+			tb.Logf("%s: %v", m.Name, err)
+			continue
+		}
+		if dir != "" {
+			if err := os.WriteFile(filepath.Join(dir, m.Name+".log"), b, 0o644); err != nil {
+				tb.Log(err)
+			}
+		}
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		tb.Logf("%s's log, last lines of %d:\n%s", m.Name, len(lines), strings.Join(lines[max(0, len(lines)-logTail):], "\n"))
+	}
+}
+
+// logTail is how many lines of each node's log a failed test prints.
+const logTail = 12
