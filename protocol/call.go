@@ -51,6 +51,38 @@ func Call(ctx context.Context, h host.Host, p peer.ID, proto libp2pprotocol.ID, 
 	return reply, rtt, nil
 }
 
+// CallRedial is Call for a request the peer may safely receive twice, made
+// robust to a peer that restarted. Such a peer leaves connections that look
+// open: a killed process's QUIC connection does until its idle timeout, or
+// until the process that took over its port answers with a stateless reset.
+// So if the call fails on a connection that was open before it (within
+// staleWait, when staleWait > 0), the peer's connections are closed and the
+// request is sent once more, on a fresh one, in what is left of ctx. The
+// error wraps ErrNoStream only if neither attempt sent anything.
+func CallRedial(ctx context.Context, h host.Host, p peer.ID, proto libp2pprotocol.ID, req []byte, maxReply int, staleWait time.Duration) (reply []byte, rtt time.Duration, err error) {
+	if h.Network().Connectedness(p) != network.Connected {
+		return Call(ctx, h, p, proto, req, maxReply)
+	}
+	first := ctx
+	if staleWait > 0 {
+		var cancel context.CancelFunc
+		first, cancel = context.WithTimeout(ctx, staleWait)
+		defer cancel()
+	}
+	reply, rtt, err = Call(first, h, p, proto, req, maxReply)
+	if err == nil || ctx.Err() != nil {
+		return reply, rtt, err
+	}
+	sent := !errors.Is(err, ErrNoStream)
+	_ = h.Network().ClosePeer(p)
+	reply, rtt, err = Call(ctx, h, p, proto, req, maxReply)
+	if sent && errors.Is(err, ErrNoStream) {
+		// The first attempt may have reached the peer.
+		err = fmt.Errorf("%s, after a failed attempt on an old connection", err.Error())
+	}
+	return reply, rtt, err
+}
+
 // failed resets s and says what failed, and why ctx ended if it did: a
 // reset it caused shows only as a reset stream.
 func failed(ctx context.Context, s network.Stream, what string, err error) error {

@@ -494,10 +494,13 @@ func (o *Oracle) judge(ctx context.Context, miner peer.ID, generation, round uin
 var errUnreachable = errors.New("miner unreachable")
 
 // exchange sends the challenge envelope to miner and reads its answer. The
-// elapsed time runs from writing the challenge to reading the answer.
+// elapsed time runs from writing the challenge to reading the answer. A
+// challenge that fails on an old connection is sent once more on a fresh
+// one: a miner that restarted on the same port would otherwise fail on its
+// dead predecessor's connection, through no fault of its own.
 func (o *Oracle) exchange(ctx context.Context, miner peer.ID, chEnv []byte) (protocol.Signed[*pb.Answer], time.Duration, error) {
 	var none protocol.Signed[*pb.Answer]
-	raw, elapsed, err := protocol.Call(ctx, o.d.Host, miner, protocol.ValidateProtocol(o.d.Network), chEnv, protocol.MaxAnswerSize)
+	raw, elapsed, err := protocol.CallRedial(ctx, o.d.Host, miner, protocol.ValidateProtocol(o.d.Network), chEnv, protocol.MaxAnswerSize, 0)
 	switch {
 	case errors.Is(err, protocol.ErrNoStream):
 		return none, 0, fmt.Errorf("%w: %v", errUnreachable, err)

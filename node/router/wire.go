@@ -9,7 +9,6 @@ import (
 
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/protocol/pb"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -106,26 +105,12 @@ const staleConnWait = 3 * time.Second
 
 // exchange sends one request to miner on the reserve protocol and reads one
 // reply. sent reports whether a stream was opened, after which the request
-// may have reached the miner and been acted on. If an existing connection
-// does not answer in time, it is closed and the request sent once more on a
-// fresh one; every request of the protocol may safely be sent twice.
+// may have reached the miner and been acted on. A request that fails on an
+// existing connection is sent once more on a fresh one
+// (protocol.CallRedial); every request of the protocol may safely be sent
+// twice.
 func (r *Router) exchange(ctx context.Context, miner peer.ID, req []byte) (reply []byte, sent bool, err error) {
-	if r.d.Host.Network().Connectedness(miner) == network.Connected {
-		actx, cancel := context.WithTimeout(ctx, staleConnWait)
-		reply, sent, err = r.exchangeOnce(actx, miner, req)
-		cancel()
-		if err == nil || ctx.Err() != nil {
-			return reply, sent, err
-		}
-		r.log.Debug("no answer on an existing connection; dialling afresh", "miner", miner, "err", err)
-		_ = r.d.Host.Network().ClosePeer(miner)
-	}
-	reply, sent2, err := r.exchangeOnce(ctx, miner, req)
-	return reply, sent || sent2, err
-}
-
-func (r *Router) exchangeOnce(ctx context.Context, miner peer.ID, req []byte) (reply []byte, sent bool, err error) {
-	reply, _, err = protocol.Call(ctx, r.d.Host, miner, protocol.ReserveProtocol(r.d.Network), req, protocol.MaxReserveReplySize)
+	reply, _, err = protocol.CallRedial(ctx, r.d.Host, miner, protocol.ReserveProtocol(r.d.Network), req, protocol.MaxReserveReplySize, staleConnWait)
 	return reply, !errors.Is(err, protocol.ErrNoStream), err
 }
 
