@@ -4,21 +4,15 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/testnet/testkit"
-	"github.com/libp2p/go-libp2p"
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
-	ma "github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // redialPair is a client and a server whose handler treats the nth request
@@ -106,10 +100,10 @@ func TestCallRedialTriesAFreshConnectionOnce(t *testing.T) {
 // it at its first packet. Call fails there; CallRedial answers.
 func TestCallRedialAfterThePeerRestarted(t *testing.T) {
 	key := testkit.NewKey(t)
-	client := quicHost(t, nil)
-	port := newUDPPort(t, client)
+	client := testkit.QUICHost(t, nil)
+	port := testkit.NewUDPPort(t, client)
 	restart := func() {
-		server := quicHost(t, key)
+		server := testkit.QUICHost(t, key)
 		server.SetStreamHandler(callProto, func(s network.Stream) {
 			req, err := protocol.ReadMsg(bufio.NewReader(s), protocol.MaxMessageSize)
 			if err != nil {
@@ -119,7 +113,8 @@ func TestCallRedialAfterThePeerRestarted(t *testing.T) {
 			_ = protocol.WriteMsg(s, req)
 			_ = s.Close()
 		})
-		port.crashInto(t, server)
+		port.Crash()
+		port.Serve(t, server)
 	}
 	id := testkit.ID(t, key)
 	restart()
@@ -141,90 +136,4 @@ func TestCallRedialAfterThePeerRestarted(t *testing.T) {
 	if err != nil || string(reply) != "ping" {
 		t.Fatalf("CallRedial after a restart: %q, %v", reply, err)
 	}
-}
-
-// quicHost is a host with key on QUIC only, on 127.0.0.1.
-func quicHost(t *testing.T, key crypto.PrivKey) host.Host {
-	return testkit.Host(t, key, libp2p.ListenAddrStrings("/ip4/127.0.0.1/udp/0/quic-v1"))
-}
-
-// udpPort is one UDP port whose process can change under a client without
-// its knowing, as a process restarted on the same port: it forwards each
-// datagram to the current host, and the host's back to the client.
-type udpPort struct {
-	client      host.Host
-	front, back *net.UDPConn
-	addr        ma.Multiaddr
-	target      atomic.Pointer[net.UDPAddr]
-	sender      atomic.Pointer[net.UDPAddr] // the client's side
-	cut         atomic.Bool                 // every datagram is dropped
-	current     host.Host
-}
-
-func newUDPPort(t *testing.T, client host.Host) *udpPort {
-	t.Helper()
-	lo := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}
-	front, err := net.ListenUDP("udp4", lo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	back, err := net.ListenUDP("udp4", lo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { front.Close(); back.Close() })
-	addr, err := manet.FromNetAddr(front.LocalAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := &udpPort{client: client, front: front, back: back, addr: addr.Encapsulate(ma.StringCast("/quic-v1"))}
-	go u.pump(front, back, u.target.Load, &u.sender)
-	go u.pump(back, front, u.sender.Load, nil)
-	return u
-}
-
-// pump copies datagrams from in through out to to(), noting their sender
-// in from when it is set.
-func (u *udpPort) pump(in, out *net.UDPConn, to func() *net.UDPAddr, from *atomic.Pointer[net.UDPAddr]) {
-	buf := make([]byte, 64<<10)
-	for {
-		n, src, err := in.ReadFromUDP(buf)
-		if err != nil {
-			return
-		}
-		if from != nil {
-			from.Store(src)
-		}
-		if dst := to(); dst != nil && !u.cut.Load() {
-			_, _ = out.WriteToUDP(buf[:n], dst)
-		}
-	}
-}
-
-// crashInto kills the host behind the port silently (the frames of its
-// close are dropped, as a SIGKILL sends none) and puts h there. The client
-// knows the port by its front address only.
-func (u *udpPort) crashInto(t *testing.T, h host.Host) {
-	t.Helper()
-	u.cut.Store(true)
-	if u.current != nil {
-		_ = u.current.Close()
-		time.Sleep(50 * time.Millisecond) // what was in flight is dropped
-	}
-	u.current = h
-	var real *net.UDPAddr
-	for _, a := range h.Addrs() {
-		if udp, last := ma.SplitLast(a); last != nil && last.Protocol().Code == ma.P_QUIC_V1 {
-			if na, err := manet.ToNetAddr(udp); err == nil {
-				real, _ = na.(*net.UDPAddr)
-			}
-		}
-	}
-	if real == nil {
-		t.Fatalf("no UDP address in %v", h.Addrs())
-	}
-	u.target.Store(real)
-	u.cut.Store(false)
-	u.client.Peerstore().ClearAddrs(h.ID())
-	u.client.Peerstore().AddAddr(h.ID(), u.addr, time.Hour)
 }
