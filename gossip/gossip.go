@@ -61,7 +61,9 @@ func MessageID(m *pb.Message) string {
 // A peer that is graylisted, or whose REJECTed messages alone would graylist
 // it, is cut off: its connections are closed and, if h is a PeerBlocker (as
 // *p2p.Host is), refused for CutOffPeriod. Any other connected peer that
-// gossipsub has dropped is introduced to it again (see reviver).
+// gossipsub has dropped is introduced to it again (see reviver); with
+// Fanout, a connected subscriber whose subscriptions gossipsub forgot is
+// asked for them again (see rehelloer).
 func New(ctx context.Context, h host.Host, network string, cfg Config, reg prometheus.Registerer, log *slog.Logger, opts ...Option) (*Gossip, error) {
 	var o options
 	for _, f := range opts {
@@ -130,11 +132,15 @@ func start(ctx context.Context, h host.Host, network string, cfg Config, reg pro
 	if err != nil {
 		return nil, fmt.Errorf("gossip: peer reviver: %w", err)
 	}
+	var rh *rehelloer
+	if o.fanout {
+		rh = newRehelloer(h, ps, ids, m, log)
+	}
 	rctx, stop := context.WithCancel(ctx)
 	g.stopReviver, g.reviverDone = stop, make(chan struct{})
 	go func() {
 		defer close(g.reviverDone)
-		rv.run(rctx)
+		rv.run(rctx, rh)
 	}()
 	return g, nil
 }

@@ -13,6 +13,7 @@ type metrics struct {
 	cutOff    *prometheus.CounterVec
 	netCut    *prometheus.CounterVec
 	revived   prometheus.Counter
+	reasked   prometheus.Counter
 }
 
 // newMetrics registers the gossip counters with reg; a nil reg keeps them unexported.
@@ -29,11 +30,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "ephemera", Subsystem: "gossip", Name: "peers_revived_total",
 			Help: "Connected peers that gossipsub had dropped (it gives up on a peer whose stream died four times in 10 minutes while it stayed connected, as after restarts) and that were introduced to it again.",
 		}),
+		reasked: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ephemera", Subsystem: "gossip", Name: "subscriptions_reasked_total",
+			Help: "Times a node that subscribes to nothing (a miner) reset a connected peer's gossip stream because gossipsub had forgotten the peer's subscriptions (as after the peer restarted), so that the peer said them again.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.validated, m.published, m.cutOff, m.netCut, m.revived} {
+	for _, c := range []prometheus.Collector{m.validated, m.published, m.cutOff, m.netCut, m.revived, m.reasked} {
 		if err := reg.Register(c); err != nil {
 			return nil, errors.Join(errors.New("gossip metrics"), err)
 		}

@@ -67,12 +67,18 @@ func newReviver(h host.Host, ps *pubsub.PubSub, gd *guard, m *metrics, log *slog
 		missing: map[peer.ID]bool{}, next: map[peer.ID]revivalDue{}}, nil
 }
 
-func (r *reviver) run(ctx context.Context) {
+// run checks every reviveInterval until ctx ends, and has rh, if not nil,
+// check too.
+func (r *reviver) run(ctx context.Context, rh *rehelloer) {
 	defer r.emit.Close()
 	t := time.NewTicker(reviveInterval)
 	defer t.Stop()
 	for wait.Tick(ctx, t.C) {
-		r.check(time.Now())
+		now := time.Now()
+		r.check(now)
+		if rh != nil {
+			rh.check(now)
+		}
 	}
 }
 
