@@ -61,7 +61,7 @@ type Miner struct {
 	wg         sync.WaitGroup
 	provided   time.Time             // when the pool CIDs were last provided
 	lastRecord time.Time             // when the availability record was last signed
-	heardBy    int                   // pool-topic peers when it was last signed
+	heardBy    int                   // fewest pool-topic peers since it was last signed
 	votes      evictionVotes         // the oracles that would evict the current reservation
 	overShare  map[peer.ID]time.Time // routers evicted from this miner, until when their claims are refused
 	sem        chan struct{}
@@ -389,13 +389,17 @@ const meshDegree = 6
 // expires, and whenever the pool topic gains a peer while the miner's mesh is
 // still forming. Gossip does not replay history, so a record published before
 // anyone listened (at start-up, always) would otherwise wait a full refresh.
+// A subscriber that leaves and comes back (restarted) missed it as well, so
+// a gain counts from the fewest peers seen since the record.
 func (m *Miner) recordDue(now time.Time) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if now.Sub(m.lastRecord) >= m.d.Check.Params.RecordLifetime.Std()/3 {
 		return true
 	}
-	return m.heardBy < meshDegree && m.poolPeers() > m.heardBy && now.Sub(m.lastRecord) >= time.Second
+	peers := m.poolPeers()
+	m.heardBy = min(m.heardBy, peers)
+	return m.heardBy < meshDegree && peers > m.heardBy && now.Sub(m.lastRecord) >= time.Second
 }
 
 func (m *Miner) poolPeers() int {
