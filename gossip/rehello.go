@@ -78,15 +78,10 @@ func (r *rehelloer) check(now time.Time) {
 
 // ask resets p's gossipsub streams to us, at most once per backoff.
 func (r *rehelloer) ask(p peer.ID, now time.Time) {
-	due, again := r.next[p]
-	if again && now.Before(due.at) {
+	again, ok := backOff(r.next, p, now)
+	if !ok {
 		return
 	}
-	wait := reviveBackoff
-	if again {
-		wait = min(2*due.wait, reviveBackoffMax)
-	}
-	r.next[p] = revivalDue{at: now.Add(wait), wait: wait}
 	reset := 0
 	for _, c := range r.h.Network().ConnsToPeer(p) {
 		for _, s := range c.GetStreams() {

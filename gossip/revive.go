@@ -47,6 +47,22 @@ type revivalDue struct {
 	wait time.Duration
 }
 
+// backOff reports whether p may be acted on at now, and whether it was
+// before; if it may, the next time is set in next: reviveBackoff from now,
+// or twice the last wait up to reviveBackoffMax.
+func backOff(next map[peer.ID]revivalDue, p peer.ID, now time.Time) (again, ok bool) {
+	due, again := next[p]
+	if again && now.Before(due.at) {
+		return again, false
+	}
+	wait := reviveBackoff
+	if again {
+		wait = min(2*due.wait, reviveBackoffMax)
+	}
+	next[p] = revivalDue{at: now.Add(wait), wait: wait}
+	return again, true
+}
+
 const (
 	// reviveInterval is how often gossipsub's peers are compared with the
 	// connected ones. A peer must be missing at two checks in a row, so that
@@ -102,15 +118,10 @@ func (r *reviver) check(now time.Time) {
 		if !r.missing[p] {
 			continue
 		}
-		due, again := r.next[p]
-		if again && now.Before(due.at) {
+		again, ok := backOff(r.next, p, now)
+		if !ok {
 			continue
 		}
-		wait := reviveBackoff
-		if again {
-			wait = min(2*due.wait, reviveBackoffMax)
-		}
-		r.next[p] = revivalDue{at: now.Add(wait), wait: wait}
 		if err := r.emit.Emit(event.EvtPeerProtocolsUpdated{Peer: p, Added: protos}); err != nil {
 			r.log.Debug("reviving a gossip peer", "peer", p, "err", err)
 			continue
