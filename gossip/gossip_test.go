@@ -111,6 +111,23 @@ func newGossip(t *testing.T, h host.Host, reg prometheus.Registerer, in *inbox) 
 }
 
 // waitFor gives gossip's meshes and heartbeats 15 s.
+// newPublisher is gossip on h for a node that subscribes to nothing (a
+// miner), joined to the attestations topic only to publish.
+func newPublisher(t *testing.T, h host.Host) (*Gossip, *Topic) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	g, err := New(ctx, h, "testnet", DefaultConfig(), nil, nil, Fanout())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close(); cancel() })
+	topic, err := g.JoinToPublish(ctx, protocol.TopicAttestations, EnvelopeValidator(noteKind()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g, topic
+}
+
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	testkit.Eventually(t, what, 15*time.Second, cond)
@@ -431,16 +448,8 @@ func TestJoinToPublish(t *testing.T) {
 	var inB, inC inbox
 	_, topicB := newGossip(t, hb, nil, &inB)
 	newGossip(t, hc, nil, &inC)
-	ctx, cancel := context.WithCancel(context.Background())
-	gm, err := New(ctx, hm, "testnet", DefaultConfig(), nil, nil, Fanout())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { gm.Close(); cancel() })
-	topicM, err := gm.JoinToPublish(ctx, protocol.TopicAttestations, EnvelopeValidator(noteKind()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	gm, topicM := newPublisher(t, hm)
+	ctx := t.Context()
 	waitFor(t, "the subscribers known", func() bool { return len(topicM.Peers()) == 2 })
 	if err := topicM.Publish(ctx, testkit.SealRecord(t, &note{text: "record"}, nil)); err != nil {
 		t.Fatal(err)

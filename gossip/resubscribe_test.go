@@ -1,12 +1,10 @@
 package gossip
 
 import (
-	"context"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/ephemera-network/ephemera/protocol"
 	"github.com/ephemera-network/ephemera/testnet/testkit"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -21,16 +19,8 @@ import (
 // the chaos run a miner so came to know 1 subscriber of 5.
 func TestPublisherRelearnsARestartedSubscriber(t *testing.T) {
 	pub := testkit.QUICHost(t, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	g, err := New(ctx, pub, "testnet", DefaultConfig(), nil, nil, Fanout())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Close(); cancel() })
-	topic, err := g.JoinToPublish(ctx, protocol.TopicAttestations, EnvelopeValidator(noteKind()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, topic := newPublisher(t, pub)
+	ctx := t.Context()
 
 	key := testkit.NewKey(t)
 	id := testkit.ID(t, key)
